@@ -1,0 +1,80 @@
+"""The one root error type and its family.
+
+Adapters (storage back ends, the catalogue, protocol layers) translate driver errors into these
+with ``raise ... from exc`` so that the protocol layers can map them to an HTTP or DIMSE status
+through one table each (``vna/gateway/status.py``).  A dedup hit is not an error: it is a
+return value of the ingest pipeline.
+"""
+
+from __future__ import annotations
+
+
+class VnaError(Exception):
+    """Root of every error the archive raises on purpose."""
+
+    #: Whether the same request may succeed later (storage or database briefly unavailable).
+    retriable: bool = False
+
+
+class ConfigError(VnaError):
+    """The configuration is invalid; the message names the key."""
+
+
+class InvalidRequest(VnaError):
+    """A request parameter is malformed; the message names the parameter."""
+
+
+class NotFound(VnaError):
+    """The requested study, series, instance or object does not exist."""
+
+
+class InvalidInstance(VnaError):
+    """The DICOM data cannot be understood (truncated, bad VR, missing required attributes)."""
+
+
+class SopClassMismatch(InvalidInstance):
+    """The data set does not match the SOP class it claims or was negotiated for."""
+
+
+class InstanceConflict(VnaError):
+    """Same SOP Instance UID as a stored instance, but different content."""
+
+
+class PatientMismatch(VnaError):
+    """The instance names a study that the catalogue holds under another patient."""
+
+
+class InstanceTooLarge(VnaError):
+    """The instance exceeds the configured size limit."""
+
+
+class Unauthorized(VnaError):
+    """No valid credential was presented."""
+
+
+class Forbidden(VnaError):
+    """The credential is valid but does not allow this action."""
+
+
+class UnavailableError(VnaError):
+    """A backing service (object store, database) failed; the request may be retried."""
+
+    retriable = True
+
+
+class StorageError(UnavailableError):
+    """The object store failed to read or write."""
+
+
+class CatalogError(UnavailableError):
+    """The catalogue database failed."""
+
+
+class OfflineError(VnaError):
+    """The object is in an offline tier; a restore has been requested."""
+
+    retriable = True
+
+    def __init__(self, message: str, retry_after_seconds: int = 3600) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
