@@ -1,0 +1,1 @@
+"""The PostgreSQL catalogue: schema migrations, named queries, repository functions."""

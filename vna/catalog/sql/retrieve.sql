@@ -1,0 +1,55 @@
+-- Named queries of the retrieve path (WADO-RS, C-MOVE, C-GET).
+
+-- name: instances_of_study
+SELECT i.sop_uid, i.sop_class_uid, i.transfer_syntax, i.object_key, i.compression, i.tier,
+       i.size, i.sha256, se.series_uid, st.study_uid
+FROM instances i
+JOIN series se ON se.id = i.series_fk
+JOIN studies st ON st.id = se.study_fk
+WHERE st.study_uid = $1
+ORDER BY se.series_number NULLS LAST, se.id, i.instance_number NULLS LAST, i.id;
+
+-- name: instances_of_series
+SELECT i.sop_uid, i.sop_class_uid, i.transfer_syntax, i.object_key, i.compression, i.tier,
+       i.size, i.sha256, se.series_uid, st.study_uid
+FROM instances i
+JOIN series se ON se.id = i.series_fk
+JOIN studies st ON st.id = se.study_fk
+WHERE st.study_uid = $1 AND se.series_uid = $2
+ORDER BY i.instance_number NULLS LAST, i.id;
+
+-- name: instance_by_uid
+SELECT i.sop_uid, i.sop_class_uid, i.transfer_syntax, i.object_key, i.compression, i.tier,
+       i.size, i.sha256, se.series_uid, st.study_uid
+FROM instances i
+JOIN series se ON se.id = i.series_fk
+JOIN studies st ON st.id = se.study_fk
+WHERE st.study_uid = $1 AND se.series_uid = $2 AND i.sop_uid = $3;
+
+-- name: metadata_of_study
+SELECT i.metadata, i.has_pixel_data, i.sop_uid, se.series_uid, st.study_uid
+FROM instances i
+JOIN series se ON se.id = i.series_fk
+JOIN studies st ON st.id = se.study_fk
+WHERE st.study_uid = $1
+ORDER BY se.series_number NULLS LAST, se.id, i.instance_number NULLS LAST, i.id;
+
+-- name: metadata_of_series
+SELECT i.metadata, i.has_pixel_data, i.sop_uid, se.series_uid, st.study_uid
+FROM instances i
+JOIN series se ON se.id = i.series_fk
+JOIN studies st ON st.id = se.study_fk
+WHERE st.study_uid = $1 AND se.series_uid = $2
+ORDER BY i.instance_number NULLS LAST, i.id;
+
+-- name: metadata_of_instance
+SELECT i.metadata, i.has_pixel_data, i.sop_uid, se.series_uid, st.study_uid
+FROM instances i
+JOIN series se ON se.id = i.series_fk
+JOIN studies st ON st.id = se.study_fk
+WHERE st.study_uid = $1 AND se.series_uid = $2 AND i.sop_uid = $3;
+
+-- name: catalogue_totals
+SELECT count(*) AS instances, coalesce(sum(size), 0)::bigint AS bytes,
+       coalesce(sum(stored_size), 0)::bigint AS stored_bytes
+FROM instances;

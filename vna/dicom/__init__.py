@@ -1,0 +1,1 @@
+"""DICOM knowledge: header parsing, normalisation, DICOM JSON, query parameter parsing."""

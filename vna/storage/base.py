@@ -1,0 +1,91 @@
+"""The object store interface both back ends implement (and one contract test checks)."""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from vna.errors import InvalidRequest
+
+# Keys are content-addressed (`sha256/ab/cd/<hex>`) and carry no PHI: UIDs may embed personal
+# data (PS3.5 9.1 lets implementers root UIDs in anything), so they never appear in a key.
+_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def content_key(sha256_hex: str, suffix: str = "") -> str:
+    """The object key for content with this SHA-256; a suffix names a derived encoding."""
+    if not _HEX64.match(sha256_hex):
+        raise InvalidRequest(f"not a SHA-256 hex digest: {sha256_hex!r}")
+    return f"sha256/{sha256_hex[:2]}/{sha256_hex[2:4]}/{sha256_hex}{suffix}"
+
+
+def validate_key(key: str) -> str:
+    """Refuse keys that could escape a root or smuggle path syntax."""
+    if len(key) > 512 or not _KEY.match(key) or ".." in key:
+        raise InvalidRequest(f"invalid object key: {key!r}")
+    return key
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    #: Back-end storage class (S3) or tier root (filesystem); None when the store has one class.
+    storage_class: str | None = None
+    metadata: Mapping[str, str] | None = None
+
+
+class ObjectStore(abc.ABC):
+    """Durable, content-addressed object storage.
+
+    A successful ``put_*`` means the bytes are durable: a crash right after it loses nothing.
+    Writes of an existing key with the same content are idempotent.
+    """
+
+    #: A short name for logs, metrics and the catalogue (``primary``, ``dr-eu``...).
+    name: str
+
+    @abc.abstractmethod
+    async def put_file(
+        self,
+        key: str,
+        path: Path,
+        *,
+        sha256: str,
+        metadata: Mapping[str, str] | None = None,
+        consume: bool = False,
+    ) -> None:
+        """Store the file's bytes under key; ``consume`` lets the store take the file over
+        (a rename on the same filesystem instead of a copy)."""
+
+    @abc.abstractmethod
+    async def put_bytes(
+        self, key: str, data: bytes, *, sha256: str, metadata: Mapping[str, str] | None = None
+    ) -> None: ...
+
+    @abc.abstractmethod
+    async def get_bytes(self, key: str) -> bytes:
+        """The whole object; raises NotFound."""
+
+    @abc.abstractmethod
+    def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """Stream the object; raises NotFound before the first chunk if absent."""
+
+    @abc.abstractmethod
+    async def stat(self, key: str) -> ObjectInfo | None:
+        """Size and class of the object, or None if absent."""
+
+    @abc.abstractmethod
+    async def delete(self, key: str) -> None:
+        """Remove the object; absent is not an error (deletes are retried)."""
+
+    @abc.abstractmethod
+    def iter_keys(self, prefix: str = "") -> AsyncIterator[str]:
+        """Every key under prefix, in no particular order."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
