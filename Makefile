@@ -1,0 +1,34 @@
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+CHECKOV_VENV := .venv-checkov
+
+.PHONY: run test lint migrate clean
+
+# Create the virtual environment and install the archive with its test tools.
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# checkov pins dependencies that clash with the archive's, so it lives in its own venv.
+$(CHECKOV_VENV)/bin/checkov:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov==3.3.30'
+
+# Prepare the archive on embedded defaults: data in ./vna-data (embedded PostgreSQL +
+# filesystem object store), schema migrated.
+run: $(BIN)/.installed
+	$(BIN)/vna config check
+	$(BIN)/vna db migrate
+
+test: $(BIN)/.installed $(CHECKOV_VENV)/bin/checkov
+	$(BIN)/python -m pytest -q -ra
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check vna lifecycle tests
+	$(BIN)/ruff format --check vna lifecycle tests
+
+clean:
+	rm -rf $(VENV) $(CHECKOV_VENV) vna-data
