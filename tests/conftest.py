@@ -1,0 +1,144 @@
+"""Shared fixtures: a real PostgreSQL (embedded, or VNA_TEST_DATABASE_URL), a real S3 endpoint
+(moto in server mode on a free loopback port) and pydicom's bundled test files.
+
+A template database is migrated once per session; each test gets a fresh copy of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import asyncpg
+import pytest
+
+from vna.catalog.database import Database, EmbeddedPostgres
+from vna.catalog.migrate import migrate
+
+# moto and boto3 need credentials to sign requests; these never leave the machine.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+TEMPLATE = "vna_test_template"
+_counter = itertools.count()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL, pointing at another database."""
+    parts = urlparse(url)
+    return urlunparse(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a database on a real PostgreSQL server that tests may create databases from."""
+    external = os.environ.get("VNA_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", database="vna")
+    url = server.start()
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_admin_url: str) -> str:
+    async def build() -> None:
+        conn = await asyncpg.connect(pg_admin_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}"')
+            await conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(with_database(pg_admin_url, TEMPLATE))
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(build())
+    return TEMPLATE
+
+
+@pytest.fixture
+def database_url(pg_admin_url: str, pg_template: str) -> Iterator[str]:
+    """A fresh, migrated catalogue database for this test."""
+    name = f"vna_test_{os.getpid()}_{next(_counter)}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(pg_admin_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    try:
+        yield with_database(pg_admin_url, name)
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = await Database.connect(database_url, min_size=1, max_size=8)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A moto S3 server on a free loopback port (a real HTTP endpoint, not an in-process mock)."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A fresh, empty bucket for this test."""
+    import boto3
+
+    name = f"vna-test-{os.getpid()}-{next(_counter)}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(
+        Bucket=name
+    )
+    return name
+
+
+@pytest.fixture
+def s3_url(s3_endpoint: str, s3_bucket: str) -> str:
+    return f"s3://{s3_bucket}?endpoint_url={s3_endpoint}&region=us-east-1"
+
+
+@pytest.fixture(scope="session")
+def pydicom_test_dir() -> Path:
+    """The folder of DICOM files pydicom ships with its tests."""
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("CT_small.dcm")
+    assert path is not None
+    return Path(path).parent
