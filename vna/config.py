@@ -169,6 +169,9 @@ def _read_toml_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"configuration file not found: {path}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        # TOML is UTF-8 text; a binary file (an image, an archive) passed by mistake.
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text") from exc
     return _parse_toml(text, str(path))
 
 

@@ -8,12 +8,25 @@ return value of the ingest pipeline.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class InstanceRef:
+    """Which instance an error is about, when the header was readable (for per-instance
+    failure reports: STOW-RS FailedSOPSequence, C-STORE responses)."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+
 
 class VnaError(Exception):
     """Root of every error the archive raises on purpose."""
 
     #: Whether the same request may succeed later (storage or database briefly unavailable).
     retriable: bool = False
+    #: Set by the ingest pipeline once the instance's identity is known.
+    instance: InstanceRef | None = None
 
 
 class ConfigError(VnaError):
@@ -34,6 +47,10 @@ class InvalidInstance(VnaError):
 
 class SopClassMismatch(InvalidInstance):
     """The data set does not match the SOP class it claims or was negotiated for."""
+
+
+class StudyMismatch(VnaError):
+    """The instance belongs to another study than the one the request names (STOW-RS path)."""
 
 
 class InstanceConflict(VnaError):

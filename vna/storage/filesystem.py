@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 from vna.errors import NotFound, StorageError
-from vna.storage.base import ObjectInfo, ObjectStore, validate_key
+from vna.storage.base import ObjectInfo, ObjectStore, check_sha256, validate_key
 
 _META_SUFFIX = ".meta.json"
 
@@ -47,22 +47,30 @@ class FilesystemStore(ObjectStore):
         consume: bool = False,
     ) -> None:
         target = self.path_of(key)
-        await asyncio.to_thread(self._put_file, target, path, metadata, consume)
+        check_sha256(key, sha256)
+        await asyncio.to_thread(self._put_file, key, target, path, sha256, metadata, consume)
 
     async def put_bytes(
         self, key: str, data: bytes, *, sha256: str, metadata: Mapping[str, str] | None = None
     ) -> None:
         target = self.path_of(key)
-        await asyncio.to_thread(self._put_bytes, target, data, metadata)
+        check_sha256(key, sha256)
+        await asyncio.to_thread(self._put_bytes, key, target, data, sha256, metadata)
 
     def _put_file(
-        self, target: Path, source: Path, metadata: Mapping[str, str] | None, consume: bool
+        self,
+        key: str,
+        target: Path,
+        source: Path,
+        sha256: str,
+        metadata: Mapping[str, str] | None,
+        consume: bool,
     ) -> None:
         try:
-            if metadata:
-                self._write_atomic(_meta_path(target), json.dumps(dict(metadata)).encode())
             if target.exists():
                 # Content-addressed: same key, same bytes.  Nothing to write.
+                if metadata:
+                    self._write_atomic(_meta_path(target), json.dumps(dict(metadata)).encode())
                 if consume:
                     source.unlink(missing_ok=True)
                 return
@@ -70,16 +78,25 @@ class FilesystemStore(ObjectStore):
             if consume and _same_device(source, self._tmp):
                 # The upload was received on this filesystem: make it durable where it lies
                 # and rename it into place instead of copying the bytes again.
+                check_sha256(key, sha256, _sha256_of(source))
                 _fsync_file(source)
+                if metadata:
+                    self._write_atomic(_meta_path(target), json.dumps(dict(metadata)).encode())
                 os.replace(source, target)
                 _fsync_dir(target.parent)
                 return
             tmp = self._tmp / uuid.uuid4().hex
             try:
+                digest = hashlib.sha256()
                 with open(source, "rb") as src, open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+                    while chunk := src.read(1 << 20):
+                        digest.update(chunk)
+                        dst.write(chunk)
                     dst.flush()
                     os.fsync(dst.fileno())
+                check_sha256(key, sha256, digest.hexdigest())
+                if metadata:
+                    self._write_atomic(_meta_path(target), json.dumps(dict(metadata)).encode())
                 os.replace(tmp, target)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -89,7 +106,10 @@ class FilesystemStore(ObjectStore):
         except OSError as exc:
             raise StorageError(f"filesystem store {self.name}: write failed: {exc}") from exc
 
-    def _put_bytes(self, target: Path, data: bytes, metadata: Mapping[str, str] | None) -> None:
+    def _put_bytes(
+        self, key: str, target: Path, data: bytes, sha256: str, metadata: Mapping[str, str] | None
+    ) -> None:
+        check_sha256(key, sha256, hashlib.sha256(data).hexdigest())
         try:
             if metadata:
                 self._write_atomic(_meta_path(target), json.dumps(dict(metadata)).encode())
@@ -192,6 +212,14 @@ class FilesystemStore(ObjectStore):
 
 def _meta_path(target: Path) -> Path:
     return target.with_name(target.name + _META_SUFFIX)
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _same_device(a: Path, b: Path) -> bool:

@@ -53,3 +53,12 @@ WHERE st.study_uid = $1 AND se.series_uid = $2 AND i.sop_uid = $3;
 SELECT count(*) AS instances, coalesce(sum(size), 0)::bigint AS bytes,
        coalesce(sum(stored_size), 0)::bigint AS stored_bytes
 FROM instances;
+
+-- name: instances_by_sop_uids
+SELECT i.sop_uid, i.sop_class_uid, i.transfer_syntax, i.object_key, i.compression, i.tier,
+       i.size, i.sha256, se.series_uid, st.study_uid
+FROM instances i
+JOIN series se ON se.id = i.series_fk
+JOIN studies st ON st.id = se.study_fk
+WHERE i.sop_uid = ANY($1::text[])
+ORDER BY i.id;

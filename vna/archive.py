@@ -1,0 +1,123 @@
+"""The running archive: catalogue, object store, ingest and retrieval wired from the settings.
+
+Both gateways (DICOMweb, DIMSE) and the command line open one of these; nothing else builds
+the parts by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vna.catalog.database import Database, EmbeddedPostgres
+from vna.catalog.migrate import migrate
+from vna.catalog.queries import q
+from vna.config import Settings
+from vna.ingest.pipeline import Ingester
+from vna.metrics import Metrics
+from vna.retrieve import Retriever
+from vna.storage.base import ObjectStore
+from vna.storage.factory import open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Archive:
+    settings: Settings
+    db: Database
+    store: ObjectStore
+    metrics: Metrics
+    ingester: Ingester
+    retriever: Retriever
+    #: This process's scratch directory for uploads being received (on the data volume, so
+    #: the filesystem store can rename instead of copy).
+    incoming: Path
+    embedded: EmbeddedPostgres | None = field(default=None, repr=False)
+
+    @classmethod
+    async def open(cls, settings: Settings, *, apply_migrations: bool = True) -> Archive:
+        """Start (or attach to) the catalogue, apply migrations, open the object store."""
+        embedded: EmbeddedPostgres | None = None
+        url = settings.database_url
+        if settings.embedded_database:
+            embedded = EmbeddedPostgres(settings.data_dir / "pg")
+            url = await asyncio.to_thread(embedded.start)
+            log.info("embedded PostgreSQL running under %s", embedded.pgdata)
+        db: Database | None = None
+        try:
+            db = await Database.connect(url, min_size=2, max_size=settings.ingest.concurrency + 8)
+            if apply_migrations:
+                async with db.acquire() as conn:
+                    applied = await migrate(conn)
+                if applied:
+                    log.info("applied migrations: %s", ", ".join(applied))
+            store = await open_store(settings.effective_storage_url, name="primary")
+        except BaseException:
+            if db is not None:
+                await db.close()
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
+            raise
+        incoming = _prepare_incoming(settings.incoming_dir)
+        metrics = Metrics()
+        return cls(
+            settings=settings,
+            db=db,
+            store=store,
+            metrics=metrics,
+            ingester=Ingester(db, store, settings.ingest, metrics),
+            retriever=Retriever(db, store),
+            incoming=incoming,
+            embedded=embedded,
+        )
+
+    async def close(self) -> None:
+        try:
+            await self.store.close()
+            await self.db.close()
+        finally:
+            shutil.rmtree(self.incoming, ignore_errors=True)
+            if self.embedded is not None:
+                await asyncio.to_thread(self.embedded.stop)
+                self.embedded = None
+
+    async def refresh_gauges(self) -> None:
+        """Catalogue totals for /metrics (one cheap aggregate per scrape)."""
+        async with self.db.acquire() as conn:
+            row = await conn.fetchrow(q("catalogue_totals"))
+        self.metrics.catalogue_instances.set(row["instances"])
+        self.metrics.catalogue_bytes.set(row["bytes"])
+
+
+def _prepare_incoming(root: Path) -> Path:
+    """This process's incoming directory, after removing what dead processes left behind.
+
+    Nothing in an incoming directory was ever acknowledged (the pipeline moves or deletes each
+    file before answering), so a crashed process's leftovers are safe to drop.  Each process
+    has its own subdirectory because several server processes may share one data directory.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    for sub in root.iterdir():
+        pid = sub.name.split(".")[0]
+        if sub.is_dir() and pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(sub, ignore_errors=True)
+    # The random part keeps a recycled pid, or two archives in one process, apart.
+    mine = root / f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    mine.mkdir()
+    return mine
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,64 @@
+"""QIDO-RS (PS3.18 10.6): search for studies, series and instances.
+
+Thin: parameters are parsed by the pure vna.dicom.qido module and the catalogue answers; this
+module adds the RetrieveURL of each match.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from vna.catalog.search import search
+from vna.dicom.qido import parse_qido
+from vna.gateway.media import DICOM_JSON, accepts_json, parse_accept
+from vna.gateway.web import ARCHIVE, base_url
+
+
+async def search_studies(request: web.Request) -> web.Response:
+    return await _search(request, "study")
+
+
+async def search_series(request: web.Request) -> web.Response:
+    return await _search(request, "series")
+
+
+async def search_instances(request: web.Request) -> web.Response:
+    return await _search(request, "instance")
+
+
+async def _search(request: web.Request, level: str) -> web.Response:
+    archive = request.app[ARCHIVE]
+    if not accepts_json(parse_accept(request.headers.get("Accept"))):
+        raise web.HTTPNotAcceptable(text=f"search results are served as {DICOM_JSON} only\n")
+    query = parse_qido(
+        level,
+        list(request.query.items()),
+        study_uid=request.match_info.get("study"),
+        series_uid=request.match_info.get("series"),
+    )
+    async with archive.db.acquire() as conn:
+        matches = await search(
+            conn,
+            query,
+            max_results=archive.settings.query.max_results,
+            default_limit=archive.settings.query.default_limit,
+        )
+    root = base_url(request)
+    for match in matches:
+        match.setdefault("00081190", {"vr": "UR", "Value": [_retrieve_url(root, level, match)]})
+    return web.Response(body=json.dumps(matches).encode(), content_type=DICOM_JSON)
+
+
+def _retrieve_url(root: str, level: str, match: dict[str, Any]) -> str:
+    def uid(tag: str) -> str:
+        return str(match.get(tag, {}).get("Value", [""])[0])
+
+    url = f"{root}/studies/{uid('0020000D')}"
+    if level in ("series", "instance"):
+        url += f"/series/{uid('0020000E')}"
+    if level == "instance":
+        url += f"/instances/{uid('00080018')}"
+    return url

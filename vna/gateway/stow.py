@@ -1,0 +1,218 @@
+"""STOW-RS (PS3.18 10.5): store instances sent as multipart/related application/dicom.
+
+Each part is streamed to a file in the process's incoming directory while it is hashed, and
+handed to the ingest pipeline as soon as it is complete, so memory stays bounded whatever the
+upload size and parsing overlaps with receiving the next part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import BodyPartReader, web
+
+from vna.dicom.uids import is_valid_uid
+from vna.errors import InvalidInstance, InvalidRequest, VnaError
+from vna.gateway.media import DICOM, DICOM_JSON, MULTIPART_RELATED, parse_media_type
+from vna.gateway.status import store_failure_status
+from vna.gateway.web import ARCHIVE, base_url, sender_source
+from vna.ingest.pipeline import IngestResult, Sender
+
+if TYPE_CHECKING:
+    from vna.archive import Archive
+
+log = logging.getLogger(__name__)
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: VnaError
+
+
+async def store_instances(request: web.Request) -> web.Response:
+    archive = request.app[ARCHIVE]
+    settings = archive.settings
+    study = request.match_info.get("study")
+    if study is not None and not is_valid_uid(study):
+        raise InvalidRequest(f"StudyInstanceUID in the path is not a valid UID: {study[:80]!r}")
+    source, actor = sender_source(request)
+    sender = Sender(source=source, protocol="stow-rs", actor=actor, origin=request.remote or "")
+    _check_content_type(request.headers.get("Content-Type", ""))
+    if request.content_length and request.content_length > settings.http.max_request_bytes:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=settings.http.max_request_bytes, actual_size=request.content_length
+        )
+
+    try:
+        reader = await request.multipart()
+    except (ValueError, AssertionError) as exc:
+        raise InvalidRequest(f"malformed multipart body: {exc}") from exc
+
+    tasks: list[asyncio.Task[IngestResult | _Failure]] = []
+    received = 0
+    try:
+        while True:
+            try:
+                part = await reader.next()
+            except ValueError as exc:
+                raise InvalidRequest(f"malformed multipart body: {exc}") from exc
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader):
+                raise InvalidRequest("nested multipart bodies are not supported in STOW-RS")
+            if len(tasks) >= settings.http.max_parts:
+                raise web.HTTPRequestEntityTooLarge(
+                    max_size=settings.http.max_parts,
+                    actual_size=len(tasks) + 1,
+                    text=f"more than {settings.http.max_parts} parts (http.max_parts)\n",
+                )
+            part_type = (part.headers.get("Content-Type") or DICOM).split(";")[0].strip()
+            if part_type.lower() != DICOM:
+                await part.release()
+                tasks.append(_done(InvalidInstance(f"part of type {part_type!r} is not {DICOM}")))
+                continue
+            path, sha256, size = await _receive_part(
+                part, archive.incoming, settings.http.max_request_bytes - received
+            )
+            received += size
+            tasks.append(asyncio.create_task(_ingest(archive, path, sha256, sender, study)))
+    except BaseException:
+        # Parts already received are being ingested; let them finish (each is atomic and a
+        # resend will find them) rather than cancelling them halfway.
+        if tasks:
+            await asyncio.wait(tasks)
+        raise
+
+    if not tasks:
+        raise InvalidRequest("the multipart body holds no parts")
+    outcomes = await asyncio.gather(*tasks)
+    return _response(request, outcomes, study)
+
+
+async def _receive_part(part: BodyPartReader, incoming: Path, budget: int) -> tuple[Path, str, int]:
+    """Stream one part to a new file; return its path, SHA-256 and size."""
+    path = incoming / uuid.uuid4().hex
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        # A local file write lands in the page cache in microseconds; a thread hop per chunk
+        # would cost more than it saves.
+        with open(path, "wb") as f:  # noqa: ASYNC230
+            while chunk := await part.read_chunk(_CHUNK):
+                size += len(chunk)
+                if size > budget:
+                    raise web.HTTPRequestEntityTooLarge(
+                        max_size=budget,
+                        actual_size=size,
+                        text="request body exceeds http.max_request_bytes\n",
+                    )
+                digest.update(chunk)
+                # Writes land in the page cache; durability (fsync) is the store's job, in
+                # a worker thread, once the part is known to be a valid instance.
+                f.write(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path, digest.hexdigest(), size
+
+
+async def _ingest(
+    archive: Archive, path: Path, sha256: str, sender: Sender, study: str | None
+) -> IngestResult | _Failure:
+    try:
+        return await archive.ingester.ingest_file(
+            path, sender, sha256=sha256, consume=True, expected_study_uid=study
+        )
+    except VnaError as exc:
+        return _Failure(exc)
+
+
+def _done(error: VnaError) -> asyncio.Task[IngestResult | _Failure]:
+    async def failed() -> IngestResult | _Failure:
+        return _Failure(error)
+
+    return asyncio.ensure_future(failed())
+
+
+def _check_content_type(header: str) -> None:
+    media = parse_media_type(header) if header else None
+    if media is None or media.type != MULTIPART_RELATED:
+        raise web.HTTPUnsupportedMediaType(
+            text=f'STOW-RS takes {MULTIPART_RELATED}; type="{DICOM}", not {header or "nothing"!r}\n'
+        )
+    inner = media.params.get("type", DICOM).lower()
+    if inner != DICOM:
+        # DICOM JSON or XML metadata with separate bulk data parts (PS3.18 10.5.1.2) is not
+        # accepted: only complete Part 10 instances are archived, bit-exact.
+        raise web.HTTPUnsupportedMediaType(
+            text=f"only type={DICOM} parts are accepted, not {inner!r}\n"
+        )
+    if "boundary" not in media.params:
+        raise InvalidRequest("multipart/related Content-Type has no boundary parameter")
+
+
+def _response(
+    request: web.Request, outcomes: list[IngestResult | _Failure], study: str | None
+) -> web.Response:
+    """The Store Instances Response (PS3.18 10.5.3): 200 all stored, 202 some, 409 none."""
+    root = base_url(request)
+    referenced: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    for outcome in outcomes:
+        if isinstance(outcome, _Failure):
+            exc = outcome.error
+            item: dict[str, Any] = {"00081197": {"vr": "US", "Value": [store_failure_status(exc)]}}
+            uid_text = "an unreadable part"
+            if exc.instance is not None:
+                item["00081150"] = _ui(exc.instance.sop_class_uid)
+                item["00081155"] = _ui(exc.instance.sop_instance_uid)
+                uid_text = exc.instance.sop_instance_uid
+            failed.append(item)
+            # PS3.18 8.4.3: the reason in a Warning header, since FailureReason is only a code.
+            warnings.append(f'299 vna "{uid_text}: {_header_safe(str(exc))}"')
+            log.info("STOW-RS refused %s: %s", uid_text, exc)
+            continue
+        url = (
+            f"{root}/studies/{outcome.study_uid}/series/{outcome.series_uid}"
+            f"/instances/{outcome.sop_instance_uid}"
+        )
+        ref = {
+            "00081150": _ui(outcome.sop_class_uid),
+            "00081155": _ui(outcome.sop_instance_uid),
+            "00081190": {"vr": "UR", "Value": [url]},
+        }
+        if outcome.warnings:
+            ref["00081196"] = {"vr": "US", "Value": [0xB000]}  # Coercion of data elements
+        referenced.append(ref)
+
+    body: dict[str, Any] = {}
+    if study is not None:
+        body["00081190"] = {"vr": "UR", "Value": [f"{root}/studies/{study}"]}
+    if failed:
+        body["00081198"] = {"vr": "SQ", "Value": failed}
+    if referenced:
+        body["00081199"] = {"vr": "SQ", "Value": referenced}
+    status = 200 if not failed and not any("00081196" in r for r in referenced) else 202
+    if not referenced:
+        status = 409
+    response = web.json_response(body, status=status, content_type=DICOM_JSON)
+    for w in warnings[:50]:
+        response.headers.add("Warning", w)
+    return response
+
+
+def _ui(value: str) -> dict[str, Any]:
+    return {"vr": "UI", "Value": [value]}
+
+
+def _header_safe(text: str) -> str:
+    cleaned = "".join(ch if 32 <= ord(ch) < 127 and ch != '"' else " " for ch in text)
+    return cleaned[:300]

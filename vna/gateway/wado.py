@@ -1,0 +1,83 @@
+"""WADO-RS (PS3.18 10.4): instances as multipart/related application/dicom, and metadata.
+
+Instances are streamed from the object store part by part: a study of any size passes
+through a bounded buffer.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from aiohttp import web
+
+from vna.gateway.media import (
+    DICOM,
+    DICOM_JSON,
+    accepts_json,
+    negotiate_instances,
+    parse_accept,
+    part_header,
+)
+from vna.gateway.web import ARCHIVE, base_url
+
+
+async def retrieve(request: web.Request) -> web.StreamResponse:
+    archive = request.app[ARCHIVE]
+    m = request.match_info
+    rendition = negotiate_instances(parse_accept(request.headers.get("Accept")))
+    if rendition is None:
+        raise web.HTTPNotAcceptable(
+            text=f'instances are served as multipart/related; type="{DICOM}" only\n'
+        )
+    instances = await archive.retriever.find(m["study"], m.get("series"), m.get("instance"))
+    if rendition.transfer_syntax is not None:
+        other = [i for i in instances if i.transfer_syntax != rendition.transfer_syntax]
+        if other:
+            raise web.HTTPNotAcceptable(
+                text=(
+                    f"{len(other)} instance(s) are stored in transfer syntax"
+                    f" {other[0].transfer_syntax}; the archive does not transcode"
+                    " (ask for transfer-syntax=*)\n"
+                )
+            )
+
+    # Open the first object before sending headers, so a missing object is a clean 404/503
+    # instead of a truncated 200.
+    first = await archive.retriever.open(instances[0])
+    boundary = uuid.uuid4().hex
+    response = web.StreamResponse(
+        status=200,
+        headers={
+            "Content-Type": f'multipart/related; type="{DICOM}"; boundary={boundary}',
+        },
+    )
+    await response.prepare(request)
+    root = base_url(request)
+    delimiter = f"--{boundary}\r\n".encode("ascii")
+    for index, instance in enumerate(instances):
+        chunks = first if index == 0 else await archive.retriever.open(instance)
+        location = (
+            f"{root}/studies/{instance.study_uid}/series/{instance.series_uid}"
+            f"/instances/{instance.sop_uid}"
+        )
+        await response.write(delimiter)
+        await response.write(
+            part_header(f"{DICOM}; transfer-syntax={instance.transfer_syntax}", location)
+        )
+        async for chunk in chunks:
+            await response.write(chunk)
+        await response.write(b"\r\n")
+    await response.write(f"--{boundary}--\r\n".encode("ascii"))
+    await response.write_eof()
+    return response
+
+
+async def metadata(request: web.Request) -> web.Response:
+    archive = request.app[ARCHIVE]
+    m = request.match_info
+    if not accepts_json(parse_accept(request.headers.get("Accept"))):
+        raise web.HTTPNotAcceptable(text=f"metadata is served as {DICOM_JSON} only\n")
+    items = await archive.retriever.metadata(m["study"], m.get("series"), m.get("instance"))
+    # Headers as indexed at ingest; Pixel Data and bulk values over 64 KiB are left out.
+    return web.Response(body=json.dumps(items).encode(), status=200, content_type=DICOM_JSON)

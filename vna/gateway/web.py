@@ -1,0 +1,158 @@
+"""The DICOMweb application (aiohttp): routes, error translation, health and metrics.
+
+Handlers live in stow.py, qido.py and wado.py; this module wires them and owns the one place
+where archive errors become HTTP responses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from vna.archive import Archive
+from vna.config import DEFAULT_SOURCE, SourceSettings
+from vna.errors import OfflineError, Unauthorized, VnaError
+from vna.gateway.status import http_status
+from vna.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+
+log = logging.getLogger(__name__)
+
+ARCHIVE: web.AppKey[Archive] = web.AppKey("archive", Archive)
+PREFIX = "/dicom-web"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(archive: Archive) -> web.Application:
+    from vna.gateway import qido, stow, wado
+
+    app = web.Application(
+        middlewares=[_errors_and_metrics],
+        # Bodies are streamed by the handlers, never read whole; this bounds what aiohttp
+        # itself would buffer (form posts, which no route accepts).
+        client_max_size=1024**2,
+    )
+    app[ARCHIVE] = archive
+    r = app.router
+    p = PREFIX
+    r.add_get("/healthz", healthz)
+    r.add_get("/metrics", metrics)
+
+    r.add_post(f"{p}/studies", stow.store_instances)
+    r.add_post(f"{p}/studies/{{study}}", stow.store_instances)
+
+    r.add_get(f"{p}/studies", qido.search_studies)
+    r.add_get(f"{p}/series", qido.search_series)
+    r.add_get(f"{p}/instances", qido.search_instances)
+    r.add_get(f"{p}/studies/{{study}}/series", qido.search_series)
+    r.add_get(f"{p}/studies/{{study}}/instances", qido.search_instances)
+    r.add_get(f"{p}/studies/{{study}}/series/{{series}}/instances", qido.search_instances)
+
+    r.add_get(f"{p}/studies/{{study}}", wado.retrieve)
+    r.add_get(f"{p}/studies/{{study}}/series/{{series}}", wado.retrieve)
+    r.add_get(f"{p}/studies/{{study}}/series/{{series}}/instances/{{instance}}", wado.retrieve)
+    r.add_get(f"{p}/studies/{{study}}/metadata", wado.metadata)
+    r.add_get(f"{p}/studies/{{study}}/series/{{series}}/metadata", wado.metadata)
+    r.add_get(
+        f"{p}/studies/{{study}}/series/{{series}}/instances/{{instance}}/metadata", wado.metadata
+    )
+    return app
+
+
+@web.middleware
+async def _errors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except VnaError as exc:
+        status = http_status(exc)
+        if status >= 500:
+            log.error("%s %s: %s", request.method, request.path, exc)
+        headers = {}
+        if isinstance(exc, OfflineError):
+            headers["Retry-After"] = str(exc.retry_after_seconds)
+        if isinstance(exc, Unauthorized):
+            headers["WWW-Authenticate"] = 'Bearer realm="vna"'
+        raise _http_error(status, str(exc), headers) from exc
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        route = request.match_info.route.resource
+        name = route.canonical if route is not None else "unmatched"
+        request.app[ARCHIVE].metrics.request_seconds.labels(
+            request.method, name, str(status)
+        ).observe(time.perf_counter() - started)
+
+
+def _http_error(status: int, reason: str, headers: dict[str, str]) -> web.HTTPException:
+    # The reason goes in the body (one line, text) so curl users and client logs see it.
+    cls: type[web.HTTPException] = web.HTTPInternalServerError
+    for candidate in _ERROR_CLASSES:
+        if candidate.status_code == status:
+            cls = candidate
+            break
+    return cls(text=reason + "\n", headers=headers)
+
+
+_ERROR_CLASSES: tuple[type[web.HTTPException], ...] = (
+    web.HTTPBadRequest,
+    web.HTTPUnauthorized,
+    web.HTTPForbidden,
+    web.HTTPNotFound,
+    web.HTTPNotAcceptable,
+    web.HTTPConflict,
+    web.HTTPRequestEntityTooLarge,
+    web.HTTPUnsupportedMediaType,
+    web.HTTPServiceUnavailable,
+    web.HTTPInternalServerError,
+)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 when the catalogue answers; 503 with the reason otherwise (load balancers)."""
+    archive = request.app[ARCHIVE]
+    async with archive.db.acquire() as conn:
+        await conn.fetchval("SELECT 1")
+    return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    archive = request.app[ARCHIVE]
+    await archive.refresh_gauges()
+    return web.Response(
+        body=archive.metrics.render(),
+        content_type="text/plain",
+        headers={"Content-Type": METRICS_CONTENT_TYPE},
+    )
+
+
+def sender_source(request: web.Request) -> tuple[SourceSettings, str]:
+    """The source a request stores as, and the actor name for the audit trail.
+
+    A bearer token whose SHA-256 matches a declared source's ``token_sha256`` identifies that
+    source.  Without declared tokens every request stores as the default source.
+    """
+    settings = request.app[ARCHIVE].settings
+    with_tokens = [s for s in settings.sources if s.token_sha256]
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        digest = hashlib.sha256(auth[7:].strip().encode()).hexdigest()
+        for source in with_tokens:
+            if source.token_sha256 == digest:
+                return source, f"token:{source.name}"
+        raise Unauthorized("the bearer token does not belong to any declared source")
+    if with_tokens:
+        raise Unauthorized("a bearer token is required to store (sources declare tokens)")
+    return DEFAULT_SOURCE, "anonymous"
+
+
+def base_url(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}{PREFIX}"

@@ -1,0 +1,56 @@
+"""``vna serve``: the archive with its DICOMweb (and DIMSE) gateways until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from vna.archive import Archive
+from vna.config import Settings
+from vna.errors import ConfigError
+from vna.gateway.web import PREFIX, create_app
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: Settings) -> None:
+    archive = await Archive.open(settings)
+    runner: web.AppRunner | None = None
+    try:
+        runner = web.AppRunner(create_app(archive), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.http.host, settings.http.port, backlog=1024)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {settings.http.host}:{settings.http.port}"
+                f" (http.port): {exc.strerror}"
+            ) from exc
+        log.info(
+            "DICOMweb listening on http://%s:%d%s", settings.http.host, settings.http.port, PREFIX
+        )
+        if not settings.sources:
+            log.warning(
+                "no sources declared: every sender is accepted and stored as source DEFAULT"
+            )
+        await _wait_for_stop()
+        log.info("stopping: finishing requests in flight")
+    finally:
+        if runner is not None:
+            # Lets requests in flight finish (aiohttp's graceful shutdown) before the
+            # catalogue closes, so nothing acknowledged is cut off.
+            await runner.cleanup()
+        await archive.close()
+        log.info("stopped")
+
+
+async def _wait_for_stop() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
