@@ -32,3 +32,8 @@ lint: $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) vna-data
+
+# Side-by-side benchmark against Orthanc (see bench/README.md); pass options with ARGS=...
+.PHONY: bench
+bench: $(BIN)/.installed
+	$(BIN)/python bench/ingest.py $(ARGS)

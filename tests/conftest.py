@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
@@ -17,8 +19,10 @@ from urllib.parse import urlparse, urlunparse
 import asyncpg
 import pytest
 
+from vna.archive import Archive
 from vna.catalog.database import Database, EmbeddedPostgres
 from vna.catalog.migrate import migrate
+from vna.config import Settings
 
 # moto and boto3 need credentials to sign requests; these never leave the machine.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -42,18 +46,22 @@ def with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_admin_url() -> Iterator[str]:
     """URL of a database on a real PostgreSQL server that tests may create databases from."""
     external = os.environ.get("VNA_TEST_DATABASE_URL")
     if external:
         yield external
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", database="vna")
+    # Not under pytest's basetemp: run as root, the server runs as another user that must
+    # traverse the path, and pytest resets its own directories to mode 0700.
+    root = Path(tempfile.mkdtemp(prefix="vna-test-pg-"))
+    server = EmbeddedPostgres(root / "data", database="vna")
     url = server.start()
     try:
         yield url
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -123,9 +131,7 @@ def s3_bucket(s3_endpoint: str) -> str:
     import boto3
 
     name = f"vna-test-{os.getpid()}-{next(_counter)}"
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(
-        Bucket=name
-    )
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
     return name
 
 
@@ -142,3 +148,37 @@ def pydicom_test_dir() -> Path:
     path = get_testdata_file("CT_small.dcm")
     assert path is not None
     return Path(path).parent
+
+
+@pytest.fixture
+def archive_settings(tmp_path: Path, database_url: str) -> Settings:
+    """Settings of an archive on this test's database and a filesystem store under tmp_path."""
+    return Settings(data_dir=tmp_path / "data", database_url=database_url)
+
+
+@pytest.fixture
+async def archive(archive_settings: Settings) -> AsyncIterator[Archive]:
+    """A real archive (catalogue, filesystem store, pipeline) opened in this process."""
+    opened = await Archive.open(archive_settings)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+async def dicomweb(archive: Archive) -> AsyncIterator[str]:
+    """The DICOMweb gateway of ``archive`` on a free loopback port; yields its base URL."""
+    from aiohttp import web
+
+    from vna.gateway.web import create_app
+
+    runner = web.AppRunner(create_app(archive))
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{port}/dicom-web"
+    finally:
+        await runner.cleanup()

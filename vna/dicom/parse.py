@@ -84,9 +84,21 @@ def read_dataset(path: Path, *, check_complete: bool = True) -> Dataset:
     """Parse a Part 10 file's header (pixel data neither read nor decoded)."""
     try:
         with open(path, "rb") as f:
-            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            size = path.stat().st_size
+            try:
+                ds = pydicom.dcmread(f, stop_before_pixels=True)
+            except InvalidDicomError:
+                raise
+            except Exception:
+                # pydicom trips over a cut-short file in many ways ("No tag to read at ..."):
+                # name the real problem when the framing shows it.
+                if check_complete:
+                    _raise_if_truncated(f, path, size)
+                raise
+            ds._vna_has_pixel_data = False  # type: ignore[attr-defined]
             if check_complete:
-                _check_framing_complete(f, ds, path.stat().st_size)
+                has_pixels = _check_framing_complete(f, ds.file_meta, size)
+                ds._vna_has_pixel_data = has_pixels  # type: ignore[attr-defined]
     except InvalidDicomError as exc:
         raise InvalidInstance(f"not a DICOM Part 10 file: {_first_line(exc)}") from exc
     except InvalidInstance:
@@ -223,21 +235,19 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
-def _check_framing_complete(f: BinaryIO, ds: Dataset, file_size: int) -> None:
+def _check_framing_complete(f: BinaryIO, meta: Dataset, file_size: int) -> bool:
     """Walk the framing (tag, VR, length) of every element from the file meta to the end.
 
     pydicom stops quietly at end of file and accepts values shorter than their declared
     length, so a file cut anywhere (in the header, in Pixel Data, in elements after it) would
-    otherwise parse.  Values of defined length are skipped, not read.  Sets
-    ``ds._vna_has_pixel_data``.  Raises InvalidInstance if the file ends early.
+    otherwise parse.  Values of defined length are skipped, not read.  Returns whether the
+    data set has Pixel Data; raises InvalidInstance if the file ends early.
     """
-    ds._vna_has_pixel_data = False  # type: ignore[attr-defined]
-    meta = ds.file_meta
-    if "TransferSyntaxUID" not in meta:
-        return  # extract_header refuses the file with a clearer reason
-    ts = UID(str(meta.TransferSyntaxUID))
     f.seek(132)  # PS3.10 7.1: 128-byte preamble and "DICM", which pydicom has checked
     _Framing(f, file_size, little=True).elements(file_size, implicit=False, stop_group=0x0002)
+    if "TransferSyntaxUID" not in meta:
+        return False  # extract_header refuses the file with a clearer reason
+    ts = UID(str(meta.TransferSyntaxUID))
     if ts == pydicom.uid.DeflatedExplicitVRLittleEndian:
         # PS3.5 A.5: everything after the file meta is one raw deflate stream.
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
@@ -249,7 +259,18 @@ def _check_framing_complete(f: BinaryIO, ds: Dataset, file_size: int) -> None:
     # The encoding found, not the one the meta header claims: some writers encode implicit VR
     # under an explicit transfer syntax (and vice versa), and pydicom reads them anyway.
     implicit = framing.looks_implicit(default=ts == pydicom.uid.ImplicitVRLittleEndian)
-    ds._vna_has_pixel_data = framing.elements(file_size, implicit)  # type: ignore[attr-defined]
+    return framing.elements(file_size, implicit)
+
+
+def _raise_if_truncated(f: BinaryIO, path: Path, file_size: int) -> None:
+    try:
+        meta = pydicom.filereader.read_file_meta_info(path)
+        _check_framing_complete(f, meta, file_size)
+    except InvalidInstance as exc:
+        if str(exc).startswith("truncated"):
+            raise
+    except Exception:
+        return  # no clearer reason than pydicom's own
 
 
 class _Framing:

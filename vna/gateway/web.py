@@ -128,9 +128,7 @@ async def metrics(request: web.Request) -> web.Response:
     archive = request.app[ARCHIVE]
     await archive.refresh_gauges()
     return web.Response(
-        body=archive.metrics.render(),
-        content_type="text/plain",
-        headers={"Content-Type": METRICS_CONTENT_TYPE},
+        body=archive.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
     )
 
 

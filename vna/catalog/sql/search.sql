@@ -1,0 +1,105 @@
+-- Named queries of QIDO-RS and C-FIND (PS3.18 10.6, PS3.4 C.6).
+--
+-- The search_{studies,series,instances} blocks carry a {where} marker that vna/catalog/search.py
+-- replaces with a conjunction of fixed fragments; every value in it is a bound parameter
+-- numbered from $3.  $1 is the row limit and $2 the offset.  The order is deterministic: newest
+-- study first, then series and instance numbers, with the row id breaking ties.
+
+-- name: search_studies
+SELECT st.id AS study_pk, st.study_uid, st.study_date, st.study_time, st.accession_number,
+       st.study_id, st.study_description, st.referring_physician,
+       p.patient_id, p.issuer, p.patient_name, p.birth_date, p.sex
+FROM studies st
+JOIN patients p ON p.id = st.patient_fk
+WHERE {where}
+ORDER BY st.study_date DESC NULLS LAST, st.id
+LIMIT $1 OFFSET $2;
+
+-- name: search_series
+SELECT se.id AS series_pk, se.series_uid, se.modality, se.series_number, se.series_description,
+       st.id AS study_pk, st.study_uid, st.study_date, st.study_time, st.accession_number,
+       st.study_id, st.study_description, st.referring_physician,
+       p.patient_id, p.issuer, p.patient_name, p.birth_date, p.sex
+FROM series se
+JOIN studies st ON st.id = se.study_fk
+JOIN patients p ON p.id = st.patient_fk
+WHERE {where}
+ORDER BY st.study_date DESC NULLS LAST, st.id, se.series_number NULLS LAST, se.id
+LIMIT $1 OFFSET $2;
+
+-- name: search_instances
+SELECT i.id AS instance_pk, i.sop_uid, i.sop_class_uid, i.instance_number, i.rows, i.columns,
+       i.number_of_frames,
+       se.id AS series_pk, se.series_uid, se.modality, se.series_number, se.series_description,
+       st.id AS study_pk, st.study_uid, st.study_date, st.study_time, st.accession_number,
+       st.study_id, st.study_description, st.referring_physician,
+       p.patient_id, p.issuer, p.patient_name, p.birth_date, p.sex
+FROM instances i
+JOIN series se ON se.id = i.series_fk
+JOIN studies st ON st.id = se.study_fk
+JOIN patients p ON p.id = st.patient_fk
+WHERE {where}
+ORDER BY st.study_date DESC NULLS LAST, st.id, se.series_number NULLS LAST, se.id,
+         i.instance_number NULLS LAST, i.id
+LIMIT $1 OFFSET $2;
+
+-- name: search_study_aggregates
+-- PS3.18 Table 10.6.3-3: Number of Study Related Series/Instances, Modalities in Study.
+SELECT st.id AS study_pk,
+       (SELECT count(*) FROM series se WHERE se.study_fk = st.id) AS series_count,
+       (SELECT count(*) FROM series se JOIN instances i ON i.series_fk = se.id
+        WHERE se.study_fk = st.id) AS instance_count,
+       ARRAY(SELECT DISTINCT se.modality FROM series se
+             WHERE se.study_fk = st.id AND se.modality <> ''
+             ORDER BY se.modality) AS modalities
+FROM studies st
+WHERE st.id = ANY($1::bigint[]);
+
+-- name: search_series_aggregates
+-- PS3.18 Table 10.6.3-4: Number of Series Related Instances.
+SELECT se.id AS series_pk,
+       (SELECT count(*) FROM instances i WHERE i.series_fk = se.id) AS instance_count
+FROM series se
+WHERE se.id = ANY($1::bigint[]);
+
+-- name: search_study_metadata
+-- The header of a study's first instance, reduced to the attributes in $2 (NULL: all).
+-- The representative is chosen first so that only its header is taken apart.
+SELECT s.pk AS pk,
+       CASE WHEN $2::text[] IS NULL THEN rep.metadata
+            ELSE (SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}'::jsonb)
+                  FROM jsonb_each(rep.metadata) AS e
+                  WHERE e.key = ANY($2::text[])) END AS metadata
+FROM unnest($1::bigint[]) AS s(pk)
+CROSS JOIN LATERAL (
+    SELECT i.metadata
+    FROM series se
+    JOIN instances i ON i.series_fk = se.id
+    WHERE se.study_fk = s.pk
+    ORDER BY se.series_number NULLS LAST, se.id, i.instance_number NULLS LAST, i.id
+    LIMIT 1
+) AS rep;
+
+-- name: search_series_metadata
+SELECT s.pk AS pk,
+       CASE WHEN $2::text[] IS NULL THEN rep.metadata
+            ELSE (SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}'::jsonb)
+                  FROM jsonb_each(rep.metadata) AS e
+                  WHERE e.key = ANY($2::text[])) END AS metadata
+FROM unnest($1::bigint[]) AS s(pk)
+CROSS JOIN LATERAL (
+    SELECT i.metadata
+    FROM instances i
+    WHERE i.series_fk = s.pk
+    ORDER BY i.instance_number NULLS LAST, i.id
+    LIMIT 1
+) AS rep;
+
+-- name: search_instance_metadata
+SELECT i.id AS pk,
+       CASE WHEN $2::text[] IS NULL THEN i.metadata
+            ELSE (SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}'::jsonb)
+                  FROM jsonb_each(i.metadata) AS e
+                  WHERE e.key = ANY($2::text[])) END AS metadata
+FROM instances i
+WHERE i.id = ANY($1::bigint[]);
