@@ -2,9 +2,9 @@
 
 Every scalar key can be overridden from the environment.  Top-level keys map to
 ``VNA_<KEY>`` (``data_dir`` -> ``VNA_DATA_DIR``); keys in a section map to
-``VNA_<SECTION>_<KEY>`` (``[http] port`` -> ``VNA_HTTP_PORT``).  Sources are a list of tables
-and come from the file only (or from ``VNA_CONFIG_TOML``, the whole document in one variable,
-for container platforms that cannot mount a file).
+``VNA_<SECTION>_<KEY>`` (``[http] port`` -> ``VNA_HTTP_PORT``).  Sources and C-MOVE
+destinations are lists of tables and come from the file only (or from ``VNA_CONFIG_TOML``, the
+whole document in one variable, for container platforms that cannot mount a file).
 
 The result is a tree of frozen dataclasses; nothing else in the archive reads ``os.environ``.
 """
@@ -86,6 +86,19 @@ DEFAULT_SOURCE = SourceSettings(name="DEFAULT")
 
 
 @dataclass(frozen=True)
+class DestinationSettings:
+    """A C-MOVE destination that is not a source (a viewer, a research node, another archive).
+
+    A source with ``host`` and ``port`` is a C-MOVE destination too, under each of its AE titles.
+    """
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("vna-data")
     #: Empty: embedded PostgreSQL under ``data_dir/pg``.
@@ -98,6 +111,7 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     query: QuerySettings = field(default_factory=QuerySettings)
     sources: tuple[SourceSettings, ...] = ()
+    destinations: tuple[DestinationSettings, ...] = ()
 
     @property
     def effective_storage_url(self) -> str:
@@ -120,6 +134,17 @@ class Settings:
         if not self.sources:
             return DEFAULT_SOURCE
         return next((s for s in self.sources if ae_title in s.ae_titles), None)
+
+    def move_destination(self, ae_title: str) -> tuple[str, int] | None:
+        """Host and port of a C-MOVE destination AE title (PS3.4 C.4.2.2.1: the SCP knows the
+        destinations by AE title); None when it is not declared."""
+        for src in self.sources:
+            if ae_title in src.ae_titles and src.host is not None and src.port is not None:
+                return src.host, src.port
+        for dest in self.destinations:
+            if dest.ae_title == ae_title:
+                return dest.host, dest.port
+        return None
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -196,7 +221,11 @@ def _build(document: dict[str, Any], env: Mapping[str, str]) -> Settings:
                 raise ConfigError(f"'{f.name}' must be a table ([{f.name}])")
             values[f.name] = _build_section(f.name, _SECTIONS[f.name], table, env)
         elif f.name == "sources":
-            values[f.name] = _build_sources(document.get("sources", []))
+            values[f.name] = _build_tables("sources", SourceSettings, document.get("sources", []))
+        elif f.name == "destinations":
+            values[f.name] = _build_tables(
+                "destinations", DestinationSettings, document.get("destinations", [])
+            )
         else:
             env_name = f"{ENV_PREFIX}{f.name}".upper()
             if env_name in env:
@@ -224,27 +253,35 @@ def _build_section(name: str, cls: type, table: dict[str, Any], env: Mapping[str
     return cls(**values)
 
 
-def _build_sources(raw: Any) -> tuple[SourceSettings, ...]:
+def _build_tables(name: str, cls: type, raw: Any) -> tuple[Any, ...]:
+    """An array of tables (``[[sources]]``, ``[[destinations]]``) as a tuple of ``cls``."""
     if not isinstance(raw, list):
-        raise ConfigError("'sources' must be an array of tables ([[sources]])")
-    hints = typing.get_type_hints(SourceSettings)
-    known = {f.name for f in dataclasses.fields(SourceSettings)}
-    sources = []
+        raise ConfigError(f"'{name}' must be an array of tables ([[{name}]])")
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    known = {f.name for f in fields}
+    required = [
+        f.name
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    items = []
     for i, table in enumerate(raw):
-        where = f"sources[{i}]"
+        where = f"{name}[{i}]"
         if not isinstance(table, dict):
             raise ConfigError(f"'{where}' must be a table")
         for key in table:
             if key not in known:
                 raise ConfigError(f"unknown configuration key '{where}.{key}'")
-        if "name" not in table:
-            raise ConfigError(f"'{where}.name' is required")
+        for key in required:
+            if key not in table:
+                raise ConfigError(f"'{where}.{key}' is required")
         values = {
             key: _coerce(value, hints[key], f"{where}.{key}", from_env=False)
             for key, value in table.items()
         }
-        sources.append(SourceSettings(**values))
-    return tuple(sources)
+        items.append(cls(**values))
+    return tuple(items)
 
 
 def _is_scalar(tp: Any) -> bool:
@@ -349,3 +386,34 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"'{where}.port' must be between 1 and 65535, got {src.port}")
         if src.token_sha256 is not None and not re.match(r"^[0-9a-f]{64}$", src.token_sha256):
             raise ConfigError(f"'{where}.token_sha256' must be 64 lowercase hex digits")
+    _validate_destinations(s)
+
+
+def _validate_destinations(s: Settings) -> None:
+    """C-MOVE destinations: each AE title leads to one host and port (PS3.4 C.4.2.2.1)."""
+    # AE titles already reachable as a source (a source with host and port).
+    reachable = {
+        ae: f"source {src.name!r}"
+        for src in s.sources
+        if src.host is not None
+        for ae in src.ae_titles
+    }
+    names: set[str] = set()
+    for i, dest in enumerate(s.destinations):
+        where = f"destinations[{i}]"
+        if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", dest.name):
+            raise ConfigError(f"'{where}.name' must be 1-64 letters, digits, '_', '.' or '-'")
+        if dest.name in names:
+            raise ConfigError(f"'{where}.name': destination {dest.name!r} is declared twice")
+        names.add(dest.name)
+        if not _AE_TITLE.match(dest.ae_title) or not dest.ae_title.strip():
+            raise ConfigError(f"'{where}.ae_title' is not a valid AE title: {dest.ae_title!r}")
+        if dest.ae_title in reachable:
+            raise ConfigError(
+                f"'{where}.ae_title': {dest.ae_title!r} already leads to {reachable[dest.ae_title]}"
+            )
+        reachable[dest.ae_title] = f"destination {dest.name!r}"
+        if not dest.host.strip():
+            raise ConfigError(f"'{where}.host' must not be empty")
+        if not 0 < dest.port <= 65535:
+            raise ConfigError(f"'{where}.port' must be between 1 and 65535, got {dest.port}")

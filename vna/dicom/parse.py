@@ -116,6 +116,34 @@ def read_dataset(path: Path, *, check_complete: bool = True) -> Dataset:
     return ds
 
 
+def data_set_offset(f: BinaryIO) -> int:
+    """Where the data set starts in a Part 10 file: after the 128-byte preamble, ``DICM`` and
+    the File Meta Information group (always explicit VR little endian, PS3.10 7.1)."""
+    f.seek(0)
+    head = f.read(132)
+    if len(head) < 132 or head[128:] != b"DICM":
+        raise InvalidInstance("not a DICOM Part 10 file: no DICM prefix")
+    pos = 132
+    while True:
+        element = f.read(8)
+        if len(element) < 8:
+            return pos  # a file of file meta only; the parser has judged it already
+        group, _elem, vr = struct.unpack("<HH2s", element[:6])
+        if group != 0x0002:
+            return pos
+        if vr in _LONG_LENGTH_VRS:
+            more = f.read(4)
+            if len(more) < 4:
+                raise InvalidInstance("truncated DICOM file (ends inside the file meta header)")
+            (length,) = struct.unpack("<L", more)
+            header = 12
+        else:
+            (length,) = struct.unpack("<H", element[6:8])
+            header = 8
+        pos += header + length
+        f.seek(pos)
+
+
 def extract_header(ds: Dataset) -> InstanceHeader:
     """Validate the identifying attributes and collect the indexed ones."""
     meta = getattr(ds, "file_meta", None)

@@ -586,14 +586,15 @@ def _add(matches: dict[str, Match], match: Match, where: str) -> None:
     listable = (MatchKind.SINGLE, MatchKind.LIST)
     if match.vr in ("UI", "CS") and old.kind in listable and match.kind in listable:
         values = tuple(dict.fromkeys(old.values + match.values))
-        matches[match.tag] = Match(match.tag, match.keyword, match.vr, MatchKind.LIST, values)
+        kind = MatchKind.SINGLE if len(values) == 1 else MatchKind.LIST
+        matches[match.tag] = Match(match.tag, match.keyword, match.vr, kind, values)
         return
     raise InvalidRequest(f"{where}: given more than once")
 
 
 def _level(level: str) -> Level:
     if level in LEVELS:
-        return level  # type: ignore[return-value]
+        return level
     mapped = _DIMSE_LEVELS.get(str(level).strip().upper())
     if mapped is None:
         raise InvalidRequest(

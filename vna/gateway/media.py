@@ -56,7 +56,9 @@ def parse_accept(header: str | None) -> list[MediaType]:
 
 
 def _split_outside_quotes(text: str, sep: str) -> list[str]:
-    out, current, quoted = [], [], False
+    out: list[str] = []
+    current: list[str] = []
+    quoted = False
     for ch in text:
         if ch == '"':
             quoted = not quoted

@@ -1,7 +1,8 @@
-"""The two tables that turn archive errors into protocol statuses (HTTP and DICOM).
+"""The tables that turn archive errors into protocol statuses (HTTP and DICOM).
 
-DICOM status codes: PS3.4 Annex B.2.3 (Storage Service Class statuses), PS3.7 Annex C
-(general statuses).  STOW-RS reuses them as FailureReason (PS3.18 10.5.3).
+DICOM status codes: PS3.4 Annex B.2.3 (Storage Service Class statuses), PS3.4 C.4.1.1.4,
+C.4.2.1.5 and C.4.3.1.4 (C-FIND, C-MOVE and C-GET statuses), PS3.7 Annex C (general
+statuses).  STOW-RS reuses the storage ones as FailureReason (PS3.18 10.5.3).
 """
 
 from __future__ import annotations
@@ -55,6 +56,44 @@ _STORE: dict[type[VnaError], int] = {
 
 PROCESSING_FAILURE = 0x0110
 
+#: C-FIND failures (PS3.4 C.4.1.1.4, Table C.4-1).
+_FIND: dict[type[VnaError], int] = {
+    InvalidRequest: 0xA900,  # Identifier does not match SOP Class
+    UnavailableError: 0xA700,  # Refused: Out of resources
+}
+
+#: C-MOVE and C-GET failures before any sub-operation (PS3.4 C.4.2.1.5, C.4.3.1.4).
+_RETRIEVE: dict[type[VnaError], int] = {
+    InvalidRequest: 0xA900,  # Identifier does not match SOP Class
+    # Refused: Out of resources - Unable to calculate number of matches
+    UnavailableError: 0xA701,
+}
+
+#: Failed: Unable to process (the C000-CFFF range of C-FIND, C-MOVE and C-GET).
+UNABLE_TO_PROCESS = 0xC000
+
+# Statuses that are not failures (PS3.4 B.2.3, C.4.1.1.4, C.4.2.1.5; PS3.7 C.1.2).
+SUCCESS = 0x0000
+#: Warning: Coercion of Data Elements (C-STORE).
+COERCED = 0xB000
+PENDING = 0xFF00
+CANCEL = 0xFE00
+#: Refused: Move Destination unknown (C-MOVE).
+MOVE_DESTINATION_UNKNOWN = 0xA801
+
+
+#: ErrorComment (0000,0902) is LO: at most 64 characters (PS3.7 C.4, PS3.5 6.2).
+_ERROR_COMMENT_LENGTH = 64
+
+
+def error_comment(text: str) -> str:
+    """``text`` fit for a DIMSE ErrorComment: ASCII (a command set has no character set), no
+    backslash (the value delimiter) and at most 64 characters."""
+    plain = text.encode("ascii", "replace").decode().replace("\\", "/").replace("\n", " ")
+    if len(plain) <= _ERROR_COMMENT_LENGTH:
+        return plain
+    return plain[: _ERROR_COMMENT_LENGTH - 3] + "..."
+
 
 def _lookup(table: dict[type[VnaError], int], exc: BaseException, default: int) -> int:
     for cls in type(exc).__mro__:
@@ -69,3 +108,11 @@ def http_status(exc: BaseException) -> int:
 
 def store_failure_status(exc: BaseException) -> int:
     return _lookup(_STORE, exc, PROCESSING_FAILURE)
+
+
+def find_failure_status(exc: BaseException) -> int:
+    return _lookup(_FIND, exc, UNABLE_TO_PROCESS)
+
+
+def retrieve_failure_status(exc: BaseException) -> int:
+    return _lookup(_RETRIEVE, exc, UNABLE_TO_PROCESS)

@@ -1,6 +1,6 @@
 """STOW-RS (PS3.18 10.5): store instances sent as multipart/related application/dicom.
 
-Each part is streamed to a file in the process's incoming directory while it is hashed, and
+Each part is streamed to a file in the process's incoming directory and
 handed to the ingest pipeline as soon as it is complete, so memory stays bounded whatever the
 upload size and parsing overlaps with receiving the next part.
 """
@@ -8,7 +8,7 @@ upload size and parsing overlaps with receiving the next part.
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -78,11 +78,11 @@ async def store_instances(request: web.Request) -> web.Response:
                 await part.release()
                 tasks.append(_done(InvalidInstance(f"part of type {part_type!r} is not {DICOM}")))
                 continue
-            path, sha256, size = await _receive_part(
+            path, size = await _receive_part(
                 part, archive.incoming, settings.http.max_request_bytes - received
             )
             received += size
-            tasks.append(asyncio.create_task(_ingest(archive, path, sha256, sender, study)))
+            tasks.append(asyncio.create_task(_ingest(archive, path, sender, study)))
     except BaseException:
         # Parts already received are being ingested; let them finish (each is atomic and a
         # resend will find them) rather than cancelling them halfway.
@@ -96,14 +96,15 @@ async def store_instances(request: web.Request) -> web.Response:
     return _response(request, outcomes, study)
 
 
-async def _receive_part(part: BodyPartReader, incoming: Path, budget: int) -> tuple[Path, str, int]:
-    """Stream one part to a new file; return its path, SHA-256 and size."""
+async def _receive_part(part: BodyPartReader, incoming: Path, budget: int) -> tuple[Path, int]:
+    """Stream one part to a new file; return its path and size received."""
     path = incoming / uuid.uuid4().hex
-    digest = hashlib.sha256()
     size = 0
+    head: bytes | None = b""  # first bytes, held until the preamble question is settled
     try:
         # A local file write lands in the page cache in microseconds; a thread hop per chunk
-        # would cost more than it saves.
+        # would cost more than it saves.  Durability (fsync) is the store's job, in a worker
+        # thread, once the part is known to be a valid instance.
         with open(path, "wb") as f:  # noqa: ASYNC230
             while chunk := await part.read_chunk(_CHUNK):
                 size += len(chunk)
@@ -113,22 +114,44 @@ async def _receive_part(part: BodyPartReader, incoming: Path, budget: int) -> tu
                         actual_size=size,
                         text="request body exceeds http.max_request_bytes\n",
                     )
-                digest.update(chunk)
-                # Writes land in the page cache; durability (fsync) is the store's job, in
-                # a worker thread, once the part is known to be a valid instance.
+                if head is not None:
+                    head += chunk
+                    if len(head) < _PREAMBLE_PROBE:
+                        continue
+                    f.write(with_preamble(head))
+                    head = None
+                    continue
                 f.write(chunk)
+            if head:
+                f.write(with_preamble(head))
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    return path, digest.hexdigest(), size
+    return path, size
+
+
+_PREAMBLE_PROBE = 132
+_META_GROUP_START = b"\x02\x00"  # (0002,xxxx) little endian: File Meta Information
+
+
+def with_preamble(head: bytes) -> bytes:
+    """Add the 128-byte preamble and ``DICM`` prefix (PS3.10 7.1) to a Part 10 stream that
+    starts straight with its File Meta Information.
+
+    Some clients send that (pydicom's ``dcmwrite`` of a data set that was never read from a
+    file, which dicomweb-client uses); the data set and its meta header are kept unchanged.
+    """
+    if head[128:132] != b"DICM" and head[:2] == _META_GROUP_START and head[4:6].isalpha():
+        return bytes(128) + b"DICM" + head
+    return head
 
 
 async def _ingest(
-    archive: Archive, path: Path, sha256: str, sender: Sender, study: str | None
+    archive: Archive, path: Path, sender: Sender, study: str | None
 ) -> IngestResult | _Failure:
     try:
         return await archive.ingester.ingest_file(
-            path, sender, sha256=sha256, consume=True, expected_study_uid=study
+            path, sender, consume=True, expected_study_uid=study
         )
     except VnaError as exc:
         return _Failure(exc)
@@ -203,7 +226,9 @@ def _response(
     status = 200 if not failed and not any("00081196" in r for r in referenced) else 202
     if not referenced:
         status = 409
-    response = web.json_response(body, status=status, content_type=DICOM_JSON)
+    # No charset parameter: DICOM JSON is UTF-8 by definition (PS3.18 F.2) and some clients
+    # (dicomweb-client) compare the media type exactly.
+    response = web.Response(body=json.dumps(body).encode(), status=status, content_type=DICOM_JSON)
     for w in warnings[:50]:
         response.headers.add("Warning", w)
     return response

@@ -18,15 +18,20 @@ class Decision(enum.Enum):
 class Existing:
     """The facts about the stored instance with the arriving SOP Instance UID."""
 
-    sha256: str
+    #: SHA-256 of the data set (the bytes after the File Meta Information) first received.
     received_sha256: str
 
 
-def decide(existing: Existing | None, received_sha256: str) -> Decision:
+def decide(existing: Existing | None, data_set_sha256: str) -> Decision:
+    """Dedup by SOP Instance UID and the hash of the data set as received.
+
+    The File Meta Information is left out of the comparison: it describes the file, not the
+    instance (PS3.10 7.1), and senders rewrite it (implementation UID and version, group
+    length) when they resend.  The data set is compared as received, before any
+    normalisation, so a resend matches even when the archive changed what it stored.
+    """
     if existing is None:
         return Decision.STORE
-    # Either digest matches: the stored bytes may be a normalised form of what this source
-    # sent, in which case the sender's original bytes are what it resends.
-    if received_sha256 in (existing.received_sha256, existing.sha256):
+    if data_set_sha256 == existing.received_sha256:
         return Decision.DUPLICATE
     return Decision.CONFLICT

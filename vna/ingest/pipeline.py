@@ -22,7 +22,13 @@ from typing import Any
 from vna.catalog.database import Database
 from vna.catalog.queries import q
 from vna.config import IngestSettings, SourceSettings
-from vna.dicom.parse import InstanceHeader, dicom_json, extract_header, read_dataset
+from vna.dicom.parse import (
+    InstanceHeader,
+    data_set_offset,
+    dicom_json,
+    extract_header,
+    read_dataset,
+)
 from vna.errors import (
     InstanceConflict,
     InstanceRef,
@@ -70,7 +76,10 @@ class IngestResult:
 class _Examined:
     header: InstanceHeader
     metadata: dict[str, Any]
+    #: Of the whole Part 10 file: the object's content address.
     sha256: str
+    #: Of the data set alone: what a resend is recognised by.
+    data_set_sha256: str
     size: int
 
 
@@ -91,14 +100,12 @@ class Ingester:
         path: Path,
         sender: Sender,
         *,
-        sha256: str | None = None,
         consume: bool = True,
         expected_study_uid: str | None = None,
     ) -> IngestResult:
         """Ingest the Part 10 file at ``path``.
 
-        ``sha256`` may be given when the caller hashed the bytes while receiving them.  With
-        ``consume`` the pipeline takes the file over: it is moved into the store or removed,
+        With ``consume`` the pipeline takes the file over: it is moved into the store or removed,
         whatever the outcome.  ``expected_study_uid`` refuses an instance of another study
         (STOW-RS to ``/studies/{study}``, PS3.18 10.5.1).  Raises a VnaError subclass when the
         instance is refused; its ``instance`` attribute names it when the header was readable.
@@ -107,7 +114,7 @@ class Ingester:
         examined: _Examined | None = None
         try:
             async with self._slots:
-                examined = await asyncio.to_thread(self._examine, path, sha256)
+                examined = await asyncio.to_thread(self._examine, path)
                 if expected_study_uid and examined.header.study_uid != expected_study_uid:
                     raise StudyMismatch(
                         f"instance belongs to study {examined.header.study_uid},"
@@ -135,23 +142,36 @@ class Ingester:
 
     # --- steps ----------------------------------------------------------------------------
 
-    def _examine(self, path: Path, sha256: str | None) -> _Examined:
-        """Blocking part, run in a worker thread: size check, hash, header parse."""
+    def _examine(self, path: Path) -> _Examined:
+        """Blocking part, run in a worker thread: size check, header parse, hashes.
+
+        hashlib releases the GIL on large buffers, so hashing here runs beside the event loop
+        on another core.
+        """
         size = path.stat().st_size
         if size > self.settings.max_instance_bytes:
             raise InstanceTooLarge(
                 f"instance of {size} bytes exceeds the limit of"
                 f" {self.settings.max_instance_bytes} bytes (ingest.max_instance_bytes)"
             )
-        if sha256 is None:
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                while chunk := f.read(_HASH_CHUNK):
-                    digest.update(chunk)
-            sha256 = digest.hexdigest()
         ds = read_dataset(path)
         header = extract_header(ds)
-        return _Examined(header=header, metadata=dicom_json(ds), sha256=sha256, size=size)
+        whole, data_set = hashlib.sha256(), hashlib.sha256()
+        with open(path, "rb") as f:
+            start = data_set_offset(f)
+            f.seek(0)
+            head = f.read(start)
+            whole.update(head)
+            while chunk := f.read(_HASH_CHUNK):
+                whole.update(chunk)
+                data_set.update(chunk)
+        return _Examined(
+            header=header,
+            metadata=dicom_json(ds),
+            sha256=whole.hexdigest(),
+            data_set_sha256=data_set.hexdigest(),
+            size=size,
+        )
 
     async def _store(
         self, path: Path, ex: _Examined, sender: Sender, consume: bool
@@ -159,7 +179,7 @@ class Ingester:
         h = ex.header
         async with self.db.acquire() as conn:
             row = await conn.fetchrow(q("find_instance"), h.sop_instance_uid)
-        decision = decide(_existing(row), ex.sha256)
+        decision = decide(_existing(row), ex.data_set_sha256)
         if decision is Decision.DUPLICATE:
             return _result(Outcome.DUPLICATE, ex)
         if decision is Decision.CONFLICT:
@@ -174,7 +194,7 @@ class Ingester:
             # Enough to re-index the object if the catalogue is ever lost (catalogue rebuild).
             metadata={
                 "vna-source": sender.source.name,
-                "vna-received-sha256": ex.sha256,
+                "vna-received-sha256": ex.data_set_sha256,
                 "vna-ingested-at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             },
         )
@@ -235,7 +255,7 @@ class Ingester:
                 h.number_of_frames,
                 h.has_pixel_data,
                 ex.sha256,
-                ex.sha256,
+                ex.data_set_sha256,
                 ex.size,
                 key,
                 ex.size,
@@ -245,7 +265,7 @@ class Ingester:
             if inserted is None:
                 # Another sender committed the same SOP Instance UID since our lookup.
                 row = await conn.fetchrow(q("find_instance"), h.sop_instance_uid)
-                if decide(_existing(row), ex.sha256) is Decision.DUPLICATE:
+                if decide(_existing(row), ex.data_set_sha256) is Decision.DUPLICATE:
                     return _result(Outcome.DUPLICATE, ex)
                 raise _conflict(h)
             await conn.execute(
@@ -302,7 +322,7 @@ class Ingester:
 def _existing(row: Any) -> Existing | None:
     if row is None:
         return None
-    return Existing(sha256=row["sha256"], received_sha256=row["received_sha256"])
+    return Existing(received_sha256=row["received_sha256"])
 
 
 def _result(outcome: Outcome, ex: _Examined) -> IngestResult:

@@ -55,8 +55,10 @@ CREATE TABLE instances (
     columns          integer,
     number_of_frames integer,
     has_pixel_data   boolean NOT NULL DEFAULT false,
-    -- sha256 of the stored (normalised) bytes, which the object key is derived from;
-    -- received_sha256 of the bytes the source sent, which a resend is recognised by.
+    -- sha256 of the stored (normalised) Part 10 file, which the object key is derived from;
+    -- received_sha256 of the data set the source sent (the bytes after the File Meta
+    -- Information, PS3.10 7.1), which a resend is recognised by: senders rewrite the file
+    -- meta header (implementation name, group length) when they resend the same instance.
     sha256           text NOT NULL,
     received_sha256  text NOT NULL,
     size             bigint NOT NULL,
