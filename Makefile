@@ -17,11 +17,10 @@ $(CHECKOV_VENV)/bin/checkov:
 	$(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov==3.3.30'
 
-# Prepare the archive on embedded defaults: data in ./vna-data (embedded PostgreSQL +
-# filesystem object store), schema migrated.
+# Start the archive on embedded defaults: data in ./vna-data (embedded PostgreSQL and a
+# filesystem object store), DICOMweb on 127.0.0.1:8080, DIMSE on port 11112.  Ctrl-C stops it.
 run: $(BIN)/.installed
-	$(BIN)/vna config check
-	$(BIN)/vna db migrate
+	$(BIN)/vna serve
 
 test: $(BIN)/.installed $(CHECKOV_VENV)/bin/checkov
 	$(BIN)/python -m pytest -q -ra
