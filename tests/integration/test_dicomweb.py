@@ -352,3 +352,31 @@ async def test_pydicom_test_files_round_trip_or_fail_with_reason(
         "1.2.840.10008.1.2.5",
     ):
         assert ts in stored_syntaxes, ts
+
+
+async def test_qido_over_http_names_bad_parameters_and_pages(archive, dicomweb):
+    for i in range(3):
+        study = ct_study(series=1, slices=1, patient_id="Q1", study_date=f"2024010{i + 1}")
+        await stow(dicomweb, [part10(ds) for ds in study])
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{dicomweb}/studies?StudyDate=2024-13-45") as r:
+            assert r.status == 400
+            assert "StudyDate" in await r.text()
+        async with http.get(f"{dicomweb}/studies?NoSuchAttribute=1") as r:
+            assert r.status == 400
+            assert "NoSuchAttribute" in await r.text()
+        async with http.get(f"{dicomweb}/studies?PatientID=Q1&limit=2") as r:
+            assert r.status == 200
+            page = await r.json(content_type=None)
+            assert len(page) == 2
+            assert "more results" in r.headers["Warning"]
+            # Newest first, with a RetrieveURL that WADO-RS answers.
+            assert page[0]["00080020"]["Value"] == ["20240103"]
+            url = page[0]["00081190"]["Value"][0]
+        async with http.get(url, headers={"Accept": ACCEPT_DICOM}) as r:
+            assert r.status == 200
+        async with http.get(f"{dicomweb}/studies?PatientID=Q1&limit=2&offset=2") as r:
+            assert len(await r.json(content_type=None)) == 1
+            assert "Warning" not in r.headers
+        async with http.get(f"{dicomweb}/studies?PatientID=NOBODY") as r:
+            assert r.status == 200 and await r.json(content_type=None) == []

@@ -248,7 +248,8 @@ def parse_qido(
                 if item.lower() == "all":
                     include_all = True
                     continue
-                includes[_resolve(item, "query parameter 'includefield'").tag] = None
+                where = f"query parameter 'includefield' value {_show(item)}"
+                includes[_resolve(item, where).tag] = None
         elif reserved == "limit":
             if limit is not None:
                 raise InvalidRequest("query parameter 'limit' given more than once")

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from vna.catalog.search import search
+from vna.catalog.search import search_page
 from vna.dicom.qido import parse_qido
 from vna.gateway.media import DICOM_JSON, accepts_json, parse_accept
 from vna.gateway.web import ARCHIVE, base_url
@@ -40,16 +40,24 @@ async def _search(request: web.Request, level: str) -> web.Response:
         series_uid=request.match_info.get("series"),
     )
     async with archive.db.acquire() as conn:
-        matches = await search(
+        page = await search_page(
             conn,
             query,
             max_results=archive.settings.query.max_results,
             default_limit=archive.settings.query.default_limit,
         )
     root = base_url(request)
-    for match in matches:
+    for match in page.results:
         match.setdefault("00081190", {"vr": "UR", "Value": [_retrieve_url(root, level, match)]})
-    return web.Response(body=json.dumps(matches).encode(), content_type=DICOM_JSON)
+    response = web.Response(body=json.dumps(page.results).encode(), content_type=DICOM_JSON)
+    # PS3.18 8.3.4.4: tell the client when results were cut or fuzzy matching not applied.
+    if page.more:
+        response.headers.add(
+            "Warning", '299 vna "There are more results: repeat the query with an offset"'
+        )
+    if query.fuzzy_matching_requested:
+        response.headers.add("Warning", '299 vna "The fuzzymatching parameter is not supported"')
+    return response
 
 
 def _retrieve_url(root: str, level: str, match: dict[str, Any]) -> str:
