@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CHECKOV_VENV := .venv-checkov
 
-.PHONY: run test lint migrate clean
+.PHONY: run test lint clean
 
 # Create the virtual environment and install the archive with its test tools.
 $(BIN)/.installed: pyproject.toml

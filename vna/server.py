@@ -11,6 +11,7 @@ from aiohttp import web
 from vna.archive import Archive
 from vna.config import Settings
 from vna.errors import ConfigError
+from vna.gateway.dimse import DimseListener
 from vna.gateway.web import PREFIX, create_app
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,12 @@ log = logging.getLogger(__name__)
 async def serve(settings: Settings) -> None:
     archive = await Archive.open(settings)
     runner: web.AppRunner | None = None
+    dimse: DimseListener | None = None
     try:
+        if settings.dimse.enabled:
+            # Before HTTP, so that a healthy /healthz means both gateways are listening.
+            dimse = DimseListener(archive)
+            await dimse.start()
         runner = web.AppRunner(create_app(archive), access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, settings.http.host, settings.http.port, backlog=1024)
@@ -40,6 +46,10 @@ async def serve(settings: Settings) -> None:
         await _wait_for_stop()
         log.info("stopping: finishing requests in flight")
     finally:
+        if dimse is not None:
+            # Associations in progress finish (or are aborted after a grace period) while the
+            # archive is still open: their handlers run on this loop.
+            await dimse.stop()
         if runner is not None:
             # Lets requests in flight finish (aiohttp's graceful shutdown) before the
             # catalogue closes, so nothing acknowledged is cut off.

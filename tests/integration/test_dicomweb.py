@@ -189,7 +189,9 @@ async def test_retrieve_errors_are_specific(archive, dicomweb):
     assert status == 400 and b"not a valid UID" in body
     status, body, _ = await get(
         f"{dicomweb}/studies/{ds.StudyInstanceUID}",
-        accept='multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50',
+        accept=(
+            'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'
+        ),
     )
     assert status == 406 and b"does not transcode" in body
     status, _, _ = await get(f"{dicomweb}/studies/{ds.StudyInstanceUID}", accept="image/jpeg")
@@ -292,7 +294,7 @@ async def test_pydicom_test_files_round_trip_or_fail_with_reason(
 
     groups = _partition_without_collisions(readable)
     stored_syntaxes: set[str] = set()
-    for index, group in enumerate(groups + [[]]):
+    for index, group in enumerate([*groups, []]):
         # Each group goes to an empty archive (a fresh database and store).
         conn = await asyncpg.connect(database_url)
         try:
@@ -320,7 +322,7 @@ async def test_pydicom_test_files_round_trip_or_fail_with_reason(
                 assert await count(opened, "instances") == 0
                 assert await count(opened, "patients") == 0
                 continue
-            for path, ds in group:
+            for path, _ds in group:
                 resp = await stow(url, [path.read_bytes()])
                 assert resp.status == 200, (path.name, resp.headers.get("Warning"))
             by_study: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)

@@ -111,7 +111,11 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
             "postgresql://other@pg/vna",
             lambda s: s.database_url == "postgresql://other@pg/vna",
         ),
-        ("VNA_STORAGE_URL", "file:///mnt/objects", lambda s: s.storage_url == "file:///mnt/objects"),
+        (
+            "VNA_STORAGE_URL",
+            "file:///mnt/objects",
+            lambda s: s.storage_url == "file:///mnt/objects",
+        ),
         ("VNA_HTTP_PORT", "9090", lambda s: s.http.port == 9090),
         ("VNA_DIMSE_PORT", "4242", lambda s: s.dimse.port == 4242),
     ],
@@ -353,7 +357,9 @@ def test_invalid_vna_config_toml_names_the_variable() -> None:
 # --- the command line ---------------------------------------------------------------------------
 
 
-def run_vna(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_vna(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(VNA), *args],
         cwd=cwd,

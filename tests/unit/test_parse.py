@@ -14,6 +14,7 @@ import tracemalloc
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from vna.dicom.parse import (
     BULK_THRESHOLD,
@@ -39,6 +40,9 @@ REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesIns
 #: Files pydicom ships as deliberately cut short; pydicom itself reads them without complaint.
 PYDICOM_TRUNCATED = ("MR_truncated.dcm", "rtplan_truncated.dcm")
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+# pydicom warns about the odd files in its own corpus; the warnings are not under test here.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def parse(path: Path) -> tuple[Dataset, InstanceHeader]:
@@ -206,15 +210,13 @@ def _cut_points(path: Path) -> list[tuple[str, int]]:
     data = path.read_bytes()
     ds = _quiet_read(path, stop_before_pixels=False)
     cuts = [("meta-header", 133), ("meta-value", 150)]
-    raw = [ds.get_item(tag) for tag in ds.keys()]
-    values = [
-        e for e in raw if hasattr(e, "value_tell") and e.length not in (0, 1, 0xFFFFFFFF)
-    ]
+    raw: list[Any] = [ds.get_item(tag) for tag in ds.keys()]
+    values = [e for e in raw if hasattr(e, "value_tell") and e.length not in (0, 1, 0xFFFFFFFF)]
     step = max(1, len(values) // 12)
     for e in values[::step]:
         cuts.append((f"value-{e.tag:08X}", e.value_tell + e.length // 2))
         cuts.append((f"header-{e.tag:08X}", e.value_tell - 3))
-    pixels = ds.get_item(0x7FE00010)
+    pixels: Any = ds.get_item(0x7FE00010)
     if pixels is not None and hasattr(pixels, "value_tell"):
         if pixels.length == 0xFFFFFFFF:  # encapsulated: in the offset table, a fragment, the end
             cuts += [("pixel-item", pixels.value_tell + 4), ("pixel-fragment", len(data) - 40)]
@@ -266,7 +268,7 @@ def test_truncated_deflated_file_is_refused(tmp_path: Path, fraction: float) -> 
 # --- attributes written wrong -------------------------------------------------------------------
 
 
-def make_instance(tmp_path: Path, name: str = "made.dcm", **overrides: object) -> Path:
+def make_instance(tmp_path: Path, **overrides: object) -> Path:
     """A small, valid CT instance; keyword=None deletes the attribute."""
     ds = Dataset()
     ds.SOPClassUID = CT_IMAGE_STORAGE
@@ -295,7 +297,7 @@ def make_instance(tmp_path: Path, name: str = "made.dcm", **overrides: object) -
             delattr(ds, keyword)
         else:
             setattr(ds, keyword, value)
-    path = tmp_path / name
+    path = tmp_path / "made.dcm"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds.save_as(path, enforce_file_format=False)
@@ -330,7 +332,7 @@ def test_invalid_uid_text_is_refused(tmp_path: Path, bad: str) -> None:
 def test_media_storage_sop_class_mismatch(tmp_path: Path) -> None:
     path = make_instance(tmp_path)
     ds = _quiet_read(path)
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
+    ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.4")  # MR Image Storage
     ds.save_as(path, enforce_file_format=False)
     with pytest.raises(SopClassMismatch) as info:
         parse(path)
@@ -353,9 +355,7 @@ def test_stale_media_storage_sop_instance_uid_is_tolerated(tmp_path: Path) -> No
 def test_large_multiframe_header_parse_does_not_load_pixels(tmp_path: Path) -> None:
     frames = 100  # 512 x 512 x 16 bit: 50 MiB of pixel data
     pixels = bytes(512 * 512 * 2 * frames)
-    path = make_instance(
-        tmp_path, Rows=512, Columns=512, NumberOfFrames=frames, PixelData=pixels
-    )
+    path = make_instance(tmp_path, Rows=512, Columns=512, NumberOfFrames=frames, PixelData=pixels)
     del pixels
     tracemalloc.start()
     started = time.perf_counter()

@@ -95,10 +95,10 @@ def read_dataset(path: Path, *, check_complete: bool = True) -> Dataset:
                 if check_complete:
                     _raise_if_truncated(f, path, size)
                 raise
-            ds._vna_has_pixel_data = False  # type: ignore[attr-defined]
+            ds._vna_has_pixel_data = False
             if check_complete:
                 has_pixels = _check_framing_complete(f, ds.file_meta, size)
-                ds._vna_has_pixel_data = has_pixels  # type: ignore[attr-defined]
+                ds._vna_has_pixel_data = has_pixels
     except InvalidDicomError as exc:
         raise InvalidInstance(f"not a DICOM Part 10 file: {_first_line(exc)}") from exc
     except InvalidInstance:

@@ -30,6 +30,7 @@ from vna.ingest.pipeline import Outcome, Sender
 
 log = logging.getLogger(__name__)
 
+
 def handle_store(event: Any, gateway: Gateway) -> Dataset:
     """``evt.EVT_C_STORE``: the status of one C-STORE request (PS3.4 B.2.3)."""
     archive = gateway.archive
