@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from vna.dicom.uids import is_valid_uid
 from vna.errors import InvalidInstance, InvalidRequest, VnaError
 from vna.gateway.media import DICOM, DICOM_JSON, MULTIPART_RELATED, parse_media_type
+from vna.gateway.multipart import MultipartReader
 from vna.gateway.status import store_failure_status
 from vna.gateway.web import ARCHIVE, base_url, sender_source
 from vna.ingest.pipeline import IngestResult, Sender
@@ -44,42 +45,30 @@ async def store_instances(request: web.Request) -> web.Response:
         raise InvalidRequest(f"StudyInstanceUID in the path is not a valid UID: {study[:80]!r}")
     source, actor = sender_source(request)
     sender = Sender(source=source, protocol="stow-rs", actor=actor, origin=request.remote or "")
-    _check_content_type(request.headers.get("Content-Type", ""))
+    boundary = _check_content_type(request.headers.get("Content-Type", ""))
     if request.content_length and request.content_length > settings.http.max_request_bytes:
         raise web.HTTPRequestEntityTooLarge(
             max_size=settings.http.max_request_bytes, actual_size=request.content_length
         )
-
-    try:
-        reader = await request.multipart()
-    except (ValueError, AssertionError) as exc:
-        raise InvalidRequest(f"malformed multipart body: {exc}") from exc
+    reader = MultipartReader(request.content, boundary)
 
     tasks: list[asyncio.Task[IngestResult | _Failure]] = []
     received = 0
     try:
-        while True:
-            try:
-                part = await reader.next()
-            except ValueError as exc:
-                raise InvalidRequest(f"malformed multipart body: {exc}") from exc
-            if part is None:
-                break
-            if not isinstance(part, BodyPartReader):
-                raise InvalidRequest("nested multipart bodies are not supported in STOW-RS")
+        while (headers := await reader.next_part()) is not None:
             if len(tasks) >= settings.http.max_parts:
                 raise web.HTTPRequestEntityTooLarge(
                     max_size=settings.http.max_parts,
                     actual_size=len(tasks) + 1,
                     text=f"more than {settings.http.max_parts} parts (http.max_parts)\n",
                 )
-            part_type = (part.headers.get("Content-Type") or DICOM).split(";")[0].strip()
+            part_type = (headers.get("content-type") or DICOM).split(";")[0].strip()
             if part_type.lower() != DICOM:
-                await part.release()
+                received += await reader.discard_body()
                 tasks.append(_done(InvalidInstance(f"part of type {part_type!r} is not {DICOM}")))
                 continue
             path, size = await _receive_part(
-                part, archive.incoming, settings.http.max_request_bytes - received
+                reader, archive.incoming, settings.http.max_request_bytes - received
             )
             received += size
             tasks.append(asyncio.create_task(_ingest(archive, path, sender, study)))
@@ -96,32 +85,37 @@ async def store_instances(request: web.Request) -> web.Response:
     return _response(request, outcomes, study)
 
 
-async def _receive_part(part: BodyPartReader, incoming: Path, budget: int) -> tuple[Path, int]:
-    """Stream one part to a new file; return its path and size received."""
+async def _receive_part(reader: MultipartReader, incoming: Path, budget: int) -> tuple[Path, int]:
+    """Stream the current part to a new file; return its path and size received."""
     path = incoming / uuid.uuid4().hex
     size = 0
     head: bytes | None = b""  # first bytes, held until the preamble question is settled
+
+    # A local file write lands in the page cache in microseconds; a thread hop per chunk
+    # would cost more than it saves.  Durability (fsync) is the store's job, in a worker
+    # thread, once the part is known to be a valid instance.
+    f = open(path, "wb")  # noqa: ASYNC230
+
+    def sink(chunk: bytes) -> None:
+        nonlocal size, head
+        size += len(chunk)
+        if size > budget:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=budget,
+                actual_size=size,
+                text="request body exceeds http.max_request_bytes\n",
+            )
+        if head is None:
+            f.write(chunk)
+            return
+        head += chunk
+        if len(head) >= _PREAMBLE_PROBE:
+            f.write(with_preamble(head))
+            head = None
+
     try:
-        # A local file write lands in the page cache in microseconds; a thread hop per chunk
-        # would cost more than it saves.  Durability (fsync) is the store's job, in a worker
-        # thread, once the part is known to be a valid instance.
-        with open(path, "wb") as f:  # noqa: ASYNC230
-            while chunk := await part.read_chunk(_CHUNK):
-                size += len(chunk)
-                if size > budget:
-                    raise web.HTTPRequestEntityTooLarge(
-                        max_size=budget,
-                        actual_size=size,
-                        text="request body exceeds http.max_request_bytes\n",
-                    )
-                if head is not None:
-                    head += chunk
-                    if len(head) < _PREAMBLE_PROBE:
-                        continue
-                    f.write(with_preamble(head))
-                    head = None
-                    continue
-                f.write(chunk)
+        with f:
+            await reader.read_body(sink)
             if head:
                 f.write(with_preamble(head))
     except BaseException:
@@ -164,7 +158,8 @@ def _done(error: VnaError) -> asyncio.Task[IngestResult | _Failure]:
     return asyncio.ensure_future(failed())
 
 
-def _check_content_type(header: str) -> None:
+def _check_content_type(header: str) -> str:
+    """Refuse what STOW-RS does not take; return the multipart boundary."""
     media = parse_media_type(header) if header else None
     if media is None or media.type != MULTIPART_RELATED:
         raise web.HTTPUnsupportedMediaType(
@@ -177,8 +172,10 @@ def _check_content_type(header: str) -> None:
         raise web.HTTPUnsupportedMediaType(
             text=f"only type={DICOM} parts are accepted, not {inner!r}\n"
         )
-    if "boundary" not in media.params:
+    boundary = media.params.get("boundary")
+    if not boundary:
         raise InvalidRequest("multipart/related Content-Type has no boundary parameter")
+    return boundary
 
 
 def _response(
