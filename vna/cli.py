@@ -130,6 +130,9 @@ async def _import(settings: Settings, paths: list[Path], source_name: str | None
                 flush=True,
             )
 
+    from vna.server import use_io_threads
+
+    use_io_threads(settings)
     archive = await Archive.open(settings)
     try:
         sender = Sender(source=source, protocol="import", actor=f"user:{getpass.getuser()}")

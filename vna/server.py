@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
@@ -17,7 +18,19 @@ from vna.gateway.web import PREFIX, create_app
 log = logging.getLogger(__name__)
 
 
+def use_io_threads(settings: Settings) -> None:
+    """Size the default thread pool for blocking I/O (parsing, hashing, fsync).
+
+    asyncio's default is cores + 4 threads; with 2 cores that is 6, and fsync-bound ingest
+    then queues behind a handful of threads while the disk could take more writes at once.
+    """
+    loop = asyncio.get_running_loop()
+    workers = settings.ingest.concurrency + settings.dimse.max_associations + 4
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vna-io"))
+
+
 async def serve(settings: Settings) -> None:
+    use_io_threads(settings)
     archive = await Archive.open(settings)
     runner: web.AppRunner | None = None
     dimse: DimseListener | None = None
