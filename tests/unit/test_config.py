@@ -198,6 +198,7 @@ def _valid_value_for(variable: str) -> str:
         "VNA_DIMSE_ENABLED": "false",
         "VNA_HTTP_HOST": "0.0.0.0",
         "VNA_DIMSE_HOST": "127.0.0.2",
+        "VNA_ADMIN_ADMIN_TOKEN_SHA256": "ab" * 32,
     }
     return special.get(variable, "7")
 
