@@ -262,8 +262,11 @@ def _wait_ready(
     )
 
 
-def start_ours(timeout: float = 180, log_level: str = "WARNING") -> Server:
-    """Start ``vna serve`` on free ports with a fresh data directory."""
+def start_ours(
+    timeout: float = 180, log_level: str = "WARNING", database_url: str | None = None
+) -> Server:
+    """Start ``vna serve`` on free ports with a fresh data directory (and, when given, an
+    existing catalogue database instead of the embedded one)."""
     if not VNA_BIN.exists():
         raise ServerError(f"{VNA_BIN} not found: run `make run` (or pip install -e .) first")
     workdir = Path(tempfile.mkdtemp(prefix="vna-bench-ours-"))
@@ -281,6 +284,8 @@ def start_ours(timeout: float = 180, log_level: str = "WARNING") -> Server:
     }
     for key in ("VNA_CONFIG", "VNA_CONFIG_TOML", "VNA_DATABASE_URL", "VNA_STORAGE_URL"):
         env.pop(key, None)  # embedded defaults, whatever the caller's shell says
+    if database_url:
+        env["VNA_DATABASE_URL"] = database_url
     log = workdir / "vna.log"
     started = time.monotonic()
     with log.open("wb") as out:

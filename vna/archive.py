@@ -71,14 +71,28 @@ class Archive:
             db=db,
             store=store,
             metrics=metrics,
-            ingester=Ingester(db, store, settings.ingest, metrics),
-            retriever=Retriever(db, store),
+            ingester=Ingester(
+                db,
+                store,
+                settings.ingest,
+                metrics,
+                scratch_dir=incoming,
+                modifying_system=settings.dimse.ae_title,
+            ),
+            retriever=Retriever(
+                db,
+                store,
+                restore_days=settings.lifecycle.restore_days,
+                access_flush_seconds=settings.lifecycle.access_flush_seconds,
+            ),
             incoming=incoming,
             embedded=embedded,
         )
 
     async def close(self) -> None:
         try:
+            # First: its last batch of access times needs the catalogue.
+            await self.retriever.close()
             await self.store.close()
             await self.db.close()
         finally:

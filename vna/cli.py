@@ -39,6 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg.add_parser("check", help="validate the configuration and print the effective values")
     cfg.add_parser("env", help="list the environment variables the archive reads")
 
+    from vna.admin.commands import add_parsers as _add_admin_commands
+
+    _add_admin_commands(sub)  # vna patients ..., vna conflicts ...
+
+    _add_lifecycle_commands(sub)
+
     args = parser.parse_args(argv)
     try:
         settings = load_settings(args.config)
@@ -60,6 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "config" and args.config_command == "env":
             print("\n".join(environment_keys()))
             return 0
+        if args.command in ("patients", "conflicts"):
+            from vna.admin.commands import run as run_admin
+
+            return asyncio.run(run_admin(settings, args))
+        if args.command in ("lifecycle", "retention", "hold"):
+            return asyncio.run(_lifecycle_command(settings, args))
     except ConfigError as exc:
         print(f"vna: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -70,6 +82,85 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     parser.error("unknown command")
     return EXIT_FAILURE
+
+
+def _add_lifecycle_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Arguments only: the commands live in ``lifecycle.commands``."""
+    lc = sub.add_parser("lifecycle", help="lifecycle engine: workers and status")
+    lcs = lc.add_subparsers(dest="lifecycle_command", required=True)
+    run = lcs.add_parser("run", help="run lifecycle workers (retention, compression, tiering)")
+    run.add_argument("--once", action="store_true", help="evaluate, do every ready job, exit")
+    run.add_argument("--as-of", metavar="DATE", help="evaluate tiering as of DATE (YYYY-MM-DD)")
+    run.add_argument("--workers", type=int, help="jobs at once (lifecycle.workers)")
+    st = lcs.add_parser("status", help="queue, dead jobs, bytes per tier, retention dates")
+    st.add_argument("--as-of", metavar="DATE", help="count retention dates from DATE")
+    st.add_argument("--format", choices=("text", "json"), default="text")
+    retry = lcs.add_parser("retry", help="queue dead jobs again")
+    retry.add_argument("job_ids", nargs="*", type=int, metavar="JOB_ID")
+    retry.add_argument("--all-dead", action="store_true", help="every dead job")
+
+    rt = sub.add_parser("retention", help="retention reviews and approvals")
+    rts = rt.add_subparsers(dest="retention_command", required=True)
+    review = rts.add_parser("review", help="list and save the studies due for deletion")
+    review.add_argument("--as-of", metavar="DATE", help="due as of DATE (default: today)")
+    review.add_argument("--format", choices=("table", "json", "csv", "html"), default="table")
+    review.add_argument("--output", type=Path, metavar="FILE", help="write the report to FILE")
+    approve = rts.add_parser("approve", help="delete the studies a review lists")
+    approve.add_argument("review_id", type=int, metavar="REVIEW_ID")
+    show = rts.add_parser("show", help="print a saved review and what became of it")
+    show.add_argument("review_id", type=int, metavar="REVIEW_ID")
+    show.add_argument("--format", choices=("table", "json", "csv", "html"), default="table")
+    show.add_argument("--output", type=Path, metavar="FILE")
+
+    hd = sub.add_parser("hold", help="legal holds on patients and studies")
+    hds = hd.add_subparsers(dest="hold_command", required=True)
+    hset = hds.add_parser("set", help="put a study or a patient on legal hold")
+    target = hset.add_mutually_exclusive_group(required=True)
+    target.add_argument("--study", metavar="STUDY_UID")
+    target.add_argument("--patient", metavar="PATIENT_ID")
+    hset.add_argument("--issuer", help="IssuerOfPatientID (when the ID exists under several)")
+    hset.add_argument("--reason", required=True)
+    hlist = hds.add_parser("list", help="list legal holds")
+    hlist.add_argument("--all", action="store_true", help="released holds too")
+    hlist.add_argument("--format", choices=("text", "json"), default="text")
+    hrel = hds.add_parser("release", help="release a legal hold")
+    hrel.add_argument("hold_id", type=int, metavar="HOLD_ID")
+    hrel.add_argument("--reason", default="")
+
+
+async def _lifecycle_command(settings: Settings, args: argparse.Namespace) -> int:
+    # The one place vna/ imports lifecycle/ (the entry point), lazily.
+    from lifecycle import commands as c
+
+    if args.command == "lifecycle":
+        if args.lifecycle_command == "run":
+            return await c.lifecycle_run(
+                settings, once=args.once, as_of=args.as_of, workers=args.workers
+            )
+        if args.lifecycle_command == "status":
+            return await c.lifecycle_status(settings, as_of=args.as_of, fmt=args.format)
+        return await c.lifecycle_retry(settings, job_ids=args.job_ids, all_dead=args.all_dead)
+    if args.command == "retention":
+        if args.retention_command == "review":
+            return await c.retention_review(
+                settings, as_of=args.as_of, fmt=args.format, output=args.output
+            )
+        if args.retention_command == "approve":
+            return await c.retention_approve(settings, review_id=args.review_id)
+        return await c.retention_show(
+            settings, review_id=args.review_id, fmt=args.format, output=args.output
+        )
+    if args.hold_command == "set":
+        return await c.hold_set(
+            settings,
+            study_uid=args.study,
+            patient_id=args.patient,
+            issuer=args.issuer,
+            reason=args.reason,
+        )
+    if args.hold_command == "list":
+        return await c.hold_list(settings, include_released=args.all, fmt=args.format)
+    return await c.hold_release(settings, hold_id=args.hold_id, reason=args.reason)
 
 
 async def _migrate(settings: Settings) -> int:

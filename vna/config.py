@@ -2,9 +2,10 @@
 
 Every scalar key can be overridden from the environment.  Top-level keys map to
 ``VNA_<KEY>`` (``data_dir`` -> ``VNA_DATA_DIR``); keys in a section map to
-``VNA_<SECTION>_<KEY>`` (``[http] port`` -> ``VNA_HTTP_PORT``).  Sources and C-MOVE
-destinations are lists of tables and come from the file only (or from ``VNA_CONFIG_TOML``, the
-whole document in one variable, for container platforms that cannot mount a file).
+``VNA_<SECTION>_<KEY>`` (``[http] port`` -> ``VNA_HTTP_PORT``).  Sources, C-MOVE
+destinations, retention rules and tiering rules are lists of tables and come from the file only
+(or from ``VNA_CONFIG_TOML``, the whole document in one variable, for container platforms that
+cannot mount a file).
 
 The result is a tree of frozen dataclasses; nothing else in the archive reads ``os.environ``.
 """
@@ -12,6 +13,7 @@ The result is a tree of frozen dataclasses; nothing else in the archive reads ``
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import re
 import tomllib
@@ -23,10 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from vna.errors import ConfigError
+from vna.storage.base import TIERS
 
 ENV_PREFIX = "VNA_"
 CONFLICT_POLICIES = ("reject", "replace", "keep-both")
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, 16 chars
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# Modality (0008,0060) is CS: upper-case letters, digits, space and underscore, 16 at most
+# (PS3.5 6.2).
+_MODALITY = re.compile(r"^[A-Z0-9_ ]{1,16}$")
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,108 @@ class QuerySettings:
 
 
 @dataclass(frozen=True)
+class LifecycleSettings:
+    """The lifecycle engine's workers and schedule (``vna lifecycle run``)."""
+
+    #: Jobs processed at once by one ``vna lifecycle run`` process.
+    workers: int = 4
+    #: Seconds an idle worker waits before looking for ready jobs again.
+    poll_seconds: int = 2
+    #: Seconds after which a running job whose worker stopped renewing it is taken over by
+    #: another worker (a killed worker's job is retried, not lost).  Live workers renew every
+    #: third of it.
+    lease_seconds: int = 300
+    #: First retry delay of a failed job; doubles per attempt up to ``retry_max_seconds``.
+    retry_base_seconds: int = 30
+    retry_max_seconds: int = 3600
+    #: How often tiering is evaluated over the whole catalogue.
+    evaluate_every_seconds: int = 3600
+    #: How often the retriever writes the access times it batched in memory.
+    access_flush_seconds: int = 60
+    #: An object replaced by its compressed form is deleted this long after the swap, so that
+    #: retrievals that looked up the old key just before it can still read it.
+    delete_grace_seconds: int = 3600
+    #: Finished jobs are kept this long for ``vna lifecycle status``.
+    keep_done_hours: int = 24
+    #: Days a restored copy of an offline (S3 GLACIER / DEEP_ARCHIVE) object stays readable.
+    restore_days: int = 3
+
+
+@dataclass(frozen=True)
+class CompressionSettings:
+    """Background zstandard compression of instances in uncompressed transfer syntaxes."""
+
+    #: zstandard level, 1 (fastest) to 22 (smallest); 0 turns compression off.
+    level: int = 3
+    #: Instances smaller than this many bytes are left as they are.
+    min_size: int = 4096
+    #: The compressed object is kept only when it saves at least this share of the bytes.
+    min_saving_percent: int = 5
+
+
+@dataclass(frozen=True)
+class RetentionRuleSettings:
+    """A declared retention period and the studies it applies to.
+
+    A rule applies when every criterion it names matches (none named: every study).  Of the
+    rules that apply, the one keeping the study longest decides, so adding a rule never
+    shortens a retention.  A study no rule applies to is kept indefinitely.
+    """
+
+    name: str
+    #: Any of the study's series modalities (PS3.3 C.7.3.1.1.1 defined terms: CT, MR, MG...).
+    modalities: tuple[str, ...] = ()
+    #: Glob on Study Description, case-insensitive (``*MAMMO*``).
+    study_description: str = ""
+    sources: tuple[str, ...] = ()
+    #: Patient age in whole years on the study date, both bounds inclusive.
+    min_age_at_study: int | None = None
+    max_age_at_study: int | None = None
+    #: Study date range, both bounds inclusive.
+    study_date_from: dt.date | None = None
+    study_date_to: dt.date | None = None
+    #: Keep this many years after the study date ...
+    retain_years: int | None = None
+    #: ... and/or until the patient reaches this age; with both, the later date.
+    retain_until_age: int | None = None
+
+
+@dataclass(frozen=True)
+class TieringRuleSettings:
+    """Move a study's objects to a colder tier once every condition named here holds."""
+
+    tier: str
+    name: str = ""
+    #: Days since the study date (the date it was received, when the study date is missing).
+    min_study_age_days: int | None = None
+    #: Days since any instance of the study was last retrieved (or received, if never).
+    min_days_since_access: int | None = None
+    modalities: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+
+
+#: What a coercion rule does to its attribute (``[[sources.coerce]] action = ...``).
+COERCE_ACTIONS = ("set", "remove", "prefix", "map")
+
+
+@dataclass(frozen=True)
+class CoercionRule:
+    """One rule of a source profile, applied at ingest by ``vna.dicom.normalise``.
+
+    ``set`` gives the attribute ``value`` (adding it when absent); ``remove`` deletes it;
+    ``prefix`` puts ``value`` in front of a present, non-empty value that does not already
+    start with it (so a resend or a second pass changes nothing); ``map`` replaces a value
+    found in ``map`` (``{"OLD" = "NEW"}``) and leaves others as they are.
+    """
+
+    action: str
+    #: A DICOM keyword (``AccessionNumber``) or tag (``00080050``) of a top-level attribute.
+    attribute: str
+    value: str = ""
+    map: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class SourceSettings:
     """One hospital PACS or modality group sending to the archive."""
 
@@ -80,9 +189,30 @@ class SourceSettings:
     on_conflict: str = "reject"
     #: SHA-256 hex digest of the bearer token that identifies this source on STOW-RS.
     token_sha256: str | None = None
+    #: Issuer of Patient ID Qualifiers Sequence (0010,0024) given with an assigned issuer
+    #: (PS3.3 C.7.1.1): Universal Entity ID, its type (ISO, DNS, UUID...) and the Identifier
+    #: Type Code (MR...).  Empty: not added.
+    issuer_universal_entity_id: str = ""
+    issuer_universal_entity_id_type: str = ""
+    identifier_type_code: str = ""
+    #: Convert text to UTF-8 (ISO_IR 192) at ingest.
+    convert_to_utf8: bool = True
+    #: Remove insignificant padding spaces from text values (PS3.5 6.2) at ingest.
+    trim_padding: bool = True
+    coerce: tuple[CoercionRule, ...] = ()
 
 
-DEFAULT_SOURCE = SourceSettings(name="DEFAULT")
+#: Senders of an archive that declares no sources: stored as received, bit-exact.
+DEFAULT_SOURCE = SourceSettings(name="DEFAULT", convert_to_utf8=False, trim_padding=False)
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    """The administration endpoints (``/admin``: conflicts, patient updates and links)."""
+
+    #: SHA-256 hex digest of the bearer token the endpoints require.  Empty: they are served
+    #: to loopback clients only.
+    admin_token_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,8 +240,13 @@ class Settings:
     dimse: DimseSettings = field(default_factory=DimseSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     query: QuerySettings = field(default_factory=QuerySettings)
+    lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
+    compression: CompressionSettings = field(default_factory=CompressionSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
     sources: tuple[SourceSettings, ...] = ()
     destinations: tuple[DestinationSettings, ...] = ()
+    retention_rules: tuple[RetentionRuleSettings, ...] = ()
+    tiering_rules: tuple[TieringRuleSettings, ...] = ()
 
     @property
     def effective_storage_url(self) -> str:
@@ -153,6 +288,15 @@ _SECTIONS: dict[str, type] = {
     f.name: typing.get_type_hints(Settings)[f.name]
     for f in dataclasses.fields(Settings)
     if dataclasses.is_dataclass(typing.get_type_hints(Settings)[f.name])
+}
+
+
+#: Arrays of tables (``[[sources]]``...): from the file only, never from the environment.
+_TABLE_ARRAYS: dict[str, type] = {
+    f.name: typing.get_args(typing.get_type_hints(Settings)[f.name])[0]
+    for f in dataclasses.fields(Settings)
+    if typing.get_origin(typing.get_type_hints(Settings)[f.name]) is tuple
+    and dataclasses.is_dataclass(typing.get_args(typing.get_type_hints(Settings)[f.name])[0])
 }
 
 
@@ -220,12 +364,8 @@ def _build(document: dict[str, Any], env: Mapping[str, str]) -> Settings:
             if not isinstance(table, dict):
                 raise ConfigError(f"'{f.name}' must be a table ([{f.name}])")
             values[f.name] = _build_section(f.name, _SECTIONS[f.name], table, env)
-        elif f.name == "sources":
-            values[f.name] = _build_tables("sources", SourceSettings, document.get("sources", []))
-        elif f.name == "destinations":
-            values[f.name] = _build_tables(
-                "destinations", DestinationSettings, document.get("destinations", [])
-            )
+        elif f.name in _TABLE_ARRAYS:
+            values[f.name] = _build_tables(f.name, _TABLE_ARRAYS[f.name], document.get(f.name, []))
         else:
             env_name = f"{ENV_PREFIX}{f.name}".upper()
             if env_name in env:
@@ -253,7 +393,7 @@ def _build_section(name: str, cls: type, table: dict[str, Any], env: Mapping[str
     return cls(**values)
 
 
-def _build_tables(name: str, cls: type, raw: Any) -> tuple[Any, ...]:
+def _build_tables(name: str, cls: Any, raw: Any) -> tuple[Any, ...]:
     """An array of tables (``[[sources]]``, ``[[destinations]]``) as a tuple of ``cls``."""
     if not isinstance(raw, list):
         raise ConfigError(f"'{name}' must be an array of tables ([[{name}]])")
@@ -298,6 +438,10 @@ def _coerce(value: Any, tp: Any, key: str, from_env: bool) -> Any:
         return _coerce(value, args[0], key, from_env)
     if origin is tuple:
         (item_type, _) = typing.get_args(tp)
+        if dataclasses.is_dataclass(item_type) and not from_env:
+            return _build_tables(key, item_type, value)  # nested tables ([[sources.coerce]])
+        if isinstance(value, dict) and not from_env:
+            value = [[k, v] for k, v in value.items()]  # an inline table as (key, value) pairs
         if from_env:
             items: list[Any] = [v.strip() for v in str(value).split(",") if v.strip()]
         elif isinstance(value, list):
@@ -332,6 +476,16 @@ def _coerce(value: Any, tp: Any, key: str, from_env: bool) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"'{key}' must be a string, got {value!r}")
         return value
+    if tp is dt.date:
+        # TOML has dates of its own (1990-01-01); a quoted ISO date is accepted too.
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return value
+        if isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"'{key}' must be a date (YYYY-MM-DD), got {value!r}")
     raise ConfigError(f"'{key}': unsupported type {tp}")  # a programming error, said plainly
 
 
@@ -355,6 +509,15 @@ def _validate(s: Settings) -> None:
         ("query.max_results", s.query.max_results),
         ("query.default_limit", s.query.default_limit),
         ("dimse.max_associations", s.dimse.max_associations),
+        ("lifecycle.workers", s.lifecycle.workers),
+        ("lifecycle.poll_seconds", s.lifecycle.poll_seconds),
+        ("lifecycle.lease_seconds", s.lifecycle.lease_seconds),
+        ("lifecycle.retry_base_seconds", s.lifecycle.retry_base_seconds),
+        ("lifecycle.retry_max_seconds", s.lifecycle.retry_max_seconds),
+        ("lifecycle.evaluate_every_seconds", s.lifecycle.evaluate_every_seconds),
+        ("lifecycle.access_flush_seconds", s.lifecycle.access_flush_seconds),
+        ("lifecycle.keep_done_hours", s.lifecycle.keep_done_hours),
+        ("lifecycle.restore_days", s.lifecycle.restore_days),
     ):
         if n <= 0:
             raise ConfigError(f"'{key}' must be positive, got {n}")
@@ -386,7 +549,11 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"'{where}.port' must be between 1 and 65535, got {src.port}")
         if src.token_sha256 is not None and not re.match(r"^[0-9a-f]{64}$", src.token_sha256):
             raise ConfigError(f"'{where}.token_sha256' must be 64 lowercase hex digits")
+        _validate_source_profile(where, src)
     _validate_destinations(s)
+    if s.admin.admin_token_sha256 and not re.match(r"^[0-9a-f]{64}$", s.admin.admin_token_sha256):
+        raise ConfigError("'admin.admin_token_sha256' must be 64 lowercase hex digits")
+    _validate_lifecycle(s)
 
 
 def _validate_destinations(s: Settings) -> None:
@@ -417,3 +584,133 @@ def _validate_destinations(s: Settings) -> None:
             raise ConfigError(f"'{where}.host' must not be empty")
         if not 0 < dest.port <= 65535:
             raise ConfigError(f"'{where}.port' must be between 1 and 65535, got {dest.port}")
+
+
+def _validate_lifecycle(s: Settings) -> None:
+    if s.lifecycle.delete_grace_seconds < 0:
+        raise ConfigError("'lifecycle.delete_grace_seconds' must not be negative")
+    c = s.compression
+    if not 0 <= c.level <= 22:
+        raise ConfigError(f"'compression.level' must be 0 (off) to 22, got {c.level}")
+    if c.min_size < 0:
+        raise ConfigError(f"'compression.min_size' must not be negative, got {c.min_size}")
+    if not 0 <= c.min_saving_percent <= 99:
+        raise ConfigError(
+            f"'compression.min_saving_percent' must be 0 to 99, got {c.min_saving_percent}"
+        )
+    # A rule naming a source that does not exist would silently never match: a typo in a
+    # retention rule must not become a study kept (or deleted) under another rule.
+    known_sources = {src.name for src in s.sources} | {DEFAULT_SOURCE.name}
+    names: set[str] = set()
+    for i, rule in enumerate(s.retention_rules):
+        where = f"retention_rules[{i}]"
+        if not _NAME.match(rule.name):
+            raise ConfigError(f"'{where}.name' must be 1-64 letters, digits, '_', '.' or '-'")
+        if rule.name in names:
+            raise ConfigError(f"'{where}.name': retention rule {rule.name!r} is declared twice")
+        names.add(rule.name)
+        _validate_matchers(where, rule.modalities, rule.sources, known_sources)
+        if rule.retain_years is None and rule.retain_until_age is None:
+            raise ConfigError(f"'{where}': give retain_years, retain_until_age or both")
+        for key, value in (
+            ("retain_years", rule.retain_years),
+            ("retain_until_age", rule.retain_until_age),
+        ):
+            if value is not None and not 0 < value <= 200:
+                raise ConfigError(f"'{where}.{key}' must be between 1 and 200, got {value}")
+        for key, value in (
+            ("min_age_at_study", rule.min_age_at_study),
+            ("max_age_at_study", rule.max_age_at_study),
+        ):
+            if value is not None and not 0 <= value <= 200:
+                raise ConfigError(f"'{where}.{key}' must be between 0 and 200, got {value}")
+        if (
+            rule.min_age_at_study is not None
+            and rule.max_age_at_study is not None
+            and rule.min_age_at_study > rule.max_age_at_study
+        ):
+            raise ConfigError(f"'{where}': min_age_at_study is above max_age_at_study")
+        if (
+            rule.study_date_from is not None
+            and rule.study_date_to is not None
+            and rule.study_date_from > rule.study_date_to
+        ):
+            raise ConfigError(f"'{where}': study_date_from is after study_date_to")
+    for i, tiering in enumerate(s.tiering_rules):
+        where = f"tiering_rules[{i}]"
+        if tiering.tier not in TIERS[1:]:
+            raise ConfigError(f"'{where}.tier' must be warm or cold, got {tiering.tier!r}")
+        if tiering.min_study_age_days is None and tiering.min_days_since_access is None:
+            raise ConfigError(f"'{where}': give min_study_age_days, min_days_since_access or both")
+        for key, value in (
+            ("min_study_age_days", tiering.min_study_age_days),
+            ("min_days_since_access", tiering.min_days_since_access),
+        ):
+            if value is not None and value < 0:
+                raise ConfigError(f"'{where}.{key}' must not be negative, got {value}")
+        _validate_matchers(where, tiering.modalities, tiering.sources, known_sources)
+
+
+def _validate_matchers(
+    where: str, modalities: tuple[str, ...], sources: tuple[str, ...], known: set[str]
+) -> None:
+    for modality in modalities:
+        if not _MODALITY.match(modality):
+            raise ConfigError(
+                f"'{where}.modalities': {modality!r} is not a modality (upper-case, e.g. CT, MG)"
+            )
+    for source in sources:
+        if source not in known:
+            raise ConfigError(f"'{where}.sources': {source!r} is not a declared source")
+
+
+# Attributes a coercion rule may not touch: the instance's identity, its encoding and its
+# modification history (PS3.3 C.12.1: SOP Common; C.12.1.1.9: Original Attributes Sequence).
+_UNCOERCIBLE = {
+    0x00080005,  # SpecificCharacterSet: set by the UTF-8 conversion
+    0x00080016,  # SOPClassUID
+    0x00080018,  # SOPInstanceUID
+    0x0020000D,  # StudyInstanceUID
+    0x0020000E,  # SeriesInstanceUID
+    0x04000561,  # OriginalAttributesSequence
+}
+_COERCIBLE_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM"}
+_COERCIBLE_VRS |= {"UC", "UI", "UR", "UT"}
+
+
+def coercion_tag(attribute: str) -> int | None:
+    """The tag a rule's ``attribute`` names (keyword or 8 hex digits); None if unknown."""
+    from pydicom.datadict import dictionary_has_tag, tag_for_keyword
+
+    if re.fullmatch(r"[0-9A-Fa-f]{8}", attribute):
+        tag = int(attribute, 16)
+        return tag if dictionary_has_tag(tag) else None
+    return tag_for_keyword(attribute)
+
+
+def _validate_source_profile(where: str, src: SourceSettings) -> None:
+    from pydicom.datadict import dictionary_VR
+
+    for j, rule in enumerate(src.coerce):
+        at = f"{where}.coerce[{j}]"
+        if rule.action not in COERCE_ACTIONS:
+            raise ConfigError(
+                f"'{at}.action' must be one of {', '.join(COERCE_ACTIONS)}, got {rule.action!r}"
+            )
+        tag = coercion_tag(rule.attribute)
+        if tag is None:
+            raise ConfigError(f"'{at}.attribute': {rule.attribute!r} is not a DICOM attribute")
+        if tag >> 16 == 0x0002 or tag in _UNCOERCIBLE:
+            raise ConfigError(f"'{at}.attribute': {rule.attribute} may not be coerced")
+        if rule.action != "remove" and dictionary_VR(tag) not in _COERCIBLE_VRS:
+            raise ConfigError(
+                f"'{at}.attribute': {rule.attribute} ({dictionary_VR(tag)}) is not a text value"
+            )
+        if rule.action == "prefix" and not rule.value:
+            raise ConfigError(f"'{at}.value' is required for prefix")
+        if rule.action == "map" and not rule.map:
+            raise ConfigError(f'\'{at}.map\' is required for map (map = {{"OLD" = "NEW"}})')
+        if "\\" in rule.value and rule.action == "prefix":
+            raise ConfigError(f"'{at}.value': a prefix cannot hold a backslash")
+    if src.issuer_universal_entity_id_type and not src.issuer_universal_entity_id:
+        raise ConfigError(f"'{where}.issuer_universal_entity_id_type' needs the entity ID")

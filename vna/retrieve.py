@@ -1,22 +1,40 @@
 """Find stored instances and stream their bytes back (WADO-RS, C-MOVE, C-GET).
 
 Protocol-free like the ingest pipeline: the gateways decide how to frame what this yields.
+
+What the lifecycle engine did to an object is undone here, invisibly to the protocols: a
+zstandard-compressed object is decompressed as it streams (the bytes out are the bytes
+received, checked against the frame checksum and the catalogued size), and an object in an
+offline tier (S3 GLACIER / DEEP_ARCHIVE) raises OfflineError, which the gateways answer with a
+retry-later status, after queueing a restore job.  Retrieves also record the access time that
+tiering rules read, batched in memory and written every ``access_flush_seconds``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime as dt
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import zstandard
 
 from vna.catalog.database import Database
 from vna.catalog.queries import q
 from vna.dicom.uids import is_valid_uid
-from vna.errors import InvalidRequest, NotFound, StorageError
+from vna.errors import InvalidRequest, NotFound, OfflineError, StorageError, VnaError
 from vna.storage.base import ObjectStore
 
 log = logging.getLogger(__name__)
+#: Decompress in a worker thread above this many input bytes (a few ms of CPU).
+_THREAD_THRESHOLD = 256 * 1024
+#: Flush access times early once this many instances are waiting.
+_MAX_PENDING_TOUCHES = 50_000
+#: Offline checks of one retrieve done at once (HeadObject requests).
+_STAT_CONCURRENCY = 16
 
 
 @dataclass(frozen=True)
@@ -34,9 +52,21 @@ class StoredInstance:
 
 
 class Retriever:
-    def __init__(self, db: Database, store: ObjectStore) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store: ObjectStore,
+        *,
+        restore_days: int = 3,
+        access_flush_seconds: float = 60,
+    ) -> None:
         self.db = db
         self.store = store
+        self.restore_days = restore_days
+        self.access_flush_seconds = access_flush_seconds
+        self._touched: set[str] = set()
+        self._flusher: asyncio.Task[None] | None = None
+        self._flush_now = asyncio.Event()
 
     async def find(
         self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
@@ -88,14 +118,156 @@ class Retriever:
         return [r["metadata"] for r in rows]
 
     async def open(self, instance: StoredInstance) -> AsyncIterator[bytes]:
-        """Stream the instance's Part 10 bytes exactly as they were stored."""
-        if instance.compression != "none":
+        """Stream the instance's Part 10 bytes exactly as they were received.
+
+        The object is opened before this returns, so NotFound and OfflineError (a restore has
+        been queued) are raised here, before a gateway has sent anything.
+        """
+        if instance.compression not in ("none", "zstd"):
             raise StorageError(f"unknown object compression {instance.compression!r}")
-        return self.store.iter_chunks(instance.object_key)
+        chunks = self.store.iter_chunks(instance.object_key)
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            first = b""
+        except OfflineError as exc:
+            raise await self._offline([instance]) from exc
+        self._touch(instance.sop_uid)
+        stream = _chained(first, chunks)
+        if instance.compression == "zstd":
+            return _decompressed(stream, instance)
+        return stream
 
     async def read(self, instance: StoredInstance) -> bytes:
         chunks = [c async for c in await self.open(instance)]
         return b"".join(chunks)
+
+    async def ensure_online(self, instances: Iterable[StoredInstance]) -> None:
+        """Raise OfflineError (after queueing their restores) if any of these instances sits in
+        an offline tier without a restored copy.
+
+        For a gateway about to stream several instances in one response: it cannot turn a
+        200 into a 503 once the first part is out.  Only instances the catalogue places in an
+        offline tier are checked (one HEAD each), so hot retrieves cost nothing more.
+        """
+        offline_tiers = self.store.offline_tiers
+        suspects = [i for i in instances if i.tier in offline_tiers]
+        if not suspects:
+            return
+        slots = asyncio.Semaphore(_STAT_CONCURRENCY)
+
+        async def unavailable(instance: StoredInstance) -> bool:
+            async with slots:
+                info = await self.store.stat(instance.object_key)
+            return info is not None and not info.available
+
+        flags = await asyncio.gather(*(unavailable(i) for i in suspects))
+        missing = [i for i, flag in zip(suspects, flags, strict=True) if flag]
+        if missing:
+            raise await self._offline(missing)
+
+    async def _offline(self, instances: list[StoredInstance]) -> OfflineError:
+        """Queue a restore of each object and describe the wait."""
+        keys = {i.object_key: i.sop_uid for i in instances}
+        try:
+            async with self.db.acquire() as conn:
+                await conn.execute(q("enqueue_restores"), list(keys), list(keys.values()))
+        except VnaError as exc:
+            # The reader still gets a clear retry-later answer; the next attempt queues again.
+            log.error("could not queue restores of %d object(s): %s", len(keys), exc)
+        wait = max((self.store.restore_seconds(i.tier) for i in instances), default=0) or 3600
+        what = (
+            f"instance {instances[0].sop_uid}"
+            if len(instances) == 1
+            else (f"{len(instances)} instances")
+        )
+        return OfflineError(
+            f"{what} in offline storage: a restore has been requested, retry later",
+            retry_after_seconds=wait,
+        )
+
+    # --- access times -----------------------------------------------------------------------
+
+    def _touch(self, sop_uid: str) -> None:
+        self._touched.add(sop_uid)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        if len(self._touched) >= _MAX_PENDING_TOUCHES:
+            self._flush_now.set()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_now.wait(), self.access_flush_seconds)
+            self._flush_now.clear()
+            await self.flush_access_times()
+
+    async def flush_access_times(self) -> None:
+        """Write the batched access times (one UPDATE for all instances retrieved since)."""
+        if not self._touched:
+            return
+        batch, self._touched = self._touched, set()
+        try:
+            async with self.db.acquire() as conn:
+                await conn.execute(q("touch_instances"), list(batch), dt.datetime.now(dt.UTC))
+        except VnaError as exc:
+            # Losing an access time only delays tiering; keep it for the next flush.
+            log.warning("could not record access times of %d instance(s): %s", len(batch), exc)
+            if len(self._touched) < _MAX_PENDING_TOUCHES:
+                self._touched |= batch
+
+    async def close(self) -> None:
+        """Stop the flusher and write what it has batched."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        await self.flush_access_times()
+
+
+async def _chained(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        if first:
+            yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        aclose = getattr(rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _decompressed(
+    chunks: AsyncIterator[bytes], instance: StoredInstance
+) -> AsyncIterator[bytes]:
+    """The original bytes of a zstandard-compressed object, verified as they stream: the frame
+    checksum (written at compression) catches corruption, the catalogued size truncation."""
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    produced = 0
+    try:
+        async for chunk in chunks:
+            try:
+                if len(chunk) > _THREAD_THRESHOLD:
+                    out = await asyncio.to_thread(decompressor.decompress, chunk)
+                else:
+                    out = decompressor.decompress(chunk)
+            except zstandard.ZstdError as exc:
+                raise StorageError(
+                    f"compressed object {instance.object_key} is corrupt: {exc}"
+                ) from exc
+            if out:
+                produced += len(out)
+                yield out
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    if not decompressor.eof or produced != instance.size:
+        raise StorageError(
+            f"compressed object {instance.object_key} is truncated: {produced} of"
+            f" {instance.size} bytes"
+        )
 
 
 def _check_uid(name: str, value: str) -> None:

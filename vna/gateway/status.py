@@ -67,6 +67,8 @@ _RETRIEVE: dict[type[VnaError], int] = {
     InvalidRequest: 0xA900,  # Identifier does not match SOP Class
     # Refused: Out of resources - Unable to calculate number of matches
     UnavailableError: 0xA701,
+    # Refused: Out of resources - Unable to perform sub-operations (restore requested)
+    OfflineError: 0xA702,
 }
 
 #: Failed: Unable to process (the C000-CFFF range of C-FIND, C-MOVE and C-GET).

@@ -43,7 +43,9 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
             )
 
     # Open the first object before sending headers, so a missing object is a clean 404/503
-    # instead of a truncated 200.
+    # instead of a truncated 200; likewise any object in an offline tier (a 503 with
+    # Retry-After, a restore queued).
+    await archive.retriever.ensure_online(instances)
     first = await archive.retriever.open(instances[0])
     boundary = uuid.uuid4().hex
     response = web.StreamResponse(

@@ -28,7 +28,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(archive: Archive) -> web.Application:
-    from vna.gateway import qido, stow, wado
+    from vna.gateway import admin, qido, stow, wado
 
     app = web.Application(
         middlewares=[_errors_and_metrics],
@@ -60,6 +60,7 @@ def create_app(archive: Archive) -> web.Application:
     r.add_get(
         f"{p}/studies/{{study}}/series/{{series}}/instances/{{instance}}/metadata", wado.metadata
     )
+    admin.register(app)  # /admin: conflicts, patient links, corrections, merges
     return app
 
 

@@ -72,7 +72,7 @@ async def import_paths(
             except VnaError as exc:
                 summary.failed.append((path, str(exc)))
             else:
-                if result.outcome is Outcome.STORED:
+                if result.outcome is not Outcome.DUPLICATE:
                     summary.stored += 1
                     summary.bytes_stored += result.size
                 else:

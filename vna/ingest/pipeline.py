@@ -1,27 +1,39 @@
-"""Ingest one DICOM instance: parse, hash, dedup, write the object, commit the catalogue.
+"""Ingest one DICOM instance: parse, normalise, hash, dedup, write the object, commit the
+catalogue.
 
 The order is the archive's durability promise: the object is durable before the catalogue
 sees it, and the caller is answered only after the catalogue commit.  A crash in between
 leaves an orphan object (content-addressed, so harmless and adoptable), never a catalogue row
 without its object.  Follow-up work (compression, replication) is queued in the same
 transaction as the instance row (an outbox), so it cannot be lost either.
+
+Normalisation (``vna.dicom.normalise``) runs on the parsed header in memory.  When it changes
+nothing, the received file is stored as it is, bit-exact; otherwise a new Part 10 file is
+written with the changed header and the original pixel data bytes (``vna.dicom.rewrite``), and
+that file is the stored object.  Resends are still recognised by the data set as received.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import enum
 import hashlib
 import logging
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from vna.catalog.database import Database
 from vna.catalog.queries import q
 from vna.config import IngestSettings, SourceSettings
+from vna.dicom.normalise import Normalised, correct, normalise
 from vna.dicom.parse import (
     InstanceHeader,
     data_set_offset,
@@ -29,14 +41,16 @@ from vna.dicom.parse import (
     extract_header,
     read_dataset,
 )
+from vna.dicom.rewrite import write_with_header
 from vna.errors import (
     InstanceConflict,
     InstanceRef,
     InstanceTooLarge,
-    PatientMismatch,
+    InvalidInstance,
     StudyMismatch,
     VnaError,
 )
+from vna.ingest import filing
 from vna.ingest.decision import Decision, Existing, decide
 from vna.metrics import Metrics
 from vna.storage.base import ObjectStore, content_key
@@ -58,6 +72,11 @@ class Sender:
 class Outcome(enum.Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"
+    #: Another version of the instance was archived; this one replaced it (policy "replace").
+    REPLACED = "replaced"
+    #: Another version of the instance was archived; this one is stored in quarantine, for an
+    #: administrator to accept or discard (policy "keep-both").
+    QUARANTINED = "quarantined"
 
 
 @dataclass(frozen=True)
@@ -76,21 +95,45 @@ class IngestResult:
 class _Examined:
     header: InstanceHeader
     metadata: dict[str, Any]
-    #: Of the whole Part 10 file: the object's content address.
+    #: Of the whole Part 10 file as received.
     sha256: str
-    #: Of the data set alone: what a resend is recognised by.
+    #: Of the data set alone as received: what a resend is recognised by.
     data_set_sha256: str
     size: int
+    normalised: Normalised
+
+
+@dataclass(frozen=True)
+class _Object:
+    """The file to store: the received one, or the normalised one written beside it."""
+
+    path: Path
+    sha256: str
+    data_set_sha256: str
+    size: int
+    written: bool
 
 
 class Ingester:
     def __init__(
-        self, db: Database, store: ObjectStore, settings: IngestSettings, metrics: Metrics
+        self,
+        db: Database,
+        store: ObjectStore,
+        settings: IngestSettings,
+        metrics: Metrics,
+        *,
+        scratch_dir: Path | None = None,
+        modifying_system: str = "VNA",
     ) -> None:
         self.db = db
         self.store = store
         self.settings = settings
         self.metrics = metrics
+        #: Where normalised files are written before they are stored (the incoming directory:
+        #: on the data volume, so the filesystem store renames instead of copying).
+        self.scratch_dir = scratch_dir or Path(tempfile.gettempdir())
+        #: Modifying System (0400,0563) in Original Attributes Sequence items.
+        self.modifying_system = modifying_system
         # Bounds the instances in flight (threads parsing, catalogue connections) so a burst of
         # senders queues here instead of exhausting the pool or memory.
         self._slots = asyncio.Semaphore(settings.concurrency)
@@ -114,7 +157,7 @@ class Ingester:
         examined: _Examined | None = None
         try:
             async with self._slots:
-                examined = await asyncio.to_thread(self._examine, path)
+                examined = await asyncio.to_thread(self._examine, path, sender.source)
                 if expected_study_uid and examined.header.study_uid != expected_study_uid:
                     raise StudyMismatch(
                         f"instance belongs to study {examined.header.study_uid},"
@@ -133,17 +176,18 @@ class Ingester:
             if consume:
                 path.unlink(missing_ok=True)  # noqa: ASYNC240 - one metadata syscall
         self.metrics.ingest_seconds.observe(time.perf_counter() - started)
-        if result.outcome is Outcome.STORED:
+        if result.outcome is Outcome.DUPLICATE:
+            self.metrics.instances_duplicate.labels(sender.protocol, sender.source.name).inc()
+        else:
             self.metrics.instances_stored.labels(sender.protocol, sender.source.name).inc()
             self.metrics.bytes_stored.labels(sender.protocol).inc(result.size)
-        else:
-            self.metrics.instances_duplicate.labels(sender.protocol, sender.source.name).inc()
         return result
 
     # --- steps ----------------------------------------------------------------------------
 
-    def _examine(self, path: Path) -> _Examined:
-        """Blocking part, run in a worker thread: size check, header parse, hashes.
+    def _examine(self, path: Path, source: SourceSettings) -> _Examined:
+        """Blocking part, run in a worker thread: size check, header parse, normalisation (in
+        memory), hashes of what was received.
 
         hashlib releases the GIL on large buffers, so hashing here runs beside the event loop
         on another core.
@@ -155,7 +199,17 @@ class Ingester:
                 f" {self.settings.max_instance_bytes} bytes (ingest.max_instance_bytes)"
             )
         ds = read_dataset(path)
-        header = extract_header(ds)
+        try:
+            normalised = normalise(
+                ds, source, now=dt.datetime.now(dt.UTC), modifying_system=self.modifying_system
+            )
+        except VnaError:
+            raise
+        except Exception as exc:  # pydicom raises many types on values it cannot convert
+            raise InvalidInstance(f"cannot normalise the header: {exc}") from exc
+        for note in normalised.notes:
+            log.info("%s: %s", path.name, note)
+        header = extract_header(normalised.dataset)
         whole, data_set = hashlib.sha256(), hashlib.sha256()
         with open(path, "rb") as f:
             start = data_set_offset(f)
@@ -167,126 +221,175 @@ class Ingester:
                 data_set.update(chunk)
         return _Examined(
             header=header,
-            metadata=dicom_json(ds),
+            metadata=dicom_json(normalised.dataset),
             sha256=whole.hexdigest(),
             data_set_sha256=data_set.hexdigest(),
             size=size,
+            normalised=normalised,
         )
+
+    def _refile(self, ex: _Examined, target: Any, source: SourceSettings) -> _Examined:
+        ds = ex.normalised.dataset
+        fixed = correct(
+            ds,
+            {
+                "PatientID": target["patient_id"],
+                "IssuerOfPatientID": target["issuer"] or None,
+                "PatientName": target["patient_name"],
+                "PatientBirthDate": target["birth_date"],
+                "PatientSex": target["sex"],
+            },
+            now=dt.datetime.now(dt.UTC),
+            modifying_system=self.modifying_system,
+            previous_source=source.name,
+        )
+        if not fixed.changed:
+            return ex
+        normalised = Normalised(ds, ex.normalised.changes + fixed.changes, ex.normalised.notes)
+        return dataclasses.replace(
+            ex, header=extract_header(ds), metadata=dicom_json(ds), normalised=normalised
+        )
+
+    def _materialise(self, path: Path, ex: _Examined) -> _Object:
+        """The file to store: the received one when normalisation changed nothing, otherwise
+        a new file with the normalised header and the received pixel data bytes."""
+        if not ex.normalised.changed:
+            return _Object(path, ex.sha256, ex.data_set_sha256, ex.size, written=False)
+        target = self.scratch_dir / f"{uuid.uuid4().hex}.normalised"
+        try:
+            w = write_with_header(path, target, ex.normalised.dataset)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        return _Object(target, w.sha256, w.data_set_sha256, w.size, written=True)
 
     async def _store(
         self, path: Path, ex: _Examined, sender: Sender, consume: bool
     ) -> IngestResult:
         h = ex.header
+        policy = sender.source.on_conflict
+        # A first look without locks, so that a resend (the common case after a network
+        # failure) costs one query and writes nothing.
         async with self.db.acquire() as conn:
             row = await conn.fetchrow(q("find_instance"), h.sop_instance_uid)
-        decision = decide(_existing(row), ex.data_set_sha256)
-        if decision is Decision.DUPLICATE:
-            return _result(Outcome.DUPLICATE, ex)
-        if decision is Decision.CONFLICT:
-            raise _conflict(h)
-
-        key = content_key(ex.sha256)
-        await self.store.put_file(
-            key,
-            path,
-            sha256=ex.sha256,
-            consume=consume,
-            # Enough to re-index the object if the catalogue is ever lost (catalogue rebuild).
-            metadata={
-                "vna-source": sender.source.name,
-                "vna-received-sha256": ex.data_set_sha256,
-                "vna-ingested-at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            },
-        )
-
-        issuer = _issuer(h, sender.source)
-        async with self.db.transaction() as conn:
-            patient_fk = await conn.fetchval(
-                q("upsert_patient"),
-                h.patient_id,
-                issuer,
-                h.patient_name,
-                h.patient_birth_date,
-                h.patient_sex,
-            )
-            study = await conn.fetchrow(
-                q("upsert_study"),
-                h.study_uid,
-                patient_fk,
-                h.study_date,
-                h.study_time,
-                h.accession_number,
-                h.study_id,
-                h.study_description,
-                h.referring_physician,
-                sender.source.name,
-            )
-            if study["patient_fk"] != patient_fk:
-                owner = await conn.fetchrow(
-                    "SELECT patient_id, issuer FROM patients WHERE id = $1", study["patient_fk"]
-                )
-                raise PatientMismatch(
-                    f"study {h.study_uid} is archived under patient"
-                    f" {_who(owner['patient_id'], owner['issuer'])}, not"
-                    f" {_who(h.patient_id, issuer)}"
-                )
-            series = await conn.fetchrow(
-                q("upsert_series"),
-                h.series_uid,
-                study["id"],
-                h.modality,
-                h.series_number,
-                h.series_description,
-                h.body_part,
-            )
-            if series["study_fk"] != study["id"]:
-                raise InstanceConflict(
-                    f"series {h.series_uid} belongs to another study than {h.study_uid}"
-                )
-            inserted = await conn.fetchval(
-                q("insert_instance"),
-                h.sop_instance_uid,
-                series["id"],
-                h.sop_class_uid,
-                h.instance_number,
-                h.transfer_syntax,
-                h.rows,
-                h.columns,
-                h.number_of_frames,
-                h.has_pixel_data,
-                ex.sha256,
-                ex.data_set_sha256,
-                ex.size,
-                key,
-                ex.size,
-                sender.source.name,
-                ex.metadata,
-            )
-            if inserted is None:
-                # Another sender committed the same SOP Instance UID since our lookup.
-                row = await conn.fetchrow(q("find_instance"), h.sop_instance_uid)
-                if decide(_existing(row), ex.data_set_sha256) is Decision.DUPLICATE:
-                    return _result(Outcome.DUPLICATE, ex)
+            facts = await _facts(conn, row, h.sop_instance_uid, ex.data_set_sha256)
+            decision = decide(facts, ex.data_set_sha256, policy)
+            if decision is Decision.DUPLICATE:
+                return _result(Outcome.DUPLICATE, ex, ex.size)
+            if decision is Decision.CONFLICT:
                 raise _conflict(h)
-            await conn.execute(
-                q("enqueue_job"),
-                "instance-stored",
-                {"instance_id": inserted, "object_key": key, "sop_uid": h.sop_instance_uid},
+            merged = await _merge_target(conn, h.patient_id, h.issuer_of_patient_id)
+        if merged is not None:
+            # The sender still uses an identity an administrator merged into another patient:
+            # file the instance under that patient, as the merge did with the earlier ones.
+            ex = await asyncio.to_thread(self._refile, ex, merged, sender.source)
+            h = ex.header
+
+        obj = await asyncio.to_thread(self._materialise, path, ex)
+        key = content_key(obj.sha256)
+        try:
+            await self.store.put_file(
+                key,
+                obj.path,
+                sha256=obj.sha256,
+                consume=consume or obj.written,
+                # Enough to re-index the object if the catalogue is ever lost (catalogue
+                # rebuild).
+                metadata={
+                    "vna-source": sender.source.name,
+                    "vna-received-sha256": ex.data_set_sha256,
+                    "vna-ingested-at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                },
             )
-            await conn.execute(
-                q("record_audit"),
-                sender.actor,
-                sender.origin,
-                "store",
-                "success",
-                h.patient_id,
-                issuer,
-                h.study_uid,
-                h.series_uid,
-                h.sop_instance_uid,
-                {"protocol": sender.protocol, "source": sender.source.name, "size": ex.size},
-            )
-        return _result(Outcome.STORED, ex)
+        finally:
+            if obj.written:
+                obj.path.unlink(missing_ok=True)
+
+        version = filing.Version(
+            header=h,
+            issuer=h.issuer_of_patient_id,
+            source=sender.source.name,
+            sha256=obj.sha256,
+            received_sha256=ex.data_set_sha256,
+            data_set_sha256=obj.data_set_sha256,
+            size=obj.size,
+            object_key=key,
+            metadata=ex.metadata,
+        )
+        warnings = ex.normalised.warnings()
+        detail: dict[str, Any] = {
+            "protocol": sender.protocol,
+            "source": sender.source.name,
+            "size": obj.size,
+        }
+        if ex.normalised.changed:
+            detail["coerced"] = [c.describe() for c in ex.normalised.changes][:50]
+        async with self.db.transaction() as conn:
+            # Decided again under the row lock: another sender may have stored a version of
+            # this instance since the first look.
+            for _ in range(2):
+                row = await conn.fetchrow(q("lock_instance"), h.sop_instance_uid)
+                facts = await _facts(conn, row, h.sop_instance_uid, ex.data_set_sha256)
+                decision = decide(facts, ex.data_set_sha256, policy)
+                if decision is Decision.DUPLICATE:
+                    return _result(Outcome.DUPLICATE, ex, ex.size)
+                if decision is Decision.CONFLICT:
+                    raise _conflict(h)
+                if decision is Decision.QUARANTINE:
+                    conflict_id = await filing.quarantine(conn, version, sender.actor)
+                    if conflict_id is None:  # the same version, quarantined a moment ago
+                        return _result(Outcome.DUPLICATE, ex, ex.size)
+                    await self._audit(
+                        conn, sender, h, "quarantine", {**detail, "conflict": conflict_id}
+                    )
+                    note = (
+                        f"SOP Instance {h.sop_instance_uid} is archived with other content;"
+                        f" this version is quarantined as conflict {conflict_id}"
+                    )
+                    return _result(Outcome.QUARANTINED, ex, obj.size, (*warnings, note))
+                series_fk = await filing.file_hierarchy(conn, version)
+                if decision is Decision.REPLACE:
+                    assert row is not None
+                    kept = await filing.replace_instance(
+                        conn, row["id"], version, series_fk, reason="replace", actor=sender.actor
+                    )
+                    await filing.enqueue_stored(conn, row["id"], version)
+                    await self._audit(
+                        conn,
+                        sender,
+                        h,
+                        "replace",
+                        {**detail, "previous_sha256": row["sha256"], "version": kept},
+                    )
+                    return _result(Outcome.REPLACED, ex, obj.size, warnings)
+                inserted = await filing.insert_instance(conn, version, series_fk)
+                if inserted is None:
+                    continue  # another sender committed this UID since the lock query
+                await filing.enqueue_stored(conn, inserted, version)
+                await self._audit(conn, sender, h, "store", detail)
+                return _result(Outcome.STORED, ex, obj.size, warnings)
+        raise _conflict(h)  # pragma: no cover - two concurrent first versions, both lost
+
+    async def _audit(
+        self,
+        conn: asyncpg.Connection,
+        sender: Sender,
+        h: InstanceHeader,
+        action: str,
+        detail: dict[str, Any],
+    ) -> None:
+        await filing.audit(
+            conn,
+            actor=sender.actor,
+            origin=sender.origin,
+            action=action,
+            patient_id=h.patient_id,
+            issuer=h.issuer_of_patient_id,
+            study_uid=h.study_uid,
+            series_uid=h.series_uid,
+            sop_uid=h.sop_instance_uid,
+            detail=detail,
+        )
 
     async def _audit_failure(
         self, sender: Sender, examined: _Examined | None, exc: VnaError
@@ -301,7 +404,7 @@ class Ingester:
                     "store",
                     "failure",
                     h.patient_id if h else None,
-                    None,
+                    h.issuer_of_patient_id if h else None,
                     h.study_uid if h else None,
                     h.series_uid if h else None,
                     h.sop_instance_uid if h else None,
@@ -319,13 +422,42 @@ class Ingester:
             log.error("could not audit a refused instance (%s): %s", exc, audit_exc)
 
 
-def _existing(row: Any) -> Existing | None:
+async def _facts(
+    conn: asyncpg.Connection, row: Any, sop_uid: str, data_set_sha256: str
+) -> Existing | None:
+    """What ``decide`` needs about the archived instance (None: there is none)."""
     if row is None:
         return None
-    return Existing(received_sha256=row["received_sha256"])
+    existing = Existing(
+        received_sha256=row["received_sha256"], stored_sha256=row["data_set_sha256"]
+    )
+    if data_set_sha256 in (existing.received_sha256, existing.stored_sha256):
+        return existing
+    # Only on the rare path of other content: the versions the archive already holds.
+    versions = await conn.fetch(q("known_versions"), sop_uid)
+    known = {r["received_sha256"] for r in versions} | {
+        r["data_set_sha256"] for r in versions if r["data_set_sha256"]
+    }
+    return Existing(existing.received_sha256, existing.stored_sha256, frozenset(known))
 
 
-def _result(outcome: Outcome, ex: _Examined) -> IngestResult:
+async def _merge_target(conn: asyncpg.Connection, patient_id: str, issuer: str) -> Any:
+    """The patient this identity was merged into (following merges of merges), or None."""
+    target = None
+    seen = {(patient_id, issuer)}
+    for _ in range(8):
+        row = await conn.fetchrow(q("merged_into"), patient_id, issuer)
+        if row is None or (row["patient_id"], row["issuer"]) in seen:
+            break
+        target = row
+        patient_id, issuer = row["patient_id"], row["issuer"]
+        seen.add((patient_id, issuer))
+    return target
+
+
+def _result(
+    outcome: Outcome, ex: _Examined, size: int, warnings: tuple[str, ...] = ()
+) -> IngestResult:
     h = ex.header
     return IngestResult(
         outcome=outcome,
@@ -333,7 +465,8 @@ def _result(outcome: Outcome, ex: _Examined) -> IngestResult:
         sop_instance_uid=h.sop_instance_uid,
         study_uid=h.study_uid,
         series_uid=h.series_uid,
-        size=ex.size,
+        size=size,
+        warnings=warnings,
     )
 
 
@@ -341,14 +474,3 @@ def _conflict(h: InstanceHeader) -> InstanceConflict:
     return InstanceConflict(
         f"SOP Instance {h.sop_instance_uid} is already archived with different content"
     )
-
-
-def _issuer(h: InstanceHeader, source: SourceSettings) -> str:
-    """The issuer the catalogue files the patient under (identity is PatientID + issuer)."""
-    if source.issuer_of_patient_id and not (source.trust_issuer and h.issuer_of_patient_id):
-        return source.issuer_of_patient_id
-    return h.issuer_of_patient_id
-
-
-def _who(patient_id: str, issuer: str) -> str:
-    return f"{patient_id!r} (issuer {issuer!r})" if issuer else repr(patient_id)

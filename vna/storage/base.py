@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from vna.errors import InvalidRequest, StorageError
+from vna.errors import InvalidRequest, NotFound, StorageError
 
 # Keys are content-addressed (`sha256/ab/cd/<hex>`) and carry no PHI: UIDs may embed personal
 # data (PS3.5 9.1 lets implementers root UIDs in anything), so they never appear in a key.
@@ -45,6 +45,11 @@ def check_sha256(key: str, declared: str, actual: str | None = None) -> None:
         )
 
 
+#: Storage tiers, warmest first.  Ingest writes to "hot"; the lifecycle engine moves objects to
+#: "warm" and "cold" (S3 storage classes, or separate roots of the filesystem store).
+TIERS = ("hot", "warm", "cold")
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -52,6 +57,13 @@ class ObjectInfo:
     #: Back-end storage class (S3) or tier root (filesystem); None when the store has one class.
     storage_class: str | None = None
     metadata: Mapping[str, str] | None = None
+    #: The tier the object is in, when the store has tiers.
+    tier: str | None = None
+    #: False while the object sits in an offline class (S3 GLACIER, DEEP_ARCHIVE) with no
+    #: restored copy: reading it fails with OfflineError until a restore completes.
+    available: bool = True
+    #: A restore was requested and has not completed yet.
+    restore_in_progress: bool = False
 
 
 class ObjectStore(abc.ABC):
@@ -102,6 +114,36 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def iter_keys(self, prefix: str = "") -> AsyncIterator[str]:
         """Every key under prefix, in no particular order."""
+
+    # --- tiers (lifecycle) ---------------------------------------------------------------
+    # Not abstract: a store without tiers (a replica target, say) refuses to move objects
+    # rather than pretending to.
+
+    async def set_tier(self, key: str, tier: str) -> None:
+        """Move the object to ``tier`` (one of TIERS), keeping its bytes and metadata.
+
+        Idempotent.  Raises NotFound when absent and OfflineError when the object must be
+        restored before it can be moved out of an offline class.
+        """
+        raise StorageError(f"store {self.name} has no storage tiers")
+
+    async def restore(self, key: str, days: int) -> ObjectInfo:
+        """Ask for a readable copy of an offline object for ``days`` days (idempotent: a
+        restore already under way is left alone); returns the object's state afterwards.
+        For an object that is not offline, only its state."""
+        info = await self.stat(key)
+        if info is None:
+            raise NotFound(f"object {key} not in store {self.name}")
+        return info
+
+    @property
+    def offline_tiers(self) -> frozenset[str]:
+        """Tiers whose objects must be restored before they can be read."""
+        return frozenset()
+
+    def restore_seconds(self, tier: str) -> int:
+        """How long a restore out of ``tier`` typically takes (for Retry-After)."""
+        return 0
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

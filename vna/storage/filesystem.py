@@ -3,6 +3,11 @@
 Durability follows the classic recipe: write to a temporary file on the same filesystem, fsync
 it, rename it into place, fsync the directory.  After ``put_*`` returns, a power cut loses
 nothing.  Blocking calls run in worker threads so the event loop keeps serving.
+
+Tiers are separate roots with the same key layout: ``<root>`` (hot, where writes go),
+``<root>-warm`` and ``<root>-cold`` beside it unless configured elsewhere (a cheaper disk, a
+network mount).  Reads look in each root, warmest first, so an object is found whichever tier
+the catalogue last recorded.  All tiers are online: nothing here needs a restore.
 """
 
 from __future__ import annotations
@@ -15,25 +20,50 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
-from vna.errors import NotFound, StorageError
-from vna.storage.base import ObjectInfo, ObjectStore, check_sha256, validate_key
+from vna.errors import InvalidRequest, NotFound, StorageError
+from vna.storage.base import TIERS, ObjectInfo, ObjectStore, check_sha256, validate_key
 
 _META_SUFFIX = ".meta.json"
 
 
 class FilesystemStore(ObjectStore):
-    def __init__(self, root: Path, name: str = "primary") -> None:
+    def __init__(
+        self, root: Path, name: str = "primary", tier_roots: Mapping[str, Path] | None = None
+    ) -> None:
         self.root = root.resolve()
         self.name = name
         self._tmp = self.root / ".tmp"
+        roots = {
+            "hot": self.root,
+            "warm": self.root.with_name(self.root.name + "-warm"),
+            "cold": self.root.with_name(self.root.name + "-cold"),
+        }
+        for tier, path in (tier_roots or {}).items():
+            if tier not in TIERS[1:]:
+                raise InvalidRequest(f"filesystem store: no tier {tier!r} (warm or cold)")
+            roots[tier] = path.resolve()
+        self.tier_roots: dict[str, Path] = roots
         try:
             self._tmp.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create object store at {self.root}: {exc}") from exc
 
     def path_of(self, key: str) -> Path:
+        """Where a new object is written (the hot root)."""
         return self.root / validate_key(key)
+
+    def _candidates(self, key: str) -> list[tuple[str, Path]]:
+        validate_key(key)
+        return [(tier, root / key) for tier, root in self.tier_roots.items()]
+
+    def _locate(self, key: str) -> tuple[str, Path] | None:
+        """The tier and path of the object, warmest first; None when absent everywhere."""
+        for tier, path in self._candidates(key):
+            if path.exists():
+                return tier, path
+        return None
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -67,10 +97,11 @@ class FilesystemStore(ObjectStore):
         consume: bool,
     ) -> None:
         try:
-            if target.exists():
-                # Content-addressed: same key, same bytes.  Nothing to write.
+            found = self._locate(key)
+            if found is not None:
+                # Content-addressed: same key, same bytes (in whichever tier).  Nothing to write.
                 if metadata:
-                    self._write_atomic(_meta_path(target), json.dumps(dict(metadata)).encode())
+                    self._write_atomic(_meta_path(found[1]), json.dumps(dict(metadata)).encode())
                 if consume:
                     source.unlink(missing_ok=True)
                 return
@@ -111,6 +142,9 @@ class FilesystemStore(ObjectStore):
     ) -> None:
         check_sha256(key, sha256, hashlib.sha256(data).hexdigest())
         try:
+            found = self._locate(key)
+            if found is not None and found[1] != target:
+                return  # already stored, in a colder tier: same key, same bytes
             if metadata:
                 self._write_atomic(_meta_path(target), json.dumps(dict(metadata)).encode())
             self._write_atomic(target, data)
@@ -132,21 +166,30 @@ class FilesystemStore(ObjectStore):
 
     # --- reads ----------------------------------------------------------------------------
 
+    def _open(self, key: str) -> BinaryIO:
+        # Opening (not checking, then opening) each root in turn: an object moved to another
+        # tier between the two would otherwise be missed.  A file already open stays readable
+        # when a tier move unlinks it (POSIX), so a retrieve never breaks mid-stream.
+        for _tier, path in self._candidates(key):
+            try:
+                return open(path, "rb")
+            except FileNotFoundError:
+                continue
+        raise NotFound(f"object {key} not in store {self.name}")
+
     async def get_bytes(self, key: str) -> bytes:
-        path = self.path_of(key)
+        def _read() -> bytes:
+            with self._open(key) as f:
+                return f.read()
+
         try:
-            return await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:
-            raise NotFound(f"object {key} not in store {self.name}") from None
+            return await asyncio.to_thread(_read)
         except OSError as exc:
             raise StorageError(f"filesystem store {self.name}: read failed: {exc}") from exc
 
     async def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
-        path = self.path_of(key)
         try:
-            f = await asyncio.to_thread(open, path, "rb")
-        except FileNotFoundError:
-            raise NotFound(f"object {key} not in store {self.name}") from None
+            f = await asyncio.to_thread(self._open, key)
         except OSError as exc:
             raise StorageError(f"filesystem store {self.name}: read failed: {exc}") from exc
         try:
@@ -162,17 +205,21 @@ class FilesystemStore(ObjectStore):
             f.close()
 
     async def stat(self, key: str) -> ObjectInfo | None:
-        path = self.path_of(key)
+        candidates = self._candidates(key)
 
         def _stat() -> ObjectInfo | None:
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                return None
-            metadata = None
-            with contextlib.suppress(FileNotFoundError, ValueError):
-                metadata = json.loads(_meta_path(path).read_text())
-            return ObjectInfo(key=key, size=st.st_size, metadata=metadata)
+            for tier, path in candidates:
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                metadata = None
+                with contextlib.suppress(FileNotFoundError, ValueError):
+                    metadata = json.loads(_meta_path(path).read_text())
+                return ObjectInfo(
+                    key=key, size=st.st_size, metadata=metadata, storage_class=tier, tier=tier
+                )
+            return None
 
         try:
             return await asyncio.to_thread(_stat)
@@ -180,12 +227,13 @@ class FilesystemStore(ObjectStore):
             raise StorageError(f"filesystem store {self.name}: stat failed: {exc}") from exc
 
     async def delete(self, key: str) -> None:
-        path = self.path_of(key)
+        candidates = self._candidates(key)
 
         def _delete() -> None:
-            path.unlink(missing_ok=True)
-            _meta_path(path).unlink(missing_ok=True)
-            _fsync_dir(path.parent) if path.parent.exists() else None
+            for _tier, path in candidates:
+                path.unlink(missing_ok=True)
+                _meta_path(path).unlink(missing_ok=True)
+                _fsync_dir(path.parent) if path.parent.exists() else None
 
         try:
             await asyncio.to_thread(_delete)
@@ -194,20 +242,71 @@ class FilesystemStore(ObjectStore):
 
     async def iter_keys(self, prefix: str = "") -> AsyncIterator[str]:
         def _walk() -> list[str]:
-            keys = []
-            for dirpath, dirnames, filenames in os.walk(self.root):
-                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-                rel = os.path.relpath(dirpath, self.root)
-                for fn in filenames:
-                    if fn.endswith(_META_SUFFIX) or fn.startswith("."):
-                        continue
-                    key = fn if rel == "." else f"{rel}/{fn}"
-                    if key.startswith(prefix):
-                        keys.append(key)
-            return keys
+            keys: dict[str, None] = {}  # ordered set: an object caught mid-move is listed once
+            for root in self.tier_roots.values():
+                for dirpath, dirnames, filenames in os.walk(root):
+                    dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                    rel = os.path.relpath(dirpath, root)
+                    for fn in filenames:
+                        if fn.endswith(_META_SUFFIX) or fn.startswith("."):
+                            continue
+                        key = fn if rel == "." else f"{rel}/{fn}"
+                        if key.startswith(prefix):
+                            keys[key] = None
+            return list(keys)
 
         for key in await asyncio.to_thread(_walk):
             yield key
+
+    # --- tiers ------------------------------------------------------------------------------
+
+    async def set_tier(self, key: str, tier: str) -> None:
+        if tier not in self.tier_roots:
+            raise InvalidRequest(f"no tier {tier!r} (one of {', '.join(TIERS)})")
+        try:
+            await asyncio.to_thread(self._set_tier, key, tier)
+        except OSError as exc:
+            raise StorageError(f"filesystem store {self.name}: tier move failed: {exc}") from exc
+
+    def _set_tier(self, key: str, tier: str) -> None:
+        found = self._locate(key)
+        if found is None:
+            raise NotFound(f"object {key} not in store {self.name}")
+        source = found[1]
+        target = self.tier_roots[tier] / key
+        if source == target:
+            return
+        # Durable at the target before it leaves the source: a crash in between leaves two
+        # identical copies (reads take the warmer one; the next move removes it), never none.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        meta = _meta_path(source)
+        if _same_device(source, target.parent):
+            if meta.exists():
+                os.replace(meta, _meta_path(target))
+            os.replace(source, target)
+        else:
+            tmp_dir = self.tier_roots[tier] / ".tmp"
+            tmp_dir.mkdir(exist_ok=True)
+            if meta.exists():
+                _copy_durably(meta, _meta_path(target), tmp_dir)
+            _copy_durably(source, target, tmp_dir)
+            meta.unlink(missing_ok=True)
+            source.unlink()
+        _fsync_dir(target.parent)
+        _fsync_dir(source.parent)
+
+
+def _copy_durably(source: Path, target: Path, tmp_dir: Path) -> None:
+    tmp = tmp_dir / uuid.uuid4().hex
+    try:
+        with open(source, "rb") as src, open(tmp, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _meta_path(target: Path) -> Path:

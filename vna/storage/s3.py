@@ -3,6 +3,12 @@
 Uploads carry ChecksumSHA256 so the endpoint verifies the bytes it received against the digest
 computed while the instance streamed in; large objects go up in parts of bounded size so memory
 stays flat whatever the instance size.
+
+Tiers are storage classes: by default hot = STANDARD, warm = STANDARD_IA, cold = GLACIER
+(``?warm_class=...&cold_class=...`` in the storage URL).  An object is moved by copying it onto
+itself with the new class (the only way S3 changes a class outside bucket lifecycle rules).
+GLACIER and DEEP_ARCHIVE are offline: GetObject fails with InvalidObjectState until a
+RestoreObject has made a temporary copy, whose state HeadObject reports in its Restore header.
 """
 
 from __future__ import annotations
@@ -19,12 +25,43 @@ import aiobotocore.session
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from vna.errors import NotFound, StorageError
-from vna.storage.base import ObjectInfo, ObjectStore, check_sha256, validate_key
+from vna.errors import InvalidRequest, NotFound, OfflineError, StorageError
+from vna.storage.base import TIERS, ObjectInfo, ObjectStore, check_sha256, validate_key
 
 #: Objects up to this size go up in one PUT; larger ones in parts of this size.
 PART_SIZE = 32 * 1024 * 1024
+#: CopyObject copies at most 5 GiB; larger objects are copied in parts (UploadPartCopy).
+COPY_LIMIT = 5 * 1024**3
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+#: Errors of reading or copying an offline object without a restored copy.
+_OFFLINE = {"InvalidObjectState", "ObjectNotInActiveTierError"}
+
+STORAGE_CLASSES = frozenset(
+    {
+        "STANDARD",
+        "STANDARD_IA",
+        "ONEZONE_IA",
+        "INTELLIGENT_TIERING",
+        "GLACIER_IR",
+        "GLACIER",
+        "DEEP_ARCHIVE",
+    }
+)
+#: Classes whose objects must be restored before they can be read.
+OFFLINE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+DEFAULT_TIER_CLASSES = {"hot": "STANDARD", "warm": "STANDARD_IA", "cold": "GLACIER"}
+RESTORE_TIERS = ("Expedited", "Standard", "Bulk")
+#: Typical restore times in seconds, from the S3 documentation (Restoring an archived object:
+#: GLACIER expedited 1-5 min, standard 3-5 h, bulk 5-12 h; DEEP_ARCHIVE standard within 12 h,
+#: bulk within 48 h), taken at the upper end for Retry-After.
+_RESTORE_SECONDS = {
+    ("GLACIER", "Expedited"): 5 * 60,
+    ("GLACIER", "Standard"): 5 * 3600,
+    ("GLACIER", "Bulk"): 12 * 3600,
+    ("DEEP_ARCHIVE", "Expedited"): 12 * 3600,  # not offered: AWS runs it as Standard
+    ("DEEP_ARCHIVE", "Standard"): 12 * 3600,
+    ("DEEP_ARCHIVE", "Bulk"): 48 * 3600,
+}
 
 
 class S3Store(ObjectStore):
@@ -35,12 +72,21 @@ class S3Store(ObjectStore):
         region: str | None = None,
         prefix: str = "",
         name: str = "primary",
+        tier_classes: dict[str, str] | None = None,
+        restore_tier: str = "Standard",
     ) -> None:
         self.bucket = bucket
         self.endpoint_url = endpoint_url
         self.region = region
         self.prefix = f"{prefix}/" if prefix else ""
         self.name = name
+        self.tier_classes = {**DEFAULT_TIER_CLASSES, **(tier_classes or {})}
+        for tier, storage_class in self.tier_classes.items():
+            if tier not in TIERS or storage_class not in STORAGE_CLASSES:
+                raise InvalidRequest(f"S3 store: tier {tier!r} -> class {storage_class!r}")
+        if restore_tier not in RESTORE_TIERS:
+            raise InvalidRequest(f"S3 store: restore tier {restore_tier!r}")
+        self.restore_tier = restore_tier
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
 
@@ -164,8 +210,11 @@ class S3Store(ObjectStore):
         try:
             return await self._client.get_object(Bucket=self.bucket, Key=self._key(key), **extra)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _NOT_FOUND:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in _NOT_FOUND:
                 raise NotFound(f"object {key} not in store {self.name}") from None
+            if code in _OFFLINE:
+                raise self._offline(key, exc) from None
             raise StorageError(f"S3 store {self.name}: read failed: {exc}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"S3 store {self.name}: read failed: {exc}") from exc
@@ -200,11 +249,18 @@ class S3Store(ObjectStore):
             raise StorageError(f"S3 store {self.name}: head failed: {exc}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"S3 store {self.name}: head failed: {exc}") from exc
+        # HeadObject leaves StorageClass out for STANDARD.
+        storage_class = resp.get("StorageClass") or "STANDARD"
+        restore = resp.get("Restore") or ""
+        restored = 'ongoing-request="false"' in restore
         return ObjectInfo(
             key=key,
             size=int(resp["ContentLength"]),
-            storage_class=resp.get("StorageClass", "STANDARD"),
+            storage_class=storage_class,
             metadata=resp.get("Metadata") or None,
+            tier=self._tier_of(storage_class),
+            available=storage_class not in OFFLINE_CLASSES or restored,
+            restore_in_progress='ongoing-request="true"' in restore,
         )
 
     async def delete(self, key: str) -> None:
@@ -221,6 +277,114 @@ class S3Store(ObjectStore):
                     yield item["Key"][len(self.prefix) :]
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"S3 store {self.name}: list failed: {exc}") from exc
+
+    # --- tiers ------------------------------------------------------------------------------
+
+    @property
+    def offline_tiers(self) -> frozenset[str]:
+        return frozenset(t for t, c in self.tier_classes.items() if c in OFFLINE_CLASSES)
+
+    def restore_seconds(self, tier: str) -> int:
+        return _RESTORE_SECONDS.get((self.tier_classes.get(tier, ""), self.restore_tier), 0)
+
+    def _tier_of(self, storage_class: str) -> str | None:
+        return next((t for t, c in self.tier_classes.items() if c == storage_class), None)
+
+    def _offline(self, key: str, exc: Exception | None = None) -> OfflineError:
+        cold = next(iter(sorted(self.offline_tiers)), "cold")
+        return OfflineError(
+            f"object {key} is in an offline storage class of store {self.name}"
+            " and must be restored first",
+            retry_after_seconds=self.restore_seconds(cold) or 3600,
+        )
+
+    async def set_tier(self, key: str, tier: str) -> None:
+        if tier not in self.tier_classes:
+            raise InvalidRequest(f"no tier {tier!r} (one of {', '.join(TIERS)})")
+        target = self.tier_classes[tier]
+        info = await self.stat(key)
+        if info is None:
+            raise NotFound(f"object {key} not in store {self.name}")
+        if info.storage_class == target:
+            return
+        s3_key = self._key(key)
+        source = {"Bucket": self.bucket, "Key": s3_key}
+        try:
+            if info.size <= COPY_LIMIT:
+                # Copying an object onto itself is allowed when something changes, here the
+                # class; metadata is kept (COPY) and the checksum recomputed by S3.
+                await self._client.copy_object(
+                    Bucket=self.bucket,
+                    Key=s3_key,
+                    CopySource=source,
+                    StorageClass=target,
+                    MetadataDirective="COPY",
+                    ChecksumAlgorithm="SHA256",
+                )
+            else:
+                await self._copy_multipart(s3_key, source, info, target)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _OFFLINE:
+                raise self._offline(key, exc) from None
+            raise StorageError(f"S3 store {self.name}: class change failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"S3 store {self.name}: class change failed: {exc}") from exc
+
+    async def _copy_multipart(
+        self, s3_key: str, source: dict[str, str], info: ObjectInfo, storage_class: str
+    ) -> None:
+        upload = await self._client.create_multipart_upload(
+            Bucket=self.bucket,
+            Key=s3_key,
+            StorageClass=storage_class,
+            Metadata=dict(info.metadata or {}),
+        )
+        upload_id = upload["UploadId"]
+        parts = []
+        try:
+            for number, start in enumerate(range(0, info.size, PART_SIZE * 8), start=1):
+                end = min(start + PART_SIZE * 8, info.size) - 1
+                resp = await self._client.upload_part_copy(
+                    Bucket=self.bucket,
+                    Key=s3_key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource=source,
+                    CopySourceRange=f"bytes={start}-{end}",
+                )
+                parts.append({"ETag": resp["CopyPartResult"]["ETag"], "PartNumber": number})
+            await self._client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=s3_key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            with contextlib.suppress(ClientError, BotoCoreError):
+                await self._client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=s3_key, UploadId=upload_id
+                )
+            raise
+
+    async def restore(self, key: str, days: int) -> ObjectInfo:
+        info = await self.stat(key)
+        if info is None:
+            raise NotFound(f"object {key} not in store {self.name}")
+        if info.available or info.restore_in_progress:
+            return info
+        try:
+            await self._client.restore_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                RestoreRequest={"Days": days, "GlacierJobParameters": {"Tier": self.restore_tier}},
+            )
+        except ClientError as exc:
+            # Another reader asked first: the restore under way serves both.
+            if exc.response.get("Error", {}).get("Code") != "RestoreAlreadyInProgress":
+                raise StorageError(f"S3 store {self.name}: restore failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"S3 store {self.name}: restore failed: {exc}") from exc
+        return await self.stat(key) or info
 
 
 def _sha256_hex(data: bytes) -> str:

@@ -1,7 +1,7 @@
 -- Named queries of the ingest path.  Each runs inside the caller's transaction.
 
 -- name: find_instance
-SELECT i.id, i.sha256, i.received_sha256, i.object_key, i.source,
+SELECT i.id, i.sha256, i.received_sha256, i.data_set_sha256, i.object_key, i.source,
        se.series_uid, st.study_uid
 FROM instances i
 JOIN series se ON se.id = i.series_fk
@@ -41,8 +41,8 @@ RETURNING id, study_fk;
 -- name: insert_instance
 INSERT INTO instances (sop_uid, series_fk, sop_class_uid, instance_number, transfer_syntax,
                        rows, columns, number_of_frames, has_pixel_data, sha256, received_sha256,
-                       size, object_key, stored_size, source, metadata)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                       size, object_key, stored_size, source, metadata, data_set_sha256)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 ON CONFLICT (sop_uid) DO NOTHING
 RETURNING id;
 
@@ -55,4 +55,7 @@ INSERT INTO audit (actor, origin, action, outcome, patient_id, issuer, study_uid
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
 
 -- name: object_key_in_use
-SELECT EXISTS (SELECT 1 FROM instances WHERE object_key = $1);
+-- Earlier versions of instances and quarantined conflicts hold objects too (0020_federation).
+SELECT EXISTS (SELECT 1 FROM instances WHERE object_key = $1)
+    OR EXISTS (SELECT 1 FROM instance_versions WHERE object_key = $1)
+    OR EXISTS (SELECT 1 FROM conflicts WHERE object_key = $1 AND state <> 'discarded');

@@ -62,3 +62,18 @@ JOIN series se ON se.id = i.series_fk
 JOIN studies st ON st.id = se.study_fk
 WHERE i.sop_uid = ANY($1::text[])
 ORDER BY i.id;
+
+-- name: touch_instances
+-- Last access, written in batches by the retriever (one UPDATE per flush, not per request).
+-- An instance already touched within the hour is left alone: tiering counts in days, and
+-- every skipped row is a dead tuple less.
+UPDATE instances SET last_accessed_at = $2::timestamptz
+WHERE sop_uid = ANY($1::text[])
+  AND (last_accessed_at IS NULL OR last_accessed_at < $2::timestamptz - interval '1 hour');
+
+-- name: enqueue_restores
+-- One restore job per offline object, however many readers ask while it is queued or running.
+INSERT INTO jobs (kind, payload, dedup_key)
+SELECT 'restore', jsonb_build_object('object_key', k, 'sop_uid', u), 'restore:' || k
+FROM unnest($1::text[], $2::text[]) AS t (k, u)
+ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING;

@@ -39,8 +39,8 @@ def handle_store(event: Any, gateway: Gateway) -> Dataset:
     sop_uid = str(event.request.AffectedSOPInstanceUID or "")
     source = archive.settings.source_for_ae(calling_ae)
     if source is None:
-        # The association was vetted when it was requested; the configuration cannot change
-        # under a running listener, so this is only a guard.
+        # A C-MOVE destination may query and retrieve, but only sources store.
+        log.warning("C-STORE from %s (%s) refused: not a declared source", calling_ae, peer)
         return _status(Unauthorized(f"calling AE title {calling_ae!r} is not a declared source"))
 
     target = archive.incoming / f"dimse-{uuid.uuid4().hex}.dcm"

@@ -1,0 +1,176 @@
+"""Background zstandard compression of one stored instance.
+
+The object is compressed as a whole, as it streams from the store, into a temporary file; the
+result is decompressed again and must reproduce the catalogued SHA-256 of the original before
+anything changes, so a retrieve is bit-exact by construction (and the zstandard frame carries
+its own checksum for every later read).  The compressed object goes under a key of its own
+(``<original key>.zst``); the catalogue row is switched to it in one transaction that also
+queues the deletion of the original, which happens after ``lifecycle.delete_grace_seconds`` so
+that a retrieve that looked up the old key just before the switch can still read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+import zstandard
+
+from lifecycle.policy.compression import plan, worth_keeping
+from lifecycle.queue import enqueue
+from vna.catalog.queries import q
+from vna.errors import InvalidInstance, StorageError
+from vna.storage.base import content_key
+
+log = logging.getLogger(__name__)
+SUFFIX = ".zst"
+
+if TYPE_CHECKING:
+    from lifecycle.engine import Engine
+
+
+class FixityError(InvalidInstance):
+    """The stored object does not have the catalogued digest: not retried, left for an
+    administrator (a dead job), because rewriting it would bless the corruption."""
+
+
+@dataclass(frozen=True)
+class CompressionResult:
+    compressed: bool
+    original_size: int = 0
+    stored_size: int = 0
+    reason: str = ""
+
+
+class _Compressor:
+    """Hashes and compresses chunks into a file; runs in worker threads (zstandard and hashlib
+    release the GIL, so compression uses another core while the event loop serves)."""
+
+    def __init__(self, path: Path, level: int, size: int) -> None:
+        self.file: BinaryIO = open(path, "wb")
+        self.original = hashlib.sha256()
+        self.compressed = hashlib.sha256()
+        self.stream = zstandard.ZstdCompressor(
+            level=level, write_checksum=True, write_content_size=True
+        ).compressobj(size=size)
+
+    def feed(self, chunk: bytes) -> None:
+        self.original.update(chunk)
+        self._write(self.stream.compress(chunk))
+
+    def finish(self) -> None:
+        self._write(self.stream.flush())
+        self.file.flush()
+        self.file.close()
+
+    def abort(self) -> None:
+        self.file.close()
+
+    def _write(self, data: bytes) -> None:
+        if data:
+            self.compressed.update(data)
+            self.file.write(data)
+
+
+def _digest_of_decompressed(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        reader = zstandard.ZstdDecompressor().stream_reader(f)
+        while chunk := reader.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def compress_instance(engine: Engine, instance_id: int) -> CompressionResult:
+    archive = engine.archive
+    settings = engine.settings.compression
+    async with archive.db.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT object_key, sha256, size, transfer_syntax, compression, tier"
+            " FROM instances WHERE id = $1",
+            instance_id,
+        )
+    if row is None:
+        return CompressionResult(False, reason="instance no longer in the archive")
+    decision = plan(row["transfer_syntax"], row["size"], row["compression"], row["tier"], settings)
+    if not decision.compress:
+        return CompressionResult(False, reason=decision.reason)
+
+    old_key: str = row["object_key"]
+    tmp = archive.incoming / f"compress-{uuid.uuid4().hex}.zst"
+    compressor = _Compressor(tmp, settings.level, row["size"])
+    try:
+        try:
+            async for chunk in archive.store.iter_chunks(old_key):
+                await asyncio.to_thread(compressor.feed, chunk)
+            await asyncio.to_thread(compressor.finish)
+        except BaseException:
+            compressor.abort()
+            raise
+        if compressor.original.hexdigest() != row["sha256"]:
+            raise FixityError(
+                f"object {old_key} does not have the catalogued SHA-256 {row['sha256']}"
+                " (fixity failure); not compressed"
+            )
+        compressed_size = tmp.stat().st_size
+        if not worth_keeping(row["size"], compressed_size, settings.min_saving_percent):
+            saved = 100 - 100 * compressed_size / max(row["size"], 1)
+            return CompressionResult(
+                False,
+                row["size"],
+                row["size"],
+                f"saves {saved:.1f}%, below compression.min_saving_percent",
+            )
+        if await asyncio.to_thread(_digest_of_decompressed, tmp) != row["sha256"]:
+            raise StorageError(f"compressed form of {old_key} does not decompress to the original")
+        new_key = content_key(row["sha256"], suffix=SUFFIX)
+        info = await archive.store.stat(old_key)
+        metadata = {
+            **dict((info.metadata or {}) if info else {}),
+            "vna-compression": "zstd",
+            "vna-original-sha256": row["sha256"],
+            "vna-original-size": str(row["size"]),
+        }
+        await archive.store.put_file(
+            new_key, tmp, sha256=compressor.compressed.hexdigest(), metadata=metadata, consume=True
+        )
+    finally:
+        tmp.unlink(missing_ok=True)
+
+    stored = await archive.store.stat(new_key)
+    if stored is None or stored.size != compressed_size:
+        # A leftover of an attempt at another level: same key, other bytes.  Not trusted.
+        raise StorageError(f"object {new_key} exists with other content; not switched to it")
+    async with archive.db.transaction() as conn:
+        switched = await conn.fetchval(
+            "UPDATE instances SET object_key = $2, compression = 'zstd', stored_size = $3"
+            # Only if nothing moved or replaced it meanwhile (a tier move of the same study).
+            " WHERE id = $1 AND object_key = $4 AND compression = 'none' AND tier = 'hot'"
+            " RETURNING id",
+            instance_id,
+            new_key,
+            compressed_size,
+            old_key,
+        )
+        if switched is not None:
+            await enqueue(
+                conn,
+                "delete-object",
+                {"object_key": old_key},
+                dedup_key=f"delete:{old_key}",
+                delay_seconds=engine.settings.lifecycle.delete_grace_seconds,
+            )
+    if switched is None:
+        # The row changed under us (deleted, or compressed by a job run twice): drop ours
+        # unless that other run switched to this very object.
+        async with archive.db.acquire() as conn:
+            in_use = await conn.fetchval(q("object_key_in_use"), new_key)
+        if not in_use:
+            await archive.store.delete(new_key)
+        return CompressionResult(False, reason="instance changed while compressing")
+    return CompressionResult(True, row["size"], compressed_size)

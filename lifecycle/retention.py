@@ -1,0 +1,499 @@
+"""Retention in the catalogue: retain-until dates, two-phase reviews, approved deletions.
+
+1. Each study's retain-until date is computed by ``lifecycle.policy.retention`` when its
+   instances arrive (the ``instance-stored`` job) and again for every study whenever the rules
+   change (the rule set's fingerprint differs from the one the row was computed under).
+2. A review lists the studies due as of a date, with rule, date, sizes and legal holds, and is
+   saved with every study's identifiers and contents as reviewed.
+3. An approval deletes exactly those studies, one transaction each, re-checking at that moment
+   that the study is not on hold, that its rule is the one reviewed, that it is really due
+   today, and that its contents are the ones reviewed; each deletion is audited.  A study of a
+   look-ahead review that is not due yet is left pending and deleted on its date by the
+   lifecycle scheduler, under the same checks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from lifecycle.policy.retention import (
+    RetentionDecision,
+    StudyFacts,
+    is_due,
+    parse_dicom_date,
+    retention,
+    rules_fingerprint,
+)
+from vna.catalog.database import Database
+from vna.catalog.queries import q
+from vna.config import RetentionRuleSettings
+from vna.errors import InvalidRequest, NotFound, VnaError
+from vna.storage.base import ObjectStore
+
+log = logging.getLogger(__name__)
+BATCH = 5000
+
+
+# --- computing retain-until dates ----------------------------------------------------------------
+
+
+def facts_of(row: Any) -> StudyFacts:
+    return StudyFacts(
+        study_date=row["study_date"],
+        received_date=row["received_date"],
+        birth_date=parse_dicom_date(row["birth_date"]),
+        modalities=frozenset(row["modalities"]),
+        study_description=row["study_description"],
+        source=row["source"],
+    )
+
+
+async def load_facts(conn: asyncpg.Connection, study_ids: Sequence[int]) -> dict[int, StudyFacts]:
+    rows = await conn.fetch(q("retention_facts"), list(study_ids))
+    return {r["id"]: facts_of(r) for r in rows}
+
+
+async def store_decisions(
+    conn: asyncpg.Connection,
+    decisions: dict[int, RetentionDecision],
+    fingerprint: str,
+) -> None:
+    if not decisions:
+        return
+    ids = list(decisions)
+    await conn.execute(
+        q("retention_upsert"),
+        ids,
+        [decisions[i].rule for i in ids],
+        [decisions[i].rule_fingerprint for i in ids],
+        [decisions[i].retain_until for i in ids],
+        [decisions[i].basis for i in ids],
+        fingerprint,
+    )
+
+
+async def refresh_studies(
+    conn: asyncpg.Connection, study_ids: Sequence[int], rules: Sequence[RetentionRuleSettings]
+) -> dict[int, RetentionDecision]:
+    """Compute and store the retention of these studies under ``rules``."""
+    facts = await load_facts(conn, study_ids)
+    decisions = {sid: retention(f, rules) for sid, f in facts.items()}
+    await store_decisions(conn, decisions, rules_fingerprint(rules))
+    return decisions
+
+
+async def recompute_stale(db: Database, rules: Sequence[RetentionRuleSettings]) -> int:
+    """Bring every study up to the current rules, in batches; returns how many were computed.
+
+    Set-based reads and writes (one facts query and one upsert per batch) with the pure policy
+    in between, so a catalogue of a million instances is a few seconds' work.
+    """
+    fingerprint = rules_fingerprint(rules)
+    after = 0
+    done = 0
+    while True:
+        async with db.acquire() as conn:
+            ids = [
+                r["id"]
+                for r in await conn.fetch(q("retention_stale_batch"), fingerprint, after, BATCH)
+            ]
+            if not ids:
+                return done
+            async with conn.transaction():
+                await refresh_studies(conn, ids, rules)
+        done += len(ids)
+        after = ids[-1]
+
+
+# --- reviews ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Review:
+    id: int
+    as_of: dt.date
+    created_at: dt.datetime
+    created_by: str
+    rules_fingerprint: str
+    state: str
+    items: list[dict[str, Any]]
+    approved_by: str | None = None
+    approved_at: dt.datetime | None = None
+
+    @property
+    def due(self) -> list[dict[str, Any]]:
+        return [i for i in self.items if i["state"] != "held"]
+
+    @property
+    def held(self) -> list[dict[str, Any]]:
+        return [i for i in self.items if i["state"] == "held"]
+
+
+async def create_review(
+    db: Database, rules: Sequence[RetentionRuleSettings], as_of: dt.date, actor: str
+) -> Review:
+    """List and save the studies due for deletion as of ``as_of``."""
+    await recompute_stale(db, rules)
+    async with db.transaction() as conn:
+        head = await conn.fetchrow(q("review_create"), as_of, actor, rules_fingerprint(rules))
+        await conn.execute(q("review_fill"), head["id"], as_of, rules_fingerprint(rules))
+        counts = await conn.fetchrow(
+            "SELECT count(*) FILTER (WHERE state = 'due') AS due,"
+            " count(*) FILTER (WHERE state = 'held') AS held"
+            " FROM retention_review_items WHERE review_fk = $1",
+            head["id"],
+        )
+        await _audit(
+            conn,
+            actor,
+            "retention-review",
+            detail={
+                "review": head["id"],
+                "as_of": as_of.isoformat(),
+                "due": counts["due"],
+                "held": counts["held"],
+            },
+        )
+    return await load_review(db, head["id"])
+
+
+async def load_review(db: Database, review_id: int) -> Review:
+    async with db.acquire() as conn:
+        head = await conn.fetchrow(q("review_get"), review_id)
+        if head is None:
+            raise NotFound(f"no retention review {review_id}")
+        items = [dict(r) for r in await conn.fetch(q("review_items"), review_id)]
+    return Review(
+        id=head["id"],
+        as_of=head["as_of"],
+        created_at=head["created_at"],
+        created_by=head["created_by"],
+        rules_fingerprint=head["rules_fingerprint"],
+        state=head["state"],
+        items=items,
+        approved_by=head["approved_by"],
+        approved_at=head["approved_at"],
+    )
+
+
+# --- approval and deletion --------------------------------------------------------------------
+
+
+@dataclass
+class ApprovalReport:
+    review_id: int
+    deleted: list[str] = field(default_factory=list)
+    deleted_bytes: int = 0
+    pending: list[tuple[str, dt.date]] = field(default_factory=list)
+    #: (study UID, reason) of each study left alone.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+async def approve(
+    db: Database,
+    store: ObjectStore,
+    rules: Sequence[RetentionRuleSettings],
+    review_id: int,
+    actor: str,
+    today: dt.date | None = None,
+) -> ApprovalReport:
+    """Approve a review and delete what it lists that is due today (see the module notes).
+
+    Re-running an approval carries on where an interrupted one stopped.
+    """
+    today = today or dt.date.today()
+    review = await load_review(db, review_id)
+    async with db.transaction() as conn:
+        if review.state == "open":
+            await conn.execute(q("review_approve"), review_id, actor)
+            await _audit(
+                conn,
+                actor,
+                "retention-approve",
+                detail={"review": review_id, "as_of": review.as_of.isoformat()},
+            )
+        study_ids = [
+            r["study_fk"] for r in await conn.fetch(q("review_items_to_execute"), review_id)
+        ]
+    report = ApprovalReport(review_id)
+    for study_id in study_ids:
+        await execute_item(db, store, rules, review_id, study_id, actor, today, report)
+    return report
+
+
+async def execute_pending(
+    db: Database,
+    store: ObjectStore,
+    rules: Sequence[RetentionRuleSettings],
+    actor: str,
+    today: dt.date | None = None,
+) -> ApprovalReport:
+    """Delete the approved studies whose date has come (the scheduler's part)."""
+    today = today or dt.date.today()
+    report = ApprovalReport(0)
+    while True:
+        async with db.acquire() as conn:
+            rows = await conn.fetch(q("review_pending_due"), today, 500)
+        if not rows:
+            return report
+        progressed = False
+        for row in rows:
+            before = len(report.deleted) + len(report.skipped)
+            await execute_item(
+                db, store, rules, row["review_fk"], row["study_fk"], actor, today, report
+            )
+            progressed |= len(report.deleted) + len(report.skipped) > before
+        if not progressed:
+            return report
+
+
+async def execute_item(
+    db: Database,
+    store: ObjectStore,
+    rules: Sequence[RetentionRuleSettings],
+    review_id: int,
+    study_id: int,
+    actor: str,
+    today: dt.date,
+    report: ApprovalReport,
+) -> None:
+    """Delete one reviewed study if every check still passes; record the outcome either way."""
+    deleted_jobs: list[tuple[int, str]] = []
+    async with db.transaction() as conn:
+        item = await conn.fetchrow(q("review_item_lock"), review_id, study_id)
+        if item is None or item["state"] not in ("due", "pending"):
+            return  # carried out (or refused) by a concurrent approval
+        uid = item["study_uid"]
+
+        async def finish(state: str, outcome: str) -> None:
+            await conn.execute(q("review_item_finish"), review_id, study_id, state, outcome)
+            if state == "skipped":
+                report.skipped.append((uid, outcome))
+
+        study = await conn.fetchrow(q("study_lock_for_delete"), study_id)
+        if study is None:
+            await finish("skipped", "no longer in the archive")
+            return
+        holds = await conn.fetch(
+            q("active_holds_of_study"), study["study_uid"], study["patient_id"], study["issuer"]
+        )
+        if holds:
+            reasons = "; ".join(f"hold {h['id']} on the {h['scope']}: {h['reason']}" for h in holds)
+            await finish("skipped", f"on legal hold ({reasons})")
+            return
+        facts = await load_facts(conn, [study_id])
+        decision = retention(facts[study_id], rules)
+        if (decision.rule, decision.rule_fingerprint) != (item["rule"], item["rule_fingerprint"]):
+            now_rule = decision.rule or "no rule"
+            await finish(
+                "skipped",
+                f"retention rule changed since the review (reviewed: {item['rule']},"
+                f" now: {now_rule})",
+            )
+            return
+        if decision.retain_until != item["retain_until"]:
+            await finish(
+                "skipped",
+                f"retain-until changed since the review ({item['retain_until']} ->"
+                f" {decision.retain_until or 'indefinitely'})",
+            )
+            return
+        if not is_due(decision.retain_until, today):
+            # Approved ahead of its date: deleted on the day after retain-until, not before.
+            if item["state"] == "due":
+                await conn.execute(
+                    q("review_item_finish"),
+                    review_id,
+                    study_id,
+                    "pending",
+                    f"approved; to be deleted after {decision.retain_until}",
+                )
+            assert decision.retain_until is not None
+            report.pending.append((uid, decision.retain_until))
+            return
+        contents = await conn.fetchrow(q("study_contents"), study_id)
+        if (contents["instances"], contents["max_id"]) != (
+            item["instances"],
+            item["max_instance_id"],
+        ):
+            await finish(
+                "skipped",
+                f"contents changed since the review ({item['instances']} instances reviewed,"
+                f" {contents['instances']} now)",
+            )
+            return
+        await conn.execute(q("study_delete"), study_id)
+        await conn.execute(q("patient_delete_if_unused"), study["patient_fk"])
+        await _audit(
+            conn,
+            actor,
+            "retention-delete",
+            patient_id=study["patient_id"],
+            issuer=study["issuer"],
+            study_uid=uid,
+            detail={
+                "review": review_id,
+                "rule": decision.rule,
+                "retain_until": str(decision.retain_until),
+                "basis": decision.basis,
+                "instances": contents["instances"],
+                "bytes": contents["bytes"],
+                "stored_bytes": contents["stored_bytes"],
+                "sop_classes": list(contents["sop_classes"]),
+            },
+        )
+        deleted_jobs = [
+            (r["id"], r["object_key"])
+            for r in await conn.fetch(
+                q("enqueue_object_deletes"), list(contents["object_keys"]), 0.0
+            )
+        ]
+        await finish("deleted", f"deleted {contents['instances']} instances")
+        report.deleted.append(uid)
+        report.deleted_bytes += contents["bytes"]
+    # The catalogue no longer names the objects: remove them now.  The queued jobs are the
+    # safety net for a crash right here (a worker carries them out).
+    done: list[int] = []
+    for job_id, key in deleted_jobs:
+        try:
+            await delete_object_if_unused(db, store, key)
+            done.append(job_id)
+        except VnaError as exc:
+            log.warning("object %s left to the deletion job %d: %s", key, job_id, exc)
+    if done:
+        async with db.acquire() as conn:
+            await conn.execute(q("job_mark_done"), done)
+
+
+async def delete_object_if_unused(db: Database, store: ObjectStore, key: str) -> bool:
+    async with db.acquire() as conn:
+        if await conn.fetchval(q("object_key_in_use"), key):
+            return False
+    await store.delete(key)
+    return True
+
+
+# --- legal holds ------------------------------------------------------------------------------
+
+
+async def set_hold(
+    db: Database,
+    *,
+    actor: str,
+    reason: str,
+    study_uid: str | None = None,
+    patient_id: str | None = None,
+    issuer: str | None = None,
+) -> dict[str, Any]:
+    """Put a study, or every study of a patient (now and to come), on legal hold."""
+    if not reason.strip():
+        raise InvalidRequest("a legal hold needs a reason (--reason)")
+    if (study_uid is None) == (patient_id is None):
+        raise InvalidRequest("a legal hold is on a study (--study) or a patient (--patient)")
+    async with db.transaction() as conn:
+        if study_uid is not None:
+            study = await conn.fetchrow(q("hold_lock_study"), study_uid)
+            if study is None:
+                raise NotFound(f"study {study_uid} is not in the archive")
+            hold = await conn.fetchrow(
+                q("hold_insert"), "study", None, None, study_uid, reason, actor
+            )
+            who: tuple[str | None, str | None, str | None] = (
+                study["patient_id"],
+                study["issuer"],
+                study_uid,
+            )
+        else:
+            assert patient_id is not None
+            issuer = await _resolve_issuer(conn, patient_id, issuer)
+            await conn.fetch(q("hold_lock_patient"), patient_id, issuer)
+            hold = await conn.fetchrow(
+                q("hold_insert"), "patient", patient_id, issuer, None, reason, actor
+            )
+            who = (patient_id, issuer, None)
+        await _audit(
+            conn,
+            actor,
+            "legal-hold-set",
+            patient_id=who[0],
+            issuer=who[1],
+            study_uid=who[2],
+            detail={"hold": hold["id"], "scope": hold["scope"], "reason": reason},
+        )
+    return dict(hold)
+
+
+async def _resolve_issuer(conn: asyncpg.Connection, patient_id: str, issuer: str | None) -> str:
+    """Patient identity is PatientID + issuer; the issuer may be left out when only one
+    patient has this PatientID."""
+    rows = await conn.fetch(q("patients_by_id"), patient_id)
+    if issuer is not None:
+        if not any(r["issuer"] == issuer for r in rows):
+            raise NotFound(f"patient {patient_id!r} (issuer {issuer!r}) is not in the archive")
+        return issuer
+    if not rows:
+        raise NotFound(f"patient {patient_id!r} is not in the archive")
+    if len(rows) > 1:
+        issuers = ", ".join(repr(r["issuer"]) for r in rows)
+        raise InvalidRequest(
+            f"patient ID {patient_id!r} exists under several issuers ({issuers}); name one with"
+            " --issuer"
+        )
+    found: str = rows[0]["issuer"]
+    return found
+
+
+async def list_holds(db: Database, include_released: bool = False) -> list[dict[str, Any]]:
+    async with db.acquire() as conn:
+        return [dict(r) for r in await conn.fetch(q("hold_list"), include_released)]
+
+
+async def release_hold(db: Database, hold_id: int, actor: str, reason: str = "") -> dict[str, Any]:
+    async with db.transaction() as conn:
+        hold = await conn.fetchrow(q("hold_release"), hold_id, actor)
+        if hold is None:
+            existing = await conn.fetchrow(q("hold_get"), hold_id)
+            if existing is None:
+                raise NotFound(f"no legal hold {hold_id}")
+            raise InvalidRequest(f"legal hold {hold_id} was already released")
+        await _audit(
+            conn,
+            actor,
+            "legal-hold-release",
+            patient_id=hold["patient_id"],
+            issuer=hold["issuer"],
+            study_uid=hold["study_uid"],
+            detail={"hold": hold_id, "scope": hold["scope"], "reason": reason},
+        )
+    return dict(hold)
+
+
+async def _audit(
+    conn: asyncpg.Connection,
+    actor: str,
+    action: str,
+    *,
+    patient_id: str | None = None,
+    issuer: str | None = None,
+    study_uid: str | None = None,
+    detail: dict[str, Any],
+) -> None:
+    await conn.execute(
+        q("record_audit"),
+        actor,
+        "lifecycle",
+        action,
+        "success",
+        patient_id,
+        issuer,
+        study_uid,
+        None,
+        None,
+        detail,
+    )

@@ -1,0 +1,102 @@
+"""Periodic catalogue-wide work, done by one lifecycle process at a time.
+
+Every worker process ticks; an advisory lock lets one of them do the catalogue-wide part (the
+others skip it), so running ``vna lifecycle run`` on several machines never evaluates twice.
+A tick:
+
+1. puts back jobs whose worker died (expired leases): every process, cheap;
+2. recomputes the retention of studies computed under other rules (when the rules changed);
+3. deletes the approved studies of look-ahead reviews whose date has come;
+4. evaluates tiering when ``lifecycle.evaluate_every_seconds`` have passed, or when asked to
+   evaluate as of another date than last time;
+5. drops finished jobs older than ``lifecycle.keep_done_hours``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+from lifecycle import queue, retention, tiering
+from lifecycle.engine import Engine
+from lifecycle.policy.retention import rules_fingerprint
+from vna.catalog.queries import q
+
+log = logging.getLogger(__name__)
+#: Advisory lock key of the catalogue-wide part ("VNLC").
+SCHEDULER_LOCK = 0x564E4C43
+ACTOR = "lifecycle"
+
+
+@dataclass
+class TickReport:
+    ran: bool = False
+    reaped: list[tuple[int, str]] = field(default_factory=list)
+    retention_recomputed: int = 0
+    deleted: list[str] = field(default_factory=list)
+    tiering: tiering.Evaluation | None = None
+
+
+async def tick(engine: Engine, *, force_tiering: bool = False) -> TickReport:
+    archive = engine.archive
+    settings = engine.settings
+    report = TickReport()
+    async with archive.db.acquire() as conn:
+        report.reaped = await queue.reap_expired(conn, settings.lifecycle.lease_seconds)
+    for job_id, state in report.reaped:
+        log.warning("job %d: its worker stopped renewing the lease; now %s", job_id, state)
+    async with archive.db.acquire() as lock:
+        if not await lock.fetchval("SELECT pg_try_advisory_lock($1)", SCHEDULER_LOCK):
+            return report  # another process is on it
+        try:
+            report.ran = True
+            # New studies get theirs from their instance-stored jobs; only a change of rules
+            # (or a first start) needs the catalogue-wide pass.  A review runs it regardless.
+            fingerprint = rules_fingerprint(settings.retention_rules)
+            async with archive.db.acquire() as conn:
+                known = await conn.fetchrow(q("lifecycle_state_get"), "retention_rules")
+            if known is None or known["value"] != fingerprint:
+                report.retention_recomputed = await retention.recompute_stale(
+                    archive.db, settings.retention_rules
+                )
+                async with archive.db.acquire() as conn:
+                    await conn.execute(q("lifecycle_state_set"), "retention_rules", fingerprint)
+                log.info(
+                    "retention rules %s: computed for %d studies",
+                    fingerprint,
+                    report.retention_recomputed,
+                )
+            # Deletions always at the real date, whatever --as-of says.
+            executed = await retention.execute_pending(
+                archive.db, archive.store, settings.retention_rules, ACTOR, dt.date.today()
+            )
+            report.deleted = executed.deleted
+            if await _tiering_due(engine, force_tiering):
+                report.tiering = await tiering.evaluate(
+                    archive.db, settings.tiering_rules, engine.today()
+                )
+                async with archive.db.acquire() as conn:
+                    await conn.execute(
+                        q("lifecycle_state_set"), "tiering_as_of", engine.today().isoformat()
+                    )
+                if report.tiering.queued:
+                    log.info("tiering: moves queued %s", report.tiering.queued)
+            async with archive.db.acquire() as conn:
+                await conn.execute(q("job_purge_done"), settings.lifecycle.keep_done_hours)
+        finally:
+            await lock.execute("SELECT pg_advisory_unlock($1)", SCHEDULER_LOCK)
+    return report
+
+
+async def _tiering_due(engine: Engine, force: bool) -> bool:
+    if force:
+        return True
+    async with engine.archive.db.acquire() as conn:
+        row = await conn.fetchrow(q("lifecycle_state_get"), "tiering_as_of")
+        if row is None or row["value"] != engine.today().isoformat():
+            return True
+        age = await conn.fetchval(
+            "SELECT extract(epoch FROM now() - $1::timestamptz)", row["updated_at"]
+        )
+    return float(age) >= engine.settings.lifecycle.evaluate_every_seconds

@@ -1,0 +1,196 @@
+-- Retention: facts, computed retain-until dates, reviews, approvals, legal holds.
+
+-- name: retention_facts
+SELECT st.id, st.study_date, (st.created_at AT TIME ZONE 'UTC')::date AS received_date,
+       st.study_description, st.source, p.birth_date,
+       coalesce((SELECT array_agg(DISTINCT se.modality) FROM series se
+                 WHERE se.study_fk = st.id AND se.modality <> ''), '{}') AS modalities
+FROM studies st
+JOIN patients p ON p.id = st.patient_fk
+WHERE st.id = ANY($1::bigint[]);
+
+-- name: retention_stale_batch
+-- Studies never computed, or computed under another rule set; keyset pages by id.
+SELECT st.id
+FROM studies st
+LEFT JOIN study_retention r ON r.study_fk = st.id
+WHERE st.id > $2 AND (r.study_fk IS NULL OR r.rules_fingerprint <> $1)
+ORDER BY st.id
+LIMIT $3;
+
+-- name: retention_upsert
+-- Unchanged rows are not rewritten: the per-instance recomputation of a large study costs
+-- reads only.
+INSERT INTO study_retention AS r
+    (study_fk, rule, rule_fingerprint, retain_until, basis, rules_fingerprint)
+SELECT t.s, t.r, t.rf, t.u, t.b, $6
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::date[], $5::text[]) AS t (s, r, rf, u, b)
+WHERE EXISTS (SELECT 1 FROM studies WHERE id = t.s)
+ON CONFLICT (study_fk) DO UPDATE
+SET rule = excluded.rule, rule_fingerprint = excluded.rule_fingerprint,
+    retain_until = excluded.retain_until, basis = excluded.basis,
+    rules_fingerprint = excluded.rules_fingerprint, computed_at = now()
+WHERE (r.rule, r.rule_fingerprint, r.retain_until, r.basis, r.rules_fingerprint)
+      IS DISTINCT FROM
+      (excluded.rule, excluded.rule_fingerprint, excluded.retain_until, excluded.basis,
+       excluded.rules_fingerprint);
+
+-- name: study_of_instance
+SELECT se.study_fk FROM instances i JOIN series se ON se.id = i.series_fk WHERE i.id = $1;
+
+-- name: review_create
+INSERT INTO retention_reviews (as_of, created_by, rules_fingerprint)
+VALUES ($1, $2, $3)
+RETURNING id, as_of, created_at, created_by, rules_fingerprint, state;
+
+-- name: review_fill
+-- Every study due as of $2 (kept through a date before it) under the current rules ($3),
+-- with its sizes and any active legal hold; held studies are listed, as held.
+INSERT INTO retention_review_items
+    (review_fk, study_fk, study_uid, patient_id, issuer, patient_name, accession_number,
+     study_date, study_description, modalities, source, rule, rule_fingerprint, retain_until,
+     basis, instances, max_instance_id, bytes, stored_bytes, hold, state)
+SELECT $1, st.id, st.study_uid, p.patient_id, p.issuer, p.patient_name, st.accession_number,
+       st.study_date, st.study_description, coalesce(agg.modalities, '{}'), st.source,
+       r.rule, r.rule_fingerprint, r.retain_until, r.basis,
+       coalesce(agg.instances, 0), coalesce(agg.max_id, 0), coalesce(agg.bytes, 0),
+       coalesce(agg.stored, 0), h.holds,
+       CASE WHEN h.holds IS NULL THEN 'due' ELSE 'held' END
+FROM study_retention r
+JOIN studies st ON st.id = r.study_fk
+JOIN patients p ON p.id = st.patient_fk
+LEFT JOIN LATERAL (
+    SELECT array_agg(DISTINCT se.modality) FILTER (WHERE se.modality <> '') AS modalities,
+           count(i.id) AS instances, max(i.id) AS max_id,
+           sum(i.size) AS bytes, sum(i.stored_size) AS stored
+    FROM series se
+    LEFT JOIN instances i ON i.series_fk = se.id
+    WHERE se.study_fk = st.id
+) agg ON true
+LEFT JOIN LATERAL (
+    SELECT string_agg(format('hold %s on the %s: %s', lh.id, lh.scope, lh.reason), '; '
+                      ORDER BY lh.id) AS holds
+    FROM legal_holds lh
+    WHERE lh.released_at IS NULL
+      AND ((lh.scope = 'study' AND lh.study_uid = st.study_uid)
+           OR (lh.scope = 'patient' AND lh.patient_id = p.patient_id AND lh.issuer = p.issuer))
+) h ON true
+WHERE r.retain_until < $2 AND r.rules_fingerprint = $3;
+
+-- name: review_get
+SELECT id, as_of, created_at, created_by, rules_fingerprint, state, approved_by, approved_at
+FROM retention_reviews WHERE id = $1;
+
+-- name: review_items
+SELECT * FROM retention_review_items WHERE review_fk = $1
+ORDER BY retain_until, study_date NULLS LAST, study_uid;
+
+-- name: review_approve
+UPDATE retention_reviews SET state = 'approved', approved_by = $2, approved_at = now()
+WHERE id = $1 AND state = 'open';
+
+-- name: review_items_to_execute
+SELECT study_fk FROM retention_review_items
+WHERE review_fk = $1 AND state IN ('due', 'pending')
+ORDER BY retain_until, study_fk;
+
+-- name: review_pending_due
+-- Approved deletions whose date has come (approved ahead, from a look-ahead review).
+SELECT review_fk, study_fk FROM retention_review_items
+WHERE state = 'pending' AND retain_until < $1
+ORDER BY retain_until, review_fk, study_fk
+LIMIT $2;
+
+-- name: review_item_lock
+SELECT * FROM retention_review_items WHERE review_fk = $1 AND study_fk = $2 FOR UPDATE;
+
+-- name: review_item_finish
+UPDATE retention_review_items SET state = $3, outcome = $4, done_at = now()
+WHERE review_fk = $1 AND study_fk = $2;
+
+-- name: study_lock_for_delete
+-- Locking the study row serialises an approval with a legal hold being set on it
+-- (hold_lock_* take the same lock), so a hold committed first is always seen.
+SELECT st.id, st.study_uid, p.id AS patient_fk, p.patient_id, p.issuer
+FROM studies st JOIN patients p ON p.id = st.patient_fk
+WHERE st.id = $1
+FOR UPDATE OF st;
+
+-- name: active_holds_of_study
+SELECT id, scope, reason FROM legal_holds
+WHERE released_at IS NULL
+  AND ((scope = 'study' AND study_uid = $1)
+       OR (scope = 'patient' AND patient_id = $2 AND issuer = $3))
+ORDER BY id;
+
+-- name: study_contents
+SELECT count(i.id) AS instances, coalesce(max(i.id), 0) AS max_id,
+       coalesce(sum(i.size), 0)::bigint AS bytes,
+       coalesce(sum(i.stored_size), 0)::bigint AS stored_bytes,
+       coalesce(array_agg(DISTINCT i.object_key) FILTER (WHERE i.id IS NOT NULL), '{}')
+           AS object_keys,
+       coalesce(array_agg(DISTINCT i.sop_class_uid) FILTER (WHERE i.id IS NOT NULL), '{}')
+           AS sop_classes
+FROM series se
+LEFT JOIN instances i ON i.series_fk = se.id
+WHERE se.study_fk = $1;
+
+-- name: study_delete
+-- Series, instances and the retention row go with it (ON DELETE CASCADE).
+DELETE FROM studies WHERE id = $1;
+
+-- name: patient_delete_if_unused
+-- No demographics are kept once a patient has no images left.
+DELETE FROM patients p WHERE p.id = $1 AND NOT EXISTS (SELECT 1 FROM studies WHERE patient_fk = p.id);
+
+-- name: enqueue_object_deletes
+-- An object is deleted only if no instance row refers to it any more (identical bytes are
+-- stored once).  Carried out by the enqueuer straight away, and by a worker if it crashed.
+INSERT INTO jobs (kind, payload, dedup_key, run_after)
+SELECT 'delete-object', jsonb_build_object('object_key', k), 'delete:' || k,
+       now() + make_interval(secs => $2)
+FROM unnest($1::text[]) AS k
+WHERE NOT EXISTS (SELECT 1 FROM instances WHERE object_key = k)
+ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING
+RETURNING id, payload ->> 'object_key' AS object_key;
+
+-- name: hold_insert
+INSERT INTO legal_holds (scope, patient_id, issuer, study_uid, reason, set_by)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id, scope, patient_id, issuer, study_uid, reason, set_by, set_at, released_by,
+          released_at;
+
+-- name: hold_lock_study
+SELECT st.id, st.study_uid, p.patient_id, p.issuer
+FROM studies st JOIN patients p ON p.id = st.patient_fk
+WHERE st.study_uid = $1
+FOR UPDATE OF st;
+
+-- name: patients_by_id
+SELECT id, patient_id, issuer FROM patients WHERE patient_id = $1 ORDER BY issuer;
+
+-- name: hold_lock_patient
+SELECT st.id FROM studies st JOIN patients p ON p.id = st.patient_fk
+WHERE p.patient_id = $1 AND p.issuer = $2
+ORDER BY st.id
+FOR UPDATE OF st;
+
+-- name: hold_list
+SELECT h.*,
+       CASE WHEN h.scope = 'study'
+            THEN (SELECT count(*) FROM studies WHERE study_uid = h.study_uid)
+            ELSE (SELECT count(*) FROM studies st JOIN patients p ON p.id = st.patient_fk
+                  WHERE p.patient_id = h.patient_id AND p.issuer = h.issuer)
+       END AS studies
+FROM legal_holds h
+WHERE $1 OR h.released_at IS NULL
+ORDER BY h.id;
+
+-- name: hold_release
+UPDATE legal_holds SET released_by = $2, released_at = now()
+WHERE id = $1 AND released_at IS NULL
+RETURNING id, scope, patient_id, issuer, study_uid, reason, set_by, set_at, released_by,
+          released_at;
+
+-- name: hold_get
+SELECT * FROM legal_holds WHERE id = $1;

@@ -1,0 +1,131 @@
+"""Tiering in the catalogue: evaluate the rules over every study, move objects, restore them.
+
+Evaluation reads one aggregate row per study in a single pass, asks the pure policy which tier
+the study belongs in, and queues one ``tier-study`` job per study that has objects warmer than
+that.  The job moves each object (an S3 class change, or a move between filesystem roots) and
+records the new tier per instance.  Whole studies move together, so a study is either readable
+at once or restored as a whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from lifecycle.engine import Reschedule
+from lifecycle.policy.tiering import TieringFacts, needs_move, target_tier, tier_rank
+from vna.catalog.database import Database
+from vna.catalog.queries import q
+from vna.config import TieringRuleSettings
+from vna.errors import NotFound
+from vna.storage.base import TIERS
+
+if TYPE_CHECKING:
+    from lifecycle.engine import Engine
+
+log = logging.getLogger(__name__)
+#: Objects of one study moved at once (S3 copies are slow one by one, fast side by side).
+MOVE_CONCURRENCY = 8
+_ENQUEUE_BATCH = 10_000
+
+
+@dataclass
+class Evaluation:
+    studies: int = 0
+    #: Studies queued for a move, by target tier.
+    queued: dict[str, int] = field(default_factory=dict)
+
+
+async def evaluate(
+    db: Database, rules: Sequence[TieringRuleSettings], today: dt.date
+) -> Evaluation:
+    """Queue a move for every study with objects warmer than its rules say."""
+    result = Evaluation()
+    if not rules:
+        return result
+    pending_ids: list[int] = []
+    pending_tiers: list[str] = []
+
+    async def flush() -> None:
+        if pending_ids:
+            async with db.acquire() as conn:
+                await conn.execute(q("tier_enqueue"), pending_ids, pending_tiers)
+            pending_ids.clear()
+            pending_tiers.clear()
+
+    async with db.acquire() as conn, conn.transaction(readonly=True):
+        async for row in conn.cursor(q("tiering_facts"), prefetch=5000):
+            result.studies += 1
+            facts = TieringFacts(
+                study_date=row["study_date"],
+                received_date=row["received_date"],
+                last_access=row["last_access"],
+                modalities=frozenset(row["modalities"] or ()),
+                source=row["source"],
+            )
+            decision = target_tier(facts, rules, today)
+            if needs_move(row["tiers"], decision.tier):
+                pending_ids.append(row["id"])
+                pending_tiers.append(decision.tier)
+                result.queued[decision.tier] = result.queued.get(decision.tier, 0) + 1
+                if len(pending_ids) >= _ENQUEUE_BATCH:
+                    await flush()
+    await flush()
+    return result
+
+
+async def move_study(engine: Engine, study_id: int, tier: str) -> int:
+    """Move the study's objects that are warmer than ``tier`` to it; returns how many moved.
+
+    Idempotent: instances already there are not selected, and moving an object already in the
+    target class is a no-op in the store.
+    """
+    archive = engine.archive
+    warmer = [t for t in TIERS if tier_rank(t) < tier_rank(tier)]
+    async with archive.db.acquire() as conn:
+        rows = await conn.fetch(q("tier_instances_to_move"), study_id, warmer)
+    slots = asyncio.Semaphore(MOVE_CONCURRENCY)
+    moved = 0
+
+    async def move(instance_id: int, key: str) -> None:
+        nonlocal moved
+        async with slots:
+            try:
+                await archive.store.set_tier(key, tier)
+            except NotFound:
+                log.warning("instance %d: object %s is missing; not moved", instance_id, key)
+                return
+            async with archive.db.acquire() as conn:
+                status = await conn.execute(q("tier_record"), instance_id, tier, key)
+            if status.endswith(" 0"):
+                # Switched to a new object meanwhile; the next evaluation moves that one.
+                log.info("instance %d changed while moving to %s", instance_id, tier)
+            else:
+                moved += 1
+
+    await asyncio.gather(*(move(r["id"], r["object_key"]) for r in rows))
+    return moved
+
+
+async def restore_object(engine: Engine, key: str) -> None:
+    """Make an offline object readable; reschedules itself until the store says it is."""
+    archive = engine.archive
+    async with archive.db.acquire() as conn:
+        tier = await conn.fetchval(q("restore_target"), key)
+    if tier is None:
+        return  # deleted meanwhile: nothing to restore
+    try:
+        info = await archive.store.restore(key, engine.settings.lifecycle.restore_days)
+    except NotFound:
+        log.warning("object %s to restore is missing from the store", key)
+        raise
+    if info.available:
+        log.info("object %s restored for %d days", key, engine.settings.lifecycle.restore_days)
+        return
+    # Poll about ten times over the typical restore time, between 30 s and 15 min.
+    wait = min(max(archive.store.restore_seconds(tier) / 10, 30), 900)
+    raise Reschedule(wait, f"restore of {key} under way")

@@ -1,0 +1,238 @@
+"""``vna patients ...`` and ``vna conflicts ...``: arguments and output of the administration
+commands (the work is in ``vna.admin.patients`` and ``vna.admin.conflicts``)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import json
+from typing import Any
+
+from vna.admin import conflicts as c
+from vna.admin import patients as p
+from vna.admin.patients import Identity
+from vna.config import Settings
+from vna.errors import InvalidRequest
+
+COMMANDS = ("patients", "conflicts")
+_IDENTITY = "patient identity: ID^^^ISSUER (or ID alone, for no issuer)"
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    pt = sub.add_parser("patients", help="patients: find, link, correct, merge, undo")
+    pts = pt.add_subparsers(dest="patients_command", required=True)
+    ls = pts.add_parser("list", help="patients (with their linked identities)")
+    ls.add_argument("patient", nargs="?", metavar="PATIENT", help=_IDENTITY)
+    ls.add_argument("--json", action="store_true")
+    lk = pts.add_parser("link", help="declare two identities the same person")
+    lk.add_argument("a", metavar="PATIENT", help=_IDENTITY)
+    lk.add_argument("b", metavar="OTHER", help=_IDENTITY)
+    lk.add_argument("--reason", default="")
+    ul = pts.add_parser("unlink", help="remove a link")
+    ul.add_argument("link_id", type=int, metavar="LINK_ID")
+    lks = pts.add_parser("links", help="the links of a patient and every identity reached")
+    lks.add_argument("patient", metavar="PATIENT", help=_IDENTITY)
+    lks.add_argument("--json", action="store_true")
+    up = pts.add_parser("update", help="correct a patient in the catalogue and in the objects")
+    up.add_argument("patient", metavar="PATIENT", help=_IDENTITY)
+    up.add_argument("--name", help="PatientName (DICOM PN: FAMILY^GIVEN)")
+    up.add_argument("--birth-date", help="PatientBirthDate (YYYYMMDD)")
+    up.add_argument("--sex", help="PatientSex (M, F or O)")
+    up.add_argument("--id", dest="new_id", help="PatientID")
+    up.add_argument("--issuer", help="IssuerOfPatientID")
+    mg = pts.add_parser("merge", help="move every study of PATIENT to TARGET")
+    mg.add_argument("source", metavar="PATIENT", help=_IDENTITY)
+    mg.add_argument("target", metavar="TARGET", help=_IDENTITY)
+    for name in ("undo", "unmerge"):
+        un = pts.add_parser(name, help="undo a correction or merge")
+        un.add_argument("change_id", type=int, metavar="CHANGE_ID")
+    ch = pts.add_parser("changes", help="corrections and merges, newest first")
+    ch.add_argument("--json", action="store_true")
+
+    cf = sub.add_parser("conflicts", help="quarantined versions of archived instances")
+    cfs = cf.add_subparsers(dest="conflicts_command", required=True)
+    cl = cfs.add_parser("list", help="conflicts (open ones unless --state)")
+    cl.add_argument("--state", choices=(*c.STATES, "all"), default="open")
+    cl.add_argument("--json", action="store_true")
+    cs = cfs.add_parser("show", help="a conflict and how it differs from the archived version")
+    cs.add_argument("conflict_id", type=int, metavar="CONFLICT_ID")
+    cs.add_argument("--json", action="store_true")
+    cr = cfs.add_parser("resolve", help="accept (replace the archived version) or discard")
+    cr.add_argument("conflict_id", type=int, metavar="CONFLICT_ID")
+    cr.add_argument("action", choices=c.ACTIONS)
+
+
+async def run(settings: Settings, args: argparse.Namespace) -> int:
+    from vna.archive import Archive
+
+    actor = f"user:{getpass.getuser()}"
+    archive = await Archive.open(settings)
+    try:
+        if args.command == "conflicts":
+            return await _conflicts(archive, args, actor)
+        return await _patients(archive, args, actor)
+    finally:
+        await archive.close()
+
+
+async def _conflicts(archive: Any, args: argparse.Namespace, actor: str) -> int:
+    cmd = args.conflicts_command
+    if cmd == "list":
+        rows = await c.list_conflicts(archive.db, None if args.state == "all" else args.state)
+        if args.json:
+            _print_json(rows)
+        else:
+            _table(
+                rows,
+                ["id", "state", "source", "patient_id", "issuer", "sop_uid", "received_at"],
+            )
+        return 0
+    if cmd == "show":
+        shown = await c.show_conflict(archive.db, args.conflict_id)
+        if args.json:
+            _print_json(shown)
+            return 0
+        conflict = shown["conflict"]
+        print(f"conflict {conflict['id']} ({conflict['state']}) from {conflict['source']}")
+        print(f"  SOP Instance UID  {conflict['sop_uid']}")
+        print(f"  study / series    {conflict['study_uid']} / {conflict['series_uid']}")
+        print(f"  received          {_text(conflict['received_at'])} by {conflict['actor']}")
+        archived = shown["archived"]
+        if archived is None:
+            print("  the archived version is gone: accepting stores this one")
+        else:
+            print(f"  archived version  from {archived['source']}, {archived['size']} bytes")
+        for d in shown["differences"]:
+            print(f"  {d['keyword']:<32} archived {_text(d['archived'])}")
+            print(f"  {'':<32} this     {_text(d['quarantined'])}")
+        if shown.get("note"):
+            print(f"  {shown['note']}")
+        return 0
+    result = await c.resolve_conflict(archive.db, args.conflict_id, args.action, actor=actor)
+    print(f"conflict {result['conflict']} {result['state']}")
+    return 0
+
+
+async def _patients(archive: Any, args: argparse.Namespace, actor: str) -> int:
+    cmd = args.patients_command
+    if cmd == "list":
+        who = Identity.parse(args.patient) if args.patient else None
+        rows = await p.find_patients(archive.db, who)
+        if args.json:
+            _print_json(rows)
+        else:
+            for r in rows:
+                r["linked"] = ", ".join(r["linked"])
+            _table(
+                rows,
+                ["patient_id", "issuer", "patient_name", "birth_date", "sex", "studies", "linked"],
+            )
+        return 0
+    if cmd == "link":
+        link_id = await p.link(
+            archive.db,
+            Identity.parse(args.a),
+            Identity.parse(args.b),
+            reason=args.reason,
+            actor=actor,
+        )
+        print(f"link {link_id}: {args.a} and {args.b} are the same person")
+        return 0
+    if cmd == "unlink":
+        await p.unlink(archive.db, args.link_id, actor=actor)
+        print(f"link {args.link_id} removed")
+        return 0
+    if cmd == "links":
+        links = await p.links_of(archive.db, Identity.parse(args.patient))
+        if args.json:
+            _print_json(links)
+        else:
+            for link in links["links"]:
+                a = Identity(link["patient_id_a"], link["issuer_a"])
+                b = Identity(link["patient_id_b"], link["issuer_b"])
+                print(f"link {link['id']}: {a} = {b}  ({link['reason'] or 'no reason given'})")
+            print("same person: " + ", ".join(links["same_person"]))
+        return 0
+    if cmd == "update":
+        values = {
+            keyword: value
+            for keyword, value in (
+                ("PatientName", args.name),
+                ("PatientBirthDate", args.birth_date),
+                ("PatientSex", args.sex),
+                ("PatientID", args.new_id),
+                ("IssuerOfPatientID", args.issuer),
+            )
+            if value is not None
+        }
+        if not values:
+            raise InvalidRequest("give at least one of --name, --birth-date, --sex, --id, --issuer")
+        change = await p.update_patient(archive, Identity.parse(args.patient), values, actor=actor)
+        print(f"change {change}: {args.patient} updated (undo: vna patients undo {change})")
+        return 0
+    if cmd == "merge":
+        change = await p.merge_patients(
+            archive, Identity.parse(args.source), Identity.parse(args.target), actor=actor
+        )
+        print(
+            f"change {change}: {args.source} merged into {args.target}"
+            f" (undo: vna patients unmerge {change})"
+        )
+        return 0
+    if cmd in ("undo", "unmerge"):
+        await p.undo_change(archive, args.change_id, actor=actor)
+        print(f"change {args.change_id} undone")
+        return 0
+    rows = await p.list_changes(archive.db)
+    if args.json:
+        _print_json(rows)
+    else:
+        _table(
+            rows,
+            [
+                "id",
+                "kind",
+                "patient_id",
+                "issuer",
+                "target_patient_id",
+                "state",
+                "instances",
+                "actor",
+                "created_at",
+            ],
+        )
+    return 0
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    cells = [[_text(r.get(col)) for col in columns] for r in rows]
+    widths = [max(len(col), *(len(row[i]) for row in cells)) for i, col in enumerate(columns)]
+    print("  ".join(col.ljust(w) for col, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.isoformat(timespec="seconds")
+    if isinstance(value, list):
+        return "\\".join(_text(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, default=_json_default, ensure_ascii=False, indent=2))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,504 @@
+"""Patient administration: find, link identities across hospitals, correct demographics, merge
+two patients, and undo a correction or merge.
+
+A correction or merge rewrites every stored object of the patient's studies into a new object
+whose header holds the corrected values and, in Original Attributes Sequence (0400,0561), the
+previous ones with Reason for the Attribute Modification CORRECT (PS3.3 C.12.1.1.9.2); the
+catalogue then swaps each instance's object key in one transaction.  Retrieval stays simple
+(it streams the current object), the previous objects are kept as earlier versions
+(``instance_versions``), and ``undo_change`` swaps them back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vna.catalog.patients import linked_patient_ids
+from vna.catalog.queries import q
+from vna.dicom.normalise import correct
+from vna.dicom.parse import dicom_json, read_dataset
+from vna.dicom.rewrite import write_with_header
+from vna.errors import InvalidRequest, NotFound
+from vna.ingest import filing
+from vna.storage.base import content_key
+
+if TYPE_CHECKING:
+    from vna.archive import Archive
+    from vna.catalog.database import Database
+
+#: Attributes a correction may set, and the patients column that mirrors each.
+UPDATABLE = {
+    "PatientName": "patient_name",
+    "PatientBirthDate": "birth_date",
+    "PatientSex": "sex",
+    "PatientID": "patient_id",
+    "IssuerOfPatientID": "issuer",
+}
+
+
+@dataclass(frozen=True, order=True)
+class Identity:
+    """A patient in the archive: PatientID and Issuer of Patient ID."""
+
+    patient_id: str
+    issuer: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Identity:
+        """``ID^^^ISSUER`` (HL7 v2 CX order: ID, check digit, scheme, assigning authority) or a
+        bare ``ID`` (no issuer)."""
+        patient_id, sep, issuer = text.partition("^^^")
+        if not patient_id.strip():
+            raise InvalidRequest(f"not a patient identity (ID^^^ISSUER): {text!r}")
+        return cls(patient_id.strip(), issuer.strip() if sep else "")
+
+    @classmethod
+    def from_json(cls, value: Any, what: str) -> Identity:
+        if not isinstance(value, dict) or not isinstance(value.get("PatientID"), str):
+            raise InvalidRequest(f"{what} must be an object with PatientID (and IssuerOfPatientID)")
+        issuer = value.get("IssuerOfPatientID", "")
+        if not isinstance(issuer, str):
+            raise InvalidRequest(f"{what}.IssuerOfPatientID must be a string")
+        return cls(value["PatientID"], issuer)
+
+    def __str__(self) -> str:
+        return f"{self.patient_id}^^^{self.issuer}" if self.issuer else self.patient_id
+
+
+# --- finding and linking ------------------------------------------------------------------------
+
+
+async def find_patients(
+    db: Database, identity: Identity | None = None, limit: int = 1000
+) -> list[dict[str, Any]]:
+    async with db.acquire() as conn:
+        rows = await conn.fetch(
+            q("search_patients"),
+            identity.patient_id if identity else None,
+            identity.issuer if identity else None,
+            limit,
+        )
+        out = []
+        for r in rows:
+            item = dict(r)
+            linked = await linked_patient_ids(conn, r["patient_id"], r["issuer"])
+            item["linked"] = [
+                str(Identity(*i)) for i in linked if i != (r["patient_id"], r["issuer"])
+            ]
+            out.append(item)
+    return out
+
+
+async def link(
+    db: Database, a: Identity, b: Identity, *, reason: str, actor: str, origin: str = ""
+) -> int:
+    """Declare two identities the same person; returns the link id (existing or new)."""
+    if a == b:
+        raise InvalidRequest("a patient cannot be linked to itself")
+    first, second = sorted((a, b))
+    async with db.transaction() as conn:
+        for who in (first, second):
+            if await conn.fetchrow(q("find_patient_row"), who.patient_id, who.issuer) is None:
+                raise NotFound(f"patient {who} is not in the archive")
+        link_id = await conn.fetchval(
+            q("insert_link"),
+            first.patient_id,
+            first.issuer,
+            second.patient_id,
+            second.issuer,
+            reason,
+            actor,
+        )
+        if link_id is None:
+            return int(
+                await conn.fetchval(
+                    q("find_active_link"),
+                    first.patient_id,
+                    first.issuer,
+                    second.patient_id,
+                    second.issuer,
+                )
+            )
+        for who, other in ((first, second), (second, first)):
+            await filing.audit(
+                conn,
+                actor=actor,
+                origin=origin,
+                action="patient-link",
+                patient_id=who.patient_id,
+                issuer=who.issuer,
+                detail={"link": link_id, "with": str(other), "reason": reason},
+            )
+    return int(link_id)
+
+
+async def unlink(db: Database, link_id: int, *, actor: str, origin: str = "") -> None:
+    async with db.transaction() as conn:
+        row = await conn.fetchrow(q("remove_link"), link_id, actor)
+        if row is None:
+            raise NotFound(f"no active patient link {link_id}")
+        a = Identity(row["patient_id_a"], row["issuer_a"])
+        b = Identity(row["patient_id_b"], row["issuer_b"])
+        for who, other in ((a, b), (b, a)):
+            await filing.audit(
+                conn,
+                actor=actor,
+                origin=origin,
+                action="patient-unlink",
+                patient_id=who.patient_id,
+                issuer=who.issuer,
+                detail={"link": link_id, "with": str(other)},
+            )
+
+
+async def links_of(db: Database, identity: Identity) -> dict[str, Any]:
+    async with db.acquire() as conn:
+        direct = await conn.fetch(q("links_of"), identity.patient_id, identity.issuer)
+        linked = await linked_patient_ids(conn, identity.patient_id, identity.issuer)
+    return {
+        "patient": str(identity),
+        "links": [dict(r) for r in direct],
+        "same_person": [str(Identity(*i)) for i in linked],
+    }
+
+
+# --- corrections and merges ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Rewritten:
+    instance_id: int
+    sop_uid: str
+    study_uid: str
+    series_uid: str
+    previous_sha256: str
+    object_key: str
+    sha256: str
+    data_set_sha256: str
+    size: int
+    metadata: dict[str, Any]
+
+
+async def update_patient(
+    archive: Archive,
+    identity: Identity,
+    values: Mapping[str, str],
+    *,
+    actor: str,
+    origin: str = "",
+) -> int:
+    """Correct a patient's demographics (or identity) in the catalogue and in every stored
+    object of the patient; returns the change id (for ``undo_change``)."""
+    unknown = sorted(set(values) - set(UPDATABLE))
+    if unknown:
+        raise InvalidRequest(
+            f"cannot update {', '.join(unknown)}; updatable: {', '.join(UPDATABLE)}"
+        )
+    if not values:
+        raise InvalidRequest("nothing to update")
+    async with archive.db.acquire() as conn:
+        patient = await conn.fetchrow(q("find_patient_row"), identity.patient_id, identity.issuer)
+        if patient is None:
+            raise NotFound(f"patient {identity} is not in the archive")
+        target = Identity(
+            values.get("PatientID", patient["patient_id"]),
+            values.get("IssuerOfPatientID", patient["issuer"]),
+        )
+        if target != identity:
+            other = await conn.fetchrow(q("find_patient_row"), target.patient_id, target.issuer)
+            if other is not None:
+                raise InvalidRequest(
+                    f"patient {target} already exists: merge {identity} into it instead"
+                )
+    header_values = _header_values(values)
+    previous = {"patient": _patient_json(patient)}
+    return await _apply(
+        archive,
+        kind="update",
+        patient_fk=patient["id"],
+        source=identity,
+        target=target,
+        header_values=header_values,
+        previous=previous,
+        changes=dict(values),
+        actor=actor,
+        origin=origin,
+    )
+
+
+async def merge_patients(
+    archive: Archive, source: Identity, target: Identity, *, actor: str, origin: str = ""
+) -> int:
+    """Move every study of ``source`` to ``target``, rewriting their objects with the target's
+    identity and demographics; returns the change id (for ``undo_change``)."""
+    if source == target:
+        raise InvalidRequest("a patient cannot be merged into itself")
+    async with archive.db.acquire() as conn:
+        src = await conn.fetchrow(q("find_patient_row"), source.patient_id, source.issuer)
+        dst = await conn.fetchrow(q("find_patient_row"), target.patient_id, target.issuer)
+        for who, row in ((source, src), (target, dst)):
+            if row is None:
+                raise NotFound(f"patient {who} is not in the archive")
+        studies = await conn.fetch(q("studies_of_patient"), src["id"])
+    if not studies:
+        raise InvalidRequest(f"patient {source} has no studies to merge")
+    header_values = _header_values(
+        {
+            "PatientID": dst["patient_id"],
+            "IssuerOfPatientID": dst["issuer"],
+            "PatientName": dst["patient_name"],
+            "PatientBirthDate": dst["birth_date"],
+            "PatientSex": dst["sex"],
+        }
+    )
+    return await _apply(
+        archive,
+        kind="merge",
+        patient_fk=src["id"],
+        source=source,
+        target=target,
+        header_values=header_values,
+        previous={
+            "patient": _patient_json(src),
+            "target_fk": dst["id"],
+            "studies": [s["id"] for s in studies],
+        },
+        changes={"into": str(target), "studies": [s["study_uid"] for s in studies]},
+        actor=actor,
+        origin=origin,
+    )
+
+
+async def _apply(
+    archive: Archive,
+    *,
+    kind: str,
+    patient_fk: int,
+    source: Identity,
+    target: Identity,
+    header_values: dict[str, str | None],
+    previous: dict[str, Any],
+    changes: dict[str, Any],
+    actor: str,
+    origin: str,
+) -> int:
+    async with archive.db.acquire() as conn:
+        instances = await conn.fetch(q("instances_of_patient"), patient_fk)
+    # The new objects first (durable before the catalogue points at them), a few at a time.
+    slots = asyncio.Semaphore(4)
+
+    async def one(row: Any) -> _Rewritten:
+        async with slots:
+            return await _rewrite(archive, row, header_values, str(source))
+
+    rewritten = await asyncio.gather(*(one(r) for r in instances))
+    async with archive.db.transaction() as conn:
+        change_id = int(
+            await conn.fetchval(
+                q("insert_patient_change"),
+                kind,
+                source.patient_id,
+                source.issuer,
+                target.patient_id,
+                target.issuer,
+                previous,
+                changes,
+                actor,
+            )
+        )
+        for r in rewritten:
+            await conn.fetchval(
+                q("supersede_instance"), r.instance_id, "correct", change_id, r.sha256, actor
+            )
+            swapped = await conn.fetchval(
+                q("swap_instance_object"),
+                r.instance_id,
+                r.previous_sha256,
+                r.object_key,
+                r.sha256,
+                r.size,
+                r.data_set_sha256,
+                r.metadata,
+            )
+            if swapped is None:
+                raise InvalidRequest(
+                    f"instance {r.sop_uid} changed while the {kind} ran; run it again"
+                )
+            await conn.execute(
+                q("enqueue_job"),
+                "instance-stored",
+                {"instance_id": r.instance_id, "object_key": r.object_key, "sop_uid": r.sop_uid},
+            )
+        if kind == "update":
+            p = previous["patient"]
+            await conn.execute(
+                q("update_patient_row"),
+                patient_fk,
+                target.patient_id,
+                target.issuer,
+                _new(header_values, "PatientName", p["patient_name"]),
+                _new(header_values, "PatientBirthDate", p["birth_date"]),
+                _new(header_values, "PatientSex", p["sex"]),
+            )
+        else:
+            await conn.execute(q("move_studies"), previous["studies"], previous["target_fk"])
+        study_uids: list[str | None] = [*sorted({r.study_uid for r in rewritten})]
+        for study_uid in study_uids or [None]:
+            await filing.audit(
+                conn,
+                actor=actor,
+                origin=origin,
+                action=f"patient-{kind}",
+                patient_id=source.patient_id,
+                issuer=source.issuer,
+                study_uid=study_uid,
+                detail={"change": change_id, "into": str(target), "changes": changes},
+            )
+    return change_id
+
+
+async def undo_change(archive: Archive, change_id: int, *, actor: str, origin: str = "") -> None:
+    """Put back what a correction or merge changed: the previous objects, the patient's
+    demographics, the studies' patient.  Refused when an instance changed since (a later
+    correction or replacement: undo that first)."""
+    async with archive.db.transaction() as conn:
+        change = await conn.fetchrow(q("lock_patient_change"), change_id)
+        if change is None:
+            raise NotFound(f"patient change {change_id} does not exist")
+        if change["state"] != "applied":
+            raise InvalidRequest(f"patient change {change_id} is already undone")
+        for v in await conn.fetch(q("versions_of_change"), change_id):
+            if await conn.fetchval(q("restore_version"), v["id"]) is None:
+                raise InvalidRequest(
+                    f"instance {v['sop_uid']} changed after change {change_id}:"
+                    " undo the later change first"
+                )
+            await conn.execute(
+                q("enqueue_job"),
+                "instance-stored",
+                {
+                    "instance_id": v["instance_fk"],
+                    "object_key": v["object_key"],
+                    "sop_uid": v["sop_uid"],
+                },
+            )
+        previous = change["previous"]
+        p = previous["patient"]
+        if change["kind"] == "update":
+            await conn.execute(
+                q("update_patient_row"),
+                p["id"],
+                p["patient_id"],
+                p["issuer"],
+                p["patient_name"],
+                p["birth_date"],
+                p["sex"],
+            )
+        else:
+            # The merged-away patient's row may have been removed since (no studies left).
+            source_fk = await conn.fetchval(
+                q("upsert_patient"),
+                p["patient_id"],
+                p["issuer"],
+                p["patient_name"],
+                p["birth_date"],
+                p["sex"],
+            )
+            await conn.execute(q("move_studies"), previous["studies"], source_fk)
+        await conn.execute(q("mark_change_undone"), change_id, actor)
+        await filing.audit(
+            conn,
+            actor=actor,
+            origin=origin,
+            action=f"patient-{change['kind']}-undo",
+            patient_id=change["patient_id"],
+            issuer=change["issuer"],
+            detail={"change": change_id},
+        )
+
+
+async def list_changes(db: Database, limit: int = 100) -> list[dict[str, Any]]:
+    async with db.acquire() as conn:
+        return [dict(r) for r in await conn.fetch(q("list_patient_changes"), limit)]
+
+
+async def _rewrite(
+    archive: Archive, row: Any, values: dict[str, str | None], previous_source: str
+) -> _Rewritten:
+    """A new object of one instance with corrected header values (Reason CORRECT)."""
+    found = await archive.retriever.find_by_uids([row["sop_uid"]])
+    if not found:
+        raise NotFound(f"instance {row['sop_uid']} is no longer in the archive")
+    stored = found[0]
+    scratch = archive.incoming
+    received = scratch / f"{uuid.uuid4().hex}.current"
+    corrected = scratch / f"{uuid.uuid4().hex}.corrected"
+    try:
+        # One chunk at a time: memory stays bounded whatever the instance size.
+        with open(received, "wb") as f:  # noqa: ASYNC230 - local page-cache writes
+            async for chunk in await archive.retriever.open(stored):
+                f.write(chunk)
+
+        def rewrite() -> tuple[Any, dict[str, Any]]:
+            ds = read_dataset(received)
+            correct(
+                ds,
+                values,
+                now=dt.datetime.now(dt.UTC),
+                modifying_system=archive.settings.dimse.ae_title,
+                previous_source=previous_source,
+            )
+            return write_with_header(received, corrected, ds), dicom_json(ds)
+
+        written, metadata = await asyncio.to_thread(rewrite)
+        key = content_key(written.sha256)
+        await archive.store.put_file(key, corrected, sha256=written.sha256, consume=True)
+    finally:
+        _remove(received)
+        _remove(corrected)
+    return _Rewritten(
+        instance_id=row["id"],
+        sop_uid=row["sop_uid"],
+        study_uid=row["study_uid"],
+        series_uid=row["series_uid"],
+        previous_sha256=stored.sha256,
+        object_key=key,
+        sha256=written.sha256,
+        data_set_sha256=written.data_set_sha256,
+        size=written.size,
+        metadata=metadata,
+    )
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def _header_values(values: Mapping[str, str]) -> dict[str, str | None]:
+    """Header values to write: Type 2 patient attributes stay present (empty when unknown);
+    Issuer of Patient ID, Type 3, is removed when empty (PS3.3 C.7.1.1)."""
+    out: dict[str, str | None] = {}
+    for keyword, value in values.items():
+        out[keyword] = None if keyword == "IssuerOfPatientID" and not value else value
+    return out
+
+
+def _new(values: Mapping[str, str | None], keyword: str, old: str) -> str:
+    return (values[keyword] or "") if keyword in values else old
+
+
+def _patient_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "patient_id": row["patient_id"],
+        "issuer": row["issuer"],
+        "patient_name": row["patient_name"],
+        "birth_date": row["birth_date"],
+        "sex": row["sex"],
+    }

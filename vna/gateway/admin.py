@@ -1,0 +1,221 @@
+"""Administration over HTTP (``/admin``): quarantined conflicts, patient links, corrections,
+merges and their undoing.  JSON in, JSON out; the work is in ``vna.admin``.
+
+Every request needs ``Authorization: Bearer <token>`` whose SHA-256 is ``[admin]
+admin_token_sha256``.  Without a configured token the endpoints are served to loopback clients
+only (a PACS administrator on the archive's host), and refused to anyone else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import ipaddress
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from vna.admin import conflicts, patients
+from vna.admin.patients import Identity
+from vna.errors import Forbidden, InvalidRequest, Unauthorized
+from vna.gateway.web import ARCHIVE
+
+PREFIX = "/admin"
+
+_Handler = Callable[[web.Request, str], Awaitable[Any]]
+
+
+def register(app: web.Application) -> None:
+    r = app.router
+    p = PREFIX
+    r.add_get(f"{p}/conflicts", _admin(list_conflicts))
+    r.add_get(f"{p}/conflicts/{{id}}", _admin(show_conflict))
+    r.add_post(f"{p}/conflicts/{{id}}/resolve", _admin(resolve_conflict))
+    r.add_get(f"{p}/patients", _admin(list_patients))
+    r.add_get(f"{p}/patients/links", _admin(patient_links))
+    r.add_post(f"{p}/patients/links", _admin(link_patients))
+    r.add_delete(f"{p}/patients/links/{{id}}", _admin(unlink_patients))
+    r.add_post(f"{p}/patients/update", _admin(update_patient))
+    r.add_post(f"{p}/patients/merge", _admin(merge_patients))
+    r.add_get(f"{p}/patients/changes", _admin(list_changes))
+    r.add_post(f"{p}/patients/changes/{{id}}/undo", _admin(undo_change))
+
+
+def _admin(handler: _Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def wrapped(request: web.Request) -> web.Response:
+        actor = authorise(request)
+        result = await handler(request, actor)
+        return web.Response(
+            text=json.dumps(result, default=_json_default, ensure_ascii=False),
+            content_type="application/json",
+        )
+
+    return wrapped
+
+
+def authorise(request: web.Request) -> str:
+    """The actor the audit trail records, or Unauthorized / Forbidden."""
+    expected = request.app[ARCHIVE].settings.admin.admin_token_sha256
+    auth = request.headers.get("Authorization", "")
+    if expected:
+        if auth[:7].lower() != "bearer ":
+            raise Unauthorized("the admin endpoints need Authorization: Bearer <admin token>")
+        digest = hashlib.sha256(auth[7:].strip().encode()).hexdigest()
+        if not hmac.compare_digest(digest, expected):
+            raise Unauthorized("the bearer token is not the admin token")
+        return f"admin-token@{request.remote or ''}"
+    if not _loopback(request.remote):
+        raise Forbidden(
+            "the admin endpoints are served to loopback clients only"
+            " unless [admin] admin_token_sha256 is configured"
+        )
+    return f"admin@{request.remote}"
+
+
+def _loopback(remote: str | None) -> bool:
+    if not remote:
+        return False
+    try:
+        return ipaddress.ip_address(remote.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+# --- conflicts ----------------------------------------------------------------------------------
+
+
+async def list_conflicts(request: web.Request, actor: str) -> Any:
+    state = request.query.get("state", "open")
+    return await conflicts.list_conflicts(
+        request.app[ARCHIVE].db, None if state == "all" else state, _limit(request)
+    )
+
+
+async def show_conflict(request: web.Request, actor: str) -> Any:
+    return await conflicts.show_conflict(request.app[ARCHIVE].db, _id(request))
+
+
+async def resolve_conflict(request: web.Request, actor: str) -> Any:
+    body = await _body(request)
+    action = body.get("action")
+    if not isinstance(action, str):
+        raise InvalidRequest('the body must be {"action": "accept"} or {"action": "discard"}')
+    return await conflicts.resolve_conflict(
+        request.app[ARCHIVE].db, _id(request), action, actor=actor, origin=request.remote or ""
+    )
+
+
+# --- patients -----------------------------------------------------------------------------------
+
+
+async def list_patients(request: web.Request, actor: str) -> Any:
+    identity = None
+    if "PatientID" in request.query:
+        identity = Identity(request.query["PatientID"], request.query.get("IssuerOfPatientID", ""))
+    return await patients.find_patients(request.app[ARCHIVE].db, identity, _limit(request))
+
+
+async def patient_links(request: web.Request, actor: str) -> Any:
+    if "PatientID" not in request.query:
+        raise InvalidRequest("PatientID (and IssuerOfPatientID) are required")
+    identity = Identity(request.query["PatientID"], request.query.get("IssuerOfPatientID", ""))
+    return await patients.links_of(request.app[ARCHIVE].db, identity)
+
+
+async def link_patients(request: web.Request, actor: str) -> Any:
+    body = await _body(request)
+    reason = body.get("reason", "")
+    if not isinstance(reason, str):
+        raise InvalidRequest("reason must be a string")
+    link_id = await patients.link(
+        request.app[ARCHIVE].db,
+        Identity.from_json(body.get("a"), "a"),
+        Identity.from_json(body.get("b"), "b"),
+        reason=reason,
+        actor=actor,
+        origin=request.remote or "",
+    )
+    return {"link": link_id}
+
+
+async def unlink_patients(request: web.Request, actor: str) -> Any:
+    link_id = _id(request)
+    await patients.unlink(
+        request.app[ARCHIVE].db, link_id, actor=actor, origin=request.remote or ""
+    )
+    return {"link": link_id, "removed": True}
+
+
+async def update_patient(request: web.Request, actor: str) -> Any:
+    body = await _body(request)
+    values = body.get("set")
+    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+        raise InvalidRequest('"set" must be an object of attribute keyword to string value')
+    change = await patients.update_patient(
+        request.app[ARCHIVE],
+        Identity.from_json(body.get("patient"), "patient"),
+        values,
+        actor=actor,
+        origin=request.remote or "",
+    )
+    return {"change": change}
+
+
+async def merge_patients(request: web.Request, actor: str) -> Any:
+    body = await _body(request)
+    change = await patients.merge_patients(
+        request.app[ARCHIVE],
+        Identity.from_json(body.get("from"), "from"),
+        Identity.from_json(body.get("into"), "into"),
+        actor=actor,
+        origin=request.remote or "",
+    )
+    return {"change": change}
+
+
+async def list_changes(request: web.Request, actor: str) -> Any:
+    return await patients.list_changes(request.app[ARCHIVE].db, _limit(request))
+
+
+async def undo_change(request: web.Request, actor: str) -> Any:
+    change = _id(request)
+    await patients.undo_change(
+        request.app[ARCHIVE], change, actor=actor, origin=request.remote or ""
+    )
+    return {"change": change, "undone": True}
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _id(request: web.Request) -> int:
+    text = request.match_info["id"]
+    if not text.isdigit():
+        raise InvalidRequest(f"not an id: {text[:40]!r}")
+    return int(text)
+
+
+def _limit(request: web.Request) -> int:
+    text = request.query.get("limit", "1000")
+    if not text.isdigit() or not 0 < int(text) <= 100_000:
+        raise InvalidRequest("limit must be a number from 1 to 100000")
+    return int(text)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"the body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    return body
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,247 @@
+"""The archive's DIMSE Application Entity (PS3.7, PS3.8): the listener ``vna serve`` starts.
+
+One pynetdicom AE accepts Verification, the storage SOP classes pynetdicom knows (with the
+transfer syntaxes modalities and PACS send) and Patient Root and Study Root Query/Retrieve
+(FIND, MOVE, GET).  Each association runs in its own pynetdicom thread, so a slow sender holds
+only its own association; the handlers reach the archive on its asyncio loop through
+:class:`~vna.gateway.dimse.bridge.Gateway`.
+
+Calling AE titles: with no sources declared any calling AE is accepted as the default source;
+once sources are declared, an association from an AE title that neither a source nor a C-MOVE
+destination declares is rejected with the standard reason "calling AE title not recognized"
+(PS3.8 9.3.4, A-ASSOCIATE-RJ result 1, source 1, reason 3).  Only sources may store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from vna.errors import ConfigError
+from vna.gateway.dimse.bridge import Gateway
+from vna.gateway.dimse.find import handle_find
+from vna.gateway.dimse.identifier import (
+    PATIENT_ROOT_FIND,
+    PATIENT_ROOT_GET,
+    PATIENT_ROOT_MOVE,
+    STUDY_ROOT_FIND,
+    STUDY_ROOT_GET,
+    STUDY_ROOT_MOVE,
+)
+from vna.gateway.dimse.retrieve import handle_get, handle_move
+from vna.gateway.dimse.store import handle_store
+
+if TYPE_CHECKING:
+    from pynetdicom.transport import ThreadedAssociationServer
+
+    from vna.archive import Archive
+    from vna.config import Settings
+
+log = logging.getLogger(__name__)
+
+#: Transfer syntaxes accepted for storage (PS3.5 Annex A), in order of preference.  The archive
+#: never decodes pixel data, so it stores whatever is sent in any of these.  Senders usually
+#: propose one presentation context per syntax and use the one matching each image; when one
+#: context offers several, the acceptor chooses (PS3.8 9.3.3.2; pynetdicom takes the first of
+#: this list that the sender offers).  Lossless compression first (values unchanged, less to
+#: store; natively compressed images stay as they are), then uncompressed, and lossy syntaxes
+#: last so that an image is never degraded when the sender could send it losslessly.
+STORAGE_TRANSFER_SYNTAXES = (
+    "1.2.840.10008.1.2.4.201",  # High-Throughput JPEG 2000 Lossless Only
+    "1.2.840.10008.1.2.4.202",  # High-Throughput JPEG 2000 with RPCL Options Lossless Only
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless Only
+    "1.2.840.10008.1.2.4.92",  # JPEG 2000 Part 2 Multi-component Lossless Only
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1 (Process 14, Selection Value 1)
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless (Process 14)
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian (the default, PS3.5 10.1)
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired; old modalities still send it)
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1)
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 & 4)
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.4.93",  # JPEG 2000 Part 2 Multi-component
+    "1.2.840.10008.1.2.4.203",  # High-Throughput JPEG 2000
+    "1.2.840.10008.1.2.4.100",  # MPEG2 Main Profile / Main Level (video: endoscopy, US)
+    "1.2.840.10008.1.2.4.101",  # MPEG2 Main Profile / High Level
+    "1.2.840.10008.1.2.4.102",  # MPEG-4 AVC/H.264 High Profile / Level 4.1
+    "1.2.840.10008.1.2.4.103",  # MPEG-4 AVC/H.264 BD-compatible High Profile / Level 4.1
+    "1.2.840.10008.1.2.4.107",  # HEVC/H.265 Main Profile / Level 5.1
+    "1.2.840.10008.1.2.4.108",  # HEVC/H.265 Main 10 Profile / Level 5.1
+)
+
+#: Query/Retrieve requests and their identifiers come in any of the uncompressed syntaxes.
+QUERY_TRANSFER_SYNTAXES = (
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.2",
+)
+QUERY_RETRIEVE_MODELS = (
+    PATIENT_ROOT_FIND,
+    PATIENT_ROOT_MOVE,
+    PATIENT_ROOT_GET,
+    STUDY_ROOT_FIND,
+    STUDY_ROOT_MOVE,
+    STUDY_ROOT_GET,
+)
+#: Largest PDU the archive receives (PS3.8 D.1: Maximum Length).  pynetdicom's default of
+#: 16 KiB makes a 500 MB study cost 30,000 PDUs; 1 MiB keeps per-PDU overhead negligible.
+MAX_PDU_SIZE = 1 << 20
+
+# A-ASSOCIATE-RJ (PS3.8 Table 9-21): rejected-permanent, by the service user, because the
+# calling AE title is not recognized.
+_REJECTED_PERMANENT = 0x01
+_SERVICE_USER = 0x01
+_CALLING_AE_NOT_RECOGNIZED = 0x03
+
+
+def configure_pynetdicom(settings: Settings) -> None:
+    """pynetdicom's process-wide options this archive depends on."""
+    # Receive each C-STORE data set straight into a Part 10 file, never whole into memory.
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    # Identifiers name patients: keep them out of the log.
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    if settings.log_level.upper() != "DEBUG":
+        # pynetdicom narrates every association and message at INFO.
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def build_ae(settings: Settings) -> AE:
+    dimse = settings.dimse
+    ae = AE(ae_title=dimse.ae_title)
+    ae.maximum_associations = dimse.max_associations
+    ae.network_timeout = dimse.network_timeout
+    ae.acse_timeout = dimse.network_timeout
+    ae.dimse_timeout = dimse.network_timeout
+    ae.maximum_pdu_size = MAX_PDU_SIZE
+    ae.add_supported_context(Verification, list(QUERY_TRANSFER_SYNTAXES))
+    for cx in AllStoragePresentationContexts:
+        # Both roles may be negotiated (PS3.7 D.3.3.4): a C-GET requester takes the SCP role
+        # for the storage SOP classes so that the sub-operations come back to it
+        # (PS3.4 C.4.3.3); a sender keeps the default SCU role.
+        ae.add_supported_context(
+            str(cx.abstract_syntax), list(STORAGE_TRANSFER_SYNTAXES), scu_role=True, scp_role=True
+        )
+    for model in QUERY_RETRIEVE_MODELS:
+        ae.add_supported_context(model, list(QUERY_TRANSFER_SYNTAXES))
+    return ae
+
+
+class DimseListener:
+    """The DIMSE gateway of one archive: start it on the archive's loop, stop it before the
+    archive closes."""
+
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+        self._ae: AE | None = None
+        self._server: ThreadedAssociationServer | None = None
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one bound, when the configuration asked for port 0)."""
+        assert self._server is not None, "the listener is not started"
+        return int(self._server.server_address[1])
+
+    async def start(self) -> None:
+        settings = self.archive.settings
+        gateway = Gateway.on_running_loop(self.archive)
+        configure_pynetdicom(settings)
+        ae = build_ae(settings)
+        handlers: list[Any] = [
+            (evt.EVT_REQUESTED, _check_calling_ae, [settings]),
+            (evt.EVT_C_STORE, handle_store, [gateway]),
+            (evt.EVT_C_FIND, handle_find, [gateway]),
+            (evt.EVT_C_MOVE, handle_move, [gateway]),
+            (evt.EVT_C_GET, handle_get, [gateway]),
+        ]
+        address = (settings.dimse.host, settings.dimse.port)
+        try:
+            self._server = await asyncio.to_thread(
+                ae.start_server, address, block=False, evt_handlers=handlers
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {settings.dimse.host}:{settings.dimse.port}"
+                f" (dimse.port): {exc.strerror}"
+            ) from exc
+        self._ae = ae
+        log.info(
+            "DIMSE listening as AE %s on %s:%d", settings.dimse.ae_title, address[0], self.port
+        )
+        if not settings.sources:
+            log.warning(
+                "no sources declared: DIMSE accepts any calling AE title, as source DEFAULT"
+            )
+        _check_temporary_directory(self.archive.incoming)
+
+    async def stop(self, grace_seconds: float = 15.0) -> None:
+        """Refuse new associations, let those in progress finish for up to ``grace_seconds``,
+        then abort the rest.  Runs in a worker thread: the associations still need the loop."""
+        if self._server is None:
+            return
+        server, ae = self._server, self._ae
+        self._server = self._ae = None
+        await asyncio.to_thread(_stop, server, ae, grace_seconds)
+
+
+def _stop(server: ThreadedAssociationServer, ae: AE | None, grace_seconds: float) -> None:
+    server.shutdown()
+    deadline = time.monotonic() + grace_seconds
+    while server.active_associations and time.monotonic() < deadline:
+        time.sleep(0.05)
+    remaining = server.active_associations
+    if remaining:
+        log.warning("aborting %d DIMSE associations still open", len(remaining))
+    if ae is not None:
+        # Aborts what is left, including C-MOVE associations to destinations.
+        ae.shutdown()
+
+
+def _check_temporary_directory(incoming: Path) -> None:
+    """pynetdicom receives each C-STORE into the temporary directory (``TMPDIR``); on the data
+    volume, handing the file to the archive is a rename, elsewhere a copy (and on a tmpfs
+    ``/tmp``, the instance sits in memory while it arrives)."""
+    temporary = Path(tempfile.gettempdir())
+    try:
+        same_volume = temporary.stat().st_dev == incoming.stat().st_dev
+    except OSError:
+        return
+    if not same_volume:
+        log.info(
+            "DIMSE receives into %s, not on the data volume of %s: each instance is copied"
+            " once received; set TMPDIR to a directory on the data volume to avoid it",
+            temporary,
+            incoming,
+        )
+
+
+def _check_calling_ae(event: Any, settings: Settings) -> None:
+    """``evt.EVT_REQUESTED``: reject an association from an AE title the configuration does
+    not know.  Sources may store, query and retrieve; C-MOVE destinations (a viewing station
+    pulling studies to itself) may query and retrieve, and their C-STOREs are refused."""
+    assoc = event.assoc
+    calling_ae = str(assoc.requestor.primitive.calling_ae_title).strip()
+    if settings.source_for_ae(calling_ae) is not None:
+        return
+    if settings.move_destination(calling_ae) is not None:
+        return
+    log.warning(
+        "association from %s (%s) rejected: calling AE title not recognized (neither a source"
+        " nor a destination declares it)",
+        calling_ae,
+        assoc.requestor.address,
+    )
+    assoc.acse.send_reject(_REJECTED_PERMANENT, _SERVICE_USER, _CALLING_AE_NOT_RECOGNIZED)
+    assoc.kill()

@@ -1,0 +1,265 @@
+"""C-MOVE and C-GET SCP (PS3.4 C.4.2, C.4.3): send stored instances as C-STORE sub-operations.
+
+The instances a request names are found by their unique keys in the catalogue; each is read
+from the object store as the Part 10 file it was stored as and its data set sent in the stored
+transfer syntax.  pydicom keeps the elements it read undecoded and writes them back byte for
+byte, so the data set arrives as it was archived (header values and Pixel Data unchanged).
+
+For C-MOVE the archive opens an association to the destination (declared in the configuration
+by AE title, host and port) and proposes one presentation context per stored SOP class and
+transfer syntax; for C-GET the sub-operations go back over the requester's association, on the
+storage contexts it proposed with the SCP role (PS3.4 C.4.3.3).
+
+pynetdicom drives the sub-operations and the pending and final responses; the handlers yield
+what it asks for, one instance in memory at a time.  A retrieve that touches an instance in an
+offline tier is refused as a whole (A702, its restore queued) so that the requester retries it
+later; an instance that cannot be read from the store counts as a failed sub-operation (its
+UID goes into the Failed SOP Instance UID List) and the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from vna.catalog.queries import q
+from vna.errors import InvalidRequest, StorageError, VnaError
+from vna.gateway.dimse.bridge import Gateway
+from vna.gateway.dimse.identifier import RetrieveKeys, retrieve_keys
+from vna.gateway.status import CANCEL, PENDING, error_comment, retrieve_failure_status
+from vna.retrieve import StoredInstance
+
+if TYPE_CHECKING:
+    from vna.archive import Archive
+
+log = logging.getLogger(__name__)
+
+#: Number of Remaining/Completed/... Sub-operations are US (PS3.7 9.3.3): at most 65535.
+MAX_SUB_OPERATIONS = 65535
+#: Presentation context IDs are odd numbers 1-255 (PS3.8 9.3.2.2): 128 contexts at most.
+MAX_CONTEXTS = 128
+# Uncompressed little endian syntaxes pynetdicom can re-encode between without changing a value,
+# offered in case the destination does not take the stored one.
+_NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+_UNCOMPRESSED = (*_NATIVE, DeflatedExplicitVRLittleEndian)
+
+# A yield to pynetdicom's C-MOVE / C-GET service: a status and an optional data set, or (first,
+# for C-MOVE) the destination, or the number of sub-operations.
+_Yield = Any
+
+
+def handle_move(event: Any, gateway: Gateway) -> Iterator[_Yield]:
+    """``evt.EVT_C_MOVE``: destination, number of sub-operations, then one yield per instance."""
+    archive = gateway.archive
+    calling_ae = event.assoc.requestor.ae_title.strip()
+    destination = (event.move_destination or "").strip()
+    address = archive.settings.move_destination(destination)
+    if address is None:
+        # PS3.4 C.4.2.1.5: Refused: Move Destination unknown (0xA801).
+        log.warning("C-MOVE from %s to unknown destination %r refused", calling_ae, destination)
+        yield None, None
+        return
+    host, port = address
+    try:
+        instances = _instances(event, gateway)
+    except VnaError as exc:
+        # pynetdicom reports a handler's own failure status only once it has an association to
+        # the destination, so a Verification association (every storage SCP echoes) stands in
+        # for the sub-operations.  Were the destination unreachable, the answer is A801.
+        yield host, port, {"contexts": [build_context(Verification)]}
+        yield 1
+        yield _failure(exc, "C-MOVE", calling_ae), None
+        return
+    log.info(
+        "C-MOVE from %s: %d instances to %s at %s:%d",
+        calling_ae,
+        len(instances),
+        destination,
+        host,
+        port,
+    )
+    yield host, port, {"contexts": sub_operation_contexts(instances)}
+    yield len(instances)
+    yield from _sub_operations(event, gateway, instances)
+
+
+def handle_get(event: Any, gateway: Gateway) -> Iterator[_Yield]:
+    """``evt.EVT_C_GET``: number of sub-operations, then one yield per instance."""
+    calling_ae = event.assoc.requestor.ae_title.strip()
+    try:
+        instances = _instances(event, gateway)
+    except VnaError as exc:
+        yield 1
+        yield _failure(exc, "C-GET", calling_ae), None
+        return
+    log.info("C-GET from %s: %d instances", calling_ae, len(instances))
+    yield len(instances)
+    yield from _sub_operations(event, gateway, instances)
+
+
+def sub_operation_contexts(instances: list[StoredInstance]) -> list[PresentationContext]:
+    """The presentation contexts to propose to a C-MOVE destination.
+
+    One context per stored SOP class and transfer syntax, with that syntax alone, so that
+    where the destination accepts it the bytes go as stored (the destination chooses among
+    the syntaxes of a context, PS3.8 9.3.3.2, and may prefer another).  For SOP classes stored
+    uncompressed, one more context offers the little endian syntaxes every storage SCP takes
+    (PS3.5 10.1), which pynetdicom can re-encode to without changing a value.
+    """
+    contexts = []
+    fallbacks = []
+    for sop_class, syntax in dict.fromkeys((i.sop_class_uid, i.transfer_syntax) for i in instances):
+        contexts.append(build_context(sop_class, [syntax]))
+        if syntax in _UNCOMPRESSED and sop_class not in fallbacks:
+            fallbacks.append(sop_class)
+    contexts += [build_context(sop_class, list(_NATIVE)) for sop_class in fallbacks]
+    if len(contexts) > MAX_CONTEXTS:
+        log.warning(
+            "C-MOVE needs %d presentation contexts; only the first %d fit in one association,"
+            " the other instances will fail",
+            len(contexts),
+            MAX_CONTEXTS,
+        )
+        contexts = contexts[:MAX_CONTEXTS]
+    return contexts
+
+
+def _instances(event: Any, gateway: Gateway) -> list[StoredInstance]:
+    try:
+        identifier = event.identifier
+    except Exception as exc:  # pydicom raises many types on a malformed identifier
+        raise InvalidRequest(f"cannot decode the identifier: {exc}") from exc
+    keys = retrieve_keys(event.request.AffectedSOPClassUID, identifier)
+    return gateway.run(_online_instances(gateway.archive, keys))
+
+
+async def _online_instances(archive: Archive, keys: RetrieveKeys) -> list[StoredInstance]:
+    instances = await find_instances(archive, keys)
+    # All or nothing, like WADO-RS: with an instance in an offline tier the whole retrieve is
+    # refused (its restore queued) so that the requester retries it later as one.
+    await archive.retriever.ensure_online(instances)
+    return instances
+
+
+async def find_instances(archive: Archive, keys: RetrieveKeys) -> list[StoredInstance]:
+    """The stored instances the keys name, in study, series and instance order."""
+    # One more row than a retrieve may carry, so that pynetdicom refuses an oversized one.
+    bound = MAX_SUB_OPERATIONS + 1
+    async with archive.db.acquire() as conn:
+        if keys.sop_uids is not None:
+            rows = await conn.fetch(q("dimse_retrieve_instances"), list(keys.sop_uids), bound)
+        elif keys.series_uids is not None:
+            rows = await conn.fetch(q("dimse_retrieve_series"), list(keys.series_uids), bound)
+        elif keys.study_uids is not None:
+            rows = await conn.fetch(q("dimse_retrieve_studies"), list(keys.study_uids), bound)
+        else:
+            rows = await conn.fetch(
+                q("dimse_retrieve_patient"), keys.patient_id, keys.issuer_of_patient_id, bound
+            )
+    found = []
+    for row in rows:
+        # Keys above the level must agree with what the catalogue holds (PS3.4 C.4.2.2.1).
+        if keys.study_uids is not None and row["study_uid"] not in keys.study_uids:
+            continue
+        if keys.series_uids is not None and row["series_uid"] not in keys.series_uids:
+            continue
+        if keys.patient_id is not None and row["patient_id"] != keys.patient_id:
+            continue
+        if keys.issuer_of_patient_id is not None and row["issuer"] != keys.issuer_of_patient_id:
+            continue
+        found.append(
+            StoredInstance(
+                sop_uid=row["sop_uid"],
+                sop_class_uid=row["sop_class_uid"],
+                transfer_syntax=row["transfer_syntax"],
+                study_uid=row["study_uid"],
+                series_uid=row["series_uid"],
+                object_key=row["object_key"],
+                compression=row["compression"],
+                tier=row["tier"],
+                size=row["size"],
+                sha256=row["sha256"],
+            )
+        )
+    return found
+
+
+def _sub_operations(
+    event: Any, gateway: Gateway, instances: list[StoredInstance]
+) -> Iterator[_Yield]:
+    for instance in instances:
+        # PS3.4 C.4.2.3.2: a C-CANCEL stops the sub-operations not yet started.
+        if event.is_cancelled:
+            yield CANCEL, None
+            return
+        yield PENDING, _load(gateway, instance)
+
+
+def _load(gateway: Gateway, instance: StoredInstance) -> Dataset:
+    """The stored instance's data set, read from a copy of its Part 10 file."""
+    path = gateway.archive.incoming / f"retrieve-{uuid.uuid4().hex}.dcm"
+    try:
+        _download(gateway, instance, path)
+        return dcmread(path)
+    except Exception as exc:
+        log.warning("stored instance %s cannot be sent: %s", instance.sop_uid, exc)
+        return _unsendable(instance)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _download(gateway: Gateway, instance: StoredInstance, path: Path) -> None:
+    """Copy the object to ``path`` chunk by chunk; the loop fetches, this thread writes."""
+    chunks: AsyncIterator[bytes] = gateway.run(gateway.archive.retriever.open(instance))
+    try:
+        with open(path, "wb") as f:
+            while True:
+                chunk = gateway.run(_next_chunk(chunks))
+                if chunk is None:
+                    break
+                f.write(chunk)
+    except OSError as exc:
+        raise StorageError(f"cannot copy the stored object: {exc.strerror}") from exc
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            gateway.run(aclose())
+
+
+async def _next_chunk(chunks: AsyncIterator[bytes]) -> bytes | None:
+    try:
+        return await anext(chunks)
+    except StopAsyncIteration:
+        return None
+
+
+def _unsendable(instance: StoredInstance) -> Dataset:
+    """A stand-in for an instance that cannot be read: pynetdicom cannot send it (it has no
+    transfer syntax), so it counts the sub-operation as failed and lists the instance in
+    Failed SOP Instance UID List (PS3.4 C.4.2.1.4.2, C.4.3.1.4.2)."""
+    ds = Dataset()
+    ds.SOPClassUID = instance.sop_class_uid
+    ds.SOPInstanceUID = instance.sop_uid
+    return ds
+
+
+def _failure(exc: VnaError, what: str, calling_ae: str) -> Dataset:
+    status = retrieve_failure_status(exc)
+    log.warning("%s from %s refused with 0x%04X: %s", what, calling_ae, status, exc)
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = error_comment(str(exc))
+    return ds

@@ -1,0 +1,231 @@
+"""File an instance version in the catalogue: the patient/study/series hierarchy, a new
+instance, a version replacing the current one, or a quarantined conflict.
+
+Repository functions: each takes a connection and runs inside the caller's transaction.  The
+ingest pipeline and the administration of conflicts (``vna.admin.conflicts``) share them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from vna.catalog.queries import q
+from vna.dicom.parse import InstanceHeader
+from vna.errors import InstanceConflict, PatientMismatch
+
+
+@dataclass(frozen=True)
+class Version:
+    """One version of an instance: its catalogue facts and its stored object."""
+
+    header: InstanceHeader
+    #: The issuer the patient is filed under (identity is PatientID + issuer).
+    issuer: str
+    source: str
+    #: Of the stored Part 10 file (its content address).
+    sha256: str
+    #: Of the data set as the source sent it (resends are recognised by it).
+    received_sha256: str
+    #: Of the data set as stored (equal to received_sha256 when nothing was normalised).
+    data_set_sha256: str
+    size: int
+    object_key: str
+    metadata: dict[str, Any]
+
+
+async def file_hierarchy(conn: asyncpg.Connection, v: Version) -> int:
+    """Upsert the patient, study and series of ``v``; return the series row id.
+
+    Raises PatientMismatch when the study is archived under another patient, InstanceConflict
+    when the series belongs to another study.
+    """
+    h = v.header
+    patient_fk = await conn.fetchval(
+        q("upsert_patient"),
+        h.patient_id,
+        v.issuer,
+        h.patient_name,
+        h.patient_birth_date,
+        h.patient_sex,
+    )
+    study = await conn.fetchrow(
+        q("upsert_study"),
+        h.study_uid,
+        patient_fk,
+        h.study_date,
+        h.study_time,
+        h.accession_number,
+        h.study_id,
+        h.study_description,
+        h.referring_physician,
+        v.source,
+    )
+    if study["patient_fk"] != patient_fk:
+        owner = await conn.fetchrow(
+            "SELECT patient_id, issuer FROM patients WHERE id = $1", study["patient_fk"]
+        )
+        raise PatientMismatch(
+            f"study {h.study_uid} is archived under patient"
+            f" {who(owner['patient_id'], owner['issuer'])}, not {who(h.patient_id, v.issuer)}"
+        )
+    series = await conn.fetchrow(
+        q("upsert_series"),
+        h.series_uid,
+        study["id"],
+        h.modality,
+        h.series_number,
+        h.series_description,
+        h.body_part,
+    )
+    if series["study_fk"] != study["id"]:
+        raise InstanceConflict(f"series {h.series_uid} belongs to another study than {h.study_uid}")
+    return int(series["id"])
+
+
+async def insert_instance(conn: asyncpg.Connection, v: Version, series_fk: int) -> int | None:
+    """The new instance's row id; None when another sender committed the UID first."""
+    h = v.header
+    inserted = await conn.fetchval(
+        q("insert_instance"),
+        h.sop_instance_uid,
+        series_fk,
+        h.sop_class_uid,
+        h.instance_number,
+        h.transfer_syntax,
+        h.rows,
+        h.columns,
+        h.number_of_frames,
+        h.has_pixel_data,
+        v.sha256,
+        v.received_sha256,
+        v.size,
+        v.object_key,
+        v.size,
+        v.source,
+        v.metadata,
+        v.data_set_sha256,
+    )
+    return int(inserted) if inserted is not None else None
+
+
+async def replace_instance(
+    conn: asyncpg.Connection,
+    instance_id: int,
+    v: Version,
+    series_fk: int,
+    *,
+    reason: str,
+    actor: str,
+) -> int:
+    """Keep the current version of the instance, then make ``v`` current; return the id of
+    the kept version."""
+    kept = await conn.fetchval(q("supersede_instance"), instance_id, reason, None, v.sha256, actor)
+    h = v.header
+    await conn.execute(
+        q("replace_instance"),
+        instance_id,
+        series_fk,
+        h.sop_class_uid,
+        h.instance_number,
+        h.transfer_syntax,
+        h.rows,
+        h.columns,
+        h.number_of_frames,
+        h.has_pixel_data,
+        v.sha256,
+        v.received_sha256,
+        v.data_set_sha256,
+        v.size,
+        v.object_key,
+        v.source,
+        v.metadata,
+    )
+    return int(kept)
+
+
+async def quarantine(conn: asyncpg.Connection, v: Version, actor: str) -> int | None:
+    """Record ``v`` as a conflict; None when this very version is already quarantined."""
+    h = v.header
+    cid = await conn.fetchval(
+        q("insert_conflict"),
+        h.sop_instance_uid,
+        h.study_uid,
+        h.series_uid,
+        v.source,
+        actor,
+        v.sha256,
+        v.received_sha256,
+        v.data_set_sha256,
+        v.size,
+        v.object_key,
+        h.transfer_syntax,
+        header_to_json(h),
+        v.issuer,
+        v.metadata,
+    )
+    return int(cid) if cid is not None else None
+
+
+async def enqueue_stored(conn: asyncpg.Connection, instance_id: int, v: Version) -> None:
+    """Outbox row for the lifecycle engine (compression, replication) of a new object."""
+    await conn.execute(
+        q("enqueue_job"),
+        "instance-stored",
+        {
+            "instance_id": instance_id,
+            "object_key": v.object_key,
+            "sop_uid": v.header.sop_instance_uid,
+        },
+    )
+
+
+async def audit(
+    conn: asyncpg.Connection,
+    *,
+    actor: str,
+    origin: str = "",
+    action: str,
+    outcome: str = "success",
+    patient_id: str | None = None,
+    issuer: str | None = None,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    await conn.execute(
+        q("record_audit"),
+        actor,
+        origin,
+        action,
+        outcome,
+        patient_id,
+        issuer,
+        study_uid,
+        series_uid,
+        sop_uid,
+        detail or {},
+    )
+
+
+def header_to_json(h: InstanceHeader) -> dict[str, Any]:
+    out = dataclasses.asdict(h)
+    out["study_date"] = h.study_date.isoformat() if h.study_date else None
+    return out
+
+
+def header_from_json(data: dict[str, Any]) -> InstanceHeader:
+    # Fields added to InstanceHeader after the row was written read as None.
+    values: dict[str, Any] = {f.name: data.get(f.name) for f in dataclasses.fields(InstanceHeader)}
+    day = data.get("study_date")
+    values["study_date"] = dt.date.fromisoformat(day) if day else None
+    return InstanceHeader(**values)
+
+
+def who(patient_id: str, issuer: str) -> str:
+    return f"{patient_id!r} (issuer {issuer!r})" if issuer else repr(patient_id)
