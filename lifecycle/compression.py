@@ -129,6 +129,14 @@ async def compress_instance(engine: Engine, instance_id: int) -> CompressionResu
         if await asyncio.to_thread(_digest_of_decompressed, tmp) != row["sha256"]:
             raise StorageError(f"compressed form of {old_key} does not decompress to the original")
         new_key = content_key(row["sha256"], suffix=SUFFIX)
+        leftover = await archive.store.stat(new_key)
+        if leftover is not None and leftover.size != compressed_size:
+            # Left by an earlier attempt at another level (same key, other bytes; stores treat
+            # an existing key as the same content): replace it unless an instance uses it.
+            async with archive.db.acquire() as conn:
+                if await conn.fetchval(q("object_key_in_use"), new_key):
+                    raise StorageError(f"object {new_key} is in use with other content")
+            await archive.store.delete(new_key)
         info = await archive.store.stat(old_key)
         metadata = {
             **dict((info.metadata or {}) if info else {}),
@@ -144,8 +152,7 @@ async def compress_instance(engine: Engine, instance_id: int) -> CompressionResu
 
     stored = await archive.store.stat(new_key)
     if stored is None or stored.size != compressed_size:
-        # A leftover of an attempt at another level: same key, other bytes.  Not trusted.
-        raise StorageError(f"object {new_key} exists with other content; not switched to it")
+        raise StorageError(f"object {new_key} is not the one just written; not switched to it")
     async with archive.db.transaction() as conn:
         switched = await conn.fetchval(
             "UPDATE instances SET object_key = $2, compression = 'zstd', stored_size = $3"

@@ -144,3 +144,22 @@ async def test_corrupt_compressed_object_is_refused_not_served(archive_settings:
         assert isinstance(instance, StoredInstance)
         with pytest.raises(StorageError):
             await archive.retriever.read(instance)
+
+
+async def test_a_leftover_compressed_object_is_replaced(archive_settings: Settings) -> None:
+    """An earlier attempt (another level, a crash) left other bytes under the compressed key."""
+    import hashlib
+
+    settings = with_lifecycle(archive_settings, compression={"level": 3})
+    async with opened(settings) as archive:
+        ct = smooth_ct_study(series=1, slices=1, size=128)
+        sent = await ingest(archive, ct)
+        (row,) = await instances_of(archive, ct[0].StudyInstanceUID)
+        junk = b"left over by an earlier attempt"
+        await archive.store.put_bytes(
+            row["object_key"] + ".zst", junk, sha256=hashlib.sha256(junk).hexdigest()
+        )
+        await run_once(archive)
+        (instance,) = await archive.retriever.find(ct[0].StudyInstanceUID)
+        assert instance.compression == "zstd"
+        assert await archive.retriever.read(instance) == sent[instance.sop_uid]

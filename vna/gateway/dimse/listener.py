@@ -147,6 +147,7 @@ class DimseListener:
         self.archive = archive
         self._ae: AE | None = None
         self._server: ThreadedAssociationServer | None = None
+        self._previous_tempdir: str | None = None
 
     @property
     def port(self) -> int:
@@ -184,6 +185,7 @@ class DimseListener:
             log.warning(
                 "no sources declared: DIMSE accepts any calling AE title, as source DEFAULT"
             )
+        self._previous_tempdir = tempfile.tempdir
         _check_temporary_directory(self.archive.incoming)
 
     async def stop(self, grace_seconds: float = 15.0) -> None:
@@ -194,6 +196,7 @@ class DimseListener:
         server, ae = self._server, self._ae
         self._server = self._ae = None
         await asyncio.to_thread(_stop, server, ae, grace_seconds)
+        tempfile.tempdir = self._previous_tempdir
 
 
 def _stop(server: ThreadedAssociationServer, ae: AE | None, grace_seconds: float) -> None:
@@ -210,21 +213,22 @@ def _stop(server: ThreadedAssociationServer, ae: AE | None, grace_seconds: float
 
 
 def _check_temporary_directory(incoming: Path) -> None:
-    """pynetdicom receives each C-STORE into the temporary directory (``TMPDIR``); on the data
-    volume, handing the file to the archive is a rename, elsewhere a copy (and on a tmpfs
-    ``/tmp``, the instance sits in memory while it arrives)."""
+    """Make pynetdicom receive C-STOREs on the data volume.
+
+    pynetdicom writes each arriving data set to a ``NamedTemporaryFile`` in the process's
+    temporary directory.  On the data volume, handing the file to the archive is a rename;
+    elsewhere it is a copy, and on a tmpfs ``/tmp`` the instance would sit in memory while it
+    arrives.  Unless ``TMPDIR`` already points at the data volume, the server process (which
+    owns its temporary directory) uses its incoming directory.
+    """
     temporary = Path(tempfile.gettempdir())
     try:
         same_volume = temporary.stat().st_dev == incoming.stat().st_dev
     except OSError:
-        return
+        same_volume = False
     if not same_volume:
-        log.info(
-            "DIMSE receives into %s, not on the data volume of %s: each instance is copied"
-            " once received; set TMPDIR to a directory on the data volume to avoid it",
-            temporary,
-            incoming,
-        )
+        tempfile.tempdir = str(incoming)
+        log.info("DIMSE receives into %s (on the data volume)", incoming)
 
 
 def _check_calling_ae(event: Any, settings: Settings) -> None:
