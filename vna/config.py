@@ -44,6 +44,16 @@ class HttpSettings:
     max_request_bytes: int = 64 * 1024**3
     #: Parts in one multipart request.
     max_parts: int = 100_000
+    #: Serve DICOMweb without API tokens to clients other than loopback ones.  Without it,
+    #: ``vna serve`` refuses a non-loopback ``host`` until a token exists (vna tokens create).
+    allow_unauthenticated: bool = False
+    #: PEM certificate chain and private key: HTTPS instead of HTTP.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Seconds a token lookup is remembered: a revoked token stops working within this delay.
+    token_cache_seconds: int = 5
+    #: Server processes sharing the port (the GIL binds each to one core); 0: one per core.
+    workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,12 @@ class DimseSettings:
     network_timeout: int = 60
     #: Start the DIMSE listener with ``vna serve``; 0 disables it.
     enabled: bool = True
+    #: DICOM TLS (PS3.15 B.12, BCP 195 TLS secure transport profile) on ``port`` (2762 is the
+    #: registered dicom-tls port): PEM certificate chain and private key of the archive.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: PEM CA certificates: when set, a caller must present a certificate one of them signed.
+    tls_ca: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -229,6 +245,28 @@ class DestinationSettings:
 
 
 @dataclass(frozen=True)
+class ReplicaSettings:
+    """A secondary object store (another site, region or provider) that every stored object
+    is copied to and verified on, for disaster recovery (``vna dr ...``)."""
+
+    name: str
+    #: ``s3://bucket-dr?region=eu-central-1`` or ``file:///mnt/dr/objects``.
+    storage_url: str
+
+
+@dataclass(frozen=True)
+class DrSettings:
+    """Replication to the ``[[replicas]]`` and reads from them when the active store fails."""
+
+    #: How often the lifecycle scheduler looks for instances without a verified copy on a
+    #: replica (the safety net behind the per-instance replication jobs).
+    sweep_every_seconds: int = 300
+    #: Serve a retrieve from a replica when the active store cannot (missing object, store
+    #: error), with a metric and a log line.
+    read_fallback: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("vna-data")
     #: Empty: embedded PostgreSQL under ``data_dir/pg``.
@@ -247,6 +285,8 @@ class Settings:
     destinations: tuple[DestinationSettings, ...] = ()
     retention_rules: tuple[RetentionRuleSettings, ...] = ()
     tiering_rules: tuple[TieringRuleSettings, ...] = ()
+    dr: DrSettings = field(default_factory=DrSettings)
+    replicas: tuple[ReplicaSettings, ...] = ()
 
     @property
     def effective_storage_url(self) -> str:
@@ -493,6 +533,10 @@ def _validate(s: Settings) -> None:
     for key, port in (("http.port", s.http.port), ("dimse.port", s.dimse.port)):
         if not 0 <= port <= 65535:
             raise ConfigError(f"'{key}' must be between 0 and 65535, got {port}")
+    if not 0 <= s.http.workers <= 64:
+        raise ConfigError(
+            f"'http.workers' must be between 0 (one per core) and 64, got {s.http.workers}"
+        )
     if not _AE_TITLE.match(s.dimse.ae_title) or not s.dimse.ae_title.strip():
         raise ConfigError(f"'dimse.ae_title' is not a valid AE title: {s.dimse.ae_title!r}")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -554,6 +598,22 @@ def _validate(s: Settings) -> None:
     if s.admin.admin_token_sha256 and not re.match(r"^[0-9a-f]{64}$", s.admin.admin_token_sha256):
         raise ConfigError("'admin.admin_token_sha256' must be 64 lowercase hex digits")
     _validate_lifecycle(s)
+    _validate_tls(s)
+    _validate_replicas(s)
+
+
+def _validate_tls(s: Settings) -> None:
+    """Certificates and keys go in pairs; the files themselves are read at start-up."""
+    for section, cert, key in (
+        ("http", s.http.tls_cert, s.http.tls_key),
+        ("dimse", s.dimse.tls_cert, s.dimse.tls_key),
+    ):
+        if (cert is None) != (key is None):
+            raise ConfigError(f"'{section}.tls_cert' and '{section}.tls_key' go together")
+    if s.dimse.tls_ca is not None and s.dimse.tls_cert is None:
+        raise ConfigError("'dimse.tls_ca' needs 'dimse.tls_cert' and 'dimse.tls_key'")
+    if s.http.token_cache_seconds < 0:
+        raise ConfigError("'http.token_cache_seconds' must not be negative")
 
 
 def _validate_destinations(s: Settings) -> None:
@@ -584,6 +644,32 @@ def _validate_destinations(s: Settings) -> None:
             raise ConfigError(f"'{where}.host' must not be empty")
         if not 0 < dest.port <= 65535:
             raise ConfigError(f"'{where}.port' must be between 1 and 65535, got {dest.port}")
+
+
+def _validate_replicas(s: Settings) -> None:
+    """Replica names are what the catalogue records copies under: unique, and never the
+    reserved name of the configured store (``primary``)."""
+    if s.dr.sweep_every_seconds <= 0:
+        raise ConfigError(
+            f"'dr.sweep_every_seconds' must be positive, got {s.dr.sweep_every_seconds}"
+        )
+    names: set[str] = set()
+    urls = {s.effective_storage_url.rstrip("/"): "storage_url"}
+    for i, replica in enumerate(s.replicas):
+        where = f"replicas[{i}]"
+        if not _NAME.match(replica.name):
+            raise ConfigError(f"'{where}.name' must be 1-64 letters, digits, '_', '.' or '-'")
+        if replica.name == "primary":
+            raise ConfigError(f"'{where}.name': 'primary' names the store at storage_url")
+        if replica.name in names:
+            raise ConfigError(f"'{where}.name': replica {replica.name!r} is declared twice")
+        names.add(replica.name)
+        if not replica.storage_url.startswith(("file://", "s3://")):
+            raise ConfigError(f"'{where}.storage_url' must start with file:// or s3://")
+        url = replica.storage_url.rstrip("/")
+        if url in urls:
+            raise ConfigError(f"'{where}.storage_url' is the same store as {urls[url]}")
+        urls[url] = f"replica {replica.name!r}"
 
 
 def _validate_lifecycle(s: Settings) -> None:

@@ -6,7 +6,20 @@ share counters.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+#: Set by the supervisor for its workers (vna/supervisor.py); prometheus_client reads it at
+#: import and keeps each process's values in files there, which any worker sums on a scrape.
+_MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -50,14 +63,59 @@ class Metrics:
             registry=r,
         )
         self.catalogue_instances = Gauge(
-            "vna_catalogue_instances", "Instances in the catalogue", registry=r
+            "vna_catalogue_instances",
+            "Instances in the catalogue",
+            registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.catalogue_bytes = Gauge(
-            "vna_catalogue_bytes", "Bytes of the instances in the catalogue", registry=r
+            "vna_catalogue_bytes",
+            "Bytes of the instances in the catalogue",
+            registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.audit_failures = Counter(
             "vna_audit_write_failures", "Audit records that could not be written", registry=r
         )
+        # Disaster recovery (vna/recovery, lifecycle/replication.py): per replica store.
+        self.replica_backlog_instances = Gauge(
+            "vna_replica_backlog_instances",
+            "Instances without a verified copy on the replica",
+            ["replica"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.replica_backlog_bytes = Gauge(
+            "vna_replica_backlog_bytes",
+            "Stored bytes of the instances without a verified copy on the replica",
+            ["replica"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.replica_lag_seconds = Gauge(
+            "vna_replica_lag_seconds",
+            "Age of the oldest instance without a verified copy on the replica (the RPO now)",
+            ["replica"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.replica_instances = Gauge(
+            "vna_replica_instances",
+            "Instances with a verified copy on the replica",
+            ["replica"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.retrieve_fallbacks = Counter(
+            "vna_retrieve_fallbacks",
+            "Retrieves served by another store because the active store failed",
+            ["store", "reason"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
+        if _MULTIPROCESS:
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)
+            return generate_latest(merged)
         return generate_latest(self.registry)

@@ -29,19 +29,28 @@ def use_io_threads(settings: Settings) -> None:
     loop.set_default_executor(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vna-io"))
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, worker: int | None = None) -> None:
+    """Run until SIGTERM.  ``worker`` is this process's index under the supervisor
+    (vna/supervisor.py): the port is then shared, migrations are already applied, and only
+    worker 0 runs the DIMSE listener."""
     use_io_threads(settings)
-    archive = await Archive.open(settings)
+    archive = await Archive.open(settings, apply_migrations=worker is None)
     runner: web.AppRunner | None = None
     dimse: DimseListener | None = None
     try:
-        if settings.dimse.enabled:
+        if settings.dimse.enabled and not worker:
             # Before HTTP, so that a healthy /healthz means both gateways are listening.
             dimse = DimseListener(archive)
             await dimse.start()
         runner = web.AppRunner(create_app(archive), access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, settings.http.host, settings.http.port, backlog=1024)
+        site = web.TCPSite(
+            runner,
+            settings.http.host,
+            settings.http.port,
+            backlog=1024,
+            reuse_port=worker is not None,
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -52,7 +61,7 @@ async def serve(settings: Settings) -> None:
         log.info(
             "DICOMweb listening on http://%s:%d%s", settings.http.host, settings.http.port, PREFIX
         )
-        if not settings.sources:
+        if not settings.sources and not worker:
             log.warning(
                 "no sources declared: every sender is accepted and stored as source DEFAULT"
             )

@@ -56,7 +56,7 @@ class ArchiveProcess:
         if self.config is not None:
             args += ["--config", str(self.config)]
         args.append("serve")
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child process owns it
+        log = open(self.log_path, "ab")  # the child process writes to it
         self.proc = subprocess.Popen(args, env=self.env(), stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

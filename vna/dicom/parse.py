@@ -197,20 +197,27 @@ def extract_header(ds: Dataset) -> InstanceHeader:
 
 
 def dicom_json(ds: Dataset) -> dict[str, Any]:
-    """The header as DICOM JSON (PS3.18 F.2) for the catalogue, without bulk data."""
-    slim = Dataset()
-    for elem in ds:
-        if int(elem.tag) in _PIXEL_DATA_TAGS:
-            continue
-        value = elem.value
-        if elem.VR in _BULK_VRS and isinstance(value, bytes | bytearray):
-            if len(value) > BULK_THRESHOLD:
-                continue
-        slim.add(elem)
+    """The header as DICOM JSON (PS3.18 F.2) for the catalogue, without bulk data.
+
+    Element by element rather than ``Dataset.to_json_dict`` on a filtered copy: building the
+    copy cost as much as the conversion itself.
+    """
+    out: dict[str, Any] = {}
     try:
-        return slim.to_json_dict(bulk_data_threshold=BULK_THRESHOLD)
+        for elem in ds:
+            tag = int(elem.tag)
+            if tag in _PIXEL_DATA_TAGS:
+                continue
+            if elem.VR in _BULK_VRS:
+                value = elem.value
+                if isinstance(value, bytes | bytearray) and len(value) > BULK_THRESHOLD:
+                    continue
+            out[f"{tag:08X}"] = elem.to_json_dict(
+                bulk_data_element_handler=None, bulk_data_threshold=BULK_THRESHOLD
+            )
     except Exception as exc:
         raise InvalidInstance(f"cannot convert header to DICOM JSON: {_first_line(exc)}") from exc
+    return out
 
 
 def parse_da(value: str) -> dt.date | None:
