@@ -5,13 +5,15 @@
 * ``tier-study``: move a study's objects to a colder tier (queued by tiering evaluation).
 * ``restore``: make an offline object readable again (queued by a retrieve that hit it).
 * ``delete-object``: delete an object no instance refers to any more.
+* ``replicate`` / ``replica-delete``: copy an instance's object to a replica, verified, or
+  delete a copy nothing uses any more (``lifecycle.replication``).
 """
 
 from __future__ import annotations
 
 import logging
 
-from lifecycle import retention
+from lifecycle import replication, retention
 from lifecycle.compression import compress_instance
 from lifecycle.engine import Engine, Handler
 from lifecycle.queue import Job
@@ -46,6 +48,9 @@ async def instance_stored(engine: Engine, job: Job) -> None:
             result.original_size,
             result.stored_size,
         )
+    # Disaster recovery: copy the object the instance keeps (after compression) to every
+    # replica; queued before this job completes (lifecycle.replication).
+    await replication.enqueue_instance(engine.archive, instance_id)
 
 
 async def tier_study(engine: Engine, job: Job) -> None:
@@ -67,4 +72,6 @@ HANDLERS: dict[str, Handler] = {
     "tier-study": tier_study,
     "restore": restore,
     "delete-object": delete_object,
+    replication.REPLICATE: replication.replicate_job,
+    replication.REPLICA_DELETE: replication.replica_delete_job,
 }

@@ -328,6 +328,7 @@ async def execute_item(
                 f" {contents['instances']} now)",
             )
             return
+        history = await conn.fetchrow(q("study_history_delete"), study_id, uid)
         await conn.execute(q("study_delete"), study_id)
         await conn.execute(q("patient_delete_if_unused"), study["patient_fk"])
         await _audit(
@@ -346,13 +347,14 @@ async def execute_item(
                 "bytes": contents["bytes"],
                 "stored_bytes": contents["stored_bytes"],
                 "sop_classes": list(contents["sop_classes"]),
+                "earlier_versions": history["versions"],
+                "quarantined_conflicts": history["conflicts"],
             },
         )
+        keys = [*contents["object_keys"], *history["object_keys"]]
         deleted_jobs = [
             (r["id"], r["object_key"])
-            for r in await conn.fetch(
-                q("enqueue_object_deletes"), list(contents["object_keys"]), 0.0
-            )
+            for r in await conn.fetch(q("enqueue_object_deletes"), keys, 0.0)
         ]
         await finish("deleted", f"deleted {contents['instances']} instances")
         report.deleted.append(uid)
@@ -376,6 +378,9 @@ async def delete_object_if_unused(db: Database, store: ObjectStore, key: str) ->
         if await conn.fetchval(q("object_key_in_use"), key):
             return False
     await store.delete(key)
+    async with db.acquire() as conn:
+        # Disaster recovery: the copies on the replicas go too (lifecycle/replication.py).
+        await conn.execute(q("enqueue_replica_deletes"), key, store.name)
     return True
 
 

@@ -9,7 +9,9 @@ A tick:
 3. deletes the approved studies of look-ahead reviews whose date has come;
 4. evaluates tiering when ``lifecycle.evaluate_every_seconds`` have passed, or when asked to
    evaluate as of another date than last time;
-5. drops finished jobs older than ``lifecycle.keep_done_hours``.
+5. queues copies missing on the replicas every ``dr.sweep_every_seconds``
+   (``lifecycle.replication``);
+6. drops finished jobs older than ``lifecycle.keep_done_hours``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
-from lifecycle import queue, retention, tiering
+from lifecycle import queue, replication, retention, tiering
 from lifecycle.engine import Engine
 from lifecycle.policy.retention import rules_fingerprint
 from vna.catalog.queries import q
@@ -72,6 +74,8 @@ async def tick(engine: Engine, *, force_tiering: bool = False) -> TickReport:
                 archive.db, archive.store, settings.retention_rules, ACTOR, dt.date.today()
             )
             report.deleted = executed.deleted
+            # Disaster recovery: queue the copies missing on the replicas (safety net).
+            await replication.sweep_if_due(engine, force=force_tiering)
             if await _tiering_due(engine, force_tiering):
                 report.tiering = await tiering.evaluate(
                     archive.db, settings.tiering_rules, engine.today()

@@ -20,9 +20,10 @@ from vna.catalog.queries import q
 from vna.config import Settings
 from vna.ingest.pipeline import Ingester
 from vna.metrics import Metrics
+from vna.recovery.replicas import refresh_replica_gauges
+from vna.recovery.sites import Sites, read_active_store
 from vna.retrieve import Retriever
 from vna.storage.base import ObjectStore
-from vna.storage.factory import open_store
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class Archive:
     #: the filesystem store can rename instead of copy).
     incoming: Path
     embedded: EmbeddedPostgres | None = field(default=None, repr=False)
+    #: Every configured store (primary and replicas) and which one is active (``store``).
+    sites: Sites | None = field(default=None, repr=False)
 
     @classmethod
     async def open(cls, settings: Settings, *, apply_migrations: bool = True) -> Archive:
@@ -57,7 +60,11 @@ class Archive:
                     applied = await migrate(conn)
                 if applied:
                     log.info("applied migrations: %s", ", ".join(applied))
-            store = await open_store(settings.effective_storage_url, name="primary")
+            # The active store is the primary unless `vna dr failover` made a replica serve.
+            async with db.acquire() as conn:
+                active = await read_active_store(conn)
+            sites = await Sites.open(settings, active)
+            store = sites.active_store
         except BaseException:
             if db is not None:
                 await db.close()
@@ -84,16 +91,22 @@ class Archive:
                 store,
                 restore_days=settings.lifecycle.restore_days,
                 access_flush_seconds=settings.lifecycle.access_flush_seconds,
+                fallbacks=sites.fallbacks() if settings.dr.read_fallback else (),
+                metrics=metrics,
             ),
             incoming=incoming,
             embedded=embedded,
+            sites=sites,
         )
 
     async def close(self) -> None:
         try:
             # First: its last batch of access times needs the catalogue.
             await self.retriever.close()
-            await self.store.close()
+            if self.sites is not None:
+                await self.sites.close()  # the active store and the replicas
+            else:
+                await self.store.close()
             await self.db.close()
         finally:
             shutil.rmtree(self.incoming, ignore_errors=True)
@@ -107,6 +120,8 @@ class Archive:
             row = await conn.fetchrow(q("catalogue_totals"))
         self.metrics.catalogue_instances.set(row["instances"])
         self.metrics.catalogue_bytes.set(row["bytes"])
+        if self.sites is not None and self.sites.targets():
+            await refresh_replica_gauges(self.db, self.sites, self.metrics)
 
 
 def _prepare_incoming(root: Path) -> Path:

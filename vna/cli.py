@@ -45,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     _add_admin_commands(sub)  # vna patients ..., vna conflicts ...
 
+    from vna.security.commands import add_parsers as _add_security_commands
+
+    _add_security_commands(sub)  # vna tokens ..., vna audit
+
     _add_lifecycle_commands(sub)
 
     args = parser.parse_args(argv)
@@ -82,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from vna.admin.commands import run as run_admin
 
             return asyncio.run(run_admin(settings, args))
+        if args.command in ("tokens", "audit"):
+            from vna.security.commands import run as run_security
+
+            return asyncio.run(run_security(settings, args))
         if args.command in ("lifecycle", "retention", "hold"):
             return asyncio.run(_lifecycle_command(settings, args))
     except ConfigError as exc:

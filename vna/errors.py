@@ -87,6 +87,11 @@ class CatalogError(UnavailableError):
     """The catalogue database failed."""
 
 
+class AuditUnavailable(UnavailableError):
+    """The audit trail could not be written: the access it would record is refused (503,
+    A700), since an unaudited read of patient data must not happen."""
+
+
 class OfflineError(VnaError):
     """The object is in an offline tier; a restore has been requested."""
 

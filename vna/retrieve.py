@@ -8,6 +8,10 @@ received, checked against the frame checksum and the catalogued size), and an ob
 offline tier (S3 GLACIER / DEEP_ARCHIVE) raises OfflineError, which the gateways answer with a
 retry-later status, after queueing a restore job.  Retrieves also record the access time that
 tiering rules read, batched in memory and written every ``access_flush_seconds``.
+
+When the active store cannot serve an object (missing, or failing), the replicas are tried in
+turn (disaster recovery, ``vna.recovery``), with a log line and a metric; what a replica
+serves is checked against the catalogued digest as it streams.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +31,7 @@ from vna.catalog.database import Database
 from vna.catalog.queries import q
 from vna.dicom.uids import is_valid_uid
 from vna.errors import InvalidRequest, NotFound, OfflineError, StorageError, VnaError
+from vna.metrics import Metrics
 from vna.storage.base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -59,9 +65,19 @@ class Retriever:
         *,
         restore_days: int = 3,
         access_flush_seconds: float = 60,
+        fallbacks: Sequence[ObjectStore] = (),
+        metrics: Metrics | None = None,
+        read_only: bool = False,
     ) -> None:
         self.db = db
         self.store = store
+        #: Stores tried in turn when ``store`` cannot serve an object (disaster recovery:
+        #: the replicas), each read checked against the catalogued digest.
+        self.fallbacks = tuple(fallbacks)
+        self.metrics = metrics
+        #: A reader that writes nothing to the catalogue, neither access times nor restore
+        #: requests (a DR drill reading a replica).
+        self.read_only = read_only
         self.restore_days = restore_days
         self.access_flush_seconds = access_flush_seconds
         self._touched: set[str] = set()
@@ -125,18 +141,48 @@ class Retriever:
         """
         if instance.compression not in ("none", "zstd"):
             raise StorageError(f"unknown object compression {instance.compression!r}")
-        chunks = self.store.iter_chunks(instance.object_key)
         try:
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            first = b""
+            first, chunks, fallback = await self._first_chunk(instance)
         except OfflineError as exc:
             raise await self._offline([instance]) from exc
-        self._touch(instance.sop_uid)
+        if not self.read_only:
+            self._touch(instance.sop_uid)
         stream = _chained(first, chunks)
         if instance.compression == "zstd":
             return _decompressed(stream, instance)
+        if fallback:
+            return _verified(stream, instance)
         return stream
+
+    async def _first_chunk(
+        self, instance: StoredInstance
+    ) -> tuple[bytes, AsyncIterator[bytes], bool]:
+        """The object opened on the store, or on the first fallback store that has it when
+        the store fails (True: served by a fallback)."""
+        try:
+            first, chunks = await _opened(self.store, instance.object_key)
+            return first, chunks, False
+        except (NotFound, StorageError) as exc:
+            if not self.fallbacks:
+                raise
+            failure = exc
+        reason = "missing" if isinstance(failure, NotFound) else "error"
+        for store in self.fallbacks:
+            try:
+                first, chunks = await _opened(store, instance.object_key)
+            except (NotFound, StorageError, OfflineError):
+                continue
+            log.warning(
+                "instance %s served from store %s: store %s failed (%s)",
+                instance.sop_uid,
+                store.name,
+                self.store.name,
+                failure,
+            )
+            if self.metrics is not None:
+                self.metrics.retrieve_fallbacks.labels(store.name, reason).inc()
+            return first, chunks, True
+        raise failure
 
     async def read(self, instance: StoredInstance) -> bytes:
         chunks = [c async for c in await self.open(instance)]
@@ -169,6 +215,11 @@ class Retriever:
     async def _offline(self, instances: list[StoredInstance]) -> OfflineError:
         """Queue a restore of each object and describe the wait."""
         keys = {i.object_key: i.sop_uid for i in instances}
+        if self.read_only:
+            return OfflineError(
+                f"{len(keys)} object(s) in offline storage of store {self.store.name}",
+                retry_after_seconds=3600,
+            )
         try:
             async with self.db.acquire() as conn:
                 await conn.execute(q("enqueue_restores"), list(keys), list(keys.values()))
@@ -224,6 +275,35 @@ class Retriever:
                 await self._flusher
             self._flusher = None
         await self.flush_access_times()
+
+
+async def _opened(store: ObjectStore, key: str) -> tuple[bytes, AsyncIterator[bytes]]:
+    chunks = store.iter_chunks(key)
+    try:
+        return await anext(chunks), chunks
+    except StopAsyncIteration:
+        return b"", chunks
+
+
+async def _verified(chunks: AsyncIterator[bytes], instance: StoredInstance) -> AsyncIterator[bytes]:
+    """The bytes of an uncompressed object read from a fallback store, checked against the
+    catalogued SHA-256 as they stream: a damaged replica copy fails the retrieve (the
+    gateway aborts the response) rather than passing for the instance."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        async for chunk in chunks:
+            digest.update(chunk)
+            size += len(chunk)
+            yield chunk
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    if size != instance.size or digest.hexdigest() != instance.sha256:
+        raise StorageError(
+            f"object {instance.object_key} read from a replica is not the catalogued instance"
+        )
 
 
 async def _chained(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

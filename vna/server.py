@@ -14,6 +14,8 @@ from vna.config import Settings
 from vna.errors import ConfigError
 from vna.gateway.dimse import DimseListener
 from vna.gateway.web import PREFIX, create_app
+from vna.security.authn import Authenticator, check_http_exposure
+from vna.security.tls import http_context
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,9 @@ async def serve(settings: Settings, worker: int | None = None) -> None:
     runner: web.AppRunner | None = None
     dimse: DimseListener | None = None
     try:
+        # Configuration errors first, before anything listens.
+        ssl_context = http_context(settings)
+        open_archive = await check_http_exposure(Authenticator(archive.db, settings))
         if settings.dimse.enabled and not worker:
             # Before HTTP, so that a healthy /healthz means both gateways are listening.
             dimse = DimseListener(archive)
@@ -50,6 +55,7 @@ async def serve(settings: Settings, worker: int | None = None) -> None:
             settings.http.port,
             backlog=1024,
             reuse_port=worker is not None,
+            ssl_context=ssl_context,
         )
         try:
             await site.start()
@@ -59,8 +65,21 @@ async def serve(settings: Settings, worker: int | None = None) -> None:
                 f" (http.port): {exc.strerror}"
             ) from exc
         log.info(
-            "DICOMweb listening on http://%s:%d%s", settings.http.host, settings.http.port, PREFIX
+            "DICOMweb listening on %s://%s:%d%s",
+            "https" if ssl_context is not None else "http",
+            settings.http.host,
+            settings.http.port,
+            PREFIX,
         )
+        if open_archive and not worker:
+            log.warning(
+                "no API tokens: %s without a token"
+                " (create one: vna tokens create NAME --role reader|source|admin)",
+                "DICOMweb serves every client (http.allow_unauthenticated), /admin loopback"
+                " clients only,"
+                if settings.http.allow_unauthenticated
+                else "DICOMweb and /admin serve loopback clients only,",
+            )
         if not settings.sources and not worker:
             log.warning(
                 "no sources declared: every sender is accepted and stored as source DEFAULT"

@@ -4,7 +4,7 @@ Conservative by construction, because a deletion cannot be undone and keeping a 
 longer can:
 
 * of the rules that apply, the one keeping the study longest decides, so adding a rule never
-  shortens a retention and rule order does not matter;
+  brings a computed retain-until date forward, and rule order does not matter;
 * a criterion that cannot be evaluated (age without a birth date or a study date, a study date
   range without a study date) counts as matching, so the longer rule it guards still applies;
   and when no rule applies for certain, the study is kept indefinitely, because it may be one

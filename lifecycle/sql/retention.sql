@@ -73,7 +73,14 @@ LEFT JOIN LATERAL (
     FROM legal_holds lh
     WHERE lh.released_at IS NULL
       AND ((lh.scope = 'study' AND lh.study_uid = st.study_uid)
-           OR (lh.scope = 'patient' AND lh.patient_id = p.patient_id AND lh.issuer = p.issuer))
+           OR (lh.scope = 'patient' AND lh.patient_id = p.patient_id AND lh.issuer = p.issuer)
+           OR (lh.scope = 'patient' AND EXISTS (
+                   SELECT 1 FROM patient_links pl
+                   WHERE pl.removed_at IS NULL
+                     AND ((pl.patient_id_a, pl.issuer_a, pl.patient_id_b, pl.issuer_b)
+                            = (lh.patient_id, lh.issuer, p.patient_id, p.issuer)
+                          OR (pl.patient_id_b, pl.issuer_b, pl.patient_id_a, pl.issuer_a)
+                            = (lh.patient_id, lh.issuer, p.patient_id, p.issuer)))))
 ) h ON true
 WHERE r.retain_until < $2 AND r.rules_fingerprint = $3;
 
@@ -117,11 +124,20 @@ WHERE st.id = $1
 FOR UPDATE OF st;
 
 -- name: active_holds_of_study
-SELECT id, scope, reason FROM legal_holds
-WHERE released_at IS NULL
-  AND ((scope = 'study' AND study_uid = $1)
-       OR (scope = 'patient' AND patient_id = $2 AND issuer = $3))
-ORDER BY id;
+-- A hold on a patient covers the identities linked to them as the same person
+-- (patient_links, 0020_federation): a hold is on a person, whichever hospital's ID it names.
+SELECT lh.id, lh.scope, lh.reason FROM legal_holds lh
+WHERE lh.released_at IS NULL
+  AND ((lh.scope = 'study' AND lh.study_uid = $1)
+       OR (lh.scope = 'patient' AND lh.patient_id = $2 AND lh.issuer = $3)
+       OR (lh.scope = 'patient' AND EXISTS (
+               SELECT 1 FROM patient_links pl
+               WHERE pl.removed_at IS NULL
+                 AND ((pl.patient_id_a, pl.issuer_a, pl.patient_id_b, pl.issuer_b)
+                        = (lh.patient_id, lh.issuer, $2, $3)
+                      OR (pl.patient_id_b, pl.issuer_b, pl.patient_id_a, pl.issuer_a)
+                        = (lh.patient_id, lh.issuer, $2, $3)))))
+ORDER BY lh.id;
 
 -- name: study_contents
 SELECT count(i.id) AS instances, coalesce(max(i.id), 0) AS max_id,
@@ -135,6 +151,24 @@ FROM series se
 LEFT JOIN instances i ON i.series_fk = se.id
 WHERE se.study_fk = $1;
 
+-- name: study_history_delete
+-- Earlier versions of the study's instances and the conflicting versions quarantined for it
+-- (0020_federation) hold the same images: they go with the study.  Returns their objects.
+WITH versions AS (
+    DELETE FROM instance_versions
+    WHERE instance_fk IN (SELECT i.id FROM instances i JOIN series se ON se.id = i.series_fk
+                          WHERE se.study_fk = $1)
+    RETURNING object_key
+), quarantined AS (
+    DELETE FROM conflicts WHERE study_uid = $2
+    RETURNING object_key, state
+)
+SELECT (SELECT count(*) FROM versions) AS versions,
+       (SELECT count(*) FROM quarantined) AS conflicts,
+       coalesce((SELECT array_agg(DISTINCT object_key) FROM versions), '{}')
+       || coalesce((SELECT array_agg(DISTINCT object_key) FROM quarantined
+                    WHERE state <> 'discarded'), '{}') AS object_keys;
+
 -- name: study_delete
 -- Series, instances and the retention row go with it (ON DELETE CASCADE).
 DELETE FROM studies WHERE id = $1;
@@ -144,13 +178,15 @@ DELETE FROM studies WHERE id = $1;
 DELETE FROM patients p WHERE p.id = $1 AND NOT EXISTS (SELECT 1 FROM studies WHERE patient_fk = p.id);
 
 -- name: enqueue_object_deletes
--- An object is deleted only if no instance row refers to it any more (identical bytes are
--- stored once).  Carried out by the enqueuer straight away, and by a worker if it crashed.
+-- An object is deleted only if nothing refers to it any more (identical bytes are stored once;
+-- the same test as object_key_in_use).  Carried out by the enqueuer straight away, and by a worker if it crashed.
 INSERT INTO jobs (kind, payload, dedup_key, run_after)
 SELECT 'delete-object', jsonb_build_object('object_key', k), 'delete:' || k,
        now() + make_interval(secs => $2)
-FROM unnest($1::text[]) AS k
+FROM (SELECT DISTINCT k FROM unnest($1::text[]) AS k) AS keys
 WHERE NOT EXISTS (SELECT 1 FROM instances WHERE object_key = k)
+  AND NOT EXISTS (SELECT 1 FROM instance_versions WHERE object_key = k)
+  AND NOT EXISTS (SELECT 1 FROM conflicts WHERE object_key = k AND state <> 'discarded')
 ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING
 RETURNING id, payload ->> 'object_key' AS object_key;
 
@@ -170,8 +206,15 @@ FOR UPDATE OF st;
 SELECT id, patient_id, issuer FROM patients WHERE patient_id = $1 ORDER BY issuer;
 
 -- name: hold_lock_patient
+-- The patient's studies and those of the identities linked to them (see active_holds_of_study).
 SELECT st.id FROM studies st JOIN patients p ON p.id = st.patient_fk
-WHERE p.patient_id = $1 AND p.issuer = $2
+WHERE (p.patient_id = $1 AND p.issuer = $2)
+   OR EXISTS (SELECT 1 FROM patient_links pl
+              WHERE pl.removed_at IS NULL
+                AND ((pl.patient_id_a, pl.issuer_a, pl.patient_id_b, pl.issuer_b)
+                       = ($1, $2, p.patient_id, p.issuer)
+                     OR (pl.patient_id_b, pl.issuer_b, pl.patient_id_a, pl.issuer_a)
+                       = ($1, $2, p.patient_id, p.issuer)))
 ORDER BY st.id
 FOR UPDATE OF st;
 

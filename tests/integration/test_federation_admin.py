@@ -24,6 +24,8 @@ pytestmark = pytest.mark.asyncio
 
 ACCEPT_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 TOKENS = {"H1": "t-one", "H2": "t-two"}
+# Source tokens store; the admin token reads and administers.
+ADMIN_TOKEN = "t-admin"
 
 
 def _sha(text: str) -> str:
@@ -40,7 +42,9 @@ SOURCES = (
 
 @pytest.fixture
 def archive_settings(archive_settings: Settings) -> Settings:
-    return dataclasses.replace(archive_settings, sources=SOURCES)
+    return dataclasses.replace(
+        archive_settings, sources=SOURCES, admin=AdminSettings(_sha(ADMIN_TOKEN))
+    )
 
 
 def admin_url(dicomweb: str) -> str:
@@ -59,7 +63,7 @@ async def stow(url: str, parts: list[bytes], source: str) -> int:
 
 
 async def call(
-    method: str, url: str, body: Any = None, token: str | None = None
+    method: str, url: str, body: Any = None, token: str | None = ADMIN_TOKEN
 ) -> tuple[int, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with (
@@ -80,7 +84,9 @@ async def retrieve(url: str, ds: pydicom.Dataset) -> pydicom.Dataset:
     )
     async with (
         aiohttp.ClientSession() as http,
-        http.get(target, headers={"Accept": ACCEPT_DICOM}) as resp,
+        http.get(
+            target, headers={"Accept": ACCEPT_DICOM, "Authorization": f"Bearer {ADMIN_TOKEN}"}
+        ) as resp,
     ):
         assert resp.status == 200
         (part,) = split_multipart(await resp.read(), resp.headers["Content-Type"])
@@ -209,7 +215,7 @@ async def test_admin_endpoints_require_the_admin_token_when_configured(archive_s
     await web.TCPSite(runner, "127.0.0.1", port).start()
     url = f"http://127.0.0.1:{port}/admin/conflicts"
     try:
-        assert (await call("GET", url))[0] == 401
+        assert (await call("GET", url, token=None))[0] == 401
         assert (await call("GET", url, token="wrong"))[0] == 401
         assert (await call("GET", url, token="sesame")) == (200, [])
     finally:
@@ -221,10 +227,14 @@ async def test_without_an_admin_token_only_loopback_clients_are_served(archive):
     from aiohttp.test_utils import make_mocked_request
 
     from vna.errors import Forbidden
-    from vna.gateway.admin import authorise
+    from vna.gateway import auth
     from vna.gateway.web import create_app
+    from vna.security.authn import Authenticator
 
     app = create_app(archive)
+    # An archive without any credential (no source tokens, no admin token, none created).
+    bare = dataclasses.replace(archive.settings, sources=(), admin=AdminSettings())
+    app[auth.AUTH] = Authenticator(archive.db, bare)
 
     class Transport:
         def __init__(self, peer: str) -> None:
@@ -237,12 +247,12 @@ async def test_without_an_admin_token_only_loopback_clients_are_served(archive):
             return False
 
     local = make_mocked_request("GET", "/admin/conflicts", app=app, transport=Transport("::1"))
-    assert authorise(local) == "admin@::1"
+    assert (await auth.authorise(local, auth.ADMIN)).name == "admin@::1"
     remote = make_mocked_request(
         "GET", "/admin/conflicts", app=app, transport=Transport("10.1.2.3")
     )
     with pytest.raises(Forbidden):
-        authorise(remote)
+        await auth.authorise(remote, auth.ADMIN)
 
 
 # --- patient links ------------------------------------------------------------------------------

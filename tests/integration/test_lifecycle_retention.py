@@ -258,3 +258,80 @@ async def test_rules_changed_are_recomputed_for_every_study(archive_settings: Se
         assert after["rule_fingerprint"] != before["rule_fingerprint"]
         review = await retention.create_review(archive.db, shorter, TODAY, "user:records")
         assert [i["study_uid"] for i in review.due] == [str(s[0].StudyInstanceUID)]
+
+
+async def test_deletion_takes_earlier_versions_with_it(archive_settings: Settings) -> None:
+    from vna.config import SourceSettings
+
+    replacing = SourceSettings(name="DEFAULT", on_conflict="replace")
+    settings = with_lifecycle(archive_settings, retention_rules=RULES, compression={"level": 0})
+    async with opened(settings) as archive:
+        s = study("PV", years_ago(12))
+        await ingest(archive, s)
+        first_keys = {
+            r["object_key"] for r in await instances_of(archive, str(s[0].StudyInstanceUID))
+        }
+        s[0].SeriesDescription = "CORRECTED"  # a resend with other content replaces it
+        await ingest(archive, [s[0]], source=replacing)
+        versions = await fetch(archive, "SELECT object_key FROM instance_versions")
+        assert len(versions) == 1 and versions[0]["object_key"] in first_keys
+        await run_once(archive)
+
+        review = await retention.create_review(archive.db, RULES, TODAY, "user:records")
+        report = await retention.approve(
+            archive.db, archive.store, RULES, review.id, "user:records"
+        )
+        assert report.deleted == [str(s[0].StudyInstanceUID)]
+        assert await fetch(archive, "SELECT * FROM instance_versions") == []
+        for key in first_keys:
+            assert await archive.store.stat(key) is None
+        (audit,) = await fetch(
+            archive, "SELECT detail FROM audit WHERE action = 'retention-delete'"
+        )
+        assert audit["detail"]["earlier_versions"] == 1
+
+
+async def test_a_patient_hold_covers_linked_identities(archive_settings: Settings) -> None:
+    settings = with_lifecycle(archive_settings, retention_rules=RULES, compression={"level": 0})
+    async with opened(settings) as archive:
+        here = smooth_ct_study(
+            patient_id="A1",
+            issuer="HOSP_A",
+            series=1,
+            slices=1,
+            size=32,
+            study_date=dicom_date(years_ago(12)),
+        )
+        there = smooth_ct_study(
+            patient_id="B7",
+            issuer="HOSP_B",
+            series=1,
+            slices=1,
+            size=32,
+            study_date=dicom_date(years_ago(12)),
+        )
+        await ingest(archive, here)
+        await ingest(archive, there)
+        await run_once(archive)
+        # The same person at two hospitals (a link as vna.admin.patients.link records it).
+        await fetch(
+            archive,
+            "INSERT INTO patient_links (patient_id_a, issuer_a, patient_id_b, issuer_b, created_by)"
+            " VALUES ('A1', 'HOSP_A', 'B7', 'HOSP_B', 'test')",
+        )
+        before = await retention.create_review(archive.db, RULES, TODAY, "user:records")
+        assert len(before.due) == 2
+        await retention.set_hold(
+            archive.db, actor="user:legal", reason="claim", patient_id="A1", issuer="HOSP_A"
+        )
+        review = await retention.create_review(archive.db, RULES, TODAY, "user:records")
+        assert review.due == []
+        assert {i["study_uid"] for i in review.held} == {
+            str(here[0].StudyInstanceUID),
+            str(there[0].StudyInstanceUID),
+        }
+        # Approving the review made before the hold deletes neither.
+        report = await retention.approve(
+            archive.db, archive.store, RULES, before.id, "user:records"
+        )
+        assert report.deleted == [] and len(report.skipped) == 2

@@ -117,18 +117,31 @@ class SearchPage:
 
 
 async def search(
-    conn: asyncpg.Connection, query: Query, *, max_results: int, default_limit: int
+    conn: asyncpg.Connection,
+    query: Query,
+    *,
+    max_results: int,
+    default_limit: int,
+    sources: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """DICOM JSON objects (PS3.18 F.2) of the matches of ``query``, in a deterministic order.
 
-    ``limit`` defaults to ``default_limit`` and is capped at ``max_results``.
+    ``limit`` defaults to ``default_limit`` and is capped at ``max_results``.  ``sources``
+    restricts the matches to studies those sources sent (a reader token's ``read_sources``).
     """
-    page = await search_page(conn, query, max_results=max_results, default_limit=default_limit)
+    page = await search_page(
+        conn, query, max_results=max_results, default_limit=default_limit, sources=sources
+    )
     return page.results
 
 
 async def search_page(
-    conn: asyncpg.Connection, query: Query, *, max_results: int, default_limit: int
+    conn: asyncpg.Connection,
+    query: Query,
+    *,
+    max_results: int,
+    default_limit: int,
+    sources: Sequence[str] | None = None,
 ) -> SearchPage:
     """:func:`search`, also telling whether matches beyond the page exist (PS3.18 8.3.4.4 lets
     the origin server warn that more results can be requested)."""
@@ -136,6 +149,8 @@ async def search_page(
     if limit <= 0 or query.offset > _MAX_BIGINT:
         return SearchPage([], False)
     where = _Where(first_index=3)
+    if sources is not None:
+        where.add(f"st.source = ANY({where.param(list(sources))}::text[])")
     _constrain(where, query)
     sql = q(f"search_{_TABLE[query.level]}").replace("{where}", where.sql())
     rows = await conn.fetch(sql, limit + 1, query.offset, *where.args)

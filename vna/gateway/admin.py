@@ -1,17 +1,15 @@
 """Administration over HTTP (``/admin``): quarantined conflicts, patient links, corrections,
 merges and their undoing.  JSON in, JSON out; the work is in ``vna.admin``.
 
-Every request needs ``Authorization: Bearer <token>`` whose SHA-256 is ``[admin]
-admin_token_sha256``.  Without a configured token the endpoints are served to loopback clients
-only (a PACS administrator on the archive's host), and refused to anyone else.
+Every request needs an admin token (``vna tokens create --role admin``, or the one whose
+SHA-256 is ``[admin] admin_token_sha256``), checked by :mod:`vna.gateway.auth`.  An archive
+without any credential serves them to loopback clients only (a PACS administrator on the
+archive's host).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
-import ipaddress
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,7 +18,8 @@ from aiohttp import web
 
 from vna.admin import conflicts, patients
 from vna.admin.patients import Identity
-from vna.errors import Forbidden, InvalidRequest, Unauthorized
+from vna.errors import InvalidRequest
+from vna.gateway.auth import principal_of
 from vna.gateway.web import ARCHIVE
 
 PREFIX = "/admin"
@@ -57,31 +56,8 @@ def _admin(handler: _Handler) -> Callable[[web.Request], Awaitable[web.Response]
 
 
 def authorise(request: web.Request) -> str:
-    """The actor the audit trail records, or Unauthorized / Forbidden."""
-    expected = request.app[ARCHIVE].settings.admin.admin_token_sha256
-    auth = request.headers.get("Authorization", "")
-    if expected:
-        if auth[:7].lower() != "bearer ":
-            raise Unauthorized("the admin endpoints need Authorization: Bearer <admin token>")
-        digest = hashlib.sha256(auth[7:].strip().encode()).hexdigest()
-        if not hmac.compare_digest(digest, expected):
-            raise Unauthorized("the bearer token is not the admin token")
-        return f"admin-token@{request.remote or ''}"
-    if not _loopback(request.remote):
-        raise Forbidden(
-            "the admin endpoints are served to loopback clients only"
-            " unless [admin] admin_token_sha256 is configured"
-        )
-    return f"admin@{request.remote}"
-
-
-def _loopback(remote: str | None) -> bool:
-    if not remote:
-        return False
-    try:
-        return ipaddress.ip_address(remote.split("%")[0]).is_loopback
-    except ValueError:
-        return False
+    """The actor the audit trail records (the middleware has checked the admin role)."""
+    return principal_of(request).name
 
 
 # --- conflicts ----------------------------------------------------------------------------------

@@ -13,8 +13,10 @@ from aiohttp import web
 
 from vna.catalog.search import search_page
 from vna.dicom.qido import parse_qido
+from vna.gateway.auth import AUDIT, principal_of
 from vna.gateway.media import DICOM_JSON, accepts_json, parse_accept
 from vna.gateway.web import ARCHIVE, base_url
+from vna.security.audit import QUERY, Access, query_text
 
 
 async def search_studies(request: web.Request) -> web.Response:
@@ -39,13 +41,32 @@ async def _search(request: web.Request, level: str) -> web.Response:
         study_uid=request.match_info.get("study"),
         series_uid=request.match_info.get("series"),
     )
+    principal = principal_of(request)
     async with archive.db.acquire() as conn:
         page = await search_page(
             conn,
             query,
             max_results=archive.settings.query.max_results,
             default_limit=archive.settings.query.default_limit,
+            sources=principal.readable_sources,
         )
+    # Audited before anything is answered (PS3.15 A.5.3.10 Query), naming every study the
+    # answer discloses; no audit row, no answer.
+    await request.app[AUDIT].record(
+        Access(
+            actor=principal.name,
+            origin=request.remote or "",
+            action=QUERY,
+            study_uids=[_first(match, "0020000D") for match in page.results],
+            detail={
+                "protocol": "qido-rs",
+                "level": level,
+                "path": request.path,
+                "query": query_text(request.query_string),
+                "matches": len(page.results),
+            },
+        )
+    )
     root = base_url(request)
     for match in page.results:
         match.setdefault("00081190", {"vr": "UR", "Value": [_retrieve_url(root, level, match)]})
@@ -58,6 +79,10 @@ async def _search(request: web.Request, level: str) -> web.Response:
     if query.fuzzy_matching_requested:
         response.headers.add("Warning", '299 vna "The fuzzymatching parameter is not supported"')
     return response
+
+
+def _first(match: dict[str, Any], tag: str) -> str:
+    return str(match.get(tag, {}).get("Value", [""])[0])
 
 
 def _retrieve_url(root: str, level: str, match: dict[str, Any]) -> str:

@@ -125,6 +125,8 @@ async def _receive_part(reader: MultipartReader, incoming: Path, budget: int) ->
 
 
 _PREAMBLE_PROBE = 132
+#: Retry-After of a request refused only because a backing service failed.
+_RETRY_AFTER_SECONDS = 10
 _META_GROUP_START = b"\x02\x00"  # (0002,xxxx) little endian: File Meta Information
 
 
@@ -221,11 +223,20 @@ def _response(
     if referenced:
         body["00081199"] = {"vr": "SQ", "Value": referenced}
     status = 200 if not failed and not any("00081196" in r for r in referenced) else 202
+    retry = False
     if not referenced:
         status = 409
+        # Nothing stored, only because the object store or the catalogue failed (FailureReason
+        # A700 on each): 503 tells the client that the same request may succeed later, where
+        # 409 would tell it to fix the data (PS3.18 10.5.3, Table 10.5.3-1).
+        retry = all(isinstance(o, _Failure) and o.error.retriable for o in outcomes)
+        if retry:
+            status = 503
     # No charset parameter: DICOM JSON is UTF-8 by definition (PS3.18 F.2) and some clients
     # (dicomweb-client) compare the media type exactly.
     response = web.Response(body=json.dumps(body).encode(), status=status, content_type=DICOM_JSON)
+    if retry:
+        response.headers["Retry-After"] = str(_RETRY_AFTER_SECONDS)
     for w in warnings[:50]:
         response.headers.add("Warning", w)
     return response

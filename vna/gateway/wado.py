@@ -11,6 +11,11 @@ import uuid
 
 from aiohttp import web
 
+from vna.archive import Archive
+from vna.catalog.queries import q
+from vna.dicom.uids import is_valid_uid
+from vna.errors import InvalidRequest, NotFound
+from vna.gateway.auth import AUDIT, principal_of
 from vna.gateway.media import (
     DICOM,
     DICOM_JSON,
@@ -20,6 +25,7 @@ from vna.gateway.media import (
     part_header,
 )
 from vna.gateway.web import ARCHIVE, base_url
+from vna.security.audit import ACCESS_DENIED, METADATA, RETRIEVE, Access
 
 
 async def retrieve(request: web.Request) -> web.StreamResponse:
@@ -30,6 +36,7 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotAcceptable(
             text=f'instances are served as multipart/related; type="{DICOM}" only\n'
         )
+    await _check_access(request, archive)
     instances = await archive.retriever.find(m["study"], m.get("series"), m.get("instance"))
     if rendition.transfer_syntax is not None:
         other = [i for i in instances if i.transfer_syntax != rendition.transfer_syntax]
@@ -47,6 +54,14 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
     # Retry-After, a restore queued).
     await archive.retriever.ensure_online(instances)
     first = await archive.retriever.open(instances[0])
+    # Audited before the first byte goes out (PS3.15 A.5.3.7); no audit row, no answer.
+    try:
+        await _audit(request, RETRIEVE, len(instances))
+    except BaseException:
+        aclose = getattr(first, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        raise
     boundary = uuid.uuid4().hex
     response = web.StreamResponse(
         status=200,
@@ -80,6 +95,53 @@ async def metadata(request: web.Request) -> web.Response:
     m = request.match_info
     if not accepts_json(parse_accept(request.headers.get("Accept"))):
         raise web.HTTPNotAcceptable(text=f"metadata is served as {DICOM_JSON} only\n")
+    await _check_access(request, archive)
     items = await archive.retriever.metadata(m["study"], m.get("series"), m.get("instance"))
+    await _audit(request, METADATA, len(items))
     # Headers as indexed at ingest; Pixel Data and bulk values over 64 KiB are left out.
     return web.Response(body=json.dumps(items).encode(), status=200, content_type=DICOM_JSON)
+
+
+async def _check_access(request: web.Request, archive: Archive) -> None:
+    """A reader restricted to some sources sees the studies of others as absent (404, not
+    403: it learns nothing about them); the attempt is audited."""
+    principal = principal_of(request)
+    if principal.readable_sources is None:
+        return
+    study = request.match_info["study"]
+    if not is_valid_uid(study):
+        raise InvalidRequest(f"StudyInstanceUID is not a valid UID: {study[:80]!r}")
+    async with archive.db.acquire() as conn:
+        row = await conn.fetchrow(q("study_subject"), study)
+    if row is None or principal.may_read_source(row["source"]):
+        return  # absent studies are the retriever's 404
+    await request.app[AUDIT].record(
+        Access(
+            actor=principal.name,
+            origin=request.remote or "",
+            action=ACCESS_DENIED,
+            study_uids=[study],
+            outcome="failure",
+            detail={
+                "reason": f"the token may not read studies of source {row['source']!r}",
+                "method": request.method,
+                "path": request.path,
+            },
+        )
+    )
+    raise NotFound(f"study {study} is not in the archive")
+
+
+async def _audit(request: web.Request, action: str, instances: int) -> None:
+    m = request.match_info
+    await request.app[AUDIT].record(
+        Access(
+            actor=principal_of(request).name,
+            origin=request.remote or "",
+            action=action,
+            study_uids=[m["study"]],
+            series_uid=m.get("series"),
+            sop_uid=m.get("instance"),
+            detail={"protocol": "wado-rs", "path": request.path, "instances": instances},
+        )
+    )

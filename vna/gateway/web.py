@@ -6,7 +6,6 @@ where archive errors become HTTP responses.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,9 +14,12 @@ from aiohttp import web
 
 from vna.archive import Archive
 from vna.config import DEFAULT_SOURCE, SourceSettings
-from vna.errors import OfflineError, Unauthorized, VnaError
+from vna.errors import Forbidden, OfflineError, Unauthorized, VnaError
+from vna.gateway import auth
 from vna.gateway.status import http_status
 from vna.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from vna.security.audit import AuditTrail
+from vna.security.authn import Authenticator
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +33,15 @@ def create_app(archive: Archive) -> web.Application:
     from vna.gateway import admin, qido, stow, wado
 
     app = web.Application(
-        middlewares=[_errors_and_metrics],
+        # Errors first, so that refusals by the authentication are answered like any other.
+        middlewares=[_errors_and_metrics, auth.authenticate],
         # Bodies are streamed by the handlers, never read whole; this bounds what aiohttp
         # itself would buffer (form posts, which no route accepts).
         client_max_size=1024**2,
     )
     app[ARCHIVE] = archive
+    app[auth.AUTH] = Authenticator(archive.db, archive.settings)
+    app[auth.AUDIT] = AuditTrail(archive.db, archive.metrics)
     r = app.router
     p = PREFIX
     r.add_get("/healthz", healthz)
@@ -136,21 +141,23 @@ async def metrics(request: web.Request) -> web.Response:
 def sender_source(request: web.Request) -> tuple[SourceSettings, str]:
     """The source a request stores as, and the actor name for the audit trail.
 
-    A bearer token whose SHA-256 matches a declared source's ``token_sha256`` identifies that
-    source.  Without declared tokens every request stores as the default source.
+    A source token (a declared source's ``token_sha256``, or ``vna tokens create --role
+    source``) stores as its source.  An archive without credentials stores as the default
+    source.
     """
     settings = request.app[ARCHIVE].settings
-    with_tokens = [s for s in settings.sources if s.token_sha256]
-    auth = request.headers.get("Authorization", "")
-    if auth[:7].lower() == "bearer ":
-        digest = hashlib.sha256(auth[7:].strip().encode()).hexdigest()
-        for source in with_tokens:
-            if source.token_sha256 == digest:
-                return source, f"token:{source.name}"
-        raise Unauthorized("the bearer token does not belong to any declared source")
-    if with_tokens:
-        raise Unauthorized("a bearer token is required to store (sources declare tokens)")
-    return DEFAULT_SOURCE, "anonymous"
+    principal = auth.principal_of(request)
+    if principal.role == "open":
+        return DEFAULT_SOURCE, principal.name
+    source = settings.source_named(principal.source or "")
+    if source is None and principal.source == DEFAULT_SOURCE.name:
+        source = DEFAULT_SOURCE  # stores as received, like an archive without sources
+    if source is None:
+        raise Forbidden(
+            f"token {principal.name!r} stores as source {principal.source!r},"
+            " which the configuration does not declare"
+        )
+    return source, principal.name
 
 
 def base_url(request: web.Request) -> str:

@@ -45,18 +45,14 @@ async def file_hierarchy(conn: asyncpg.Connection, v: Version) -> int:
     when the series belongs to another study.
     """
     h = v.header
-    patient_fk = await conn.fetchval(
-        q("upsert_patient"),
+    row = await conn.fetchrow(
+        q("file_hierarchy"),
         h.patient_id,
         v.issuer,
         h.patient_name,
         h.patient_birth_date,
         h.patient_sex,
-    )
-    study = await conn.fetchrow(
-        q("upsert_study"),
         h.study_uid,
-        patient_fk,
         h.study_date,
         h.study_time,
         h.accession_number,
@@ -64,27 +60,23 @@ async def file_hierarchy(conn: asyncpg.Connection, v: Version) -> int:
         h.study_description,
         h.referring_physician,
         v.source,
-    )
-    if study["patient_fk"] != patient_fk:
-        owner = await conn.fetchrow(
-            "SELECT patient_id, issuer FROM patients WHERE id = $1", study["patient_fk"]
-        )
-        raise PatientMismatch(
-            f"study {h.study_uid} is archived under patient"
-            f" {who(owner['patient_id'], owner['issuer'])}, not {who(h.patient_id, v.issuer)}"
-        )
-    series = await conn.fetchrow(
-        q("upsert_series"),
         h.series_uid,
-        study["id"],
         h.modality,
         h.series_number,
         h.series_description,
         h.body_part,
     )
-    if series["study_fk"] != study["id"]:
+    if row["study_patient_fk"] != row["patient_fk"]:
+        owner = await conn.fetchrow(
+            "SELECT patient_id, issuer FROM patients WHERE id = $1", row["study_patient_fk"]
+        )
+        raise PatientMismatch(
+            f"study {h.study_uid} is archived under patient"
+            f" {who(owner['patient_id'], owner['issuer'])}, not {who(h.patient_id, v.issuer)}"
+        )
+    if row["series_study_fk"] != row["study_id"]:
         raise InstanceConflict(f"series {h.series_uid} belongs to another study than {h.study_uid}")
-    return int(series["id"])
+    return int(row["series_id"])
 
 
 async def insert_instance(conn: asyncpg.Connection, v: Version, series_fk: int) -> int | None:

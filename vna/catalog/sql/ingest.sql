@@ -59,3 +59,29 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
 SELECT EXISTS (SELECT 1 FROM instances WHERE object_key = $1)
     OR EXISTS (SELECT 1 FROM instance_versions WHERE object_key = $1)
     OR EXISTS (SELECT 1 FROM conflicts WHERE object_key = $1 AND state <> 'discarded');
+
+-- name: file_hierarchy
+-- Patient, study and series of an arriving instance in one round trip.  Each upsert returns
+-- the row that exists (the no-op update makes RETURNING yield it), so the caller can see a
+-- study filed under another patient, or a series under another study, and roll back.
+WITH p AS (
+    INSERT INTO patients (patient_id, issuer, patient_name, birth_date, sex)
+    VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT ON CONSTRAINT patients_identity DO UPDATE SET patient_id = patients.patient_id
+    RETURNING id
+), st AS (
+    INSERT INTO studies (study_uid, patient_fk, study_date, study_time, accession_number,
+                         study_id, study_description, referring_physician, source)
+    SELECT $6, p.id, $7, $8, $9, $10, $11, $12, $13 FROM p
+    ON CONFLICT (study_uid) DO UPDATE SET study_uid = studies.study_uid
+    RETURNING id, patient_fk
+), se AS (
+    INSERT INTO series (series_uid, study_fk, modality, series_number, series_description,
+                        body_part)
+    SELECT $14, st.id, $15, $16, $17, $18 FROM st
+    ON CONFLICT (series_uid) DO UPDATE SET series_uid = series.series_uid
+    RETURNING id, study_fk
+)
+SELECT p.id AS patient_fk, st.id AS study_id, st.patient_fk AS study_patient_fk,
+       se.id AS series_id, se.study_fk AS series_study_fk
+FROM p, st, se;

@@ -27,6 +27,7 @@ from vna.gateway.dimse.identifier import (
     query_level,
 )
 from vna.gateway.status import CANCEL, PENDING, error_comment, find_failure_status
+from vna.security.audit import QUERY, Access, AuditTrail, query_text
 
 if TYPE_CHECKING:
     from vna.archive import Archive
@@ -46,8 +47,21 @@ def handle_find(event: Any, gateway: Gateway) -> Iterator[tuple[int | Dataset, D
             request = event.identifier
         except Exception as exc:  # pydicom raises many types on a malformed identifier
             raise InvalidRequest(f"cannot decode the identifier: {exc}") from exc
-        level = query_level(event.request.AffectedSOPClassUID, request)
-        matches = gateway.run(_matches(archive, level, request))
+        model = str(event.request.AffectedSOPClassUID)
+        level = query_level(model, request)
+        asker = Access(
+            actor=calling_ae,
+            origin=event.assoc.requestor.address,
+            action=QUERY,
+            detail={
+                "protocol": "dimse",
+                "operation": "C-FIND",
+                "level": level,
+                "model": model,
+                "query": query_text(_identifier_text(request)),
+            },
+        )
+        matches = gateway.run(_audited_matches(archive, level, request, asker))
     except VnaError as exc:
         status = find_failure_status(exc)
         log.warning("C-FIND from %s refused with 0x%04X: %s", calling_ae, status, exc)
@@ -61,6 +75,31 @@ def handle_find(event: Any, gateway: Gateway) -> Iterator[tuple[int | Dataset, D
             yield CANCEL, None
             return
         yield PENDING, find_response(request, match, level, ae_title)
+
+
+async def _audited_matches(
+    archive: Archive, level: str, request: Dataset, asker: Access
+) -> list[dict[str, Any]]:
+    """The matches, audited before any is sent (PS3.15 A.5.3.10 Query): no audit row, no
+    answer (the failure is A700, Out of resources)."""
+    matches = await _matches(archive, level, request)
+    if level == "PATIENT":
+        disclosed = dataclasses.replace(
+            asker, patients=[(_first(m, _PATIENT_ID), _first(m, _ISSUER)) for m in matches]
+        )
+    else:
+        disclosed = dataclasses.replace(asker, study_uids=[_first(m, "0020000D") for m in matches])
+    await AuditTrail(archive.db, archive.metrics).record(
+        dataclasses.replace(disclosed, detail={**asker.detail, "matches": len(matches)})
+    )
+    return matches
+
+
+def _identifier_text(identifier: Dataset) -> str:
+    try:
+        return identifier.to_json()
+    except Exception:  # a value pydicom cannot put in JSON: the keys at least
+        return ", ".join(elem.keyword or str(elem.tag) for elem in identifier)
 
 
 async def _matches(archive: Archive, level: str, request: Dataset) -> list[dict[str, Any]]:

@@ -37,6 +37,8 @@ from vna.gateway.dimse.identifier import (
 )
 from vna.gateway.dimse.retrieve import handle_get, handle_move
 from vna.gateway.dimse.store import handle_store
+from vna.security.audit import ASSOCIATION_REJECTED, AuditTrail
+from vna.security.tls import dimse_context
 
 if TYPE_CHECKING:
     from pynetdicom.transport import ThreadedAssociationServer
@@ -161,16 +163,22 @@ class DimseListener:
         configure_pynetdicom(settings)
         ae = build_ae(settings)
         handlers: list[Any] = [
-            (evt.EVT_REQUESTED, _check_calling_ae, [settings]),
+            (evt.EVT_REQUESTED, _check_calling_ae, [settings, gateway]),
             (evt.EVT_C_STORE, handle_store, [gateway]),
             (evt.EVT_C_FIND, handle_find, [gateway]),
             (evt.EVT_C_MOVE, handle_move, [gateway]),
             (evt.EVT_C_GET, handle_get, [gateway]),
         ]
         address = (settings.dimse.host, settings.dimse.port)
+        # DICOM TLS when configured (PS3.15 B.12): the port then speaks TLS only.
+        ssl_context = dimse_context(settings)
         try:
             self._server = await asyncio.to_thread(
-                ae.start_server, address, block=False, evt_handlers=handlers
+                ae.start_server,
+                address,
+                block=False,
+                evt_handlers=handlers,
+                ssl_context=ssl_context,
             )
         except OSError as exc:
             raise ConfigError(
@@ -179,7 +187,11 @@ class DimseListener:
             ) from exc
         self._ae = ae
         log.info(
-            "DIMSE listening as AE %s on %s:%d", settings.dimse.ae_title, address[0], self.port
+            "DIMSE listening as AE %s on %s:%d%s",
+            settings.dimse.ae_title,
+            address[0],
+            self.port,
+            " (DICOM TLS)" if ssl_context is not None else "",
         )
         if not settings.sources:
             log.warning(
@@ -231,7 +243,7 @@ def _check_temporary_directory(incoming: Path) -> None:
         log.info("DIMSE receives into %s (on the data volume)", incoming)
 
 
-def _check_calling_ae(event: Any, settings: Settings) -> None:
+def _check_calling_ae(event: Any, settings: Settings, gateway: Gateway) -> None:
     """``evt.EVT_REQUESTED``: reject an association from an AE title the configuration does
     not know.  Sources may store, query and retrieve; C-MOVE destinations (a viewing station
     pulling studies to itself) may query and retrieve, and their C-STOREs are refused."""
@@ -249,3 +261,17 @@ def _check_calling_ae(event: Any, settings: Settings) -> None:
     )
     assoc.acse.send_reject(_REJECTED_PERMANENT, _SERVICE_USER, _CALLING_AE_NOT_RECOGNIZED)
     assoc.kill()
+    # A security alert (PS3.15 A.5.3.11, node authentication); a failure to record it is
+    # counted and logged by the trail, and the association is rejected regardless.
+    trail = AuditTrail(gateway.archive.db, gateway.archive.metrics)
+    try:
+        gateway.run(
+            trail.security_event(
+                calling_ae,
+                str(assoc.requestor.address),
+                ASSOCIATION_REJECTED,
+                {"reason": "calling AE title not recognized", "protocol": "dimse"},
+            )
+        )
+    except Exception as exc:  # the archive is stopping
+        log.warning("could not audit the rejected association: %s", exc)

@@ -19,6 +19,7 @@ UID goes into the Failed SOP Instance UID List) and the others go on.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -41,6 +42,7 @@ from vna.gateway.dimse.bridge import Gateway
 from vna.gateway.dimse.identifier import RetrieveKeys, retrieve_keys
 from vna.gateway.status import CANCEL, PENDING, error_comment, retrieve_failure_status
 from vna.retrieve import StoredInstance
+from vna.security.audit import RETRIEVE, Access, AuditTrail
 
 if TYPE_CHECKING:
     from vna.archive import Archive
@@ -74,7 +76,7 @@ def handle_move(event: Any, gateway: Gateway) -> Iterator[_Yield]:
         return
     host, port = address
     try:
-        instances = _instances(event, gateway)
+        instances = _instances(event, gateway, "C-MOVE", destination)
     except VnaError as exc:
         # pynetdicom reports a handler's own failure status only once it has an association to
         # the destination, so a Verification association (every storage SCP echoes) stands in
@@ -100,7 +102,7 @@ def handle_get(event: Any, gateway: Gateway) -> Iterator[_Yield]:
     """``evt.EVT_C_GET``: number of sub-operations, then one yield per instance."""
     calling_ae = event.assoc.requestor.ae_title.strip()
     try:
-        instances = _instances(event, gateway)
+        instances = _instances(event, gateway, "C-GET")
     except VnaError as exc:
         yield 1
         yield _failure(exc, "C-GET", calling_ae), None
@@ -137,20 +139,42 @@ def sub_operation_contexts(instances: list[StoredInstance]) -> list[Presentation
     return contexts
 
 
-def _instances(event: Any, gateway: Gateway) -> list[StoredInstance]:
+def _instances(
+    event: Any, gateway: Gateway, operation: str, destination: str | None = None
+) -> list[StoredInstance]:
     try:
         identifier = event.identifier
     except Exception as exc:  # pydicom raises many types on a malformed identifier
         raise InvalidRequest(f"cannot decode the identifier: {exc}") from exc
     keys = retrieve_keys(event.request.AffectedSOPClassUID, identifier)
-    return gateway.run(_online_instances(gateway.archive, keys))
+    detail: dict[str, Any] = {"protocol": "dimse", "operation": operation, "level": keys.level}
+    if destination:
+        detail["destination"] = destination
+    asker = Access(
+        actor=event.assoc.requestor.ae_title.strip(),
+        origin=event.assoc.requestor.address,
+        action=RETRIEVE,
+        detail=detail,
+    )
+    return gateway.run(_online_instances(gateway.archive, keys, asker))
 
 
-async def _online_instances(archive: Archive, keys: RetrieveKeys) -> list[StoredInstance]:
+async def _online_instances(
+    archive: Archive, keys: RetrieveKeys, asker: Access | None = None
+) -> list[StoredInstance]:
     instances = await find_instances(archive, keys)
     # All or nothing, like WADO-RS: with an instance in an offline tier the whole retrieve is
     # refused (its restore queued) so that the requester retries it later as one.
     await archive.retriever.ensure_online(instances)
+    if asker is not None:
+        # Audited before the first sub-operation (PS3.15 A.5.3.7): no audit row, no retrieve.
+        await AuditTrail(archive.db, archive.metrics).record(
+            dataclasses.replace(
+                asker,
+                study_uids=[i.study_uid for i in instances],
+                detail={**asker.detail, "instances": len(instances)},
+            )
+        )
     return instances
 
 
