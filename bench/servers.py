@@ -281,6 +281,10 @@ def start_ours(
         "VNA_DIMSE_HOST": "127.0.0.1",
         # Orthanc logs warnings only by default; per-request INFO logging would be a handicap.
         "VNA_LOG_LEVEL": log_level,
+        # Orthanc does no background work; our lifecycle engine (compression above all) would
+        # compete with ingest for the two cores.  Deployments run it as its own service
+        # (`vna lifecycle run`, the ECS lifecycle task); bench/lifecycle.py measures it.
+        "VNA_LIFECYCLE_IN_SERVE": "false",
     }
     for key in ("VNA_CONFIG", "VNA_CONFIG_TOML", "VNA_DATABASE_URL", "VNA_STORAGE_URL"):
         env.pop(key, None)  # embedded defaults, whatever the caller's shell says

@@ -115,6 +115,9 @@ class LifecycleSettings:
     keep_done_hours: int = 24
     #: Days a restored copy of an offline (S3 GLACIER / DEEP_ARCHIVE) object stays readable.
     restore_days: int = 3
+    #: Run the workers inside ``vna serve`` too (one set, in its first worker process): the
+    #: one-machine default.  Deployments that run ``vna lifecycle run`` separately turn it off.
+    in_serve: bool = True
 
 
 @dataclass(frozen=True)

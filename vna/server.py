@@ -84,8 +84,17 @@ async def serve(settings: Settings, worker: int | None = None) -> None:
             log.warning(
                 "no sources declared: every sender is accepted and stored as source DEFAULT"
             )
-        await _wait_for_stop()
+        stop = _stop_event()
+        lifecycle = None
+        if settings.lifecycle.in_serve and not worker:
+            # The composition root may start the engine; vna/ itself never imports lifecycle/.
+            from lifecycle.worker import run_workers
+
+            lifecycle = asyncio.create_task(run_workers(archive, stop), name="lifecycle")
+        await stop.wait()
         log.info("stopping: finishing requests in flight")
+        if lifecycle is not None:
+            await lifecycle  # gives running jobs back to the queue
     finally:
         if dimse is not None:
             # Associations in progress finish (or are aborted after a grace period) while the
@@ -99,9 +108,9 @@ async def serve(settings: Settings, worker: int | None = None) -> None:
         log.info("stopped")
 
 
-async def _wait_for_stop() -> None:
+def _stop_event() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop

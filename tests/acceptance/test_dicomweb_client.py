@@ -152,8 +152,11 @@ def test_kill_9_mid_upload_loses_nothing_acknowledged(archive_process):
     assert not missing, f"{len(missing)} acknowledged instances lost"
     for uid, data in acknowledged.items():
         assert retrieved[uid] == data
-    # Partial uploads of the killed process were cleaned up at start.
-    leftovers = [p for p in (archive_process.data_dir / "incoming").rglob("*") if p.is_file()]
+    # Partial uploads of the killed processes were cleaned up at start.
+    dead = {str(p.pid) for p in workers}
+    leftovers = [
+        p for p in (archive_process.data_dir / "incoming").iterdir() if p.name.split(".")[0] in dead
+    ]
     assert leftovers == []
 
 
