@@ -200,7 +200,23 @@ def _valid_value_for(variable: str) -> str:
         "VNA_DIMSE_HOST": "127.0.0.2",
         "VNA_ADMIN_ADMIN_TOKEN_SHA256": "ab" * 32,
     }
-    return special.get(variable, "7")
+    if variable in special:
+        return special[variable]
+    # Otherwise a value of the field's type that differs from its default.
+    import dataclasses
+
+    default = load_settings(None, environ={})
+    for section in dataclasses.fields(default):
+        prefix = f"VNA_{section.name.upper()}_"
+        value = getattr(default, section.name)
+        if variable.startswith(prefix) and dataclasses.is_dataclass(value):
+            current = getattr(value, variable.removeprefix(prefix).lower())
+            if isinstance(current, bool):
+                return "false" if current else "true"
+            if isinstance(current, int):
+                return str(current + 1)
+            return "/srv/vna-env-value"
+    return "7"
 
 
 @pytest.mark.parametrize(
@@ -209,8 +225,19 @@ def _valid_value_for(variable: str) -> str:
 def test_every_listed_variable_is_actually_read(variable: str) -> None:
     """A deployment that sets a documented variable must see it take effect."""
     default = load_settings(None, environ={})
-    changed = load_settings(None, environ={variable: _valid_value_for(variable)})
+    environ = {variable: _valid_value_for(variable)}
+    # Keys that are only valid together are set together.
+    for group in _COMPANIONS:
+        if variable in group:
+            environ.update({v: _valid_value_for(v) for v in group if v not in environ})
+    changed = load_settings(None, environ=environ)
     assert changed != default
+
+
+_COMPANIONS = (
+    ("VNA_HTTP_TLS_CERT", "VNA_HTTP_TLS_KEY"),
+    ("VNA_DIMSE_TLS_CERT", "VNA_DIMSE_TLS_KEY", "VNA_DIMSE_TLS_CA"),
+)
 
 
 def test_source_for_ae_title(tmp_path: Path) -> None:
