@@ -7,9 +7,11 @@ data directory, for restart and crash tests.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,11 +119,15 @@ def _pg_ctl() -> Path | None:
 
 
 @pytest.fixture
-def archive_process(tmp_path: Path) -> Iterator[ArchiveProcess]:
+def archive_process() -> Iterator[ArchiveProcess]:
     """A started ``vna serve`` on a fresh data directory (embedded PostgreSQL and filesystem)."""
-    server = ArchiveProcess(tmp_path / "data")
-    server.start()
+    # Not under pytest's basetemp: run as root, the embedded PostgreSQL runs as another user
+    # that must traverse the path, and pytest resets its directories to mode 0700.
+    root = Path(tempfile.mkdtemp(prefix="vna-accept-"))
+    server = ArchiveProcess(root / "data")
     try:
+        server.start()
         yield server
     finally:
         server.shutdown()
+        shutil.rmtree(root, ignore_errors=True)

@@ -8,6 +8,7 @@ import io
 import shutil
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -89,7 +90,8 @@ def server(
     tmp_path_factory: pytest.TempPathFactory, destination: StorageSCP
 ) -> Iterator[ArchiveProcess]:
     """``vna serve`` with no sources (any calling AE) and the test's C-MOVE destination."""
-    root = tmp_path_factory.mktemp("vna-dimse")
+    # Not under pytest's basetemp (see archive_process in conftest.py).
+    root = Path(tempfile.mkdtemp(prefix="vna-accept-dimse-"))
     config = root / "vna.toml"
     config.write_text(
         "[[destinations]]\n"
@@ -99,11 +101,12 @@ def server(
         f"port = {destination.port}\n"
     )
     process = ArchiveProcess(root / "data", config=config)
-    process.start()
     try:
+        process.start()
         yield process
     finally:
         process.shutdown()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def run(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -415,7 +418,8 @@ def test_eight_concurrent_storescu_associations(server: ArchiveProcess, tmp_path
     assert {int(s.NumberOfStudyRelatedInstances) for s in found} == {5}
 
 
-def test_unknown_calling_ae_is_rejected_once_sources_are_declared(tmp_path: Path) -> None:
+def test_unknown_calling_ae_is_rejected_once_sources_are_declared() -> None:
+    tmp_path = Path(tempfile.mkdtemp(prefix="vna-accept-dimse-"))
     config = tmp_path / "vna.toml"
     config.write_text(
         '[[sources]]\nname = "HOSP1"\nae_titles = ["HOSP1PACS"]\nissuer_of_patient_id = "H1"\n'
@@ -430,6 +434,7 @@ def test_unknown_calling_ae_is_rejected_once_sources_are_declared(tmp_path: Path
         assert accepted.returncode == 0, accepted.stdout + accepted.stderr
     finally:
         process.shutdown()
+        shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def write_large_instance(path: Path, frames: int, rows: int = 1024, columns: int = 1024) -> None:
