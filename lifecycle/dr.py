@@ -397,7 +397,7 @@ async def _drill_read(
             digest.update(chunk)
             size += len(chunk)
     except NotFound:
-        found = False
+        found, detail = False, "not on the replica"
     except OfflineError as exc:
         readable, detail = False, str(exc)
     except StorageError as exc:

@@ -1,7 +1,8 @@
 """The ``vna dr`` commands (status, drill, failover, failback).
 
-``vna/cli.py`` parses the arguments and calls ``run``; errors are VnaError subclasses, which
-the command line prints as one line.
+``vna/cli.py`` builds the parsers with ``add_parsers`` and calls ``run``; errors are VnaError
+subclasses, which the command line prints as one line.  The archive and the DR code are
+imported only when a ``dr`` command runs (the command line starts fast for the others).
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-from lifecycle import dr, dr_report
-from lifecycle.commands import actor, opened
 from vna.config import Settings
 from vna.errors import InvalidRequest
 
@@ -32,9 +31,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     drill.add_argument("--replica", metavar="NAME", help="replica to drill (if several)")
     amount = drill.add_mutually_exclusive_group()
     amount.add_argument("--full", action="store_true", help="read every instance")
-    amount.add_argument(
-        "--sample", type=int, metavar="N", help=f"read N random instances ({dr.DEFAULT_SAMPLE})"
-    )
+    amount.add_argument("--sample", type=int, metavar="N", help="read N random instances (100)")
     drill.add_argument("--report", type=Path, metavar="FILE.html", help="write an HTML report")
     drill.add_argument(
         "--max-rpo", type=float, metavar="SECONDS", help="fail the drill above this RPO"
@@ -57,6 +54,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
+    from lifecycle import dr, dr_report
+    from lifecycle.commands import actor, opened
+
     async with opened(settings) as archive:
         if args.dr_command == "status":
             data = await dr.collect_status(archive)

@@ -124,7 +124,10 @@ async def restore_object(engine: Engine, key: str) -> None:
         log.warning("object %s to restore is missing from the store", key)
         raise
     if info.available:
-        log.info("object %s restored for %d days", key, engine.settings.lifecycle.restore_days)
+        days = engine.settings.lifecycle.restore_days
+        async with archive.db.acquire() as conn:
+            await conn.execute(q("restore_record"), key, days)
+        log.info("object %s restored for %d days", key, days)
         return
     # Poll about ten times over the typical restore time, between 30 s and 15 min.
     wait = min(max(archive.store.restore_seconds(tier) / 10, 30), 900)

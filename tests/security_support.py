@@ -64,7 +64,7 @@ async def call(
     data: bytes | None = None,
     headers: dict[str, str] | None = None,
     ssl_context: ssl.SSLContext | None = None,
-    timeout: float = 30,
+    time_limit: float = 30,
 ) -> Reply:
     sent = {"Accept": accept, **(headers or {})}
     if token is not None:
@@ -72,7 +72,7 @@ async def call(
     connector = aiohttp.TCPConnector(ssl=ssl_context) if ssl_context is not None else None
     async with (
         aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
+            connector=connector, timeout=aiohttp.ClientTimeout(total=time_limit)
         ) as http,
         http.request(method, url, data=data, headers=sent) as resp,
     ):
@@ -104,9 +104,7 @@ def config_file(settings: Settings, path: Path, extra: str = "") -> Path:
     return path
 
 
-async def vna(
-    capsys: pytest.CaptureFixture[str], config: Path, *argv: str
-) -> tuple[int, str, str]:
+async def vna(capsys: pytest.CaptureFixture[str], config: Path, *argv: str) -> tuple[int, str, str]:
     """Run the command line in a thread (it runs its own event loop); exit code, out, err."""
     from vna.cli import main
 

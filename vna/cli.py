@@ -51,6 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     _add_lifecycle_commands(sub)
 
+    from lifecycle.dr_commands import add_parsers as _add_dr_commands
+    from vna.recovery.commands import add_parsers as _add_recovery_commands
+
+    _add_dr_commands(sub)  # vna dr status|drill|failover|failback
+    _add_recovery_commands(sub)  # vna catalogue rebuild, vna verify
+
     args = parser.parse_args(argv)
     try:
         settings = load_settings(args.config)
@@ -82,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "config" and args.config_command == "env":
             print("\n".join(environment_keys()))
             return 0
-        if args.command in ("patients", "conflicts"):
+        if args.command in ("patients", "studies", "conflicts"):
             from vna.admin.commands import run as run_admin
 
             return asyncio.run(run_admin(settings, args))
@@ -92,6 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_security(settings, args))
         if args.command in ("lifecycle", "retention", "hold"):
             return asyncio.run(_lifecycle_command(settings, args))
+        if args.command == "dr":
+            from lifecycle.dr_commands import run as run_dr
+
+            return asyncio.run(run_dr(settings, args))
+        if args.command in ("catalogue", "verify"):
+            from vna.recovery.commands import run as run_recovery
+
+            return asyncio.run(run_recovery(settings, args))
     except ConfigError as exc:
         print(f"vna: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -32,7 +32,14 @@ ORDER BY i.id;
 
 -- name: tier_record
 -- Only if the row still names the object that was moved (compression may have switched it).
-UPDATE instances SET tier = $2 WHERE id = $1 AND object_key = $3;
+-- A restored copy (of the class it leaves) no longer counts.
+UPDATE instances SET tier = $2, restored_until = NULL WHERE id = $1 AND object_key = $3;
 
 -- name: restore_target
 SELECT tier FROM instances WHERE object_key = $1 LIMIT 1;
+
+-- name: restore_record
+-- A restore of the object completed: readable for $2 days (S3 keeps the copy at least that
+-- long, to the next midnight UTC), which Instance Availability reports (migration 0051).
+UPDATE instances SET restored_until = now() + make_interval(days => $2::int)
+WHERE object_key = $1;

@@ -86,9 +86,7 @@ def destination() -> Iterator[StorageSCP]:
 
 
 @pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, destination: StorageSCP
-) -> Iterator[ArchiveProcess]:
+def server(destination: StorageSCP) -> Iterator[ArchiveProcess]:
     """``vna serve`` with no sources (any calling AE) and the test's C-MOVE destination."""
     # Not under pytest's basetemp (see archive_process in conftest.py).
     root = Path(tempfile.mkdtemp(prefix="vna-accept-dimse-"))

@@ -15,7 +15,10 @@ from pydicom.dataset import Dataset
 from tests.factory import part10
 from vna.archive import Archive
 from vna.config import DEFAULT_SOURCE, Settings, SourceSettings
+from vna.errors import OfflineError
 from vna.ingest.pipeline import Sender
+from vna.storage.base import ObjectInfo
+from vna.storage.filesystem import FilesystemStore
 
 
 def with_lifecycle(settings: Settings, **sections: Any) -> Settings:
@@ -75,3 +78,56 @@ async def jobs(archive: Archive, kind: str | None = None) -> list[dict[str, Any]
         "SELECT * FROM jobs WHERE $1::text IS NULL OR kind = $1 ORDER BY id",
         kind,
     )
+
+
+class OfflineColdStore(FilesystemStore):
+    """A filesystem store whose cold root is offline, like an S3 GLACIER class: an object there
+    cannot be read until ``restore`` (which completes at once, as moto's do) has made a
+    readable copy."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.restored: set[str] = set()
+
+    @property
+    def offline_tiers(self) -> frozenset[str]:
+        return frozenset({"cold"})
+
+    def restore_seconds(self, tier: str) -> int:
+        return 5 * 3600
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        info = await super().stat(key)
+        if info is None:
+            return None
+        return dataclasses.replace(info, available=info.tier != "cold" or key in self.restored)
+
+    async def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        info = await self.stat(key)
+        if info is not None and not info.available:
+            raise OfflineError(f"{key} is offline", retry_after_seconds=5 * 3600)
+        async for chunk in super().iter_chunks(key, chunk_size):
+            yield chunk
+
+    async def restore(self, key: str, days: int) -> ObjectInfo:
+        self.restored.add(key)
+        info = await self.stat(key)
+        assert info is not None
+        return info
+
+
+def use_store(archive: Archive, store: FilesystemStore) -> None:
+    """Make ``store`` the archive's object store everywhere it is used."""
+    archive.store = archive.retriever.store = archive.ingester.store = store
+
+
+async def move_to_tier(archive: Archive, study_uid: str, tier: str) -> None:
+    """Move a study's objects to ``tier`` in the store and the catalogue, as a tiering job
+    does (lifecycle.tiering.move_study), without tiering rules."""
+    import lifecycle  # noqa: F401 - registers the lifecycle SQL blocks (tier_record)
+    from vna.catalog.queries import q
+
+    for row in await instances_of(archive, study_uid):
+        await archive.store.set_tier(row["object_key"], tier)
+        async with archive.db.acquire() as conn:
+            await conn.execute(q("tier_record"), row["id"], tier, row["object_key"])

@@ -45,7 +45,13 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from tests.conftest import free_port
 from tests.factory import ct_study
 from vna.archive import Archive
-from vna.config import DestinationSettings, DimseSettings, Settings, SourceSettings
+from vna.config import (
+    CompressionSettings,
+    DestinationSettings,
+    DimseSettings,
+    Settings,
+    SourceSettings,
+)
 from vna.errors import ConfigError, OfflineError
 from vna.gateway.dimse import DimseListener
 
@@ -613,6 +619,98 @@ async def test_a_retrieve_touching_offline_storage_is_refused_until_restored(
     # Refused: Out of resources - Unable to perform sub-operations; the PACS retries later.
     assert final.Status == 0xA702
     assert "restore" in final.ErrorComment
+
+
+async def test_offline_instances_are_refused_with_a702_until_their_restores_are_done(
+    start_archive: Start, destination: StorageSCP
+) -> None:
+    """No stand-in: a store whose cold tier is offline (like S3 GLACIER).  C-FIND says
+    OFFLINE, C-GET and C-MOVE are refused with A702 naming the restore, which is queued once
+    per object; after the lifecycle worker restored them, the same requests succeed."""
+    from lifecycle.worker import run_once
+    from tests.integration.lifecycle_support import (
+        OfflineColdStore,
+        jobs,
+        move_to_tier,
+        use_store,
+    )
+
+    archive, listener = await start_archive(
+        destinations=(
+            DestinationSettings(
+                name="workstation", ae_title="TESTDEST", host="127.0.0.1", port=destination.port
+            ),
+        ),
+        compression=CompressionSettings(level=0),
+    )
+    use_store(archive, OfflineColdStore(archive.settings.data_dir / "objects"))
+    study = ct_study(series=1, slices=2)
+    study_uid = study[0].StudyInstanceUID
+    assert await scu(store, listener.port, study) == [0, 0]
+    await move_to_tier(archive, study_uid, "cold")
+    got: dict[str, bytes] = {}
+
+    def on_store(event: Any) -> int:
+        path = Path(event.dataset_path)
+        got[str(event.request.AffectedSOPInstanceUID)] = split_part10(path.read_bytes())[1]
+        path.unlink()
+        return 0x0000
+
+    def get() -> Dataset:
+        contexts = [
+            (StudyRootQueryRetrieveInformationModelGet, [ImplicitVRLittleEndian]),
+            (CTImageStorage, [ExplicitVRLittleEndian]),
+        ]
+        role = build_role(CTImageStorage, scp_role=True)
+        with association(
+            listener.port, contexts, ext_neg=[role], handlers=[(evt.EVT_C_STORE, on_store)]
+        ) as assoc:
+            responses = list(
+                assoc.send_c_get(
+                    study_keys("STUDY", StudyInstanceUID=study_uid),
+                    StudyRootQueryRetrieveInformationModelGet,
+                )
+            )
+            return responses[-1][0]
+
+    def availability() -> str:
+        found, status = find(
+            listener.port,
+            StudyRootQueryRetrieveInformationModelFind,
+            study_keys("STUDY", StudyInstanceUID=study_uid),
+        )
+        assert status == 0
+        return str(found[0].InstanceAvailability)
+
+    assert await scu(availability) == "OFFLINE"
+    final = await scu(get)
+    # Refused: Out of resources - Unable to perform sub-operations (PS3.4 C.4.3.1.4).
+    assert final.Status == 0xA702
+    assert "restore" in final.ErrorComment
+    assert got == {}
+    moved = await scu(
+        move,
+        listener.port,
+        StudyRootQueryRetrieveInformationModelMove,
+        study_keys("STUDY", StudyInstanceUID=study_uid),
+        "TESTDEST",
+    )
+    assert moved.Status == 0xA702
+    assert "restore" in moved.ErrorComment
+    assert destination.received == {}
+    # One restore per object, however many requests asked.
+    restores = await jobs(archive, "restore")
+    instances = await archive.retriever.find(study_uid)
+    assert sorted(j["payload"]["object_key"] for j in restores) == sorted(
+        i.object_key for i in instances
+    )
+    assert {j["state"] for j in restores} == {"queued"}
+
+    assert (await run_once(archive)).done["restore"] == 2
+    assert await scu(availability) == "ONLINE"
+    final = await scu(get)
+    assert final.Status == 0x0000
+    assert got == {ds.SOPInstanceUID: encoded(ds) for ds in study}
 
 
 async def test_a_destination_may_query_and_retrieve_but_not_store(

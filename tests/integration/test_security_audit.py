@@ -5,7 +5,9 @@ a read whose audit row cannot be written is refused."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -23,11 +25,9 @@ from tests.factory import ct_study, part10
 from tests.integration.test_dimse import (
     StorageSCP,
     association,
-    destination,  # noqa: F401 - a fixture
     find,
     move,
     scu,
-    start_archive,  # noqa: F401 - a fixture
     store,
     study_keys,
 )
@@ -40,9 +40,44 @@ from tests.security_support import (
     stow,
     vna,
 )
-from vna.config import DestinationSettings, SourceSettings
+from vna.archive import Archive
+from vna.config import DestinationSettings, DimseSettings, Settings, SourceSettings
+from vna.gateway.dimse import DimseListener
 
 pytestmark = pytest.mark.asyncio
+Start = Callable[..., Awaitable[tuple[Archive, DimseListener]]]
+
+
+@pytest.fixture
+async def dimse_archive(archive_settings: Settings) -> AsyncIterator[Start]:
+    """Open the test's archive with its DIMSE listener on a free loopback port."""
+    started: list[tuple[Archive, DimseListener]] = []
+
+    async def start(**overrides: Any) -> tuple[Archive, DimseListener]:
+        settings = dataclasses.replace(
+            archive_settings,
+            dimse=DimseSettings(host="127.0.0.1", port=0, network_timeout=30),
+            **overrides,
+        )
+        archive = await Archive.open(settings)
+        listener = DimseListener(archive)
+        await listener.start()
+        started.append((archive, listener))
+        return archive, listener
+
+    yield start
+    for archive, listener in reversed(started):
+        await listener.stop(grace_seconds=5)
+        await archive.close()
+
+
+@pytest.fixture
+def destination() -> Iterator[StorageSCP]:
+    scp = StorageSCP()
+    try:
+        yield scp
+    finally:
+        scp.stop()
 
 
 def c_get(port: int, study_uid: str) -> Dataset:
@@ -76,9 +111,9 @@ def _code(message: dict[str, Any]) -> tuple[str, str]:
 
 
 async def test_every_access_is_audited_and_exported(
-    start_archive, destination: StorageSCP, tmp_path, capsys
+    dimse_archive: Start, destination: StorageSCP, tmp_path, capsys
 ):
-    archive, listener = await start_archive(
+    archive, listener = await dimse_archive(
         destinations=(
             DestinationSettings(
                 name="ws", ae_title="TESTDEST", host="127.0.0.1", port=destination.port
@@ -221,7 +256,10 @@ async def test_every_access_is_audited_and_exported(
     study_object, patient_object = message["ParticipantObjectIdentification"]
     assert study_object["ParticipantObjectIDTypeCode"]["csd-code"] == "110180"
     assert study_object["ParticipantObjectID"] == uid1
-    assert (study_object["ParticipantObjectTypeCode"], study_object["ParticipantObjectTypeCodeRole"]) == (2, 3)
+    assert (
+        study_object["ParticipantObjectTypeCode"],
+        study_object["ParticipantObjectTypeCodeRole"],
+    ) == (2, 3)
     assert patient_object["ParticipantObjectIDTypeCode"] == {
         "csd-code": "2",
         "codeSystemName": "RFC-3881",
@@ -229,9 +267,7 @@ async def test_every_access_is_audited_and_exported(
     }
     assert patient_object["ParticipantObjectID"] == "PAT001"
     # A query message carries the query itself (A.5.3.10): the C-FIND identifier.
-    (c_find,) = [
-        m for m in by_study if m["vna"]["detail"].get("operation") == "C-FIND"
-    ]
+    (c_find,) = [m for m in by_study if m["vna"]["detail"].get("operation") == "C-FIND"]
     (queried,) = [
         o
         for o in c_find["ParticipantObjectIdentification"]
@@ -250,14 +286,10 @@ async def test_every_access_is_audited_and_exported(
     assert code == 1 and "--since 'yesterday' is not a date" in err
 
 
-async def test_refusals_and_token_changes_are_audited(start_archive, tmp_path, capsys):
-    archive, listener = await start_archive(
+async def test_refusals_and_token_changes_are_audited(dimse_archive: Start, tmp_path, capsys):
+    archive, listener = await dimse_archive(
         sources=(SourceSettings(name="H1", ae_titles=("H1PACS",)),)
     )
-
-    def associate(calling: str) -> bool:
-        with association(listener.port, [], calling=calling) as assoc:
-            return bool(assoc.is_established)
 
     from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -300,8 +332,8 @@ FOR EACH ROW EXECUTE FUNCTION audit_unwritable();
 """
 
 
-async def test_a_read_whose_audit_cannot_be_written_is_refused(start_archive):
-    archive, listener = await start_archive()
+async def test_a_read_whose_audit_cannot_be_written_is_refused(dimse_archive: Start):
+    archive, listener = await dimse_archive()
     (ds,) = ct_study(series=1, slices=1)
     assert await scu(store, listener.port, [ds]) == [0]
     uid = ds.StudyInstanceUID

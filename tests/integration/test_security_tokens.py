@@ -115,9 +115,7 @@ async def test_tokens_and_roles_over_http(settings, tmp_path, capsys):
             assert (await call("GET", h2_study, token=reader_h1, accept=ACCEPT_DICOM)).status == 404
             assert (await call("GET", f"{h2_study}/metadata", token=reader_h1)).status == 404
             assert (await call("GET", f"{h2_study}/metadata", token=reader)).status == 200
-            denied = await audit_rows(
-                archive, "action = 'access-denied' AND study_uid IS NOT NULL"
-            )
+            denied = await audit_rows(archive, "action = 'access-denied' AND study_uid IS NOT NULL")
             assert [(d["actor"], d["study_uid"]) for d in denied] == [
                 ("h1-viewer", s2[0].StudyInstanceUID)
             ] * 2
@@ -231,7 +229,7 @@ async def test_serve_refuses_a_public_address_without_tokens(archive_settings, t
         tmp_path / "vna.toml",
         '[http]\nhost = "0.0.0.0"\nport = 0\n[dimse]\nenabled = false\n',
     )
-    code, out, err = await vna(capsys, config, "serve")
+    code, _, err = await vna(capsys, config, "serve")
     assert code == 2
     last = err.strip().splitlines()[-1]
     assert last.startswith("vna: configuration error: refusing to serve DICOMweb on 0.0.0.0")

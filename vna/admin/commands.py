@@ -1,5 +1,6 @@
-"""``vna patients ...`` and ``vna conflicts ...``: arguments and output of the administration
-commands (the work is in ``vna.admin.patients`` and ``vna.admin.conflicts``)."""
+"""``vna patients ...``, ``vna studies ...`` and ``vna conflicts ...``: arguments and output of
+the administration commands (the work is in ``vna.admin.patients``, ``vna.admin.studies`` and
+``vna.admin.conflicts``)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from typing import Any
 
 from vna.admin import conflicts as c
 from vna.admin import patients as p
+from vna.admin import studies as st_admin
 from vna.admin.patients import Identity
 from vna.config import Settings
+from vna.dicom.corrections import STUDY_ATTRIBUTES
 from vna.errors import InvalidRequest
 
-COMMANDS = ("patients", "conflicts")
+COMMANDS = ("patients", "studies", "conflicts")
 _IDENTITY = "patient identity: ID^^^ISSUER (or ID alone, for no issuer)"
 
 
@@ -50,6 +53,28 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     ch = pts.add_parser("changes", help="corrections and merges, newest first")
     ch.add_argument("--json", action="store_true")
 
+    st = sub.add_parser("studies", help="studies: show, correct, move to another patient, undo")
+    sts = st.add_subparsers(dest="studies_command", required=True)
+    sh = sts.add_parser("show", help="a study's attributes, patient and changes")
+    sh.add_argument("study_uid", metavar="STUDY_UID")
+    sh.add_argument("--json", action="store_true")
+    su = sts.add_parser("update", help="correct study attributes in the catalogue and the objects")
+    su.add_argument("study_uid", metavar="STUDY_UID")
+    su.add_argument(
+        "--set",
+        dest="values",
+        action="append",
+        required=True,
+        metavar="KEYWORD=VALUE",
+        help=f"one of {', '.join(STUDY_ATTRIBUTES)} (repeat for several)",
+    )
+    sm = sts.add_parser("move", help="file the study under another patient (IOCM reconciliation)")
+    sm.add_argument("study_uid", metavar="STUDY_UID")
+    sm.add_argument("--to-patient", required=True, metavar="PATIENT_ID", help="PatientID")
+    sm.add_argument("--issuer", default="", help="IssuerOfPatientID (omit: none)")
+    sn = sts.add_parser("undo", help="undo a study correction or move")
+    sn.add_argument("change_id", type=int, metavar="CHANGE_ID")
+
     cf = sub.add_parser("conflicts", help="quarantined versions of archived instances")
     cfs = cf.add_subparsers(dest="conflicts_command", required=True)
     cl = cfs.add_parser("list", help="conflicts (open ones unless --state)")
@@ -71,6 +96,8 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         if args.command == "conflicts":
             return await _conflicts(archive, args, actor)
+        if args.command == "studies":
+            return await _studies(archive, args, actor)
         return await _patients(archive, args, actor)
     finally:
         await archive.close()
@@ -196,12 +223,53 @@ async def _patients(archive: Any, args: argparse.Namespace, actor: str) -> int:
                 "patient_id",
                 "issuer",
                 "target_patient_id",
+                "study_uid",
                 "state",
                 "instances",
                 "actor",
                 "created_at",
             ],
         )
+    return 0
+
+
+async def _studies(archive: Any, args: argparse.Namespace, actor: str) -> int:
+    cmd = args.studies_command
+    if cmd == "show":
+        shown = await st_admin.show_study(archive.db, args.study_uid)
+        if args.json:
+            _print_json(shown)
+            return 0
+        study = shown["study"]
+        print(f"study {study['study_uid']} of patient {shown['patient']}")
+        for keyword, (_, column) in STUDY_ATTRIBUTES.items():
+            print(f"  {keyword:<24} {_text(study[column])}")
+        for c in shown["changes"]:
+            print(
+                f"  change {c['id']}: {c['kind']} ({c['state']}) by {c['actor']}"
+                f" at {_text(c['created_at'])}: {_text(c['changes'])}"
+            )
+        return 0
+    if cmd == "update":
+        values: dict[str, str] = {}
+        for item in args.values:
+            keyword, sep, value = item.partition("=")
+            if not sep or not keyword.strip():
+                raise InvalidRequest(f"--set takes KEYWORD=VALUE, not {item!r}")
+            values[keyword.strip()] = value
+        change = await st_admin.update_study(archive, args.study_uid, values, actor=actor)
+        print(f"change {change}: study {args.study_uid} updated (undo: vna studies undo {change})")
+        return 0
+    if cmd == "move":
+        target = Identity(args.to_patient.strip(), args.issuer.strip())
+        change = await st_admin.move_study(archive, args.study_uid, target, actor=actor)
+        print(
+            f"change {change}: study {args.study_uid} moved to patient {target}"
+            f" (undo: vna studies undo {change})"
+        )
+        return 0
+    await p.undo_change(archive, args.change_id, actor=actor)
+    print(f"change {args.change_id} undone")
     return 0
 
 

@@ -1,5 +1,6 @@
 """Patient administration: find, link identities across hospitals, correct demographics, merge
-two patients, and undo a correction or merge.
+two patients, and undo a correction or merge (or a study correction or move, which
+``vna.admin.studies`` applies through the same machinery).
 
 A correction or merge rewrites every stored object of the patient's studies into a new object
 whose header holds the corrected values and, in Original Attributes Sequence (0400,0561), the
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,8 @@ from vna.ingest import filing
 from vna.storage.base import content_key
 
 if TYPE_CHECKING:
+    import asyncpg
+
     from vna.archive import Archive
     from vna.catalog.database import Database
 
@@ -218,15 +221,30 @@ async def update_patient(
                 )
     header_values = _header_values(values)
     previous = {"patient": _patient_json(patient)}
-    return await _apply(
+
+    async def catalogue(conn: asyncpg.Connection) -> None:
+        await conn.execute(
+            q("update_patient_row"),
+            patient["id"],
+            target.patient_id,
+            target.issuer,
+            _new(header_values, "PatientName", patient["patient_name"]),
+            _new(header_values, "PatientBirthDate", patient["birth_date"]),
+            _new(header_values, "PatientSex", patient["sex"]),
+        )
+
+    async with archive.db.acquire() as conn:
+        instances = await conn.fetch(q("instances_of_patient"), patient["id"])
+    return await apply_change(
         archive,
         kind="update",
-        patient_fk=patient["id"],
+        instances=instances,
         source=identity,
         target=target,
         header_values=header_values,
         previous=previous,
         changes=dict(values),
+        catalogue=catalogue,
         actor=actor,
         origin=origin,
     )
@@ -246,56 +264,71 @@ async def merge_patients(
             if row is None:
                 raise NotFound(f"patient {who} is not in the archive")
         studies = await conn.fetch(q("studies_of_patient"), src["id"])
+        instances = await conn.fetch(q("instances_of_patient"), src["id"])
     if not studies:
         raise InvalidRequest(f"patient {source} has no studies to merge")
-    header_values = _header_values(
-        {
-            "PatientID": dst["patient_id"],
-            "IssuerOfPatientID": dst["issuer"],
-            "PatientName": dst["patient_name"],
-            "PatientBirthDate": dst["birth_date"],
-            "PatientSex": dst["sex"],
-        }
-    )
-    return await _apply(
+    study_ids = [s["id"] for s in studies]
+
+    async def catalogue(conn: asyncpg.Connection) -> None:
+        await conn.execute(q("move_studies"), study_ids, dst["id"])
+
+    return await apply_change(
         archive,
         kind="merge",
-        patient_fk=src["id"],
+        instances=instances,
         source=source,
         target=target,
-        header_values=header_values,
-        previous={
-            "patient": _patient_json(src),
-            "target_fk": dst["id"],
-            "studies": [s["id"] for s in studies],
-        },
+        header_values=identity_values(dst),
+        previous={"patient": _patient_json(src), "target_fk": dst["id"], "studies": study_ids},
         changes={"into": str(target), "studies": [s["study_uid"] for s in studies]},
+        catalogue=catalogue,
         actor=actor,
         origin=origin,
     )
 
 
-async def _apply(
+def identity_values(patient: Any) -> dict[str, str | None]:
+    """The header values that file an object under ``patient`` (a patients row): its
+    identity and demographics."""
+    return _header_values(
+        {
+            "PatientID": patient["patient_id"],
+            "IssuerOfPatientID": patient["issuer"],
+            "PatientName": patient["patient_name"],
+            "PatientBirthDate": patient["birth_date"],
+            "PatientSex": patient["sex"],
+        }
+    )
+
+
+async def apply_change(
     archive: Archive,
     *,
     kind: str,
-    patient_fk: int,
+    instances: Sequence[Any],
     source: Identity,
     target: Identity,
-    header_values: dict[str, str | None],
+    header_values: Mapping[str, str | None],
     previous: dict[str, Any],
     changes: dict[str, Any],
+    catalogue: Callable[[asyncpg.Connection], Awaitable[None]],
     actor: str,
     origin: str,
+    study_uid: str | None = None,
 ) -> int:
-    async with archive.db.acquire() as conn:
-        instances = await conn.fetch(q("instances_of_patient"), patient_fk)
+    """Rewrite ``instances`` (rows with id, sop_uid, study_uid, series_uid) with
+    ``header_values``, then, in one transaction, record the change, swap every instance to its
+    new object (keeping the previous one as a version), run ``catalogue`` (the change's own
+    catalogue update) and audit; returns the change id (for ``undo_change``).
+
+    ``previous`` holds what ``undo_change`` needs to put the catalogue back for this ``kind``.
+    """
     # The new objects first (durable before the catalogue points at them), a few at a time.
     slots = asyncio.Semaphore(4)
 
     async def one(row: Any) -> _Rewritten:
         async with slots:
-            return await _rewrite(archive, row, header_values, str(source))
+            return await _rewrite(archive, row, dict(header_values), str(source))
 
     rewritten = await asyncio.gather(*(one(r) for r in instances))
     async with archive.db.transaction() as conn:
@@ -310,6 +343,7 @@ async def _apply(
                 previous,
                 changes,
                 actor,
+                study_uid,
             )
         )
         for r in rewritten:
@@ -335,44 +369,52 @@ async def _apply(
                 "instance-stored",
                 {"instance_id": r.instance_id, "object_key": r.object_key, "sop_uid": r.sop_uid},
             )
-        if kind == "update":
-            p = previous["patient"]
-            await conn.execute(
-                q("update_patient_row"),
-                patient_fk,
-                target.patient_id,
-                target.issuer,
-                _new(header_values, "PatientName", p["patient_name"]),
-                _new(header_values, "PatientBirthDate", p["birth_date"]),
-                _new(header_values, "PatientSex", p["sex"]),
-            )
-        else:
-            await conn.execute(q("move_studies"), previous["studies"], previous["target_fk"])
+        await catalogue(conn)
         study_uids: list[str | None] = [*sorted({r.study_uid for r in rewritten})]
-        for study_uid in study_uids or [None]:
+        if study_uid is not None:
+            study_uids = [study_uid]
+        for audited in study_uids or [None]:
             await filing.audit(
                 conn,
                 actor=actor,
                 origin=origin,
-                action=f"patient-{kind}",
+                action=change_action(kind),
                 patient_id=source.patient_id,
                 issuer=source.issuer,
-                study_uid=study_uid,
+                study_uid=audited,
                 detail={"change": change_id, "into": str(target), "changes": changes},
             )
     return change_id
 
 
+def change_action(kind: str) -> str:
+    """The audit action of a change of this kind (study-update, study-move, patient-update,
+    patient-merge)."""
+    return kind if kind.startswith("study-") else f"patient-{kind}"
+
+
 async def undo_change(archive: Archive, change_id: int, *, actor: str, origin: str = "") -> None:
-    """Put back what a correction or merge changed: the previous objects, the patient's
-    demographics, the studies' patient.  Refused when an instance changed since (a later
-    correction or replacement: undo that first)."""
+    """Put back what a correction, merge or study move changed: the previous objects, the
+    patient's demographics or the study's attributes, the studies' patient.  Refused when an
+    instance changed since (a later correction or replacement: undo that first)."""
     async with archive.db.transaction() as conn:
         change = await conn.fetchrow(q("lock_patient_change"), change_id)
         if change is None:
             raise NotFound(f"patient change {change_id} does not exist")
         if change["state"] != "applied":
             raise InvalidRequest(f"patient change {change_id} is already undone")
+        if change["study_uid"] is not None:
+            # Instances of the study filed after the change carry its values (they were filed
+            # as it did the earlier ones) and have no version to go back to: undoing would
+            # leave them disagreeing with the rest of the study.
+            late = await conn.fetchval(q("instances_filed_since_change"), change_id)
+            if late:
+                again = "move" if change["kind"] == "study-move" else "update"
+                raise InvalidRequest(
+                    f"{late} instance(s) of study {change['study_uid']} arrived after change"
+                    f" {change_id} and were filed as it said; change the study again instead"
+                    f" (vna studies {again})"
+                )
         for v in await conn.fetch(q("versions_of_change"), change_id):
             if await conn.fetchval(q("restore_version"), v["id"]) is None:
                 raise InvalidRequest(
@@ -390,7 +432,20 @@ async def undo_change(archive: Archive, change_id: int, *, actor: str, origin: s
             )
         previous = change["previous"]
         p = previous["patient"]
-        if change["kind"] == "update":
+        if change["kind"] == "study-update":
+            st = previous["study"]
+            day = st["study_date"]
+            await conn.execute(
+                q("update_study_row"),
+                st["id"],
+                dt.date.fromisoformat(day) if day else None,
+                st["study_time"],
+                st["accession_number"],
+                st["study_id"],
+                st["study_description"],
+                st["referring_physician"],
+            )
+        elif change["kind"] == "update":
             await conn.execute(
                 q("update_patient_row"),
                 p["id"],
@@ -416,9 +471,10 @@ async def undo_change(archive: Archive, change_id: int, *, actor: str, origin: s
             conn,
             actor=actor,
             origin=origin,
-            action=f"patient-{change['kind']}-undo",
+            action=f"{change_action(change['kind'])}-undo",
             patient_id=change["patient_id"],
             issuer=change["issuer"],
+            study_uid=change["study_uid"],
             detail={"change": change_id},
         )
 

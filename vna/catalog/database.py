@@ -25,6 +25,10 @@ _UNAVAILABLE = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
+    # A pooled connection the server terminated (pg_terminate_backend, a failover) can fail
+    # its next query with this protocol-state error instead of a connection error; the pool
+    # discards the connection on release.
+    asyncpg.InternalClientError,
 )
 
 

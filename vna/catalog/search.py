@@ -16,6 +16,11 @@ Matching, where PS3.4 C.2.2.2 leaves the choice to the implementation:
 * ModalitiesInStudy matches a study that has a series of (any of) the given modalities.
 * Attributes without a column match against the instance headers: at study and series level,
   a study or series matches when any of its instances does.
+* With ``includelinked=true`` (a vendor extension, :mod:`vna.dicom.qido`) the PatientID (and
+  IssuerOfPatientID) match becomes a match of any identity linked to the one(s) named.
+
+Every match carries Instance Availability (0008,0056) of the instances at its level, the least
+available of them (PS3.4 C.4.1.1.3.2; :mod:`vna.storage.availability`).
 """
 
 from __future__ import annotations
@@ -28,9 +33,20 @@ from typing import Any, Literal
 
 import asyncpg
 
+from vna.catalog.patients import linked_patient_ids
 from vna.catalog.queries import q
-from vna.dicom.qido import Level, Match, MatchKind, Query, attribute_level, range_key
+from vna.dicom.qido import (
+    ISSUER_OF_PATIENT_ID,
+    PATIENT_ID,
+    Level,
+    Match,
+    MatchKind,
+    Query,
+    attribute_level,
+    range_key,
+)
 from vna.errors import InvalidRequest
+from vna.storage.availability import least_available
 
 _MAX_BIGINT = 2**63 - 1
 
@@ -72,6 +88,7 @@ COLUMNS: dict[str, _Column] = {
     "00280011": _Column("i.columns", "int"),
 }
 _MODALITIES_IN_STUDY = "00080061"
+INSTANCE_AVAILABILITY = "00080056"
 
 # Attributes each level returns from the catalogue's columns (PS3.18 Tables 10.6.3-3 to -5).
 STUDY_DEFAULTS = frozenset(
@@ -123,14 +140,22 @@ async def search(
     max_results: int,
     default_limit: int,
     sources: Sequence[str] | None = None,
+    offline_tiers: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     """DICOM JSON objects (PS3.18 F.2) of the matches of ``query``, in a deterministic order.
 
     ``limit`` defaults to ``default_limit`` and is capped at ``max_results``.  ``sources``
     restricts the matches to studies those sources sent (a reader token's ``read_sources``).
+    ``offline_tiers`` are the tiers the object store must restore before reading
+    (``ObjectStore.offline_tiers``), for Instance Availability.
     """
     page = await search_page(
-        conn, query, max_results=max_results, default_limit=default_limit, sources=sources
+        conn,
+        query,
+        max_results=max_results,
+        default_limit=default_limit,
+        sources=sources,
+        offline_tiers=offline_tiers,
     )
     return page.results
 
@@ -142,6 +167,7 @@ async def search_page(
     max_results: int,
     default_limit: int,
     sources: Sequence[str] | None = None,
+    offline_tiers: frozenset[str] = frozenset(),
 ) -> SearchPage:
     """:func:`search`, also telling whether matches beyond the page exist (PS3.18 8.3.4.4 lets
     the origin server warn that more results can be requested)."""
@@ -151,14 +177,34 @@ async def search_page(
     where = _Where(first_index=3)
     if sources is not None:
         where.add(f"st.source = ANY({where.param(list(sources))}::text[])")
-    _constrain(where, query)
+    identities = await _linked_identities(conn, query) if query.include_linked else None
+    _constrain(where, query, identities)
     sql = q(f"search_{_TABLE[query.level]}").replace("{where}", where.sql())
     rows = await conn.fetch(sql, limit + 1, query.offset, *where.args)
     more = len(rows) > limit
     rows = rows[:limit]
     if not rows:
         return SearchPage([], more)
-    return SearchPage(await _describe(conn, query, rows), more)
+    return SearchPage(await _describe(conn, query, rows, offline_tiers), more)
+
+
+async def _linked_identities(conn: asyncpg.Connection, query: Query) -> list[tuple[str, str]]:
+    """The identities named by the PatientID (and IssuerOfPatientID) match, and every identity
+    linked to them.  Without an issuer, the PatientID of every issuer is a starting point."""
+    patient = query.match(PATIENT_ID)
+    if patient is None or patient.kind is not MatchKind.SINGLE:
+        raise InvalidRequest("includelinked needs one PatientID value")
+    issuer = query.match(ISSUER_OF_PATIENT_ID)
+    if issuer is not None and issuer.kind is MatchKind.SINGLE:
+        starts = [issuer.value]
+    elif issuer is None or issuer.kind is MatchKind.UNIVERSAL:
+        starts = [r["issuer"] for r in await conn.fetch(q("search_issuers_of"), patient.value)]
+    else:
+        raise InvalidRequest("includelinked needs one IssuerOfPatientID value")
+    found: dict[tuple[str, str], None] = {}
+    for start in starts:
+        found.update(dict.fromkeys(await linked_patient_ids(conn, patient.value, start)))
+    return list(found)
 
 
 _TABLE: dict[Level, str] = {"study": "studies", "series": "series", "instance": "instances"}
@@ -186,13 +232,24 @@ class _Where:
         return " AND ".join(f"({c})" for c in self.clauses) or "TRUE"
 
 
-def _constrain(w: _Where, query: Query) -> None:
+def _constrain(
+    w: _Where, query: Query, identities: Sequence[tuple[str, str]] | None = None
+) -> None:
     if query.study_uid is not None:
         w.add(f"st.study_uid = {w.param(query.study_uid)}::text")
     if query.series_uid is not None:
         w.add(f"se.series_uid = {w.param(query.series_uid)}::text")
+    if identities is not None:
+        # The linked identities replace the PatientID and IssuerOfPatientID matches.
+        ids = w.param([i for i, _ in identities])
+        issuers = w.param([issuer for _, issuer in identities])
+        w.add(
+            f"(p.patient_id, p.issuer) IN (SELECT * FROM unnest({ids}::text[], {issuers}::text[]))"
+        )
     for match in query.matches.values():
         if match.kind is MatchKind.UNIVERSAL:
+            continue
+        if identities is not None and match.tag in (PATIENT_ID, ISSUER_OF_PATIENT_ID):
             continue
         if match.tag == _MODALITIES_IN_STUDY:
             # ModalitiesInStudy lists the modalities of the study's series (PS3.3 C.7.2.2), so
@@ -340,7 +397,10 @@ def _date(value: str) -> dt.date:
 
 
 async def _describe(
-    conn: asyncpg.Connection, query: Query, rows: Sequence[asyncpg.Record]
+    conn: asyncpg.Connection,
+    query: Query,
+    rows: Sequence[asyncpg.Record],
+    offline_tiers: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     level = query.level
     # PS3.18 10.6.3.3: a search over all series (no study in the path) also returns the study
@@ -395,6 +455,16 @@ async def _describe(
                 out["0020000E"] = _text("UI", r["series_uid"])
         if level == "instance":
             out.update(_instance_attributes(r))
+        # PS3.4 C.4.1.1.3.2: of the instances at the level of the query, the least available.
+        if level == "study":
+            agg = study_aggs.get(r["study_pk"])
+            tiers = list(agg["tiers"]) if agg else []
+        elif level == "series":
+            agg = series_aggs.get(r["series_pk"])
+            tiers = list(agg["tiers"]) if agg else []
+        else:
+            tiers = [] if r["restored"] else [r["tier"]]
+        out[INSTANCE_AVAILABILITY] = _text("CS", least_available(tiers, offline_tiers))
         for tag, element in headers.get(r[pk_name], {}).items():
             if tag in out:
                 continue  # the catalogue's value wins (it is what matching used)

@@ -19,6 +19,12 @@ Sequence matching (C.2.2.2.6) and dotted attribute paths (PS3.18 8.3.4.1) are re
 clear message; fuzzy matching of person names (PS3.18 8.3.4.2) is accepted as a request and not
 performed (the query records that it was asked for, so the gateway can say so with a Warning).
 
+One vendor extension: ``includelinked=true`` widens a single-value PatientID match (with
+IssuerOfPatientID, or across issuers without it) to every patient identity an administrator
+linked to it (``vna patients link``), so that one query finds a person's studies from every
+hospital.  PS3.18 8.3.4 defines no such parameter; an origin server may not know it, so
+clients send it only to this archive.
+
 Every problem raises :class:`vna.errors.InvalidRequest` naming the parameter.
 """
 
@@ -98,6 +104,9 @@ class Query:
     offset: int = 0
     #: ``fuzzymatching=true`` was asked for; matching is literal regardless (PS3.18 8.3.4.2).
     fuzzy_matching_requested: bool = False
+    #: ``includelinked=true`` (vendor extension): the PatientID match also matches every
+    #: identity linked to it.
+    include_linked: bool = False
     #: Path constraints: /studies/{study}/... and .../series/{series}/...
     study_uid: str | None = None
     series_uid: str | None = None
@@ -235,6 +244,7 @@ def parse_qido(
     limit: int | None = None
     offset: int | None = None
     fuzzy: bool | None = None
+    linked: bool | None = None
     for name, value in params:
         if not isinstance(name, str) or not isinstance(value, str):
             raise InvalidRequest("query parameters must be text")
@@ -263,18 +273,19 @@ def parse_qido(
         elif reserved == "fuzzymatching":
             if fuzzy is not None:
                 raise InvalidRequest("query parameter 'fuzzymatching' given more than once")
-            flag = value.strip().lower()
-            if flag not in ("true", "false"):
-                raise InvalidRequest(
-                    f"query parameter 'fuzzymatching' must be true or false, not {_show(value)}"
-                )
-            fuzzy = flag == "true"
+            fuzzy = _flag("fuzzymatching", value)
+        elif reserved == "includelinked":
+            if linked is not None:
+                raise InvalidRequest("query parameter 'includelinked' given more than once")
+            linked = _flag("includelinked", value)
         elif reserved in _IGNORED_PARAMETERS:
             continue
         else:
             where = f"query parameter {_show(name)}"
             attr = _resolve(name, where)
             _add(matches, _match(attr, value, lvl, where), where)
+    if linked:
+        _check_linked(matches)
     return Query(
         level=lvl,
         matches=MappingProxyType(matches),
@@ -283,9 +294,37 @@ def parse_qido(
         limit=limit,
         offset=offset or 0,
         fuzzy_matching_requested=bool(fuzzy),
+        include_linked=bool(linked),
         study_uid=study_uid,
         series_uid=series_uid,
     )
+
+
+PATIENT_ID = "00100020"
+ISSUER_OF_PATIENT_ID = "00100021"
+
+
+def _flag(name: str, value: str) -> bool:
+    flag = value.strip().lower()
+    if flag not in ("true", "false"):
+        raise InvalidRequest(f"query parameter {name!r} must be true or false, not {_show(value)}")
+    return flag == "true"
+
+
+def _check_linked(matches: Mapping[str, Match]) -> None:
+    """``includelinked`` follows the links of one identity: PatientID must be a single value
+    (no wildcard, no list), and IssuerOfPatientID, when given, too."""
+    patient = matches.get(PATIENT_ID)
+    if patient is None or patient.kind is not MatchKind.SINGLE:
+        raise InvalidRequest(
+            "query parameter 'includelinked' needs one PatientID value (no wildcard) to follow"
+            " the links of"
+        )
+    issuer = matches.get(ISSUER_OF_PATIENT_ID)
+    if issuer is not None and issuer.kind not in (MatchKind.SINGLE, MatchKind.UNIVERSAL):
+        raise InvalidRequest(
+            "query parameter 'includelinked' needs one IssuerOfPatientID value (no wildcard)"
+        )
 
 
 # --- C-FIND --------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Administration over HTTP (``/admin``): quarantined conflicts, patient links, corrections,
-merges and their undoing.  JSON in, JSON out; the work is in ``vna.admin``.
+merges, study corrections and moves, and their undoing.  JSON in, JSON out; the work is in
+``vna.admin``.
 
 Every request needs an admin token (``vna tokens create --role admin``, or the one whose
 SHA-256 is ``[admin] admin_token_sha256``), checked by :mod:`vna.gateway.auth`.  An archive
@@ -16,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from vna.admin import conflicts, patients
+from vna.admin import conflicts, patients, studies
 from vna.admin.patients import Identity
 from vna.errors import InvalidRequest
 from vna.gateway.auth import principal_of
@@ -41,6 +42,9 @@ def register(app: web.Application) -> None:
     r.add_post(f"{p}/patients/merge", _admin(merge_patients))
     r.add_get(f"{p}/patients/changes", _admin(list_changes))
     r.add_post(f"{p}/patients/changes/{{id}}/undo", _admin(undo_change))
+    r.add_get(f"{p}/studies/{{study}}", _admin(show_study))
+    r.add_post(f"{p}/studies/{{study}}/update", _admin(update_study))
+    r.add_post(f"{p}/studies/{{study}}/move", _admin(move_study))
 
 
 def _admin(handler: _Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -162,6 +166,41 @@ async def undo_change(request: web.Request, actor: str) -> Any:
         request.app[ARCHIVE], change, actor=actor, origin=request.remote or ""
     )
     return {"change": change, "undone": True}
+
+
+# --- studies ------------------------------------------------------------------------------------
+# Undone like patient changes: POST /admin/patients/changes/{id}/undo.
+
+
+async def show_study(request: web.Request, actor: str) -> Any:
+    return await studies.show_study(request.app[ARCHIVE].db, request.match_info["study"])
+
+
+async def update_study(request: web.Request, actor: str) -> Any:
+    body = await _body(request)
+    values = body.get("set")
+    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+        raise InvalidRequest('"set" must be an object of attribute keyword to string value')
+    change = await studies.update_study(
+        request.app[ARCHIVE],
+        request.match_info["study"],
+        values,
+        actor=actor,
+        origin=request.remote or "",
+    )
+    return {"change": change}
+
+
+async def move_study(request: web.Request, actor: str) -> Any:
+    body = await _body(request)
+    change = await studies.move_study(
+        request.app[ARCHIVE],
+        request.match_info["study"],
+        Identity.from_json(body.get("to"), "to"),
+        actor=actor,
+        origin=request.remote or "",
+    )
+    return {"change": change}
 
 
 # --- helpers ------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """QIDO-RS (PS3.18 10.6): search for studies, series and instances.
 
 Thin: parameters are parsed by the pure vna.dicom.qido module and the catalogue answers; this
-module adds the RetrieveURL of each match.
+module adds the RetrieveURL of each match.  ``includelinked=true`` (a vendor extension, see
+vna.dicom.qido) follows patient links.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ async def _search(request: web.Request, level: str) -> web.Response:
             max_results=archive.settings.query.max_results,
             default_limit=archive.settings.query.default_limit,
             sources=principal.readable_sources,
+            offline_tiers=archive.store.offline_tiers,
         )
     # Audited before anything is answered (PS3.15 A.5.3.10 Query), naming every study the
     # answer discloses; no audit row, no answer.

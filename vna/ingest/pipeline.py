@@ -33,6 +33,7 @@ import asyncpg
 from vna.catalog.database import Database
 from vna.catalog.queries import q
 from vna.config import IngestSettings, SourceSettings
+from vna.dicom.corrections import STUDY_ATTRIBUTES
 from vna.dicom.normalise import Normalised, correct, normalise
 from vna.dicom.parse import (
     InstanceHeader,
@@ -228,17 +229,13 @@ class Ingester:
             normalised=normalised,
         )
 
-    def _refile(self, ex: _Examined, target: Any, source: SourceSettings) -> _Examined:
+    def _refile(
+        self, ex: _Examined, values: dict[str, str | None], source: SourceSettings
+    ) -> _Examined:
         ds = ex.normalised.dataset
         fixed = correct(
             ds,
-            {
-                "PatientID": target["patient_id"],
-                "IssuerOfPatientID": target["issuer"] or None,
-                "PatientName": target["patient_name"],
-                "PatientBirthDate": target["birth_date"],
-                "PatientSex": target["sex"],
-            },
+            values,
             now=dt.datetime.now(dt.UTC),
             modifying_system=self.modifying_system,
             previous_source=source.name,
@@ -278,11 +275,12 @@ class Ingester:
                 return _result(Outcome.DUPLICATE, ex, ex.size)
             if decision is Decision.CONFLICT:
                 raise _conflict(h)
-            merged = await _merge_target(conn, h.patient_id, h.issuer_of_patient_id)
-        if merged is not None:
-            # The sender still uses an identity an administrator merged into another patient:
-            # file the instance under that patient, as the merge did with the earlier ones.
-            ex = await asyncio.to_thread(self._refile, ex, merged, sender.source)
+            corrections = await _corrections(conn, h)
+        if corrections:
+            # The sender still uses an identity an administrator merged into another patient,
+            # or sends more of a study an administrator corrected or moved: file the instance
+            # as the change did the earlier ones.
+            ex = await asyncio.to_thread(self._refile, ex, corrections, sender.source)
             h = ex.header
 
         obj = await asyncio.to_thread(self._materialise, path, ex)
@@ -439,6 +437,39 @@ async def _facts(
         r["data_set_sha256"] for r in versions if r["data_set_sha256"]
     }
     return Existing(existing.received_sha256, existing.stored_sha256, frozenset(known))
+
+
+async def _corrections(conn: asyncpg.Connection, h: InstanceHeader) -> dict[str, str | None]:
+    """The header values administrators' changes give an instance arriving now (empty: none):
+    the patient its identity was merged into, or its study was moved to, and the study
+    attributes a study correction set (Reason CORRECT, PS3.3 C.12.1.1.9.2)."""
+    values: dict[str, str | None] = {}
+    target = await _merge_target(conn, h.patient_id, h.issuer_of_patient_id)
+    study = await conn.fetchrow(
+        q("study_changes_applied"), h.study_uid, h.patient_id, h.issuer_of_patient_id
+    )
+    if target is None and study is not None and study["patient_id"] is not None:
+        target = study
+    if target is not None:
+        values.update(
+            {
+                "PatientID": target["patient_id"],
+                "IssuerOfPatientID": target["issuer"] or None,
+                "PatientName": target["patient_name"],
+                "PatientBirthDate": target["birth_date"],
+                "PatientSex": target["sex"],
+            }
+        )
+    if study is not None:
+        for keyword in study["corrected"]:
+            column = STUDY_ATTRIBUTES[keyword][1] if keyword in STUDY_ATTRIBUTES else None
+            if column is None:
+                continue
+            value = study[column]
+            if isinstance(value, dt.date):
+                value = f"{value:%Y%m%d}"
+            values[keyword] = value or ""
+    return values
 
 
 async def _merge_target(conn: asyncpg.Connection, patient_id: str, issuer: str) -> Any:

@@ -77,7 +77,7 @@ class Digest:
         )
 
 
-class _Reader:
+class ObjectReader:
     """Hashes an object's stored bytes and decoded content as chunks arrive; optionally
     writes the stored bytes to a file.  Runs in worker threads for large chunks."""
 
@@ -121,7 +121,7 @@ class _Reader:
         )
 
 
-async def _read(store: ObjectStore, key: str, reader: _Reader) -> Digest:
+async def _read(store: ObjectStore, key: str, reader: ObjectReader) -> Digest:
     async for chunk in store.iter_chunks(key):
         if len(chunk) > _THREAD_THRESHOLD:
             await asyncio.to_thread(reader.feed, chunk)
@@ -133,7 +133,7 @@ async def _read(store: ObjectStore, key: str, reader: _Reader) -> Digest:
 async def digest_object(store: ObjectStore, key: str, compression: str) -> Digest:
     """Read the object back and hash it (and what it decompresses to).  Raises NotFound when
     absent and StorageError when the store fails."""
-    return await _read(store, key, _Reader(compression))
+    return await _read(store, key, ObjectReader(compression))
 
 
 async def copy_object(
@@ -156,7 +156,7 @@ async def copy_object(
     try:
         with open(tmp, "wb") as sink:  # noqa: ASYNC230 - writes go through to_thread
             try:
-                got = await _read(source, key, _Reader(expected.compression, sink))
+                got = await _read(source, key, ObjectReader(expected.compression, sink))
             finally:
                 await asyncio.to_thread(sink.flush)
         if got.judge(expected) is not Outcome.VERIFIED:

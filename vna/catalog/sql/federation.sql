@@ -152,7 +152,7 @@ ORDER BY i.id;
 -- key, says so: the lifecycle engine may have compressed or moved the same content.
 UPDATE instances
 SET object_key = $3, sha256 = $4, size = $5, stored_size = $5, data_set_sha256 = $6,
-    metadata = $7, compression = 'none', tier = 'hot'
+    metadata = $7, compression = 'none', tier = 'hot', restored_until = NULL
 WHERE id = $1 AND sha256 = $2
 RETURNING id;
 
@@ -167,16 +167,16 @@ UPDATE studies SET patient_fk = $2, updated_at = now() WHERE id = ANY($1::bigint
 
 -- name: insert_patient_change
 INSERT INTO patient_changes (kind, patient_id, issuer, target_patient_id, target_issuer,
-                             previous, changes, actor)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                             previous, changes, actor, study_uid)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 RETURNING id;
 
 -- name: lock_patient_change
 SELECT * FROM patient_changes WHERE id = $1 FOR UPDATE;
 
 -- name: list_patient_changes
-SELECT id, kind, patient_id, issuer, target_patient_id, target_issuer, state, actor,
-       created_at, undone_by, undone_at,
+SELECT id, kind, patient_id, issuer, target_patient_id, target_issuer, study_uid, state,
+       actor, created_at, undone_by, undone_at,
        (SELECT count(*) FROM instance_versions v WHERE v.change_fk = c.id) AS instances
 FROM patient_changes c
 ORDER BY id DESC
@@ -192,7 +192,7 @@ FROM instance_versions v WHERE v.change_fk = $1 ORDER BY v.id;
 UPDATE instances i
 SET object_key = v.object_key, sha256 = v.sha256, size = v.size, stored_size = v.stored_size,
     data_set_sha256 = v.data_set_sha256, metadata = v.metadata, compression = v.compression,
-    tier = v.tier
+    tier = v.tier, restored_until = NULL
 FROM instance_versions v
 WHERE v.id = $1 AND i.id = v.instance_fk AND i.sha256 = v.superseded_by
 RETURNING i.id;
@@ -210,3 +210,69 @@ JOIN patients p ON p.patient_id = c.target_patient_id AND p.issuer = c.target_is
 WHERE c.kind = 'merge' AND c.state = 'applied' AND c.patient_id = $1 AND c.issuer = $2
 ORDER BY c.id DESC
 LIMIT 1;
+
+-- name: find_study_row
+-- A study with its patient, for a study correction or move (migration 0050).
+SELECT st.id, st.study_uid, st.patient_fk, st.study_date, st.study_time, st.accession_number,
+       st.study_id, st.study_description, st.referring_physician,
+       p.patient_id, p.issuer, p.patient_name, p.birth_date, p.sex, p.id AS patient_row
+FROM studies st
+JOIN patients p ON p.id = st.patient_fk
+WHERE st.study_uid = $1;
+
+-- name: instances_of_study_row
+SELECT i.id, i.sop_uid, i.object_key, se.series_uid, st.study_uid, st.id AS study_fk
+FROM instances i
+JOIN series se ON se.id = i.series_fk
+JOIN studies st ON st.id = se.study_fk
+WHERE st.id = $1
+ORDER BY i.id;
+
+-- name: update_study_row
+UPDATE studies
+SET study_date = $2, study_time = $3, accession_number = $4, study_id = $5,
+    study_description = $6, referring_physician = $7, updated_at = now()
+WHERE id = $1;
+
+-- name: changes_of_study
+SELECT id, kind, patient_id, issuer, target_patient_id, target_issuer, study_uid, state, actor,
+       changes, created_at, undone_by, undone_at
+FROM patient_changes
+WHERE study_uid = $1
+ORDER BY id DESC;
+
+-- name: study_changes_applied
+-- What instances arriving late for a study are corrected to, in one round trip: the patient
+-- the study was moved to from this identity (the latest study move still applied; NULL
+-- columns when none), and the study's catalogue values with the keywords that applied study
+-- corrections changed (an empty list when none).
+SELECT mv.patient_id, mv.issuer, mv.patient_name, mv.birth_date, mv.sex,
+       st.study_date, st.study_time, st.accession_number, st.study_id, st.study_description,
+       st.referring_physician,
+       ARRAY(SELECT DISTINCT k FROM patient_changes c, jsonb_object_keys(c.changes) AS k
+             WHERE c.study_uid = st.study_uid AND c.kind = 'study-update'
+               AND c.state = 'applied') AS corrected
+FROM studies st
+LEFT JOIN LATERAL (
+    SELECT p.patient_id, p.issuer, p.patient_name, p.birth_date, p.sex
+    FROM patient_changes c
+    JOIN patients p ON p.id = st.patient_fk
+    WHERE c.kind = 'study-move' AND c.state = 'applied' AND c.study_uid = st.study_uid
+      AND c.patient_id = $2 AND c.issuer = $3
+    ORDER BY c.id DESC
+    LIMIT 1
+) mv ON true
+WHERE st.study_uid = $1
+  AND EXISTS (SELECT 1 FROM patient_changes c
+              WHERE c.study_uid = st.study_uid AND c.state = 'applied');
+
+-- name: instances_filed_since_change
+-- Instances of a changed study that the change did not rewrite (filed after it).
+SELECT count(*)
+FROM patient_changes c
+JOIN studies st ON st.study_uid = c.study_uid
+JOIN series se ON se.study_fk = st.id
+JOIN instances i ON i.series_fk = se.id
+WHERE c.id = $1
+  AND NOT EXISTS (SELECT 1 FROM instance_versions v
+                  WHERE v.change_fk = c.id AND v.instance_fk = i.id);

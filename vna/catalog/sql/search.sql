@@ -29,7 +29,7 @@ LIMIT $1 OFFSET $2;
 
 -- name: search_instances
 SELECT i.id AS instance_pk, i.sop_uid, i.sop_class_uid, i.instance_number, i.rows, i.columns,
-       i.number_of_frames,
+       i.number_of_frames, i.tier, coalesce(i.restored_until > now(), false) AS restored,
        se.id AS series_pk, se.series_uid, se.modality, se.series_number, se.series_description,
        st.id AS study_pk, st.study_uid, st.study_date, st.study_time, st.accession_number,
        st.study_id, st.study_description, st.referring_physician,
@@ -44,23 +44,41 @@ ORDER BY st.study_date DESC NULLS LAST, st.id, se.series_number NULLS LAST, se.i
 LIMIT $1 OFFSET $2;
 
 -- name: search_study_aggregates
--- PS3.18 Table 10.6.3-3: Number of Study Related Series/Instances, Modalities in Study.
+-- PS3.18 Table 10.6.3-3: Number of Study Related Series/Instances, Modalities in Study; and
+-- for Instance Availability the tiers of the instances without a readable restored copy
+-- (migration 0051), in the same pass over the instances.
 SELECT st.id AS study_pk,
        (SELECT count(*) FROM series se WHERE se.study_fk = st.id) AS series_count,
-       (SELECT count(*) FROM series se JOIN instances i ON i.series_fk = se.id
-        WHERE se.study_fk = st.id) AS instance_count,
+       agg.instance_count, agg.tiers,
        ARRAY(SELECT DISTINCT se.modality FROM series se
              WHERE se.study_fk = st.id AND se.modality <> ''
              ORDER BY se.modality) AS modalities
 FROM studies st
+CROSS JOIN LATERAL (
+    SELECT count(*) AS instance_count,
+           coalesce(array_agg(DISTINCT i.tier) FILTER (
+               WHERE i.restored_until IS NULL OR i.restored_until <= now()), '{}') AS tiers
+    FROM series se JOIN instances i ON i.series_fk = se.id
+    WHERE se.study_fk = st.id
+) agg
 WHERE st.id = ANY($1::bigint[]);
 
 -- name: search_series_aggregates
--- PS3.18 Table 10.6.3-4: Number of Series Related Instances.
-SELECT se.id AS series_pk,
-       (SELECT count(*) FROM instances i WHERE i.series_fk = se.id) AS instance_count
+-- PS3.18 Table 10.6.3-4: Number of Series Related Instances; and the tiers, as for studies.
+SELECT se.id AS series_pk, agg.instance_count, agg.tiers
 FROM series se
+CROSS JOIN LATERAL (
+    SELECT count(*) AS instance_count,
+           coalesce(array_agg(DISTINCT i.tier) FILTER (
+               WHERE i.restored_until IS NULL OR i.restored_until <= now()), '{}') AS tiers
+    FROM instances i
+    WHERE i.series_fk = se.id
+) agg
 WHERE se.id = ANY($1::bigint[]);
+
+-- name: search_issuers_of
+-- The issuers a PatientID is known under (includelinked without IssuerOfPatientID).
+SELECT issuer FROM patients WHERE patient_id = $1 ORDER BY issuer;
 
 -- name: search_study_metadata
 -- The header of a study's first instance, reduced to the attributes in $2 (NULL: all).

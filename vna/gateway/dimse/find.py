@@ -117,6 +117,7 @@ async def _search(archive: Archive, query: Query) -> list[dict[str, Any]]:
             dataclasses.replace(query, limit=limit, offset=0),
             max_results=limit,
             default_limit=limit,
+            offline_tiers=archive.store.offline_tiers,
         )
     if page.more:
         log.warning(

@@ -47,6 +47,7 @@ UNIQUE_KEYS = {
 _SPECIFIC_CHARACTER_SET = 0x00080005
 _QUERY_RETRIEVE_LEVEL = 0x00080052
 _RETRIEVE_AE_TITLE = 0x00080054
+_INSTANCE_AVAILABILITY = "00080056"
 #: Patient level attributes the archive computes (PS3.4 C.6.1.1.2, Table C.6-1).
 PATIENT_COUNT_TAGS = frozenset({"00201200", "00201202", "00201204"})
 _TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
@@ -177,6 +178,11 @@ def find_response(
             out.add(found)
     out.QueryRetrieveLevel = level
     out.RetrieveAETitle = retrieve_ae_title
+    # PS3.4 C.4.1.1.3.2: a response may carry Instance Availability though the request may not
+    # ask for it; the least available instance of the match decides.
+    availability = _from_json(_INSTANCE_AVAILABILITY, match)
+    if availability is not None and level != "PATIENT":
+        out.add(availability)
     if _needs_unicode(out):
         out.SpecificCharacterSet = "ISO_IR 192"  # PS3.3 C.12.1.1.2: UTF-8
     return out

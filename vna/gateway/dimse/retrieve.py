@@ -37,7 +37,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from vna.catalog.queries import q
-from vna.errors import InvalidRequest, StorageError, VnaError
+from vna.errors import InvalidRequest, OfflineError, StorageError, VnaError
 from vna.gateway.dimse.bridge import Gateway
 from vna.gateway.dimse.identifier import RetrieveKeys, retrieve_keys
 from vna.gateway.status import CANCEL, PENDING, error_comment, retrieve_failure_status
@@ -238,6 +238,11 @@ def _load(gateway: Gateway, instance: StoredInstance) -> Dataset:
     try:
         _download(gateway, instance, path)
         return dcmread(path)
+    except OfflineError as exc:
+        # Gone offline since the check before the sub-operations (a restored copy expired):
+        # the retriever has queued its restore; this sub-operation fails, the others go on.
+        log.warning("stored instance %s cannot be sent now: %s", instance.sop_uid, exc)
+        return _unsendable(instance)
     except Exception as exc:
         log.warning("stored instance %s cannot be sent: %s", instance.sop_uid, exc)
         return _unsendable(instance)
