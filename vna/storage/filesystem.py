@@ -112,7 +112,11 @@ class FilesystemStore(ObjectStore):
                 check_sha256(key, sha256, _sha256_of(source))
                 _fsync_file(source)
                 if metadata:
-                    self._write_atomic(_meta_path(target), json.dumps(dict(metadata)).encode())
+                    # The sidecar sits in the object's directory: the one directory fsync
+                    # below makes both renames durable.
+                    self._write_atomic(
+                        _meta_path(target), json.dumps(dict(metadata)).encode(), sync_dir=False
+                    )
                 os.replace(source, target)
                 _fsync_dir(target.parent)
                 return
@@ -127,7 +131,9 @@ class FilesystemStore(ObjectStore):
                     os.fsync(dst.fileno())
                 check_sha256(key, sha256, digest.hexdigest())
                 if metadata:
-                    self._write_atomic(_meta_path(target), json.dumps(dict(metadata)).encode())
+                    self._write_atomic(
+                        _meta_path(target), json.dumps(dict(metadata)).encode(), sync_dir=False
+                    )
                 os.replace(tmp, target)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -151,7 +157,9 @@ class FilesystemStore(ObjectStore):
         except OSError as exc:
             raise StorageError(f"filesystem store {self.name}: write failed: {exc}") from exc
 
-    def _write_atomic(self, target: Path, data: bytes) -> None:
+    def _write_atomic(self, target: Path, data: bytes, *, sync_dir: bool = True) -> None:
+        """Write, fsync, rename into place; ``sync_dir=False`` leaves the directory fsync to
+        the caller, who renames more into the same directory first."""
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._tmp / uuid.uuid4().hex
         try:
@@ -162,7 +170,8 @@ class FilesystemStore(ObjectStore):
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_dir(target.parent)
+        if sync_dir:
+            _fsync_dir(target.parent)
 
     # --- reads ----------------------------------------------------------------------------
 
