@@ -56,6 +56,9 @@ locals {
     { name = "VNA_DIMSE_PORT", value = "11112" },
     { name = "VNA_DIMSE_AE_TITLE", value = var.ae_title },
     { name = "VNA_DIMSE_MAX_ASSOCIATIONS", value = tostring(var.dimse_max_associations) },
+    # Lifecycle work (deletions, storage-class changes) runs in the lifecycle service: the
+    # gateway role is not allowed to do it.
+    { name = "VNA_LIFECYCLE_IN_SERVE", value = "false" },
   ])
 
   lifecycle_environment = concat(local.common_environment, [
