@@ -513,7 +513,9 @@ async def failover(archive: Archive, to: str, *, sync: bool = True, actor: str) 
                 "rpo_seconds": lag.rpo_seconds,
             },
         )
-    sites.active = to  # this process; others read dr_state when they open the archive
+    # This process's view (its archive keeps writing where it was opened: a command exits
+    # here); every process reads dr_state when it opens the archive.
+    sites.active = to
     return report
 
 

@@ -1,6 +1,6 @@
 """Replication to secondary stores: every instance is copied and verified (S3 and filesystem
 replicas), the lag falls to zero, compressed objects are copied again under their new key,
-approved deletions reach the replicas, and the sweep repairs what the jobs missed."""
+approved deletions reach the replicas, and the sweep queues what the jobs missed."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ async def test_rewritten_objects_copied_again_and_deletions_propagate(
         await replica.close()
 
 
-async def test_sweep_repairs_missing_and_damaged_copies(
+async def test_sweep_queues_copies_that_went_missing(
     archive_settings: Settings, tmp_path: Path
 ) -> None:
     replica_root = tmp_path / "replica"

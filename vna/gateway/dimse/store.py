@@ -9,6 +9,7 @@ answer goes back only after the catalogue commit, like STOW-RS.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import uuid
@@ -27,6 +28,7 @@ from vna.gateway.status import (
     store_failure_status,
 )
 from vna.ingest.pipeline import Outcome, Sender
+from vna.security.audit import ACCESS_DENIED, AuditTrail
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,17 @@ def handle_store(event: Any, gateway: Gateway) -> Dataset:
     if source is None:
         # A C-MOVE destination may query and retrieve, but only sources store.
         log.warning("C-STORE from %s (%s) refused: not a declared source", calling_ae, peer)
-        return _status(Unauthorized(f"calling AE title {calling_ae!r} is not a declared source"))
+        refusal = Unauthorized(f"calling AE title {calling_ae!r} is not a declared source")
+        with contextlib.suppress(VnaError):  # the trail counts and logs its own failures
+            gateway.run(
+                AuditTrail(archive.db, archive.metrics).security_event(
+                    calling_ae,
+                    str(peer),
+                    ACCESS_DENIED,
+                    {"reason": str(refusal), "protocol": "dimse", "operation": "C-STORE"},
+                )
+            )
+        return _status(refusal)
 
     target = archive.incoming / f"dimse-{uuid.uuid4().hex}.dcm"
     try:

@@ -1,0 +1,174 @@
+"""Study administration: correct a study's attributes, or move a study filed under the wrong
+patient to the right one; both undone like patient corrections (``vna patients undo``).
+
+Both rewrite every stored object of the study, as patient corrections do
+(``vna.admin.patients.apply_change``): the corrected values go into the header, the previous
+ones into Original Attributes Sequence (0400,0561) with Reason for the Attribute Modification
+CORRECT (PS3.3 C.12.1.1.9.2), the catalogue swaps each instance's object key in one
+transaction, and the previous objects stay as earlier versions for the undo.
+
+A study move is the IHE IOCM "patient reconciliation" of one study (the study was acquired
+under the wrong patient): the objects take the target patient's identity and demographics, as
+a patient merge does for all of a patient's studies.  Instances of the study that arrive later
+under the old identity are filed under the new one (``vna.ingest.pipeline``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from vna.admin.patients import Identity, apply_change, identity_values
+from vna.catalog.queries import q
+from vna.dicom.corrections import STUDY_ATTRIBUTES, check_study_values, study_date
+from vna.dicom.uids import is_valid_uid
+from vna.errors import InvalidRequest, NotFound
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from vna.archive import Archive
+    from vna.catalog.database import Database
+
+
+async def show_study(db: Database, study_uid: str) -> dict[str, Any]:
+    """The study's catalogue values, its patient and its corrections and moves."""
+    _check(study_uid)
+    async with db.acquire() as conn:
+        row = await conn.fetchrow(q("find_study_row"), study_uid)
+        if row is None:
+            raise NotFound(f"study {study_uid} is not in the archive")
+        changes = await conn.fetch(q("changes_of_study"), study_uid)
+    return {
+        "study": _study_json(row),
+        "patient": str(Identity(row["patient_id"], row["issuer"])),
+        "changes": [dict(c) for c in changes],
+    }
+
+
+async def update_study(
+    archive: Archive,
+    study_uid: str,
+    values: Mapping[str, str],
+    *,
+    actor: str,
+    origin: str = "",
+) -> int:
+    """Correct study attributes (``STUDY_ATTRIBUTES``) in the catalogue and in every stored
+    object of the study; returns the change id (for ``undo_change``)."""
+    _check(study_uid)
+    checked = check_study_values(values)
+    async with archive.db.acquire() as conn:
+        study = await conn.fetchrow(q("find_study_row"), study_uid)
+        if study is None:
+            raise NotFound(f"study {study_uid} is not in the archive")
+        instances = await conn.fetch(q("instances_of_study_row"), study["id"])
+    before = _study_json(study)
+    after = dict(before)
+    for keyword, value in checked.items():
+        column = STUDY_ATTRIBUTES[keyword][1]
+        after[column] = value
+    patient = Identity(study["patient_id"], study["issuer"])
+
+    async def catalogue(conn: asyncpg.Connection) -> None:
+        await conn.execute(
+            q("update_study_row"),
+            study["id"],
+            study_date(after["study_date"] or ""),
+            after["study_time"],
+            after["accession_number"],
+            after["study_id"],
+            after["study_description"],
+            after["referring_physician"],
+        )
+
+    # The catalogue keeps DA as a date; the previous value goes back as ISO text.
+    before["study_date"] = study["study_date"].isoformat() if study["study_date"] else None
+    return await apply_change(
+        archive,
+        kind="study-update",
+        instances=instances,
+        source=patient,
+        target=patient,
+        header_values=dict(checked),
+        previous={"patient": _patient_of(study), "study": before},
+        changes=dict(checked),
+        catalogue=catalogue,
+        actor=actor,
+        origin=origin,
+        study_uid=study_uid,
+    )
+
+
+async def move_study(
+    archive: Archive, study_uid: str, target: Identity, *, actor: str, origin: str = ""
+) -> int:
+    """File the study under ``target`` (a patient in the archive), rewriting its objects with
+    the target's identity and demographics; returns the change id (for ``undo_change``)."""
+    _check(study_uid)
+    async with archive.db.acquire() as conn:
+        study = await conn.fetchrow(q("find_study_row"), study_uid)
+        if study is None:
+            raise NotFound(f"study {study_uid} is not in the archive")
+        source = Identity(study["patient_id"], study["issuer"])
+        if source == target:
+            raise InvalidRequest(f"study {study_uid} is already filed under patient {target}")
+        dst = await conn.fetchrow(q("find_patient_row"), target.patient_id, target.issuer)
+        if dst is None:
+            raise NotFound(
+                f"patient {target} is not in the archive; to give the study's patient"
+                f" {source} that identity instead, use vna patients update"
+            )
+        instances = await conn.fetch(q("instances_of_study_row"), study["id"])
+
+    async def catalogue(conn: asyncpg.Connection) -> None:
+        await conn.execute(q("move_studies"), [study["id"]], dst["id"])
+
+    return await apply_change(
+        archive,
+        kind="study-move",
+        instances=instances,
+        source=source,
+        target=target,
+        header_values=identity_values(dst),
+        previous={"patient": _patient_of(study), "target_fk": dst["id"], "studies": [study["id"]]},
+        changes={"into": str(target), "studies": [study_uid]},
+        catalogue=catalogue,
+        actor=actor,
+        origin=origin,
+        study_uid=study_uid,
+    )
+
+
+def _check(study_uid: str) -> None:
+    if not is_valid_uid(study_uid):
+        raise InvalidRequest(f"not a Study Instance UID: {study_uid[:80]!r}")
+
+
+def _study_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "study_uid": row["study_uid"],
+        "study_date": _da(row["study_date"]),
+        "study_time": row["study_time"],
+        "accession_number": row["accession_number"],
+        "study_id": row["study_id"],
+        "study_description": row["study_description"],
+        "referring_physician": row["referring_physician"],
+    }
+
+
+def _patient_of(row: Any) -> dict[str, Any]:
+    """The study's patient in the form ``undo_change`` reads (vna.admin.patients)."""
+    return {
+        "id": row["patient_row"],
+        "patient_id": row["patient_id"],
+        "issuer": row["issuer"],
+        "patient_name": row["patient_name"],
+        "birth_date": row["birth_date"],
+        "sex": row["sex"],
+    }
+
+
+def _da(day: Any) -> str:
+    return f"{day:%Y%m%d}" if day is not None else ""
