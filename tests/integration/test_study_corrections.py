@@ -127,6 +127,7 @@ async def test_study_update_refuses_what_it_cannot_write(archive, dicomweb):
         ({"set": {"AccessionNumber": "A" * 17}}, "16"),
         ({"set": {"StudyDescription": "a\\b"}}, "backslash"),
         ({"set": {}}, "nothing"),
+        ({"set": {"AccessionNumber": "ACC001", "StudyDate": "20240115"}}, "already"),
         ({"set": "AccessionNumber=1"}, "set"),
     ):
         status, body = await update(uid, bad)

@@ -68,6 +68,8 @@ async def update_study(
     for keyword, value in checked.items():
         column = STUDY_ATTRIBUTES[keyword][1]
         after[column] = value
+    if after == before:
+        raise InvalidRequest(f"study {study_uid} already has these values: nothing to change")
     patient = Identity(study["patient_id"], study["issuer"])
 
     async def catalogue(conn: asyncpg.Connection) -> None:
