@@ -105,6 +105,6 @@ def split_multipart(body: bytes, content_type: str) -> list[bytes]:
     for raw in body.split(delimiter)[1:]:
         if raw.startswith(b"--"):
             break
-        head, _, payload = raw.partition(b"\r\n\r\n")
+        _head, _, payload = raw.partition(b"\r\n\r\n")
         parts.append(payload[:-2] if payload.endswith(b"\r\n") else payload)
     return parts

@@ -299,7 +299,8 @@ async def test_pydicom_test_files_round_trip_or_fail_with_reason(
         conn = await asyncpg.connect(database_url)
         try:
             await conn.execute(
-                "TRUNCATE instances, series, studies, patients, jobs, audit RESTART IDENTITY CASCADE"
+                "TRUNCATE instances, series, studies, patients, jobs, audit"
+                " RESTART IDENTITY CASCADE"
             )
         finally:
             await conn.close()
