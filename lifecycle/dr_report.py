@@ -15,6 +15,8 @@ def duration(seconds: float | None) -> str:
     """``0.42 s``, ``3 min 20 s``, ``2 h 05 min``, ``3 d 4 h``; ``-`` when unknown."""
     if seconds is None:
         return "-"
+    if seconds == 0:
+        return "0 s"
     if seconds < 60:
         return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.0f} s"
     minutes, secs = divmod(int(seconds), 60)
@@ -72,7 +74,11 @@ def render_status(data: dict[str, Any]) -> str:
             oldest = r["oldest_unreplicated"]
             lines.append(
                 f"  RPO now        {rpo}"
-                + (f" (oldest unreplicated instance received {oldest})" if oldest else "")
+                + (
+                    f" (oldest unreplicated instance received {oldest})"
+                    if oldest
+                    else " (every instance has a verified copy)"
+                )
             )
             lines.append(f"  last verified  {r['last_verified'] or 'never'}")
         jobs = r["jobs"]

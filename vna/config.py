@@ -78,8 +78,9 @@ class DimseSettings:
 class IngestSettings:
     #: Bytes; a larger single instance is refused.
     max_instance_bytes: int = 8 * 1024**3
-    #: Instances ingested concurrently per server process.
-    concurrency: int = 16
+    #: Instances ingested concurrently per server process.  Parsing holds the GIL, so more
+    #: than a few in flight only adds contention (measured with bench/ingest.py).
+    concurrency: int = 8
 
 
 @dataclass(frozen=True)

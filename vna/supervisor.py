@@ -105,11 +105,13 @@ def _spawn(index: int, config_path: str | None, env: dict[str, str]) -> subproce
 
 
 def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: SIGTERM (a graceful stop) when the supervisor
-    # goes away for any reason, so no worker keeps serving on its own.
+    # Runs in the child between fork and exec.  A supervisor that stops normally sends SIGTERM
+    # itself (a graceful stop); one that dies takes its workers with it at once, as a crash of
+    # a single-process server would: nothing acknowledged is lost (acknowledged means
+    # durable), and no worker keeps serving on its own.
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _wait_healthy(settings: Settings, child: subprocess.Popen[bytes], stop: _Stop) -> None:

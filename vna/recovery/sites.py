@@ -101,6 +101,9 @@ class ObjectReader:
             self.content.update(chunk)
             self.content_size += len(chunk)
         elif not self.error:
+            if self.decompressor.eof:
+                self.error = "data after the end of the compressed frame"
+                return
             try:
                 out = self.decompressor.decompress(chunk)
             except zstandard.ZstdError as exc:
@@ -110,8 +113,12 @@ class ObjectReader:
             self.content_size += len(out)
 
     def digest(self) -> Digest:
-        if self.decompressor is not None and not self.error and not self.decompressor.eof:
-            self.error = "compressed frame is truncated"
+        if self.decompressor is not None and not self.error:
+            if not self.decompressor.eof:
+                self.error = "compressed frame is truncated"
+            elif self.decompressor.unused_data:
+                # Harmless to what a retrieve serves, but not the object that was written.
+                self.error = "data after the end of the compressed frame"
         return Digest(
             stored_sha256=self.stored.hexdigest(),
             stored_size=self.stored_size,
