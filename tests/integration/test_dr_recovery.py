@@ -270,6 +270,31 @@ async def test_verify_detects_corruption_and_repairs_from_replica(
         await replica.close()
 
 
+async def test_verify_all_lists_orphan_objects_without_deleting_them(
+    archive_settings: Settings,
+) -> None:
+    """An object no catalogue row refers to (a crash between the object write and the
+    catalogue commit) is listed by a full check, and left where it is."""
+    async with opened(archive_settings) as archive:
+        assert archive.sites is not None
+        await ingest(archive, smooth_ct_study(series=1, slices=2, size=64))
+        clean = await fixity.verify(archive.db, archive.sites, every=True, actor="test")
+        assert clean.ok and clean.orphans == []
+
+        data = b"an object whose catalogue transaction never committed"
+        digest = hashlib.sha256(data).hexdigest()
+        key = f"sha256/{digest[:2]}/{digest[2:4]}/{digest}"
+        await archive.store.put_bytes(key, data, sha256=digest)
+        found = await fixity.verify(archive.db, archive.sites, every=True, actor="test")
+        assert found.orphans == [key]
+        assert key in fixity.render_text(found)
+        assert await archive.store.stat(key) is not None  # listed, not deleted
+        (audit,) = await fetch(
+            archive, "SELECT * FROM audit WHERE action = 'fixity-check' ORDER BY id DESC LIMIT 1"
+        )
+        assert audit["detail"]["orphans"] == [key]
+
+
 def test_verify_command_exit_status(
     archive_settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -62,6 +62,10 @@ class FixityReport:
     forgotten: int = 0
     #: Objects of the active store restored from a replica (``repair``).
     repaired: int = 0
+    #: Keys in the store that no catalogue row refers to (``--all`` only): left by a crash
+    #: between the object write and the catalogue commit, or by an interrupted deletion.
+    #: Listed, never deleted: an administrator decides (or ``vna catalogue rebuild`` adopts).
+    orphans: list[str] = field(default_factory=list)
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for p in self.problems if p.outcome == outcome.value)
@@ -119,10 +123,32 @@ async def verify(
                 break
             await asyncio.gather(*(one(i) for i in ids))
             after = ids[-1]
+    if every:
+        report.orphans = await _orphans(db, store, name)
     report.problems.sort(key=lambda p: (p.study_uid, p.sop_uid))
     report.finished_at = _now()
     await _record(db, report, actor)
     return report
+
+
+async def _orphans(db: Database, store: ObjectStore, name: str) -> list[str]:
+    """Keys of ``store`` unknown to the catalogue, checked a thousand at a time."""
+    orphans: list[str] = []
+    batch: list[str] = []
+
+    async def flush() -> None:
+        async with db.acquire() as conn:
+            known = {r["k"] for r in await conn.fetch(q("known_object_keys"), batch, name)}
+        orphans.extend(k for k in batch if k not in known)
+        batch.clear()
+
+    async for key in store.iter_keys("sha256/"):
+        batch.append(key)
+        if len(batch) >= 1000:
+            await flush()
+    if batch:
+        await flush()
+    return sorted(orphans)
 
 
 async def _check(
@@ -222,6 +248,7 @@ async def _record(db: Database, report: FixityReport, actor: str) -> None:
                 "corrupt": report.count(Outcome.CORRUPT),
                 "missing": report.count(Outcome.MISSING),
                 "unreadable": report.count(Outcome.UNREADABLE),
+                "orphans": report.orphans[:_AUDIT_LISTED],
                 "problems": [
                     {"sop_uid": p.sop_uid, "outcome": p.outcome, "object_key": p.object_key}
                     for p in report.problems[:_AUDIT_LISTED]
@@ -254,6 +281,12 @@ def render_text(report: FixityReport) -> str:
         lines.append(f"  {report.repaired} object(s) restored from a replica")
     elif report.problems and report.store == PRIMARY:
         lines.append("  `vna verify --repair` copies good versions back from the replicas")
+    if report.orphans:
+        lines.append(
+            f"  {len(report.orphans)} orphan object(s) no catalogue row refers to (an instance"
+            " being stored at this moment can show here too):"
+        )
+        lines.extend(f"    {key}" for key in report.orphans[:100])
     lines.append("recorded in the audit trail (action fixity-check)")
     return "\n".join(lines)
 

@@ -89,3 +89,15 @@ RETURNING id;
 
 -- name: rebuild_version_known
 SELECT EXISTS (SELECT 1 FROM instance_versions WHERE sop_uid = $1 AND sha256 = $2);
+
+-- name: known_object_keys
+-- Of these keys, the ones the catalogue knows (a fixity check lists the rest as orphans):
+-- current instances, earlier versions, open quarantined conflicts, verified replica copies
+-- of the named store, and objects whose deletion is already queued.
+SELECT k FROM unnest($1::text[]) AS k
+WHERE EXISTS (SELECT 1 FROM instances WHERE object_key = k)
+   OR EXISTS (SELECT 1 FROM instance_versions WHERE object_key = k)
+   OR EXISTS (SELECT 1 FROM conflicts WHERE object_key = k AND state <> 'discarded')
+   OR EXISTS (SELECT 1 FROM replicas WHERE object_key = k AND store = $2)
+   OR EXISTS (SELECT 1 FROM jobs WHERE kind = 'delete-object' AND state IN ('queued', 'running')
+              AND payload ->> 'object_key' = k);
