@@ -36,3 +36,8 @@ clean:
 .PHONY: bench
 bench: $(BIN)/.installed
 	$(BIN)/python bench/ingest.py $(ARGS)
+
+# DIMSE side-by-side benchmark (C-STORE, C-MOVE with dcmtk); pass options with ARGS=...
+.PHONY: bench-dimse
+bench-dimse: $(BIN)/.installed
+	$(BIN)/python bench/dimse.py $(ARGS)

@@ -263,10 +263,14 @@ def _wait_ready(
 
 
 def start_ours(
-    timeout: float = 180, log_level: str = "WARNING", database_url: str | None = None
+    timeout: float = 180,
+    log_level: str = "WARNING",
+    database_url: str | None = None,
+    config_toml: str | None = None,
 ) -> Server:
     """Start ``vna serve`` on free ports with a fresh data directory (and, when given, an
-    existing catalogue database instead of the embedded one)."""
+    existing catalogue database instead of the embedded one, and a configuration document
+    passed as ``VNA_CONFIG_TOML``, e.g. ``[[destinations]]`` for C-MOVE)."""
     if not VNA_BIN.exists():
         raise ServerError(f"{VNA_BIN} not found: run `make run` (or pip install -e .) first")
     workdir = Path(tempfile.mkdtemp(prefix="vna-bench-ours-"))
@@ -290,6 +294,8 @@ def start_ours(
         env.pop(key, None)  # embedded defaults, whatever the caller's shell says
     if database_url:
         env["VNA_DATABASE_URL"] = database_url
+    if config_toml:
+        env["VNA_CONFIG_TOML"] = config_toml
     log = workdir / "vna.log"
     started = time.monotonic()
     with log.open("wb") as out:
@@ -341,8 +347,16 @@ def _orthanc_postgres(pgdata: Path) -> tuple[Any, str]:
     return pg, uri
 
 
-def start_orthanc(timeout: float = 120, index_connections: int = 5) -> Server:
-    """Start Orthanc with DICOMweb and the PostgreSQL index plugin, storage on the filesystem."""
+def start_orthanc(
+    timeout: float = 120,
+    index_connections: int = 5,
+    modalities: dict[str, tuple[str, str, int]] | None = None,
+) -> Server:
+    """Start Orthanc with DICOMweb and the PostgreSQL index plugin, storage on the filesystem.
+
+    DICOM: AE title ORTHANC on ``info["dicom_port"]``, any calling AE accepted for C-ECHO,
+    C-STORE, C-FIND, C-MOVE and C-GET; ``modalities`` (name -> (AE title, host, port)) are the
+    C-MOVE destinations it knows (``DicomModalities``)."""
     if not ORTHANC_BIN.exists():
         raise ServerError(
             f"{ORTHANC_BIN} not found: apt-get install orthanc orthanc-dicomweb orthanc-postgresql"
@@ -373,6 +387,17 @@ def start_orthanc(timeout: float = 120, index_connections: int = 5) -> Server:
         "HttpPort": http_port,
         "DicomPort": dicom_port,
         "DicomAet": "ORTHANC",
+        # Accept any calling AE title and any called one, like ours without [[sources]].
+        "DicomCheckCalledAet": False,
+        "DicomCheckModalityHost": False,
+        "DicomAlwaysAllowEcho": True,
+        "DicomAlwaysAllowStore": True,
+        "DicomAlwaysAllowFind": True,
+        "DicomAlwaysAllowMove": True,  # 1.10.0
+        "DicomAlwaysAllowGet": True,  # 1.10.0
+        "DicomModalities": {
+            name: [aet, host, port] for name, (aet, host, port) in (modalities or {}).items()
+        },
         "RemoteAccessAllowed": False,  # loopback only
         "AuthenticationEnabled": False,
         "HttpCompressionEnabled": False,
