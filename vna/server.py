@@ -43,9 +43,9 @@ async def serve(settings: Settings, worker: int | None = None) -> None:
         # Configuration errors first, before anything listens.
         ssl_context = http_context(settings)
         open_archive = await check_http_exposure(Authenticator(archive.db, settings))
-        if settings.dimse.enabled and not worker:
+        if settings.dimse.enabled:
             # Before HTTP, so that a healthy /healthz means both gateways are listening.
-            dimse = DimseListener(archive)
+            dimse = DimseListener(archive, share_port=worker is not None)
             await dimse.start()
         runner = web.AppRunner(create_app(archive), access_log=None, handle_signals=False)
         await runner.setup()

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -145,8 +147,10 @@ class DimseListener:
     """The DIMSE gateway of one archive: start it on the archive's loop, stop it before the
     archive closes."""
 
-    def __init__(self, archive: Archive) -> None:
+    def __init__(self, archive: Archive, *, share_port: bool = False) -> None:
         self.archive = archive
+        #: Several worker processes accept on the same port (SO_REUSEPORT), as for HTTP.
+        self.share_port = share_port
         self._ae: AE | None = None
         self._server: ThreadedAssociationServer | None = None
         self._previous_tempdir: str | None = None
@@ -174,11 +178,7 @@ class DimseListener:
         ssl_context = dimse_context(settings)
         try:
             self._server = await asyncio.to_thread(
-                ae.start_server,
-                address,
-                block=False,
-                evt_handlers=handlers,
-                ssl_context=ssl_context,
+                _start_server, ae, address, handlers, ssl_context, self.share_port
             )
         except OSError as exc:
             raise ConfigError(
@@ -209,6 +209,40 @@ class DimseListener:
         self._server = self._ae = None
         await asyncio.to_thread(_stop, server, ae, grace_seconds)
         tempfile.tempdir = self._previous_tempdir
+
+
+def _start_server(
+    ae: AE,
+    address: tuple[str, int],
+    handlers: list[Any],
+    ssl_context: Any,
+    share_port: bool,
+) -> ThreadedAssociationServer:
+    """``AE.start_server(block=False)``, with SO_REUSEPORT when the port is shared."""
+    if not share_port:
+        started = ae.start_server(
+            address, block=False, evt_handlers=handlers, ssl_context=ssl_context
+        )
+        assert started is not None  # non-blocking: the server is returned
+        return started
+    from pynetdicom.transport import ThreadedAssociationServer
+
+    class SharedPortServer(ThreadedAssociationServer):
+        def server_bind(self) -> None:
+            # Before bind: the kernel then spreads associations over the worker processes.
+            assert self.socket is not None
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            super().server_bind()
+
+    server = ae.make_server(
+        address,
+        evt_handlers=handlers,
+        ssl_context=ssl_context,
+        server_class=SharedPortServer,
+    )
+    ae._servers.append(server)  # so that AE.shutdown() stops it, as start_server would
+    threading.Thread(target=server.serve_forever, name="DimseAcceptor", daemon=True).start()
+    return server
 
 
 def _stop(server: ThreadedAssociationServer, ae: AE | None, grace_seconds: float) -> None:
