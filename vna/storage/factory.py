@@ -6,6 +6,9 @@ Tier placement belongs to the store, so it is part of the URL:
   ``<root>-warm`` and ``<root>-cold`` beside the root);
 * ``s3://bucket?warm_class=STANDARD_IA&cold_class=DEEP_ARCHIVE&restore_tier=Bulk`` (default:
   STANDARD_IA, GLACIER and Standard restores).
+
+An S3 URL may also set ``timeout`` (seconds to connect and to wait for each read of an answer,
+default 10 and 60): ``s3://bucket?timeout=5``.
 """
 
 from __future__ import annotations
@@ -43,7 +46,15 @@ async def open_store(url: str, name: str = "primary") -> ObjectStore:
         params = _params(
             url,
             parsed.query,
-            {"endpoint_url", "region", "prefix", "warm_class", "cold_class", "restore_tier"},
+            {
+                "endpoint_url",
+                "region",
+                "prefix",
+                "warm_class",
+                "cold_class",
+                "restore_tier",
+                "timeout",
+            },
         )
         classes = {}
         for tier in ("warm", "cold"):
@@ -59,6 +70,17 @@ async def open_store(url: str, name: str = "primary") -> ObjectStore:
             raise ConfigError(
                 f"storage URL {url!r}: restore_tier must be one of {', '.join(RESTORE_TIERS)}"
             )
+        timeout = None
+        if "timeout" in params:
+            try:
+                timeout = float(params["timeout"])
+            except ValueError:
+                timeout = None
+            if timeout is None or not 0 < timeout <= 3600:
+                raise ConfigError(
+                    f"storage URL {url!r}: timeout must be a number of seconds, above 0"
+                    " and at most 3600"
+                )
         store = S3Store(
             bucket=parsed.netloc,
             endpoint_url=params.get("endpoint_url"),
@@ -67,6 +89,7 @@ async def open_store(url: str, name: str = "primary") -> ObjectStore:
             name=name,
             tier_classes=classes,
             restore_tier=restore_tier,
+            timeout=timeout,
         )
         await store.start()
         return store

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import aiobotocore.session
+from botocore import handlers as botocore_handlers
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -32,6 +33,12 @@ from vna.storage.base import TIERS, ObjectInfo, ObjectStore, check_sha256, valid
 PART_SIZE = 32 * 1024 * 1024
 #: CopyObject copies at most 5 GiB; larger objects are copied in parts (UploadPartCopy).
 COPY_LIMIT = 5 * 1024**3
+#: Seconds to open a connection and to wait for each read of an answer (a read timeout is
+#: inactivity on the socket, not the duration of a whole transfer), and attempts per request
+#: (botocore's standard retries, with exponential back-off) before an operation fails.
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+MAX_ATTEMPTS = 3
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 #: Errors of reading or copying an offline object without a restored copy.
 _OFFLINE = {"InvalidObjectState", "ObjectNotInActiveTierError"}
@@ -74,6 +81,7 @@ class S3Store(ObjectStore):
         name: str = "primary",
         tier_classes: dict[str, str] | None = None,
         restore_tier: str = "Standard",
+        timeout: float | None = None,
     ) -> None:
         self.bucket = bucket
         self.endpoint_url = endpoint_url
@@ -87,22 +95,35 @@ class S3Store(ObjectStore):
         if restore_tier not in RESTORE_TIERS:
             raise InvalidRequest(f"S3 store: restore tier {restore_tier!r}")
         self.restore_tier = restore_tier
+        if timeout is not None and not 0 < timeout <= 3600:
+            raise InvalidRequest(f"S3 store: timeout {timeout!r} (seconds, 0 < timeout <= 3600)")
+        #: Seconds to connect, and to wait for each read of an answer (``?timeout=`` in the
+        #: storage URL); None: CONNECT_TIMEOUT and READ_TIMEOUT.
+        self.timeout = timeout
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
 
     async def start(self) -> None:
         session = aiobotocore.session.get_session()
+        # A hung endpoint holds an ingest (and the sender waiting for its status) for about
+        # MAX_ATTEMPTS x (timeout + back-off) before the instance is refused with a retriable
+        # status: minutes at most, never indefinitely.
         config = BotoConfig(
-            retries={"max_attempts": 4, "mode": "standard"},
+            retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
             max_pool_connections=64,
-            connect_timeout=10,
-            read_timeout=120,
+            connect_timeout=self.timeout or CONNECT_TIMEOUT,
+            read_timeout=self.timeout or READ_TIMEOUT,
         )
         self._client = await self._stack.enter_async_context(
             session.create_client(
                 "s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config
             )
         )
+        # botocore sends PUTs with "Expect: 100-continue", and aiohttp starts its read timeout
+        # only once the body is sent, which waits for the "100 Continue" with no time limit:
+        # an endpoint that takes the request head and never answers would hold the ingest
+        # forever.  Without the header the body goes out at once and read_timeout applies.
+        self._client.meta.events.unregister("before-call.s3", botocore_handlers.add_expect_header)
 
     async def close(self) -> None:
         await self._stack.aclose()
