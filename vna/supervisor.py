@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -118,13 +119,16 @@ def _wait_healthy(settings: Settings, child: subprocess.Popen[bytes], stop: _Sto
     host = settings.http.host
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
-    url = f"http://{host}:{settings.http.port}/healthz"
+    scheme = "https" if settings.http.tls_cert else "http"
+    url = f"{scheme}://{host}:{settings.http.port}/healthz"
+    # Only "is it up?": the certificate is the worker's own, for the names clients use.
+    context = ssl._create_unverified_context() if scheme == "https" else None
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not stop.is_set():
         if child.poll() is not None:
             raise ConfigError(f"the first worker exited with {child.returncode} at start-up")
         with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2) as resp:
+            with urllib.request.urlopen(url, timeout=2, context=context) as resp:
                 if resp.status == 200:
                     return
         time.sleep(0.2)
