@@ -43,7 +43,7 @@ from vna.recovery.policy import (
 )
 from vna.recovery.replicas import record_copy, replica_lag
 from vna.recovery.sites import CorruptSource, Sites, digest_object
-from vna.retrieve import Retriever, StoredInstance
+from vna.retrieve import Retriever, stored_instance
 from vna.storage.base import ObjectStore
 from vna.storage.factory import open_store
 
@@ -376,18 +376,7 @@ async def _drill_read(
         row = await conn.fetchrow(q("drill_instance"), instance_id, store_name)
     if row is None:
         return  # deleted since it was chosen
-    instance = StoredInstance(
-        sop_uid=row["sop_uid"],
-        sop_class_uid=row["sop_class_uid"],
-        transfer_syntax=row["transfer_syntax"],
-        study_uid=row["study_uid"],
-        series_uid=row["series_uid"],
-        object_key=row["object_key"],
-        compression=row["compression"],
-        tier=row["tier"],
-        size=row["size"],
-        sha256=row["sha256"],
-    )
+    instance = stored_instance(row)
     digest = hashlib.sha256()
     size = 0
     detail = ""

@@ -8,6 +8,7 @@ import html
 from typing import Any
 
 from lifecycle.dr import DrillRead, DrillResult, FailbackReport, FailoverReport
+from lifecycle.page_style import BASE_STYLE
 from lifecycle.status import human_bytes
 
 
@@ -130,21 +131,15 @@ def render_drill_text(r: DrillResult) -> str:
     return "\n".join(lines)
 
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 75em; }
-h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; }
-table { border-collapse: collapse; margin: .5em 0; font-size: .9em; }
-th, td { border-bottom: 1px solid #ddd; padding: .3em .7em; text-align: left; vertical-align: top; }
-td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
-.figures { display: flex; gap: 2em; flex-wrap: wrap; }
-.figure { border: 1px solid #ddd; border-radius: 6px; padding: .8em 1.2em; }
-.figure b { display: block; font-size: 1.6em; }
+_STYLE = (
+    BASE_STYLE
+    + """
 .verdict { padding: .8em 1.2em; border-radius: 6px; font-size: 1.2em; font-weight: bold; }
 .pass { background: #e6f4ea; color: #14532d; } .fail { background: #fde8e8; color: #7f1d1d; }
-.defect { background: #fde8e8; } .muted { color: #666; }
+.defect { background: #fde8e8; }
 code { background: #f3f3f3; padding: 0 .3em; word-break: break-all; }
-@media print { body { margin: 0; } }
 """
+)
 
 
 def render_drill_html(r: DrillResult) -> str:

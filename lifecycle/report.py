@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from lifecycle.page_style import BASE_STYLE
 from lifecycle.retention import ApprovalReport, Review
 from lifecycle.status import human_bytes
 
@@ -208,19 +209,13 @@ def render_csv(review: Review) -> str:
 
 # --- HTML -------------------------------------------------------------------------------------
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 75em; }
-h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; }
-table { border-collapse: collapse; margin: .5em 0; font-size: .9em; }
-th, td { border-bottom: 1px solid #ddd; padding: .3em .7em; text-align: left; vertical-align: top; }
-td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
-.figures { display: flex; gap: 2em; flex-wrap: wrap; }
-.figure { border: 1px solid #ddd; border-radius: 6px; padding: .8em 1.2em; }
-.figure b { display: block; font-size: 1.6em; }
-.held { background: #fff6e0; } .muted { color: #666; }
+_STYLE = (
+    BASE_STYLE
+    + """
+.held { background: #fff6e0; }
 code { background: #f3f3f3; padding: 0 .3em; }
-@media print { body { margin: 0; } }
 """
+)
 
 
 def render_html(review: Review) -> str:

@@ -105,13 +105,13 @@ class Retriever:
                 what = f"study {study_uid}"
         if not rows:
             raise NotFound(f"{what} is not in the archive")
-        return [_stored(r) for r in rows]
+        return [stored_instance(r) for r in rows]
 
     async def find_by_uids(self, sop_uids: list[str]) -> list[StoredInstance]:
         """The instances among these SOP Instance UIDs that the archive holds."""
         async with self.db.acquire() as conn:
             rows = await conn.fetch(q("instances_by_sop_uids"), sop_uids)
-        return [_stored(r) for r in rows]
+        return [stored_instance(r) for r in rows]
 
     async def metadata(
         self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
@@ -356,7 +356,8 @@ def _check_uid(name: str, value: str) -> None:
         raise InvalidRequest(f"{name} is not a valid UID: {value[:80]!r}")
 
 
-def _stored(r: Any) -> StoredInstance:
+def stored_instance(r: Any) -> StoredInstance:
+    """A StoredInstance from a catalogue row with the columns of the retrieve queries."""
     return StoredInstance(
         sop_uid=r["sop_uid"],
         sop_class_uid=r["sop_class_uid"],

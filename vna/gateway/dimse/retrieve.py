@@ -41,7 +41,7 @@ from vna.errors import InvalidRequest, OfflineError, StorageError, VnaError
 from vna.gateway.dimse.bridge import Gateway
 from vna.gateway.dimse.identifier import RetrieveKeys, retrieve_keys
 from vna.gateway.status import CANCEL, PENDING, error_comment, retrieve_failure_status
-from vna.retrieve import StoredInstance
+from vna.retrieve import StoredInstance, stored_instance
 from vna.security.audit import RETRIEVE, Access, AuditTrail
 
 if TYPE_CHECKING:
@@ -204,20 +204,7 @@ async def find_instances(archive: Archive, keys: RetrieveKeys) -> list[StoredIns
             continue
         if keys.issuer_of_patient_id is not None and row["issuer"] != keys.issuer_of_patient_id:
             continue
-        found.append(
-            StoredInstance(
-                sop_uid=row["sop_uid"],
-                sop_class_uid=row["sop_class_uid"],
-                transfer_syntax=row["transfer_syntax"],
-                study_uid=row["study_uid"],
-                series_uid=row["series_uid"],
-                object_key=row["object_key"],
-                compression=row["compression"],
-                tier=row["tier"],
-                size=row["size"],
-                sha256=row["sha256"],
-            )
-        )
+        found.append(stored_instance(row))
     return found
 
 
