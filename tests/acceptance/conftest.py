@@ -22,6 +22,8 @@ import requests
 from tests.conftest import free_port
 
 VNA = Path(sys.executable).parent / "vna"
+#: Worker processes `vna serve` starts by default (vna.supervisor.worker_count).
+WORKERS = max(1, min(os.cpu_count() or 1, 8))
 
 
 class ArchiveProcess:
@@ -59,18 +61,29 @@ class ArchiveProcess:
             args += ["--config", str(self.config)]
         args.append("serve")
         log = open(self.log_path, "ab")  # the child process writes to it
+        offset = log.tell()
         self.proc = subprocess.Popen(args, env=self.env(), stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"vna serve exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if requests.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                # Ready when every worker process listens (the first answers /healthz before
+                # the supervisor starts the others), so that tests start on a settled server.
+                if (
+                    requests.get(f"{self.base}/healthz", timeout=1).status_code == 200
+                    and self._listening_workers(offset) >= WORKERS
+                ):
                     return
             except requests.RequestException:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"vna serve did not become healthy in {timeout}s:\n{self.log()}")
+
+    def _listening_workers(self, offset: int) -> int:
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            return f.read().count(b"DICOMweb listening on")
 
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM, as a service manager stops it; returns the exit code."""
