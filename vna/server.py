@@ -33,8 +33,8 @@ def use_io_threads(settings: Settings) -> None:
 
 async def serve(settings: Settings, worker: int | None = None) -> None:
     """Run until SIGTERM.  ``worker`` is this process's index under the supervisor
-    (vna/supervisor.py): the port is then shared, migrations are already applied, and only
-    worker 0 runs the DIMSE listener."""
+    (vna/supervisor.py): the HTTP and DIMSE ports are then shared with the other workers,
+    migrations are already applied, and only worker 0 runs the lifecycle engine."""
     use_io_threads(settings)
     archive = await Archive.open(settings, apply_migrations=worker is None)
     runner: web.AppRunner | None = None
@@ -87,7 +87,8 @@ async def serve(settings: Settings, worker: int | None = None) -> None:
         stop = _stop_event()
         lifecycle = None
         if settings.lifecycle.in_serve and not worker:
-            # The composition root may start the engine; vna/ itself never imports lifecycle/.
+            # Only the composition roots (this module, vna/cli.py) import lifecycle/; the rest
+            # of vna/ never does.
             from lifecycle.worker import run_workers
 
             lifecycle = asyncio.create_task(run_workers(archive, stop), name="lifecycle")

@@ -4,7 +4,8 @@ Parsing DICOM headers and talking to PostgreSQL are Python work bound to one cor
 the archive uses every core by running one server process per core, all accepting on the
 same HTTP port (SO_REUSEPORT: the kernel spreads connections among them).  The supervisor
 owns what must exist once: the embedded PostgreSQL, the schema migrations and the metrics
-directory.  Worker 0 also runs the DIMSE listener.
+directory.  Every worker also accepts DIMSE associations on the shared DIMSE port; worker 0
+runs the lifecycle engine.
 
 A worker that dies is a failure of the whole server (a service manager restarts it); workers
 die with the supervisor, even when it is killed with SIGKILL (PR_SET_PDEATHSIG).
