@@ -40,7 +40,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import DEFAULT_ROOT, Corpus, CorpusSpec, generate
-from servers import Server, ServerError, free_port, start_orthanc, start_ours
+from servers import (
+    BenchError,
+    PartialResult,
+    Server,
+    ServerError,
+    free_port,
+    start_orthanc,
+    start_ours,
+)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MB = 1_000_000  # throughput in decimal megabytes per second
@@ -50,10 +58,6 @@ MOVESCU = shutil.which("movescu") or "/usr/bin/movescu"
 SCU_AET = "BENCHSCU"
 SCP_AET = "BENCHSCP"
 CORPUS_SEEDS = {"store_1": 1, "store_n": 2, "move": 3}
-
-
-class BenchError(Exception):
-    """A server answered wrongly; the message says what was expected and what came back."""
 
 
 def say(message: str) -> None:
@@ -121,12 +125,6 @@ def c_store(
             f"first problem: {problems[0] if problems else 'none reported'}",
         )
     return result
-
-
-class PartialResult(BenchError):
-    def __init__(self, result: dict[str, Any], message: str) -> None:
-        super().__init__(message)
-        self.result = result
 
 
 # --- C-MOVE ----------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import DEFAULT_ROOT, Corpus, CorpusSpec, StudyInfo, generate
-from servers import Server, ServerError, start_orthanc, start_ours
+from servers import BenchError, PartialResult, Server, ServerError, start_orthanc, start_ours
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MB = 1_000_000  # throughput in decimal megabytes per second
@@ -51,10 +51,6 @@ FAILED_SOP_SEQUENCE = "00081198"
 REFERENCED_SOP_INSTANCE_UID = "00081155"
 FAILURE_REASON = "00081197"
 STUDY_INSTANCE_UID = "0020000D"
-
-
-class BenchError(Exception):
-    """A server answered wrongly; the message says what was expected and what came back."""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -196,12 +192,6 @@ async def stow(
             f"{problems[0] if problems else 'none reported'}",
         )
     return result
-
-
-class PartialResult(BenchError):
-    def __init__(self, result: dict[str, Any], message: str) -> None:
-        super().__init__(message)
-        self.result = result
 
 
 # --- QIDO-RS ---------------------------------------------------------------------------------

@@ -47,6 +47,18 @@ class ServerError(Exception):
     """A server could not be started or stopped; the message is one line a user can act on."""
 
 
+class BenchError(Exception):
+    """A server answered wrongly; the message says what was expected and what came back."""
+
+
+class PartialResult(BenchError):
+    """A measurement that went wrong part-way: the figures so far, and what went wrong."""
+
+    def __init__(self, result: dict[str, Any], message: str) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -88,23 +88,12 @@ class Retriever:
         self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
     ) -> list[StoredInstance]:
         """The instances of a study, a series or one instance; NotFound when there are none."""
-        _check_uid("StudyInstanceUID", study_uid)
-        async with self.db.acquire() as conn:
-            if sop_uid is not None:
-                assert series_uid is not None
-                _check_uid("SeriesInstanceUID", series_uid)
-                _check_uid("SOPInstanceUID", sop_uid)
-                rows = await conn.fetch(q("instance_by_uid"), study_uid, series_uid, sop_uid)
-                what = f"instance {sop_uid}"
-            elif series_uid is not None:
-                _check_uid("SeriesInstanceUID", series_uid)
-                rows = await conn.fetch(q("instances_of_series"), study_uid, series_uid)
-                what = f"series {series_uid}"
-            else:
-                rows = await conn.fetch(q("instances_of_study"), study_uid)
-                what = f"study {study_uid}"
-        if not rows:
-            raise NotFound(f"{what} is not in the archive")
+        rows = await self._rows(
+            ("instances_of_study", "instances_of_series", "instance_by_uid"),
+            study_uid,
+            series_uid,
+            sop_uid,
+        )
         return [stored_instance(r) for r in rows]
 
     async def find_by_uids(self, sop_uids: list[str]) -> list[StoredInstance]:
@@ -117,21 +106,36 @@ class Retriever:
         self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
     ) -> list[dict[str, Any]]:
         """DICOM JSON of each instance (PS3.18 F.2), bulk data left out."""
-        _check_uid("StudyInstanceUID", study_uid)
-        async with self.db.acquire() as conn:
-            if sop_uid is not None:
-                assert series_uid is not None
-                _check_uid("SeriesInstanceUID", series_uid)
-                _check_uid("SOPInstanceUID", sop_uid)
-                rows = await conn.fetch(q("metadata_of_instance"), study_uid, series_uid, sop_uid)
-            elif series_uid is not None:
-                _check_uid("SeriesInstanceUID", series_uid)
-                rows = await conn.fetch(q("metadata_of_series"), study_uid, series_uid)
-            else:
-                rows = await conn.fetch(q("metadata_of_study"), study_uid)
-        if not rows:
-            raise NotFound(f"study {study_uid} has no matching instances in the archive")
+        rows = await self._rows(
+            ("metadata_of_study", "metadata_of_series", "metadata_of_instance"),
+            study_uid,
+            series_uid,
+            sop_uid,
+        )
         return [r["metadata"] for r in rows]
+
+    async def _rows(
+        self,
+        queries: tuple[str, str, str],
+        study_uid: str,
+        series_uid: str | None,
+        sop_uid: str | None,
+    ) -> list[Any]:
+        """The rows of the study-, series- or instance-level query; NotFound when none."""
+        _check_uid("StudyInstanceUID", study_uid)
+        args: tuple[str, ...] = (study_uid,)
+        what = f"study {study_uid}"
+        if series_uid is not None:
+            _check_uid("SeriesInstanceUID", series_uid)
+            args, what = (*args, series_uid), f"series {series_uid}"
+            if sop_uid is not None:
+                _check_uid("SOPInstanceUID", sop_uid)
+                args, what = (*args, sop_uid), f"instance {sop_uid}"
+        async with self.db.acquire() as conn:
+            rows = await conn.fetch(q(queries[len(args) - 1]), *args)
+        if not rows:
+            raise NotFound(f"{what} is not in the archive")
+        return list(rows)
 
     async def open(self, instance: StoredInstance) -> AsyncIterator[bytes]:
         """Stream the instance's Part 10 bytes exactly as they were received.

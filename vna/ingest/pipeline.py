@@ -395,18 +395,18 @@ class Ingester:
         h = examined.header if examined else None
         try:
             async with self.db.acquire() as conn:
-                await conn.execute(
-                    q("record_audit"),
-                    sender.actor,
-                    sender.origin,
-                    "store",
-                    "failure",
-                    h.patient_id if h else None,
-                    h.issuer_of_patient_id if h else None,
-                    h.study_uid if h else None,
-                    h.series_uid if h else None,
-                    h.sop_instance_uid if h else None,
-                    {
+                await filing.audit(
+                    conn,
+                    actor=sender.actor,
+                    origin=sender.origin,
+                    action="store",
+                    outcome="failure",
+                    patient_id=h.patient_id if h else None,
+                    issuer=h.issuer_of_patient_id if h else None,
+                    study_uid=h.study_uid if h else None,
+                    series_uid=h.series_uid if h else None,
+                    sop_uid=h.sop_instance_uid if h else None,
+                    detail={
                         "protocol": sender.protocol,
                         "source": sender.source.name,
                         "error": type(exc).__name__,

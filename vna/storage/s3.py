@@ -182,16 +182,10 @@ class S3Store(ObjectStore):
         self, key: str, path: Path, sha256: str, metadata: Mapping[str, str] | None
     ) -> None:
         s3_key = self._key(key)
-        upload = await self._client.create_multipart_upload(
-            Bucket=self.bucket,
-            Key=s3_key,
-            Metadata=dict(metadata or {}),
-            ChecksumAlgorithm="SHA256",
-        )
-        upload_id = upload["UploadId"]
-        parts = []
         whole = hashlib.sha256()
-        try:
+        async with self._multipart_upload(
+            s3_key, Metadata=dict(metadata or {}), ChecksumAlgorithm="SHA256"
+        ) as (upload_id, parts):
             with open(path, "rb") as f:  # noqa: ASYNC230 - reads go through to_thread
                 number = 1
                 while chunk := await asyncio.to_thread(f.read, PART_SIZE):
@@ -212,6 +206,20 @@ class S3Store(ObjectStore):
             # The parts' checksums prove each part arrived intact; this proves they are the
             # declared object before it becomes visible.
             check_sha256(key, sha256, whole.hexdigest())
+
+    @contextlib.asynccontextmanager
+    async def _multipart_upload(
+        self, s3_key: str, **create: Any
+    ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        """A multipart upload: the body uploads parts and lists them; it is completed when
+        the body returns and aborted when it raises, so no invisible parts stay billed."""
+        upload = await self._client.create_multipart_upload(
+            Bucket=self.bucket, Key=s3_key, **create
+        )
+        upload_id = upload["UploadId"]
+        parts: list[dict[str, Any]] = []
+        try:
+            yield upload_id, parts
             await self._client.complete_multipart_upload(
                 Bucket=self.bucket,
                 Key=s3_key,
@@ -354,15 +362,9 @@ class S3Store(ObjectStore):
     async def _copy_multipart(
         self, s3_key: str, source: dict[str, str], info: ObjectInfo, storage_class: str
     ) -> None:
-        upload = await self._client.create_multipart_upload(
-            Bucket=self.bucket,
-            Key=s3_key,
-            StorageClass=storage_class,
-            Metadata=dict(info.metadata or {}),
-        )
-        upload_id = upload["UploadId"]
-        parts = []
-        try:
+        async with self._multipart_upload(
+            s3_key, StorageClass=storage_class, Metadata=dict(info.metadata or {})
+        ) as (upload_id, parts):
             for number, start in enumerate(range(0, info.size, PART_SIZE * 8), start=1):
                 end = min(start + PART_SIZE * 8, info.size) - 1
                 resp = await self._client.upload_part_copy(
@@ -374,18 +376,6 @@ class S3Store(ObjectStore):
                     CopySourceRange=f"bytes={start}-{end}",
                 )
                 parts.append({"ETag": resp["CopyPartResult"]["ETag"], "PartNumber": number})
-            await self._client.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=s3_key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-            )
-        except BaseException:
-            with contextlib.suppress(ClientError, BotoCoreError):
-                await self._client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=s3_key, UploadId=upload_id
-                )
-            raise
 
     async def restore(self, key: str, days: int) -> ObjectInfo:
         info = await self.stat(key)

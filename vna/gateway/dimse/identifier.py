@@ -7,6 +7,7 @@ the unique keys a C-MOVE or C-GET names, and the shape of a C-FIND response iden
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,8 @@ from pydicom.multival import MultiValue
 
 from vna.dicom.uids import is_valid_uid
 from vna.errors import InvalidRequest
+
+log = logging.getLogger(__name__)
 
 # PS3.4 C.6.1 (Patient Root) and C.6.2 (Study Root) Query/Retrieve Information Models.
 PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
@@ -194,7 +197,10 @@ def _from_json(hex_tag: str, match: Mapping[str, Any]) -> Any:
         return None
     try:
         return Dataset.from_json({hex_tag: value})[int(hex_tag, 16)]
-    except Exception:  # a value the archive cannot re-encode is answered empty
+    except Exception as exc:
+        # A stored value the archive cannot re-encode is answered empty, not as a failure of
+        # the whole C-FIND; the log says which attribute.
+        log.warning("C-FIND: attribute %s answered empty: %s", hex_tag, exc)
         return None
 
 
