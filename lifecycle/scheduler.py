@@ -48,7 +48,7 @@ async def tick(engine: Engine, *, force_tiering: bool = False) -> TickReport:
         report.reaped = await queue.reap_expired(conn, settings.lifecycle.lease_seconds)
     for job_id, state in report.reaped:
         log.warning("job %d: its worker stopped renewing the lease; now %s", job_id, state)
-    async with archive.db.acquire() as lock:
+    async with archive.db.session() as lock:
         if not await lock.fetchval("SELECT pg_try_advisory_lock($1)", SCHEDULER_LOCK):
             return report  # another process is on it
         try:

@@ -56,7 +56,7 @@ class Archive:
         try:
             db = await Database.connect(url, min_size=2, max_size=settings.ingest.concurrency + 8)
             if apply_migrations:
-                async with db.acquire() as conn:
+                async with db.session() as conn:
                     applied = await migrate(conn)
                 if applied:
                     log.info("applied migrations: %s", ", ".join(applied))

@@ -210,7 +210,7 @@ async def _migrate(settings: Settings) -> int:
     try:
         db = await Database.connect(url, min_size=1, max_size=1)
         try:
-            async with db.acquire() as conn:
+            async with db.session() as conn:
                 applied = await migrate(conn)
         finally:
             await db.close()

@@ -90,7 +90,7 @@ def supervise(settings: Settings, config_path: str | None, workers: int) -> int:
 async def _migrate(url: str) -> None:
     db = await Database.connect(url, min_size=1, max_size=1)
     try:
-        async with db.acquire() as conn:
+        async with db.session() as conn:
             applied = await migrate(conn)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ class Database:
                     max_size=max_size,
                     command_timeout=60,
                     init=_init_connection,
+                    reset=_reset_session,
                 )
             except asyncpg.InvalidCatalogNameError as exc:
                 raise ConfigError(f"database does not exist: {exc}") from exc
@@ -79,6 +81,36 @@ class Database:
         with translate_errors("transaction"):
             async with self.pool.acquire() as conn, conn.transaction():
                 yield conn
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection for work that leaves session state behind (session advisory locks):
+        the session is reset (locks released, settings reset) before the pool hands the
+        connection out again, even when the caller's own clean-up did not run."""
+        with translate_errors("query"):
+            async with self.pool.acquire() as conn:
+                _stateful.add(_raw(conn))
+                yield conn
+
+
+#: Connections lent through ``Database.session``, whose session must be reset on release.
+_stateful: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
+
+
+def _raw(conn: Any) -> Any:
+    # The pool lends a proxy; its reset hook receives the connection behind it.
+    unwrap = getattr(conn, "_con", None)
+    return unwrap if unwrap is not None else conn
+
+
+async def _reset_session(conn: asyncpg.Connection) -> None:
+    """Pool release hook.  asyncpg has already rolled back any open transaction; the full
+    reset (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) is one more round trip, paid only
+    by connections that were lent for session state.  The ingest path acquires twice per
+    instance and changes no session state, so it does not pay it."""
+    if conn in _stateful:
+        _stateful.discard(conn)
+        await conn.execute(conn.get_reset_query())
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

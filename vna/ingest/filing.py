@@ -18,6 +18,9 @@ from vna.catalog.queries import q
 from vna.dicom.parse import InstanceHeader
 from vna.errors import InstanceConflict, PatientMismatch
 
+#: SQLSTATE raised by vna_file_new_instance when the instance is not the plain new case.
+_NOT_PLAIN = "VN409"
+
 
 @dataclass(frozen=True)
 class Version:
@@ -77,6 +80,61 @@ async def file_hierarchy(conn: asyncpg.Connection, v: Version) -> int:
     if row["series_study_fk"] != row["study_id"]:
         raise InstanceConflict(f"series {h.series_uid} belongs to another study than {h.study_uid}")
     return int(row["series_id"])
+
+
+async def file_new_instance(
+    conn: asyncpg.Connection, v: Version, *, actor: str, origin: str, detail: dict[str, Any]
+) -> int | None:
+    """File a new instance in one statement: hierarchy, instance row, instance-stored job and
+    audit record.  Outside a transaction that is one round trip and one commit, the cost of
+    ingest's common case.  None, with nothing written, when the general path must decide: the
+    study is under another patient, the series under another study, or the SOP Instance UID
+    was filed meanwhile."""
+    h = v.header
+    try:
+        inserted = await conn.fetchval(
+            q("file_new_instance"),
+            h.patient_id,
+            v.issuer,
+            h.patient_name,
+            h.patient_birth_date,
+            h.patient_sex,
+            h.study_uid,
+            h.study_date,
+            h.study_time,
+            h.accession_number,
+            h.study_id,
+            h.study_description,
+            h.referring_physician,
+            v.source,
+            h.series_uid,
+            h.modality,
+            h.series_number,
+            h.series_description,
+            h.body_part,
+            h.sop_instance_uid,
+            h.sop_class_uid,
+            h.instance_number,
+            h.transfer_syntax,
+            h.rows,
+            h.columns,
+            h.number_of_frames,
+            h.has_pixel_data,
+            v.sha256,
+            v.received_sha256,
+            v.size,
+            v.object_key,
+            v.metadata,
+            v.data_set_sha256,
+            actor,
+            origin,
+            detail,
+        )
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate == _NOT_PLAIN:
+            return None
+        raise
+    return int(inserted)
 
 
 async def insert_instance(conn: asyncpg.Connection, v: Version, series_fk: int) -> int | None:

@@ -248,10 +248,7 @@ class Ingester:
         )
 
     def _materialise(self, path: Path, ex: _Examined) -> _Object:
-        """The file to store: the received one when normalisation changed nothing, otherwise
-        a new file with the normalised header and the received pixel data bytes."""
-        if not ex.normalised.changed:
-            return _Object(path, ex.sha256, ex.data_set_sha256, ex.size, written=False)
+        """A new file with the normalised header and the received pixel data bytes."""
         target = self.scratch_dir / f"{uuid.uuid4().hex}.normalised"
         try:
             w = write_with_header(path, target, ex.normalised.dataset)
@@ -268,14 +265,21 @@ class Ingester:
         # A first look without locks, so that a resend (the common case after a network
         # failure) costs one query and writes nothing.
         async with self.db.acquire() as conn:
-            row = await conn.fetchrow(q("find_instance"), h.sop_instance_uid)
+            look = await conn.fetchrow(
+                q("first_look"),
+                h.sop_instance_uid,
+                h.patient_id,
+                h.issuer_of_patient_id,
+                h.study_uid,
+            )
+            row = look if look["id"] is not None else None
             facts = await _facts(conn, row, h.sop_instance_uid, ex.data_set_sha256)
             decision = decide(facts, ex.data_set_sha256, policy)
             if decision is Decision.DUPLICATE:
                 return _result(Outcome.DUPLICATE, ex, ex.size)
             if decision is Decision.CONFLICT:
                 raise _conflict(h)
-            corrections = await _corrections(conn, h)
+            corrections = await _corrections(conn, h) if look["changed"] else {}
         if corrections:
             # The sender still uses an identity an administrator merged into another patient,
             # or sends more of a study an administrator corrected or moved: file the instance
@@ -283,7 +287,10 @@ class Ingester:
             ex = await asyncio.to_thread(self._refile, ex, corrections, sender.source)
             h = ex.header
 
-        obj = await asyncio.to_thread(self._materialise, path, ex)
+        if ex.normalised.changed:
+            obj = await asyncio.to_thread(self._materialise, path, ex)
+        else:  # the received file as it is: no thread hop for nothing
+            obj = _Object(path, ex.sha256, ex.data_set_sha256, ex.size, written=False)
         key = content_key(obj.sha256)
         try:
             await self.store.put_file(
@@ -322,6 +329,15 @@ class Ingester:
         }
         if ex.normalised.changed:
             detail["coerced"] = [c.describe() for c in ex.normalised.changes][:50]
+        if row is None:
+            # No version was archived a moment ago: most likely still none, and the filing is
+            # one statement.  Otherwise it wrote nothing, and the general path below decides.
+            async with self.db.acquire() as conn:
+                inserted = await filing.file_new_instance(
+                    conn, version, actor=sender.actor, origin=sender.origin, detail=detail
+                )
+            if inserted is not None:
+                return _result(Outcome.STORED, ex, obj.size, warnings)
         async with self.db.transaction() as conn:
             # Decided again under the row lock: another sender may have stored a version of
             # this instance since the first look.

@@ -1,15 +1,25 @@
 -- Named queries of the ingest path.  Each runs inside the caller's transaction.
 
--- name: find_instance
+-- name: first_look
+-- Before the object is written: the archived instance with this SOP Instance UID (NULL columns
+-- when there is none), and whether an administrator's change applies to an instance of this
+-- identity ($2, $3) or study ($4), which the instance must then be filed to (a merge of the
+-- patient, a study correction or move).  One round trip for the common case of neither.
 SELECT i.id, i.sha256, i.received_sha256, i.data_set_sha256, i.object_key, i.source,
-       se.series_uid, st.study_uid
-FROM instances i
-JOIN series se ON se.id = i.series_fk
-JOIN studies st ON st.id = se.study_fk
-WHERE i.sop_uid = $1;
-
--- name: find_patient
-SELECT id FROM patients WHERE patient_id = $1 AND issuer = $2;
+       i.series_uid, i.study_uid,
+       EXISTS (SELECT 1 FROM patient_changes c
+               WHERE c.state = 'applied'
+                 AND ((c.kind = 'merge' AND c.patient_id = $2 AND c.issuer = $3)
+                      OR c.study_uid = $4)) AS changed
+FROM (SELECT) AS one
+LEFT JOIN (
+    SELECT i.id, i.sha256, i.received_sha256, i.data_set_sha256, i.object_key, i.source,
+           se.series_uid, st.study_uid
+    FROM instances i
+    JOIN series se ON se.id = i.series_fk
+    JOIN studies st ON st.id = se.study_fk
+    WHERE i.sop_uid = $1
+) i ON true;
 
 -- name: upsert_patient
 -- The no-op update makes RETURNING yield the row a concurrent sender inserted first, so two
@@ -19,32 +29,17 @@ VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT ON CONSTRAINT patients_identity DO UPDATE SET patient_id = patients.patient_id
 RETURNING id;
 
--- name: find_study
-SELECT id, patient_fk FROM studies WHERE study_uid = $1;
-
--- name: upsert_study
-INSERT INTO studies (study_uid, patient_fk, study_date, study_time, accession_number, study_id,
-                     study_description, referring_physician, source)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-ON CONFLICT (study_uid) DO UPDATE SET study_uid = studies.study_uid
-RETURNING id, patient_fk;
-
--- name: find_series
-SELECT id, study_fk FROM series WHERE series_uid = $1;
-
--- name: upsert_series
-INSERT INTO series (series_uid, study_fk, modality, series_number, series_description, body_part)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (series_uid) DO UPDATE SET series_uid = series.series_uid
-RETURNING id, study_fk;
-
 -- name: insert_instance
-INSERT INTO instances (sop_uid, series_fk, sop_class_uid, instance_number, transfer_syntax,
-                       rows, columns, number_of_frames, has_pixel_data, sha256, received_sha256,
-                       size, object_key, stored_size, source, metadata, data_set_sha256)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-ON CONFLICT (sop_uid) DO NOTHING
-RETURNING id;
+-- The new row's id; NULL when another sender committed the UID first (0070_filing_functions).
+SELECT vna_insert_instance($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                           $16, $17);
+
+-- name: file_new_instance
+-- Hierarchy, instance row, outbox job and audit record of a new instance in one statement;
+-- raises SQLSTATE VN409 when the general path must decide (0070_filing_functions).
+SELECT vna_file_new_instance($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                             $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28,
+                             $29, $30, $31, $32, $33, $34, $35);
 
 -- name: enqueue_job
 INSERT INTO jobs (kind, payload) VALUES ($1, $2) RETURNING id;
@@ -61,27 +56,8 @@ SELECT EXISTS (SELECT 1 FROM instances WHERE object_key = $1)
     OR EXISTS (SELECT 1 FROM conflicts WHERE object_key = $1 AND state <> 'discarded');
 
 -- name: file_hierarchy
--- Patient, study and series of an arriving instance in one round trip.  Each upsert returns
--- the row that exists (the no-op update makes RETURNING yield it), so the caller can see a
--- study filed under another patient, or a series under another study, and roll back.
-WITH p AS (
-    INSERT INTO patients (patient_id, issuer, patient_name, birth_date, sex)
-    VALUES ($1, $2, $3, $4, $5)
-    ON CONFLICT ON CONSTRAINT patients_identity DO UPDATE SET patient_id = patients.patient_id
-    RETURNING id
-), st AS (
-    INSERT INTO studies (study_uid, patient_fk, study_date, study_time, accession_number,
-                         study_id, study_description, referring_physician, source)
-    SELECT $6, p.id, $7, $8, $9, $10, $11, $12, $13 FROM p
-    ON CONFLICT (study_uid) DO UPDATE SET study_uid = studies.study_uid
-    RETURNING id, patient_fk
-), se AS (
-    INSERT INTO series (series_uid, study_fk, modality, series_number, series_description,
-                        body_part)
-    SELECT $14, st.id, $15, $16, $17, $18 FROM st
-    ON CONFLICT (series_uid) DO UPDATE SET series_uid = series.series_uid
-    RETURNING id, study_fk
-)
-SELECT p.id AS patient_fk, st.id AS study_id, st.patient_fk AS study_patient_fk,
-       se.id AS series_id, se.study_fk AS series_study_fk
-FROM p, st, se;
+-- Patient, study and series of an arriving instance, upserted; the row ids that exist, so the
+-- caller can see a study under another patient or a series under another study
+-- (0070_filing_functions).
+SELECT * FROM vna_file_hierarchy($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                                 $15, $16, $17, $18);

@@ -1,0 +1,139 @@
+"""Filing a new instance in one statement (migration 0070), and the pool's session reset.
+
+The one-statement filing is ingest's common case; whenever it is not the plain case it must
+write nothing at all, so that the general path can decide and name the problem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.factory import ct_study, part10
+from vna.archive import Archive
+from vna.catalog.database import Database
+from vna.config import DEFAULT_SOURCE
+from vna.dicom.parse import dicom_json, extract_header, read_dataset
+from vna.errors import PatientMismatch
+from vna.ingest import filing
+from vna.ingest.pipeline import Outcome, Sender
+
+SENDER = Sender(DEFAULT_SOURCE, "stow-rs", "tester", "127.0.0.1")
+TABLES = ("patients", "studies", "series", "instances", "jobs", "audit")
+
+
+def _version(tmp_path: Path, **study: Any) -> filing.Version:
+    ds = ct_study(series=1, slices=1, **study)[0]
+    path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
+    path.write_bytes(part10(ds))
+    parsed = read_dataset(path)
+    header = extract_header(parsed)
+    return filing.Version(
+        header=header,
+        issuer=header.issuer_of_patient_id,
+        source="default",
+        sha256="ab" * 32,
+        received_sha256="cd" * 32,
+        data_set_sha256="cd" * 32,
+        size=path.stat().st_size,
+        object_key=f"objects/{header.sop_instance_uid}",
+        metadata=dicom_json(parsed),
+    )
+
+
+async def _counts(db: Database) -> dict[str, int]:
+    async with db.acquire() as conn:
+        return {t: await conn.fetchval(f"SELECT count(*) FROM {t}") for t in TABLES}
+
+
+async def _file(db: Database, v: filing.Version) -> int | None:
+    async with db.acquire() as conn:
+        return await filing.file_new_instance(
+            conn, v, actor="tester", origin="127.0.0.1", detail={"protocol": "stow-rs"}
+        )
+
+
+async def test_a_new_instance_is_filed_with_its_job_and_audit_record(archive: Archive, tmp_path):
+    v = _version(tmp_path)
+    instance_id = await _file(archive.db, v)
+    assert instance_id is not None
+    async with archive.db.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT i.sop_uid, i.object_key, i.received_sha256, st.study_uid, p.patient_id"
+            " FROM instances i JOIN series se ON se.id = i.series_fk"
+            " JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk"
+            " WHERE i.id = $1",
+            instance_id,
+        )
+        job = await conn.fetchrow("SELECT kind, payload FROM jobs")
+        audit = await conn.fetchrow("SELECT actor, origin, action, sop_uid, detail FROM audit")
+    assert dict(row) == {
+        "sop_uid": v.header.sop_instance_uid,
+        "object_key": v.object_key,
+        "received_sha256": v.received_sha256,
+        "study_uid": v.header.study_uid,
+        "patient_id": v.header.patient_id,
+    }
+    assert job["kind"] == "instance-stored"
+    assert job["payload"] == {
+        "instance_id": instance_id,
+        "object_key": v.object_key,
+        "sop_uid": v.header.sop_instance_uid,
+    }
+    assert (audit["actor"], audit["origin"], audit["action"], audit["sop_uid"]) == (
+        "tester",
+        "127.0.0.1",
+        "store",
+        v.header.sop_instance_uid,
+    )
+    assert audit["detail"] == {"protocol": "stow-rs"}
+
+
+async def test_a_study_under_another_patient_writes_nothing(archive: Archive, tmp_path):
+    first = _version(tmp_path, patient_id="A1")
+    assert await _file(archive.db, first) is not None
+    other = _version(tmp_path, patient_id="B2", study_uid=first.header.study_uid)
+    before = await _counts(archive.db)
+    assert await _file(archive.db, other) is None
+    # Not even the new patient: the general path refuses this instance.
+    assert await _counts(archive.db) == before
+
+
+async def test_an_instance_filed_meanwhile_writes_nothing(archive: Archive, tmp_path):
+    v = _version(tmp_path)
+    assert await _file(archive.db, v) is not None
+    before = await _counts(archive.db)
+    assert await _file(archive.db, v) is None
+    assert await _counts(archive.db) == before
+
+
+async def test_the_general_path_names_the_patient_the_fast_path_declined(
+    archive: Archive, tmp_path
+):
+    study = ct_study(series=1, slices=2, patient_id="A1")
+    study[1].PatientID = "B2"
+    paths = []
+    for ds in study:
+        path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
+        path.write_bytes(part10(ds))
+        paths.append(path)
+    assert (await archive.ingester.ingest_file(paths[0], SENDER)).outcome is Outcome.STORED
+    with pytest.raises(PatientMismatch, match="archived under patient 'A1'"):
+        await archive.ingester.ingest_file(paths[1], SENDER)
+    counts = await _counts(archive.db)
+    assert (counts["patients"], counts["instances"]) == (1, 1)
+
+
+async def test_a_session_lock_never_outlives_the_loan(db: Database, database_url: str):
+    # The scheduler and migrations hold session advisory locks; if their own unlock never
+    # runs, the pool's reset must still release the lock, or no process would ever run them.
+    async with db.session() as conn:
+        assert await conn.fetchval("SELECT pg_try_advisory_lock(4242)")
+    other = await asyncpg.connect(database_url)
+    try:
+        assert await other.fetchval("SELECT pg_try_advisory_lock(4242)")
+    finally:
+        await other.close()
