@@ -31,10 +31,11 @@ def use_io_threads(settings: Settings) -> None:
     loop.set_default_executor(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vna-io"))
 
 
-async def serve(settings: Settings, worker: int | None = None) -> None:
+async def serve(settings: Settings, worker: int | None = None, dimse_fd: int | None = None) -> None:
     """Run until SIGTERM.  ``worker`` is this process's index under the supervisor
-    (vna/supervisor.py): the HTTP and DIMSE ports are then shared with the other workers,
-    migrations are already applied, and only worker 0 runs the lifecycle engine."""
+    (vna/supervisor.py): the HTTP port is then shared with the other workers, migrations are
+    already applied, and only worker 0 runs the lifecycle engine.  ``dimse_fd`` is the Unix
+    socket the supervisor passes this worker its DIMSE associations on."""
     use_io_threads(settings)
     archive = await Archive.open(settings, apply_migrations=worker is None)
     runner: web.AppRunner | None = None
@@ -45,7 +46,7 @@ async def serve(settings: Settings, worker: int | None = None) -> None:
         open_archive = await check_http_exposure(Authenticator(archive.db, settings))
         if settings.dimse.enabled:
             # Before HTTP, so that a healthy /healthz means both gateways are listening.
-            dimse = DimseListener(archive, share_port=worker is not None)
+            dimse = DimseListener(archive, share_port=worker is not None, handoff_fd=dimse_fd)
             await dimse.start()
         runner = web.AppRunner(create_app(archive), access_log=None, handle_signals=False)
         await runner.setup()

@@ -4,8 +4,9 @@ Parsing DICOM headers and talking to PostgreSQL are Python work bound to one cor
 the archive uses every core by running one server process per core, all accepting on the
 same HTTP port (SO_REUSEPORT: the kernel spreads connections among them).  The supervisor
 owns what must exist once: the embedded PostgreSQL, the schema migrations and the metrics
-directory.  Every worker also accepts DIMSE associations on the shared DIMSE port; worker 0
-runs the lifecycle engine.
+directory.  It also listens on the DIMSE port and deals each association to the worker with
+the fewest (vna.handoff): associations are few and long, and hashing would
+often put most of them on one worker.  Worker 0 runs the lifecycle engine.
 
 A worker that dies is a failure of the whole server (a service manager restarts it); workers
 die with the supervisor, even when it is killed with SIGKILL (PR_SET_PDEATHSIG).
@@ -30,6 +31,7 @@ from vna.catalog.database import Database, EmbeddedPostgres
 from vna.catalog.migrate import migrate
 from vna.config import Settings
 from vna.errors import ConfigError, VnaError
+from vna.handoff import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ def supervise(settings: Settings, config_path: str | None, workers: int) -> int:
         embedded = EmbeddedPostgres(settings.data_dir / "pg")
         url = embedded.start()
     children: list[subprocess.Popen[bytes]] = []
+    dispatcher: Dispatcher | None = None
     try:
         asyncio.run(_migrate(url))
         metrics_dir = settings.data_dir / "metrics"
@@ -62,12 +65,25 @@ def supervise(settings: Settings, config_path: str | None, workers: int) -> int:
         env[METRICS_DIR_ENV] = str(metrics_dir.resolve())
 
         stop = _stop_on_signals()
+        if settings.dimse.enabled:
+            try:
+                dispatcher = Dispatcher(settings.dimse.host, settings.dimse.port, workers)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot listen on {settings.dimse.host}:{settings.dimse.port}"
+                    f" (dimse.port): {exc.strerror}"
+                ) from exc
+            # The port bound (dimse.port may be 0), for what the workers report.
+            env["VNA_DIMSE_PORT"] = str(dispatcher.port)
         for index in range(workers):
-            children.append(_spawn(index, config_path, env))
+            fd = dispatcher.worker_fds[index] if dispatcher else None
+            children.append(_spawn(index, config_path, env, fd))
             if index == 0:
-                # Worker 0 alone holds the port until it answers: then a healthy /healthz
-                # means DIMSE is listening too, whichever worker answers later.
+                # Worker 0 alone holds the HTTP port until it answers: then a healthy
+                # /healthz means it is serving, whichever worker answers later.
                 _wait_healthy(settings, children[0], stop)
+        if dispatcher:
+            dispatcher.workers_started()
         log.info("%d workers serving", workers)
         while not stop.wait_for(0.5):
             for child in children:
@@ -75,6 +91,8 @@ def supervise(settings: Settings, config_path: str | None, workers: int) -> int:
                     raise VnaError(f"worker process {child.pid} exited with {child.returncode}")
         return 0
     finally:
+        if dispatcher:
+            dispatcher.close()  # refuse new associations while the workers finish theirs
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
@@ -98,12 +116,21 @@ async def _migrate(url: str) -> None:
         await db.close()
 
 
-def _spawn(index: int, config_path: str | None, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _spawn(
+    index: int, config_path: str | None, env: dict[str, str], dimse_fd: int | None
+) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "vna.cli"]
     if config_path:
         args += ["--config", config_path]
     args += ["serve", "--worker", str(index)]
-    return subprocess.Popen(args, env=env, preexec_fn=_die_with_parent)
+    if dimse_fd is not None:
+        args += ["--dimse-fd", str(dimse_fd)]
+    return subprocess.Popen(
+        args,
+        env=env,
+        preexec_fn=_die_with_parent,
+        pass_fds=() if dimse_fd is None else (dimse_fd,),
+    )
 
 
 def _die_with_parent() -> None:

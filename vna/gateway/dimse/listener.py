@@ -25,10 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
 
 from vna.errors import ConfigError
 from vna.gateway.dimse.bridge import Gateway
 from vna.gateway.dimse.find import handle_find
+from vna.gateway.dimse.handoff import closed_handler, handoff_server_class
 from vna.gateway.dimse.identifier import (
     PATIENT_ROOT_FIND,
     PATIENT_ROOT_GET,
@@ -39,12 +41,11 @@ from vna.gateway.dimse.identifier import (
 )
 from vna.gateway.dimse.retrieve import handle_get, handle_move
 from vna.gateway.dimse.store import handle_store
+from vna.gateway.dimse.tcp import transport_handlers
 from vna.security.audit import ASSOCIATION_REJECTED, AuditTrail
 from vna.security.tls import dimse_context
 
 if TYPE_CHECKING:
-    from pynetdicom.transport import ThreadedAssociationServer
-
     from vna.archive import Archive
     from vna.config import Settings
 
@@ -147,10 +148,15 @@ class DimseListener:
     """The DIMSE gateway of one archive: start it on the archive's loop, stop it before the
     archive closes."""
 
-    def __init__(self, archive: Archive, *, share_port: bool = False) -> None:
+    def __init__(
+        self, archive: Archive, *, share_port: bool = False, handoff_fd: int | None = None
+    ) -> None:
         self.archive = archive
         #: Several worker processes accept on the same port (SO_REUSEPORT), as for HTTP.
         self.share_port = share_port
+        #: Under the supervisor: the Unix socket it passes accepted associations on
+        #: (vna.gateway.dimse.handoff); this process then listens on no port itself.
+        self.handoff_fd = handoff_fd
         self._ae: AE | None = None
         self._server: ThreadedAssociationServer | None = None
         self._previous_tempdir: str | None = None
@@ -172,13 +178,18 @@ class DimseListener:
             (evt.EVT_C_FIND, handle_find, [gateway]),
             (evt.EVT_C_MOVE, handle_move, [gateway]),
             (evt.EVT_C_GET, handle_get, [gateway]),
+            # Without Nagle and with prompt ACKs, as for C-MOVE (vna.gateway.dimse.tcp): C-GET
+            # sub-operations go back over these associations.
+            *transport_handlers(),
         ]
+        if self.handoff_fd is not None:
+            handlers.append(closed_handler(self.handoff_fd))
         address = (settings.dimse.host, settings.dimse.port)
         # DICOM TLS when configured (PS3.15 B.12): the port then speaks TLS only.
         ssl_context = dimse_context(settings)
         try:
             self._server = await asyncio.to_thread(
-                _start_server, ae, address, handlers, ssl_context, self.share_port
+                _start_server, ae, address, handlers, ssl_context, self._server_class(address)
             )
         except OSError as exc:
             raise ConfigError(
@@ -200,6 +211,13 @@ class DimseListener:
         self._previous_tempdir = tempfile.tempdir
         _check_temporary_directory(self.archive.incoming)
 
+    def _server_class(self, address: tuple[str, int]) -> type[Any] | None:
+        if self.handoff_fd is not None:
+            return handoff_server_class(self.handoff_fd, address)
+        if self.share_port:
+            return _SharedPortServer
+        return None
+
     async def stop(self, grace_seconds: float = 15.0) -> None:
         """Refuse new associations, let those in progress finish for up to ``grace_seconds``,
         then abort the rest.  Runs in a worker thread: the associations still need the loop."""
@@ -216,33 +234,29 @@ def _start_server(
     address: tuple[str, int],
     handlers: list[Any],
     ssl_context: Any,
-    share_port: bool,
+    server_class: type[Any] | None,
 ) -> ThreadedAssociationServer:
-    """``AE.start_server(block=False)``, with SO_REUSEPORT when the port is shared."""
-    if not share_port:
+    """``AE.start_server(block=False)``, with another server class when given."""
+    if server_class is None:
         started = ae.start_server(
             address, block=False, evt_handlers=handlers, ssl_context=ssl_context
         )
         assert started is not None  # non-blocking: the server is returned
         return started
-    from pynetdicom.transport import ThreadedAssociationServer
-
-    class SharedPortServer(ThreadedAssociationServer):
-        def server_bind(self) -> None:
-            # Before bind: the kernel then spreads associations over the worker processes.
-            assert self.socket is not None
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            super().server_bind()
-
     server = ae.make_server(
-        address,
-        evt_handlers=handlers,
-        ssl_context=ssl_context,
-        server_class=SharedPortServer,
+        address, evt_handlers=handlers, ssl_context=ssl_context, server_class=server_class
     )
     ae._servers.append(server)  # so that AE.shutdown() stops it, as start_server would
     threading.Thread(target=server.serve_forever, name="DimseAcceptor", daemon=True).start()
     return server
+
+
+class _SharedPortServer(ThreadedAssociationServer):
+    def server_bind(self) -> None:
+        # Before bind: the kernel then spreads associations over the processes listening.
+        assert self.socket is not None
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
 
 def _stop(server: ThreadedAssociationServer, ae: AE | None, grace_seconds: float) -> None:
