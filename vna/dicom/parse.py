@@ -11,18 +11,26 @@ import datetime as dt
 import io
 import struct
 import zlib
+from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import pydicom
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
+from vna.dicom import fast_json
 from vna.dicom.uids import is_valid_uid
 from vna.errors import InvalidInstance, SopClassMismatch
 
+#: Where read_dataset keeps the data set's elements as parsed (see _as_parsed).
+_PARSED = "_vna_parsed"
 #: Binary VRs whose values above this size are left out of the catalogue's metadata copy.
 BULK_THRESHOLD = 64 * 1024
 _BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
@@ -87,6 +95,8 @@ def read_dataset(path: Path, *, check_complete: bool = True) -> Dataset:
             size = path.stat().st_size
             try:
                 ds = pydicom.dcmread(f, stop_before_pixels=True)
+                # What extract_header and dicom_json tell a changed data set by.
+                setattr(ds, _PARSED, dict(ds._dict))
             except InvalidDicomError:
                 raise
             except Exception:
@@ -147,63 +157,87 @@ def data_set_offset(f: BinaryIO) -> int:
 def extract_header(ds: Dataset) -> InstanceHeader:
     """Validate the identifying attributes and collect the indexed ones."""
     meta = getattr(ds, "file_meta", None)
-    if meta is None or "TransferSyntaxUID" not in meta:
+    if meta is None or not _has(meta, "TransferSyntaxUID"):
         raise InvalidInstance("no File Meta Information (PS3.10 7.1): transfer syntax unknown")
     try:
-        sop_class = _uid(ds, "SOPClassUID")
-        sop_instance = _uid(ds, "SOPInstanceUID")
-        study_uid = _uid(ds, "StudyInstanceUID")
-        series_uid = _uid(ds, "SeriesInstanceUID")
-        ts = str(meta.TransferSyntaxUID)
-        media_class = str(meta.get("MediaStorageSOPClassUID", "") or "")
-        # PS3.10 7.1: the meta header must describe the data set it precedes.
-        if media_class and media_class != sop_class:
-            raise SopClassMismatch(
-                f"MediaStorageSOPClassUID {media_class} differs from SOPClassUID {sop_class}"
-            )
-        # A stale MediaStorageSOPInstanceUID (common after de-identification) is tolerated:
-        # the data set's own SOPInstanceUID is authoritative and is what the archive indexes.
-        return InstanceHeader(
-            sop_class_uid=sop_class,
-            sop_instance_uid=sop_instance,
-            study_uid=study_uid,
-            series_uid=series_uid,
-            transfer_syntax=ts,
-            patient_id=_text(ds, "PatientID"),
-            issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
-            patient_name=_text(ds, "PatientName"),
-            patient_birth_date=_text(ds, "PatientBirthDate"),
-            patient_sex=_text(ds, "PatientSex"),
-            study_date=parse_da(_text(ds, "StudyDate")),
-            study_time=_text(ds, "StudyTime"),
-            accession_number=_text(ds, "AccessionNumber"),
-            study_id=_text(ds, "StudyID"),
-            study_description=_text(ds, "StudyDescription"),
-            referring_physician=_text(ds, "ReferringPhysicianName"),
-            modality=_text(ds, "Modality"),
-            series_number=_int(ds, "SeriesNumber"),
-            series_description=_text(ds, "SeriesDescription"),
-            body_part=_text(ds, "BodyPartExamined"),
-            instance_number=_int(ds, "InstanceNumber"),
-            rows=_int(ds, "Rows"),
-            columns=_int(ds, "Columns"),
-            number_of_frames=_int(ds, "NumberOfFrames"),
-            has_pixel_data=bool(getattr(ds, "_vna_has_pixel_data", False)),
-        )
+        # Raw elements are read raw here even in a changed data set: dicom_json, which ingest
+        # runs before it writes a changed header again, converts that one whole as before.
+        with _as_parsed(ds):
+            return _header(ds, meta)
     except InvalidInstance:
         raise
     except Exception as exc:  # pydicom raises many types on malformed values
         raise InvalidInstance(f"cannot read DICOM attributes: {_first_line(exc)}") from exc
 
 
+def _header(ds: Dataset, meta: Dataset) -> InstanceHeader:
+    fast = fast_json.usable()
+    attrs = _Attributes(ds, fast)
+    meta_attrs = _Attributes(meta, fast and isinstance(meta, Dataset))
+    sop_class = _uid(attrs.text("SOPClassUID"), "SOPClassUID")
+    sop_instance = _uid(attrs.text("SOPInstanceUID"), "SOPInstanceUID")
+    study_uid = _uid(attrs.text("StudyInstanceUID"), "StudyInstanceUID")
+    series_uid = _uid(attrs.text("SeriesInstanceUID"), "SeriesInstanceUID")
+    ts = str(meta_attrs.text("TransferSyntaxUID", partial(getattr, meta)))
+    media_class = str(meta_attrs.text("MediaStorageSOPClassUID") or "")
+    # PS3.10 7.1: the meta header must describe the data set it precedes.
+    if media_class and media_class != sop_class:
+        raise SopClassMismatch(
+            f"MediaStorageSOPClassUID {media_class} differs from SOPClassUID {sop_class}"
+        )
+    # A stale MediaStorageSOPInstanceUID (common after de-identification) is tolerated:
+    # the data set's own SOPInstanceUID is authoritative and is what the archive indexes.
+    return InstanceHeader(
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop_instance,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        transfer_syntax=ts,
+        patient_id=_text(attrs.text("PatientID")),
+        issuer_of_patient_id=_text(attrs.text("IssuerOfPatientID")),
+        patient_name=_text(attrs.text("PatientName")),
+        patient_birth_date=_text(attrs.text("PatientBirthDate")),
+        patient_sex=_text(attrs.text("PatientSex")),
+        study_date=parse_da(_text(attrs.text("StudyDate"))),
+        study_time=_text(attrs.text("StudyTime")),
+        accession_number=_text(attrs.text("AccessionNumber")),
+        study_id=_text(attrs.text("StudyID")),
+        study_description=_text(attrs.text("StudyDescription")),
+        referring_physician=_text(attrs.text("ReferringPhysicianName")),
+        modality=_text(attrs.text("Modality")),
+        series_number=_int(attrs.number("SeriesNumber")),
+        series_description=_text(attrs.text("SeriesDescription")),
+        body_part=_text(attrs.text("BodyPartExamined")),
+        instance_number=_int(attrs.number("InstanceNumber")),
+        rows=_int(attrs.number("Rows")),
+        columns=_int(attrs.number("Columns")),
+        number_of_frames=_int(attrs.number("NumberOfFrames")),
+        has_pixel_data=bool(getattr(ds, "_vna_has_pixel_data", False)),
+    )
+
+
 def dicom_json(ds: Dataset) -> dict[str, Any]:
     """The header as DICOM JSON (PS3.18 F.2) for the catalogue, without bulk data.
 
     Element by element rather than ``Dataset.to_json_dict`` on a filtered copy: building the
-    copy cost as much as the conversion itself.
+    copy cost as much as the conversion itself.  Raw elements are read by ``fast_json``
+    (pydicom's conversion costs more than the copy did); a data set as parsed is left so, a
+    changed one converted by pydicom (see ``_as_parsed``).
     """
     out: dict[str, Any] = {}
     try:
+        with _as_parsed(ds) as parsed:
+            if parsed:
+                _fast_dicom_json(ds, out)
+                return out
+        if fast_json.usable():
+            # A changed data set is written again from its elements, converted by pydicom as
+            # this function used to leave every one of them (see _as_parsed): the JSON is
+            # still read raw, which costs less than converting it from pydicom's values.
+            _fast_dicom_json(ds, out)
+            for _elem in ds.iterall():
+                pass
+            return out
         for elem in ds:
             tag = int(elem.tag)
             if tag in _PIXEL_DATA_TAGS:
@@ -220,6 +254,65 @@ def dicom_json(ds: Dataset) -> dict[str, Any]:
     return out
 
 
+def _fast_dicom_json(ds: Dataset, out: dict[str, Any]) -> None:
+    reader = fast_json.Reader(ds)
+    elements = ds._dict
+    for tag in sorted(elements, key=int):  # BaseTag's own ordering is slow Python
+        raw = elements[tag]
+        if isinstance(raw, RawDataElement) and tag not in _PIXEL_DATA_TAGS:
+            doc = reader.element_json(raw, BULK_THRESHOLD)
+            if doc is fast_json.BULK:
+                continue
+            if doc is not None:
+                out[f"{tag:08X}"] = doc
+                continue
+        # pydicom converts what fast_json does not read, Pixel Data too: a value it cannot
+        # convert refuses the instance, as before.
+        elem = ds[tag]
+        if tag in _PIXEL_DATA_TAGS:
+            continue
+        if elem.VR in _BULK_VRS:
+            value = elem.value
+            if isinstance(value, bytes | bytearray) and len(value) > BULK_THRESHOLD:
+                continue
+        out[f"{tag:08X}"] = fast_json.converted_json(elem, BULK_THRESHOLD)
+
+
+@contextmanager
+def _as_parsed(ds: Dataset) -> Iterator[bool]:
+    """Whether ``ds`` is as ``read_dataset`` parsed it, and pydicom's settings are the ones
+    fast_json assumes: its raw elements may then be read raw, and stay raw.
+
+    pydicom writes a raw element's bytes as they are and a converted one from its value (and
+    cannot write some raw elements at all, such as implicit VR ones in a data set it read as
+    explicit).  A data set as parsed is stored as received, never written; one the archive has
+    changed is written again (rewrite.py), so it is converted by pydicom as before and what is
+    written stays what it was.  Each change replaces or removes an element (and records it in
+    a new Original Attributes Sequence): what was parsed is then no longer all there.
+
+    pydicom replaces each element it converts meanwhile (the private creator it looks up for a
+    private element's VR, the elements fast_json leaves to it): the parsed ones go back, so
+    that the next reader (dicom_json after extract_header) finds the data set as parsed.
+    """
+    parsed: dict[BaseTag, DataElement | RawDataElement] | None = getattr(ds, _PARSED, None)
+    if parsed is None or not fast_json.usable() or not _unchanged(ds._dict, parsed):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        ds._dict.update(parsed)
+
+
+def _unchanged(
+    elements: MutableMapping[BaseTag, DataElement | RawDataElement],
+    parsed: dict[BaseTag, DataElement | RawDataElement],
+) -> bool:
+    return len(elements) == len(parsed) and all(
+        parsed.get(tag) is elem for tag, elem in elements.items()
+    )
+
+
 def parse_da(value: str) -> dt.date | None:
     """A DA value (YYYYMMDD, or the ACR-NEMA YYYY.MM.DD) as a date; None if absent or invalid."""
     v = value.strip().replace(".", "")
@@ -234,8 +327,77 @@ def parse_da(value: str) -> dt.date | None:
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _uid(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
+class _Attributes:
+    """``ds.get(keyword)`` for the header, read from the raw element where ``fast`` allows it
+    and ``fast_json`` knows its form.  What it gives stands in for pydicom's value in
+    ``_uid``, ``_text`` and ``_int``: the same text or number, and an absent attribute as an
+    empty one, which they treat alike.
+    """
+
+    def __init__(self, ds: Dataset, fast: bool) -> None:
+        self.ds = ds
+        self.reader = fast_json.Reader(ds) if fast else None
+
+    def text(self, keyword: str, read: Callable[[str], Any] | None = None) -> Any:
+        if self.reader is not None:
+            raw = self.ds._dict.get(_TAGS[keyword], _ABSENT)
+            if raw is _ABSENT:
+                return ""
+            if isinstance(raw, RawDataElement) and (text := self.reader.text(raw)) is not None:
+                return text
+        return (read or self.ds.get)(keyword)
+
+    def number(self, keyword: str) -> Any:
+        if self.reader is not None:
+            raw = self.ds._dict.get(_TAGS[keyword], _ABSENT)
+            if raw is _ABSENT:
+                return None
+            if isinstance(raw, RawDataElement):
+                number = self.reader.integer(raw)
+                if number is not fast_json.SLOW:
+                    return number
+        return self.ds.get(keyword)
+
+
+_ABSENT: Any = object()
+_TAGS: dict[str, BaseTag] = {
+    keyword: Tag(keyword)
+    for keyword in (
+        "SOPClassUID",
+        "SOPInstanceUID",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "TransferSyntaxUID",
+        "MediaStorageSOPClassUID",
+        "PatientID",
+        "IssuerOfPatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "StudyID",
+        "StudyDescription",
+        "ReferringPhysicianName",
+        "Modality",
+        "SeriesNumber",
+        "SeriesDescription",
+        "BodyPartExamined",
+        "InstanceNumber",
+        "Rows",
+        "Columns",
+        "NumberOfFrames",
+    )
+}
+
+
+def _has(ds: Dataset, keyword: str) -> bool:
+    """``keyword in ds`` without its keyword lookup."""
+    return _TAGS[keyword] in ds._dict if isinstance(ds, Dataset) else keyword in ds
+
+
+def _uid(value: Any, keyword: str) -> str:
     if value is None or str(value).strip() == "":
         raise InvalidInstance(f"required attribute {keyword} is missing")
     text = str(value).strip().rstrip("\x00")
@@ -244,8 +406,9 @@ def _uid(ds: Dataset, keyword: str) -> str:
     return text
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
+def _text(value: Any) -> str:
+    if type(value) is str:  # what fast_json gives: skips the ABC check below
+        return value.strip().rstrip("\x00")
     if value is None:
         return ""
     if isinstance(value, pydicom.multival.MultiValue):
@@ -253,8 +416,7 @@ def _text(ds: Dataset, keyword: str) -> str:
     return str(value).strip().rstrip("\x00")
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
-    value = ds.get(keyword)
+def _int(value: Any) -> int | None:
     if value is None or value == "":
         return None
     try:
