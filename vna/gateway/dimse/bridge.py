@@ -10,6 +10,7 @@ in their own thread, never blocking the loop.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -38,12 +39,16 @@ class Gateway:
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the archive's loop and wait for it in this (handler) thread."""
+        return self.submit(coro).result()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start ``coro`` on the archive's loop, for this thread to wait for its result later
+        and do other work meanwhile."""
         if threading.get_ident() == self.loop_thread:
             coro.close()
             raise RuntimeError("a DIMSE handler ran on the event loop thread")
         try:
-            future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+            return asyncio.run_coroutine_threadsafe(coro, self.loop)
         except RuntimeError as exc:  # the loop is closed: the server is stopping
             coro.close()
             raise UnavailableError("the archive is shutting down") from exc
-        return future.result()

@@ -118,9 +118,14 @@ def configure_pynetdicom(settings: Settings) -> None:
     # Identifiers name patients: keep them out of the log.
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
-    if settings.log_level.upper() != "DEBUG":
+    debug = settings.log_level.upper() == "DEBUG"
+    if not debug:
         # pynetdicom narrates every association and message at INFO.
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # Its narrating handlers run for every message and PDU whatever the log level (formatting
+    # the text, copying each C-STORE data set to see whether there is one); "none" leaves
+    # its warnings and errors.
+    _config.LOG_HANDLER_LEVEL = "standard" if debug else "none"
 
 
 def build_ae(settings: Settings) -> AE:

@@ -11,7 +11,8 @@ transfer syntax; for C-GET the sub-operations go back over the requester's assoc
 storage contexts it proposed with the SCP role (PS3.4 C.4.3.3).
 
 pynetdicom drives the sub-operations and the pending and final responses; the handlers yield
-what it asks for, one instance in memory at a time.  A retrieve that touches an instance in an
+what it asks for, one instance in memory at a time (and the start of the next, read ahead
+while pynetdicom sends it).  A retrieve that touches an instance in an
 offline tier is refused as a whole (A702, its restore queued) so that the requester retries it
 later; an instance that cannot be read from the store counts as a failed sub-operation (its
 UID goes into the Failed SOP Instance UID List) and the others go on.
@@ -19,11 +20,12 @@ UID goes into the Failed SOP Instance UID List) and the others go on.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
-import uuid
+import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from pydicom import dcmread
@@ -40,6 +42,7 @@ from vna.catalog.queries import q
 from vna.errors import InvalidRequest, OfflineError, StorageError, VnaError
 from vna.gateway.dimse.bridge import Gateway
 from vna.gateway.dimse.identifier import RetrieveKeys, retrieve_keys
+from vna.gateway.dimse.tcp import transport_handlers
 from vna.gateway.status import CANCEL, PENDING, error_comment, retrieve_failure_status
 from vna.retrieve import StoredInstance, stored_instance
 from vna.security.audit import RETRIEVE, Access, AuditTrail
@@ -53,6 +56,9 @@ log = logging.getLogger(__name__)
 MAX_SUB_OPERATIONS = 65535
 #: Presentation context IDs are odd numbers 1-255 (PS3.8 9.3.2.2): 128 contexts at most.
 MAX_CONTEXTS = 128
+#: Bytes of a stored object copied in memory before the copy spills to disk, and fetched from
+#: the store per trip to the loop.
+SPOOL_BYTES = 4 << 20
 # Uncompressed little endian syntaxes pynetdicom can re-encode between without changing a value,
 # offered in case the destination does not take the stored one.
 _NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
@@ -61,6 +67,8 @@ _UNCOMPRESSED = (*_NATIVE, DeflatedExplicitVRLittleEndian)
 # A yield to pynetdicom's C-MOVE / C-GET service: a status and an optional data set, or (first,
 # for C-MOVE) the destination, or the number of sub-operations.
 _Yield = Any
+# A stored object being read: its chunks, the first batch of them, and whether that was all.
+_Opened = tuple[AsyncIterator[bytes], list[bytes], bool]
 
 
 def handle_move(event: Any, gateway: Gateway) -> Iterator[_Yield]:
@@ -93,7 +101,16 @@ def handle_move(event: Any, gateway: Gateway) -> Iterator[_Yield]:
         host,
         port,
     )
-    yield host, port, {"contexts": sub_operation_contexts(instances)}
+    # TCP options for the sub-operations' association (see vna.gateway.dimse.tcp): without
+    # them each C-STORE waited on Nagle and delayed ACKs, not on the data.
+    yield (
+        host,
+        port,
+        {
+            "contexts": sub_operation_contexts(instances),
+            "evt_handlers": transport_handlers(),
+        },
+    )
     yield len(instances)
     yield from _sub_operations(event, gateway, instances)
 
@@ -211,20 +228,63 @@ async def find_instances(archive: Archive, keys: RetrieveKeys) -> list[StoredIns
 def _sub_operations(
     event: Any, gateway: Gateway, instances: list[StoredInstance]
 ) -> Iterator[_Yield]:
-    for instance in instances:
-        # PS3.4 C.4.2.3.2: a C-CANCEL stops the sub-operations not yet started.
-        if event.is_cancelled:
-            yield CANCEL, None
-            return
-        yield PENDING, _load(gateway, instance)
-
-
-def _load(gateway: Gateway, instance: StoredInstance) -> Dataset:
-    """The stored instance's data set, read from a copy of its Part 10 file."""
-    path = gateway.archive.incoming / f"retrieve-{uuid.uuid4().hex}.dcm"
+    # While pynetdicom sends one instance, the loop opens the next and reads its first chunks,
+    # so that the store's latency is not added to every sub-operation; one instance ahead at
+    # most (up to SPOOL_BYTES of it).
+    upcoming = _prefetch(gateway, instances, 0)
     try:
-        _download(gateway, instance, path)
-        return dcmread(path)
+        for index, instance in enumerate(instances):
+            # PS3.4 C.4.2.3.2: a C-CANCEL stops the sub-operations not yet started.
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            opened, upcoming = upcoming, None
+            assert opened is not None  # read ahead at the previous step
+            dataset = _load(gateway, instance, opened)
+            upcoming = _prefetch(gateway, instances, index + 1)
+            yield PENDING, dataset
+    finally:
+        # Cancelled, or the association ended: close what was opened ahead.
+        if upcoming is not None:
+            _discard(gateway, upcoming)
+
+
+def _prefetch(
+    gateway: Gateway, instances: list[StoredInstance], index: int
+) -> Future[_Opened] | None:
+    if index >= len(instances):
+        return None
+    try:
+        return gateway.submit(_open(gateway.archive, instances[index]))
+    except Exception as exc:  # the archive is stopping: the sub-operation fails in _load
+        failed: Future[_Opened] = Future()
+        failed.set_exception(exc)
+        return failed
+
+
+def _discard(gateway: Gateway, opened: Future[_Opened]) -> None:
+    """Close an instance read ahead that will not be sent, without waiting for it: this may
+    run wherever the generator is finalised, the loop's thread included."""
+
+    def close(future: Future[_Opened]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return  # nothing left open
+        chunks, _batch, done = future.result()
+        if not done:
+            closing = _aclose(chunks)
+            try:
+                asyncio.run_coroutine_threadsafe(closing, gateway.loop)
+            except RuntimeError:  # the loop is closed: the archive has stopped
+                closing.close()
+
+    opened.add_done_callback(close)
+
+
+def _load(gateway: Gateway, instance: StoredInstance, opened: Future[_Opened]) -> Dataset:
+    """The stored instance's data set, read from a copy of its Part 10 file."""
+    try:
+        with _copy(gateway, opened) as f:
+            return dcmread(f)
     except OfflineError as exc:
         # Gone offline since the check before the sub-operations (a restored copy expired):
         # the retriever has queued its restore; this sub-operation fails, the others go on.
@@ -233,33 +293,70 @@ def _load(gateway: Gateway, instance: StoredInstance) -> Dataset:
     except Exception as exc:
         log.warning("stored instance %s cannot be sent: %s", instance.sop_uid, exc)
         return _unsendable(instance)
-    finally:
-        path.unlink(missing_ok=True)
 
 
-def _download(gateway: Gateway, instance: StoredInstance, path: Path) -> None:
-    """Copy the object to ``path`` chunk by chunk; the loop fetches, this thread writes."""
-    chunks: AsyncIterator[bytes] = gateway.run(gateway.archive.retriever.open(instance))
+def _copy(gateway: Gateway, opened: Future[_Opened]) -> tempfile.SpooledTemporaryFile[bytes]:
+    """A copy of the object, rewound: in memory up to ``SPOOL_BYTES``, beyond that in an
+    anonymous file on the data volume (so that a large instance never sits whole in memory
+    twice).
+
+    The loop hands over up to ``SPOOL_BYTES`` of chunks per trip between the threads (a whole
+    typical instance in the trip that opened it) and this thread writes them: a trip per
+    chunk, each a wake-up of two threads, had cost a C-MOVE more than the bytes did.
+    """
+    spool: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(
+        max_size=SPOOL_BYTES, mode="w+b", dir=str(gateway.archive.incoming)
+    )
     try:
-        with open(path, "wb") as f:
+        chunks, batch, done = opened.result()
+        try:
             while True:
-                chunk = gateway.run(_next_chunk(chunks))
-                if chunk is None:
+                for chunk in batch:
+                    spool.write(chunk)
+                if done:
                     break
-                f.write(chunk)
+                batch, done = gateway.run(_next_batch(chunks))
+        finally:
+            if not done:  # an exhausted stream has closed itself
+                gateway.run(_aclose(chunks))
     except OSError as exc:
+        spool.close()
         raise StorageError(f"cannot copy the stored object: {exc.strerror}") from exc
-    finally:
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            gateway.run(aclose())
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool
 
 
-async def _next_chunk(chunks: AsyncIterator[bytes]) -> bytes | None:
+async def _open(archive: Archive, instance: StoredInstance) -> _Opened:
+    chunks = await archive.retriever.open(instance)
     try:
-        return await anext(chunks)
-    except StopAsyncIteration:
-        return None
+        batch, done = await _next_batch(chunks)
+    except BaseException:
+        await _aclose(chunks)
+        raise
+    return chunks, batch, done
+
+
+async def _next_batch(chunks: AsyncIterator[bytes]) -> tuple[list[bytes], bool]:
+    """The next chunks, until they reach ``SPOOL_BYTES``, and whether they were the last."""
+    batch: list[bytes] = []
+    size = 0
+    while size < SPOOL_BYTES:
+        try:
+            chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return batch, True
+        batch.append(chunk)
+        size += len(chunk)
+    return batch, False
+
+
+async def _aclose(chunks: AsyncIterator[bytes]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def _unsendable(instance: StoredInstance) -> Dataset:
