@@ -10,6 +10,9 @@ empty data directory, then
    each answer checked against the corpus manifest; latency p50/p95;
 3. WADO-RS: retrieve every whole study (multipart/related; type="application/dicom") with C
    parallel clients, reading every part and checking part count and byte count; MB/s;
+4. STOW-RS with one client: store a second corpus of the same shape (another seed: other
+   patients and UIDs, so nothing is a duplicate), after the queries so it cannot change their
+   answers;
 
 while a thread samples the memory of the server and of the PostgreSQL serving it. Prints one
 table with the ratio ours/Orthanc for each figure and writes everything to
@@ -411,7 +414,11 @@ async def wado(
 
 
 async def _exercise(
-    server: Server, corpus: Corpus, args: argparse.Namespace, result: dict[str, Any]
+    server: Server,
+    corpus: Corpus,
+    single: Corpus | None,
+    args: argparse.Namespace,
+    result: dict[str, Any],
 ) -> None:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=args.request_timeout)
     connector = aiohttp.TCPConnector(limit=max(args.clients, 1))
@@ -432,10 +439,21 @@ async def _exercise(
         result["qido"] = await qido(session, server, corpus, args.qido)
         say(f"  WADO-RS: {len(corpus.studies) * args.wado_rounds} whole-study retrieves")
         result["wado"] = await wado(session, server, corpus, args.clients, args.wado_rounds)
+        if single is not None:
+            say(f"  STOW-RS: {single.instance_count} other instances, 1 client")
+            try:
+                result["stow_1"] = await stow(session, server, single, 1, args.batch)
+            except PartialResult as exc:
+                result["stow_1"] = exc.result
+                raise
 
 
 def run_side(
-    name: str, start: Callable[[], Server], corpus: Corpus, args: argparse.Namespace
+    name: str,
+    start: Callable[[], Server],
+    corpus: Corpus,
+    single: Corpus | None,
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
     result: dict[str, Any] = {}
     say(f"[{name}] starting")
@@ -445,7 +463,7 @@ def run_side(
         result["startup_seconds"] = round(server.startup_seconds, 2)
         result["server"] = {k: v for k, v in server.info.items() if k != "data_dir"}
         say(f"[{name}] ready in {server.startup_seconds:.1f} s at {server.dicomweb}")
-        asyncio.run(_exercise(server, corpus, args, result))
+        asyncio.run(_exercise(server, corpus, single, args, result))
     except (ServerError, BenchError) as exc:
         result["error"] = str(exc)
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -475,6 +493,7 @@ def run_side(
 ROWS: list[tuple[str, tuple[str, ...], str]] = [
     ("STOW-RS instances/s", ("stow", "instances_per_s"), "higher"),
     ("STOW-RS MB/s", ("stow", "mb_per_s"), "higher"),
+    ("STOW-RS 1 client instances/s", ("stow_1", "instances_per_s"), "higher"),
     ("STOW-RS request p50 ms", ("stow", "request_latency", "p50_ms"), "lower"),
     ("STOW-RS request p95 ms", ("stow", "request_latency", "p95_ms"), "lower"),
     ("QIDO PatientID p50 ms", ("qido", "patient_id", "p50_ms"), "lower"),
@@ -559,6 +578,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--wado-rounds", type=int, default=1, help="times each study is retrieved")
     p.add_argument("--only", choices=("ours", "orthanc"), help="run one side only")
     p.add_argument(
+        "--no-single-client", action="store_true", help="skip the one-client STOW-RS run"
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: 2 studies x 2 series x 20 slices, 10 per request, 40 queries",
@@ -595,7 +617,13 @@ def main(argv: list[str] | None = None) -> int:
         f"corpus {corpus.directory.name}: {corpus.instance_count} instances, "
         f"{corpus.total_bytes / MB:.1f} MB, {len(corpus.studies)} studies"
     )
-    warm_page_cache(corpus)
+    single = None
+    if args.clients != 1 and not args.no_single_client:
+        single = generate(
+            CorpusSpec(args.studies, args.series, args.slices, seed=spec.seed + 1),
+            args.corpus_root,
+        )
+        warm_page_cache(single)
 
     sides: dict[str, Callable[[], Server]] = {
         "ours": lambda: start_ours(args.start_timeout, args.log_level),
@@ -604,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     for name, start in sides.items():
         if args.only in (None, name):
-            results[name] = run_side(name, start, corpus, args)
+            results[name] = run_side(name, start, corpus, single, args)
 
     report = {
         "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
