@@ -53,7 +53,8 @@ class Dispatcher:
     """Supervisor side: listen on the DIMSE port and deal connections to the workers."""
 
     def __init__(self, host: str, port: int, workers: int, backlog: int = 64) -> None:
-        self._listener = socket.create_server((host, port), backlog=backlog)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._listener = socket.create_server((host, port), family=family, backlog=backlog)
         self._channels: list[socket.socket] = []
         #: The worker ends, passed to the worker processes (inheritable) then closed here.
         self.worker_fds: list[int] = []
@@ -108,6 +109,7 @@ class Dispatcher:
                 if self._closing:
                     return
                 log.exception("DIMSE dispatcher: accept failed")
+                time.sleep(0.1)  # out of file descriptors, say: not a busy loop meanwhile
                 continue
             with conn:
                 self._deal(conn, address)
