@@ -46,7 +46,7 @@ async def serve(settings: Settings, worker: int | None = None, dimse_fd: int | N
         open_archive = await check_http_exposure(Authenticator(archive.db, settings))
         if settings.dimse.enabled:
             # Before HTTP, so that a healthy /healthz means both gateways are listening.
-            dimse = DimseListener(archive, share_port=worker is not None, handoff_fd=dimse_fd)
+            dimse = DimseListener(archive, handoff_fd=dimse_fd)
             await dimse.start()
         runner = web.AppRunner(create_app(archive), access_log=None, handle_signals=False)
         await runner.setup()

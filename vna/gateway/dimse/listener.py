@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import tempfile
 import threading
 import time
@@ -153,14 +152,10 @@ class DimseListener:
     """The DIMSE gateway of one archive: start it on the archive's loop, stop it before the
     archive closes."""
 
-    def __init__(
-        self, archive: Archive, *, share_port: bool = False, handoff_fd: int | None = None
-    ) -> None:
+    def __init__(self, archive: Archive, *, handoff_fd: int | None = None) -> None:
         self.archive = archive
-        #: Several worker processes accept on the same port (SO_REUSEPORT), as for HTTP.
-        self.share_port = share_port
         #: Under the supervisor: the Unix socket it passes accepted associations on
-        #: (vna.gateway.dimse.handoff); this process then listens on no port itself.
+        #: (vna.handoff); this process then listens on no port itself.
         self.handoff_fd = handoff_fd
         self._ae: AE | None = None
         self._server: ThreadedAssociationServer | None = None
@@ -219,8 +214,6 @@ class DimseListener:
     def _server_class(self, address: tuple[str, int]) -> type[Any] | None:
         if self.handoff_fd is not None:
             return handoff_server_class(self.handoff_fd, address)
-        if self.share_port:
-            return _SharedPortServer
         return None
 
     async def stop(self, grace_seconds: float = 15.0) -> None:
@@ -254,14 +247,6 @@ def _start_server(
     ae._servers.append(server)  # so that AE.shutdown() stops it, as start_server would
     threading.Thread(target=server.serve_forever, name="DimseAcceptor", daemon=True).start()
     return server
-
-
-class _SharedPortServer(ThreadedAssociationServer):
-    def server_bind(self) -> None:
-        # Before bind: the kernel then spreads associations over the processes listening.
-        assert self.socket is not None
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
 
 
 def _stop(server: ThreadedAssociationServer, ae: AE | None, grace_seconds: float) -> None:
