@@ -48,27 +48,7 @@ async def file_hierarchy(conn: asyncpg.Connection, v: Version) -> int:
     when the series belongs to another study.
     """
     h = v.header
-    row = await conn.fetchrow(
-        q("file_hierarchy"),
-        h.patient_id,
-        v.issuer,
-        h.patient_name,
-        h.patient_birth_date,
-        h.patient_sex,
-        h.study_uid,
-        h.study_date,
-        h.study_time,
-        h.accession_number,
-        h.study_id,
-        h.study_description,
-        h.referring_physician,
-        v.source,
-        h.series_uid,
-        h.modality,
-        h.series_number,
-        h.series_description,
-        h.body_part,
-    )
+    row = await conn.fetchrow(q("file_hierarchy"), *_hierarchy_values(v))
     if row["study_patient_fk"] != row["patient_fk"]:
         owner = await conn.fetchrow(
             "SELECT patient_id, issuer FROM patients WHERE id = $1", row["study_patient_fk"]
@@ -94,24 +74,7 @@ async def file_new_instance(
     try:
         inserted = await conn.fetchval(
             q("file_new_instance"),
-            h.patient_id,
-            v.issuer,
-            h.patient_name,
-            h.patient_birth_date,
-            h.patient_sex,
-            h.study_uid,
-            h.study_date,
-            h.study_time,
-            h.accession_number,
-            h.study_id,
-            h.study_description,
-            h.referring_physician,
-            v.source,
-            h.series_uid,
-            h.modality,
-            h.series_number,
-            h.series_description,
-            h.body_part,
+            *_hierarchy_values(v),
             h.sop_instance_uid,
             h.sop_class_uid,
             h.instance_number,
@@ -135,6 +98,32 @@ async def file_new_instance(
             return None
         raise
     return int(inserted)
+
+
+def _hierarchy_values(v: Version) -> tuple[Any, ...]:
+    """Patient, study and series values, in the parameter order of vna_file_hierarchy and
+    of the first parameters of vna_file_new_instance (migration 0070)."""
+    h = v.header
+    return (
+        h.patient_id,
+        v.issuer,
+        h.patient_name,
+        h.patient_birth_date,
+        h.patient_sex,
+        h.study_uid,
+        h.study_date,
+        h.study_time,
+        h.accession_number,
+        h.study_id,
+        h.study_description,
+        h.referring_physician,
+        v.source,
+        h.series_uid,
+        h.modality,
+        h.series_number,
+        h.series_description,
+        h.body_part,
+    )
 
 
 async def insert_instance(conn: asyncpg.Connection, v: Version, series_fk: int) -> int | None:
