@@ -332,37 +332,16 @@ def start_ours(
     server.monitor = MemoryMonitor(proc.pid, lambda: _postmasters(data_dir))
     server.monitor.start()
     try:
+        # The supervisor deals no connection before every worker serves: the first answer
+        # means the whole server is measured, not one worker of it for the first seconds.
         _wait_ready(
             proc, f"http://127.0.0.1:{http_port}/healthz", "`vna serve`", "ours", log, timeout
         )
-        _wait_all_workers(proc, http_port, started + timeout)
     except BaseException:
         server.stop()
         raise
     server.startup_seconds = time.monotonic() - started
     return server
-
-
-def _wait_all_workers(proc: subprocess.Popen[bytes], http_port: int, deadline: float) -> None:
-    """/healthz answers as soon as the first worker serves; the others start after it.  A
-    worker listens on HTTP once its DIMSE side is ready too, so when every worker listens,
-    the whole server is measured, not one worker of it for the first seconds."""
-    expected = min(os.cpu_count() or 1, 8)  # vna.supervisor.worker_count's default
-    while time.monotonic() < deadline:
-        workers = _tree(proc.pid)[1:]
-        workers = [w for w in workers if not w.name().startswith("postgres")]
-        listening = 0
-        for worker in workers:
-            with contextlib.suppress(psutil.Error):
-                if any(
-                    c.status == psutil.CONN_LISTEN and c.laddr.port == http_port
-                    for c in worker.net_connections(kind="tcp")
-                ):
-                    listening += 1
-        if listening >= expected:
-            return
-        time.sleep(0.25)
-    raise ServerError("not every `vna serve` worker started listening in time")
 
 
 def _orthanc_postgres(pgdata: Path) -> tuple[Any, str]:

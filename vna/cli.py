@@ -25,6 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_cmd = sub.add_parser("serve", help="run the archive: DICOMweb and DIMSE gateways")
     # Set by the supervisor for the processes it starts (vna/supervisor.py).
     serve_cmd.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    serve_cmd.add_argument("--http-fd", type=int, help=argparse.SUPPRESS)
     serve_cmd.add_argument("--dimse-fd", type=int, help=argparse.SUPPRESS)
 
     imp = sub.add_parser(
@@ -73,7 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from vna.supervisor import supervise, worker_count
 
             if args.worker is not None:
-                _run_server(serve(settings, worker=args.worker, dimse_fd=args.dimse_fd))
+                _run_server(
+                    serve(
+                        settings, worker=args.worker, http_fd=args.http_fd, dimse_fd=args.dimse_fd
+                    )
+                )
                 return 0
             workers = worker_count(settings)
             if workers > 1:

@@ -1,17 +1,21 @@
-"""DIMSE associations spread evenly over the worker processes of ``vna serve``.
+"""Connections spread evenly over the worker processes of ``vna serve``.
 
 With SO_REUSEPORT the kernel picks a worker by hashing each connection's addresses: fair over
-thousands of short HTTP requests, but a PACS opens a handful of long associations, and four
-of them land on one worker one time in eight (three on one, half the time).  That worker is
-then bound to one core by the GIL while the other idles.  So under the supervisor, the
-supervisor alone listens on the DIMSE port and passes each accepted connection (its file
-descriptor, over a Unix socket per worker, SCM_RIGHTS) to the worker with the fewest open
-associations; the worker's pynetdicom server takes it from there exactly as if it had
-accepted it (TLS included).  Workers report each closed association back on the same socket.
+thousands of short connections, but a PACS opens a handful of long DIMSE associations, and a
+DICOMweb client a handful of keep-alive connections; four of them land on one worker one time
+in eight (three on one, half the time).  That worker is then bound to one core by the GIL
+while the other idles.  So under the supervisor, the supervisor alone listens on the HTTP and
+DIMSE ports and passes each accepted connection (its file descriptor, over a Unix socket per
+worker and port, SCM_RIGHTS) to the worker with the fewest open connections; the worker's
+aiohttp or pynetdicom server takes it from there exactly as if it had accepted it (TLS
+included).  Workers report each closed connection back on the same socket.
+
+Nothing is dealt until every worker is ready: a client that connects during start-up waits in
+the listen backlog, and a server that answers at all is serving on every core.
 
 One process on its own (``vna serve`` with one worker, tests) listens as before.  This module
-is the supervisor's side and the channel; vna.gateway.dimse.handoff is the worker's
-(pynetdicom) side.
+is the supervisor's side and the channel; vna.gateway.handoff (aiohttp) and
+vna.gateway.dimse.handoff (pynetdicom) are the workers' sides.
 """
 
 from __future__ import annotations
@@ -27,15 +31,15 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: Worker to supervisor: ready to take associations; one association closed.
+#: Worker to supervisor: ready to take connections; one connection closed.
 _READY = b"+"
 _CLOSED = b"-"
 _MAX_ADDRESS = 512
 
 
 def pick(active: list[int], ready: list[bool], turn: int) -> int | None:
-    """The worker for the next association: of those ready, the one with the fewest open;
-    among equals, the next in turn after ``turn``, so that short associations rotate instead
+    """The worker for the next connection: of those ready, the one with the fewest open;
+    among equals, the next in turn after ``turn``, so that short connections rotate instead
     of piling on worker 0.  None while no worker is ready."""
     candidates = [n for n, is_ready in zip(active, ready, strict=True) if is_ready]
     if not candidates:
@@ -50,9 +54,11 @@ def pick(active: list[int], ready: list[bool], turn: int) -> int | None:
 
 
 class Dispatcher:
-    """Supervisor side: listen on the DIMSE port and deal connections to the workers."""
+    """Supervisor side: listen on one port and deal its connections to the workers."""
 
-    def __init__(self, host: str, port: int, workers: int, backlog: int = 64) -> None:
+    def __init__(self, name: str, host: str, port: int, workers: int, backlog: int = 64) -> None:
+        #: What the port serves ("HTTP", "DIMSE"), for logs and thread names.
+        self.name = name
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._listener = socket.create_server((host, port), family=family, backlog=backlog)
         self._channels: list[socket.socket] = []
@@ -64,8 +70,8 @@ class Dispatcher:
             self._channels.append(ours)
             self.worker_fds.append(theirs.detach())
         self._active = [0] * workers
-        #: A worker takes associations once its pynetdicom server runs; until then one dealt
-        #: to it would wait through its start-up.
+        #: A worker takes connections once its server runs; until then one dealt to it would
+        #: wait through its start-up.
         self._ready = [False] * workers
         self._turn = -1
         self._lock = threading.Condition()
@@ -78,19 +84,23 @@ class Dispatcher:
 
     def workers_started(self) -> None:
         """Close the worker ends in this process (each worker has its own copy) and start
-        dealing connections."""
+        dealing connections once every worker is ready."""
         for fd in self.worker_fds:
             with contextlib.suppress(OSError):
                 socket.close(fd)
         self._threads = [
-            threading.Thread(target=self._accept_loop, name="DimseDispatcher", daemon=True),
-            threading.Thread(target=self._feedback_loop, name="DimseFeedback", daemon=True),
+            threading.Thread(target=self._accept_loop, name=f"{self.name}Dispatcher", daemon=True),
+            threading.Thread(target=self._feedback_loop, name=f"{self.name}Feedback", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
 
+    def all_ready(self) -> bool:
+        with self._lock:
+            return all(self._ready)
+
     def close(self) -> None:
-        """Stop accepting (new associations are refused from now on)."""
+        """Stop accepting (new connections are refused from now on)."""
         with self._lock:
             self._closing = True
             self._lock.notify_all()
@@ -102,13 +112,15 @@ class Dispatcher:
                 channel.shutdown(socket.SHUT_RDWR)
 
     def _accept_loop(self) -> None:
+        with self._lock:
+            self._lock.wait_for(lambda: self._closing or all(self._ready))
         while not self._closing:
             try:
                 conn, address = self._listener.accept()
             except OSError:
                 if self._closing:
                     return
-                log.exception("DIMSE dispatcher: accept failed")
+                log.exception("%s dispatcher: accept failed", self.name)
                 time.sleep(0.1)  # out of file descriptors, say: not a busy loop meanwhile
                 continue
             with conn:
@@ -131,7 +143,11 @@ class Dispatcher:
             with self._lock:
                 self._active[index] -= 1
             log.error(
-                "DIMSE association from %s dropped: worker %d unreachable: %s", peer, index, exc
+                "%s connection from %s dropped: worker %d unreachable: %s",
+                self.name,
+                peer,
+                index,
+                exc,
             )
 
     def _feedback_loop(self) -> None:
@@ -159,24 +175,26 @@ class Dispatcher:
 
 
 def receive_connection(channel: socket.socket) -> tuple[socket.socket, tuple[str, int]]:
-    """Worker side: the next connection dealt on ``channel`` and its peer address."""
+    """Worker side: the next connection dealt on ``channel`` and its peer address.  On a
+    non-blocking channel, BlockingIOError when none is waiting."""
     message, fds, _flags, _ = socket.recv_fds(channel, _MAX_ADDRESS, 1)
     if not fds:
         # The supervisor is gone; this worker is being stopped or killed with it.  The
-        # pause keeps the caller's accept loop from spinning on the closed channel meanwhile.
-        time.sleep(1)
-        raise OSError("the DIMSE dispatcher closed the hand-off channel")
+        # pause keeps a blocking caller's accept loop from spinning on the closed channel.
+        if channel.getblocking():
+            time.sleep(1)
+        raise ConnectionAbortedError("the supervisor closed the hand-off channel")
     host, port = json.loads(message)
     return socket.socket(fileno=fds[0]), (str(host), int(port))
 
 
 def report_ready(channel: socket.socket) -> None:
-    """Worker side: deal associations to this worker from now on."""
+    """Worker side: deal connections to this worker from now on."""
     channel.send(_READY)
 
 
 def report_closed(channel: socket.socket) -> None:
-    """Worker side: one association ended.  Only balance depends on it: a lost report leaves
+    """Worker side: one connection ended.  Only balance depends on it: a lost report leaves
     this worker looking busier than it is."""
     with contextlib.suppress(OSError):
         channel.send(_CLOSED)

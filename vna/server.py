@@ -13,6 +13,7 @@ from vna.archive import Archive
 from vna.config import Settings
 from vna.errors import ConfigError
 from vna.gateway.dimse import DimseListener
+from vna.gateway.handoff import HandoffSite
 from vna.gateway.web import PREFIX, create_app
 from vna.security.authn import Authenticator, check_http_exposure
 from vna.security.tls import http_context
@@ -31,11 +32,16 @@ def use_io_threads(settings: Settings) -> None:
     loop.set_default_executor(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vna-io"))
 
 
-async def serve(settings: Settings, worker: int | None = None, dimse_fd: int | None = None) -> None:
+async def serve(
+    settings: Settings,
+    worker: int | None = None,
+    http_fd: int | None = None,
+    dimse_fd: int | None = None,
+) -> None:
     """Run until SIGTERM.  ``worker`` is this process's index under the supervisor
-    (vna/supervisor.py): the HTTP port is then shared with the other workers, migrations are
-    already applied, and only worker 0 runs the lifecycle engine.  ``dimse_fd`` is the Unix
-    socket the supervisor passes this worker its DIMSE associations on."""
+    (vna/supervisor.py): migrations are then already applied, and only worker 0 runs the
+    lifecycle engine.  ``http_fd`` and ``dimse_fd`` are the Unix sockets the supervisor passes
+    this worker its HTTP connections and DIMSE associations on (vna.handoff)."""
     use_io_threads(settings)
     archive = await Archive.open(settings, apply_migrations=worker is None)
     runner: web.AppRunner | None = None
@@ -50,14 +56,18 @@ async def serve(settings: Settings, worker: int | None = None, dimse_fd: int | N
             await dimse.start()
         runner = web.AppRunner(create_app(archive), access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(
-            runner,
-            settings.http.host,
-            settings.http.port,
-            backlog=1024,
-            reuse_port=worker is not None,
-            ssl_context=ssl_context,
-        )
+        site: web.BaseSite
+        if http_fd is not None:
+            address = (settings.http.host, settings.http.port)
+            site = HandoffSite(runner, http_fd, address, ssl_context=ssl_context)
+        else:
+            site = web.TCPSite(
+                runner,
+                settings.http.host,
+                settings.http.port,
+                backlog=1024,
+                ssl_context=ssl_context,
+            )
         try:
             await site.start()
         except OSError as exc:

@@ -1,12 +1,12 @@
-"""``vna serve`` with several worker processes sharing the listening port.
+"""``vna serve`` with several worker processes.
 
 Parsing DICOM headers and talking to PostgreSQL are Python work bound to one core by the GIL;
-the archive uses every core by running one server process per core, all accepting on the
-same HTTP port (SO_REUSEPORT: the kernel spreads connections among them).  The supervisor
-owns what must exist once: the embedded PostgreSQL, the schema migrations and the metrics
-directory.  It also listens on the DIMSE port and deals each association to the worker with
-the fewest (vna.handoff): associations are few and long, and hashing would
-often put most of them on one worker.  Worker 0 runs the lifecycle engine.
+the archive uses every core by running one server process per core.  The supervisor owns what
+must exist once: the embedded PostgreSQL, the schema migrations, the metrics directory and the
+listening ports.  It accepts each HTTP connection and DIMSE association itself and deals it to
+the worker with the fewest open (vna.handoff): clients hold a handful of long connections,
+and the kernel's hashing (SO_REUSEPORT) would often put most of them on one worker.  Worker 0
+runs the lifecycle engine.
 
 A worker that dies is a failure of the whole server (a service manager restarts it); workers
 die with the supervisor, even when it is killed with SIGKILL (PR_SET_PDEATHSIG).
@@ -21,11 +21,9 @@ import logging
 import os
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
 import time
-import urllib.request
 
 from vna.catalog.database import Database, EmbeddedPostgres
 from vna.catalog.migrate import migrate
@@ -39,6 +37,8 @@ log = logging.getLogger(__name__)
 #: /metrics (on any worker) sums them.  Read by prometheus_client at import.
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # the name is prometheus_client's
 _PR_SET_PDEATHSIG = 1
+#: A worker's start-up: opening the catalogue and the store, and the DIMSE server.
+_START_SECONDS = 300
 
 
 def worker_count(settings: Settings) -> int:
@@ -54,7 +54,7 @@ def supervise(settings: Settings, config_path: str | None, workers: int) -> int:
         embedded = EmbeddedPostgres(settings.data_dir / "pg")
         url = embedded.start()
     children: list[subprocess.Popen[bytes]] = []
-    dispatcher: Dispatcher | None = None
+    dispatchers: list[Dispatcher] = []
     try:
         asyncio.run(_migrate(url))
         metrics_dir = settings.data_dir / "metrics"
@@ -65,25 +65,21 @@ def supervise(settings: Settings, config_path: str | None, workers: int) -> int:
         env[METRICS_DIR_ENV] = str(metrics_dir.resolve())
 
         stop = _stop_on_signals()
+        http = _listen("HTTP", settings.http.host, settings.http.port, workers, "http.port")
+        dispatchers.append(http)
         if settings.dimse.enabled:
-            try:
-                dispatcher = Dispatcher(settings.dimse.host, settings.dimse.port, workers)
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot listen on {settings.dimse.host}:{settings.dimse.port}"
-                    f" (dimse.port): {exc.strerror}"
-                ) from exc
+            dimse = _listen(
+                "DIMSE", settings.dimse.host, settings.dimse.port, workers, "dimse.port"
+            )
+            dispatchers.append(dimse)
             # The port bound (dimse.port may be 0), for what the workers report.
-            env["VNA_DIMSE_PORT"] = str(dispatcher.port)
+            env["VNA_DIMSE_PORT"] = str(dimse.port)
         for index in range(workers):
-            fd = dispatcher.worker_fds[index] if dispatcher else None
-            children.append(_spawn(index, config_path, env, fd))
-            if index == 0:
-                # Worker 0 alone holds the HTTP port until it answers: then a healthy
-                # /healthz means it is serving, whichever worker answers later.
-                _wait_healthy(settings, children[0], stop)
-        if dispatcher:
+            fds = [d.worker_fds[index] for d in dispatchers]
+            children.append(_spawn(index, config_path, env, fds))
+        for dispatcher in dispatchers:
             dispatcher.workers_started()
+        _wait_ready(dispatchers, children, stop)
         log.info("%d workers serving", workers)
         while not stop.wait_for(0.5):
             for child in children:
@@ -91,8 +87,9 @@ def supervise(settings: Settings, config_path: str | None, workers: int) -> int:
                     raise VnaError(f"worker process {child.pid} exited with {child.returncode}")
         return 0
     finally:
-        if dispatcher:
-            dispatcher.close()  # refuse new associations while the workers finish theirs
+        for dispatcher in dispatchers:
+            # New connections are refused while the workers finish theirs.
+            dispatcher.close()
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
@@ -103,6 +100,14 @@ def supervise(settings: Settings, config_path: str | None, workers: int) -> int:
                 child.kill()
         if embedded is not None:
             embedded.stop()
+
+
+def _listen(name: str, host: str, port: int, workers: int, setting: str) -> Dispatcher:
+    try:
+        # A large backlog: clients that connect while the workers start wait in it.
+        return Dispatcher(name, host, port, workers, backlog=1024)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} ({setting}): {exc.strerror}") from exc
 
 
 async def _migrate(url: str) -> None:
@@ -117,20 +122,17 @@ async def _migrate(url: str) -> None:
 
 
 def _spawn(
-    index: int, config_path: str | None, env: dict[str, str], dimse_fd: int | None
+    index: int, config_path: str | None, env: dict[str, str], channel_fds: list[int]
 ) -> subprocess.Popen[bytes]:
+    """Worker ``index``, given its ends of the HTTP channel and, when DIMSE is on, the DIMSE
+    channel (in that order)."""
     args = [sys.executable, "-m", "vna.cli"]
     if config_path:
         args += ["--config", config_path]
-    args += ["serve", "--worker", str(index)]
-    if dimse_fd is not None:
-        args += ["--dimse-fd", str(dimse_fd)]
-    return subprocess.Popen(
-        args,
-        env=env,
-        preexec_fn=_die_with_parent,
-        pass_fds=() if dimse_fd is None else (dimse_fd,),
-    )
+    args += ["serve", "--worker", str(index), "--http-fd", str(channel_fds[0])]
+    if len(channel_fds) > 1:
+        args += ["--dimse-fd", str(channel_fds[1])]
+    return subprocess.Popen(args, env=env, preexec_fn=_die_with_parent, pass_fds=tuple(channel_fds))
 
 
 def _die_with_parent() -> None:
@@ -143,25 +145,20 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _wait_healthy(settings: Settings, child: subprocess.Popen[bytes], stop: _Stop) -> None:
-    host = settings.http.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    scheme = "https" if settings.http.tls_cert else "http"
-    url = f"{scheme}://{host}:{settings.http.port}/healthz"
-    # Only "is it up?": the certificate is the worker's own, for the names clients use.
-    context = ssl._create_unverified_context() if scheme == "https" else None
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not stop.is_set():
-        if child.poll() is not None:
-            raise ConfigError(f"the first worker exited with {child.returncode} at start-up")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2, context=context) as resp:
-                if resp.status == 200:
-                    return
-        time.sleep(0.2)
-    if not stop.is_set():
-        raise VnaError(f"the first worker did not answer {url} within 300 s")
+def _wait_ready(
+    dispatchers: list[Dispatcher], children: list[subprocess.Popen[bytes]], stop: _Stop
+) -> None:
+    """Until every worker serves both ports (nothing is dealt before: vna.handoff)."""
+    deadline = time.monotonic() + _START_SECONDS
+    while not stop.is_set():
+        for child in children:
+            if child.poll() is not None:
+                raise ConfigError(f"a worker exited with {child.returncode} at start-up")
+        if all(d.all_ready() for d in dispatchers):
+            return
+        if time.monotonic() > deadline:
+            raise VnaError(f"the workers did not all start within {_START_SECONDS} s")
+        time.sleep(0.1)
 
 
 class _Stop:

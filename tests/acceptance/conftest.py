@@ -35,14 +35,17 @@ class ArchiveProcess:
         self.ae_title = "VNA"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+        #: The CA of the server's certificate when it serves HTTPS (VNA_HTTP_TLS_CERT).
+        self.https_ca: Path | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}/dicom-web"
+        return f"{self.base}/dicom-web"
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "https" if self.https_ca else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -68,10 +71,12 @@ class ArchiveProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"vna serve exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                # Ready when every worker process listens (the first answers /healthz before
-                # the supervisor starts the others), so that tests start on a settled server.
+                # The supervisor deals no connection before every worker serves, so one
+                # answer means all serve; the log must say so too.
+                verify = str(self.https_ca) if self.https_ca else True
                 if (
-                    requests.get(f"{self.base}/healthz", timeout=1).status_code == 200
+                    requests.get(f"{self.base}/healthz", timeout=1, verify=verify).status_code
+                    == 200
                     and self._listening_workers(offset) >= WORKERS
                 ):
                     return

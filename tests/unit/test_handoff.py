@@ -1,4 +1,4 @@
-"""Which worker the supervisor deals the next DIMSE association to (vna.handoff)."""
+"""Which worker the supervisor deals the next connection to (vna.handoff)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_a_worker_still_starting_gets_nothing() -> None:
 
 
 def test_the_dispatcher_deals_accepted_connections_to_ready_workers() -> None:
-    dispatcher = Dispatcher("127.0.0.1", 0, 2)
+    dispatcher = Dispatcher("TEST", "127.0.0.1", 0, 2)
     workers = [socket.socket(fileno=fd) for fd in dispatcher.worker_fds]
     dispatcher.worker_fds = [os.dup(w.fileno()) for w in workers]  # closed by workers_started
     dispatcher.workers_started()
@@ -38,25 +38,36 @@ def test_the_dispatcher_deals_accepted_connections_to_ready_workers() -> None:
     try:
         report_ready(workers[1])  # worker 0 is still starting
         clients.append(socket.create_connection(("127.0.0.1", dispatcher.port)))
-        conn, peer = _receive(workers[1])
+        # Nothing is dealt until every worker is ready: the client waits in the backlog.
+        assert select.select(workers, [], [], 0.5)[0] == []
+        assert not dispatcher.all_ready()
+        report_ready(workers[0])
+        conn, peer = _receive(workers[0])
+        assert dispatcher.all_ready()
         assert peer[1] == clients[0].getsockname()[1]
-        conn.sendall(b"from worker 1")
-        assert clients[0].recv(64) == b"from worker 1"  # the very connection, handed over
+        conn.sendall(b"from worker 0")
+        assert clients[0].recv(64) == b"from worker 0"  # the very connection, handed over
         conn.close()
 
-        report_ready(workers[0])
-        time.sleep(0.2)
-        # Worker 1 still counts one open association: the next two go to 0, then in turn.
+        # Worker 0 still counts one open connection: the next goes to 1, then in turn.
         dealt = []
-        for _ in range(2):
+        for _ in range(3):
             clients.append(socket.create_connection(("127.0.0.1", dispatcher.port)))
             dealt.append(_which(workers))
-        assert dealt == [0, 1]
-        report_closed(workers[1])
-        report_closed(workers[1])
+        assert dealt == [1, 0, 1]
+        report_closed(workers[0])
+        report_closed(workers[0])
         time.sleep(0.2)
         clients.append(socket.create_connection(("127.0.0.1", dispatcher.port)))
-        assert _which(workers) == 1  # one open against two
+        assert _which(workers) == 0  # none open against two
+
+        # A worker that is gone (its channel closed) gets nothing more.
+        workers[0].close()
+        time.sleep(0.2)
+        for _ in range(2):
+            clients.append(socket.create_connection(("127.0.0.1", dispatcher.port)))
+            conn, _ = _receive(workers[1])
+            conn.close()
     finally:
         dispatcher.close()
         for s in (*clients, *workers):
