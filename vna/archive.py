@@ -109,6 +109,7 @@ class Archive:
                 await self.store.close()
             await self.db.close()
         finally:
+            self.ingester.close()
             shutil.rmtree(self.incoming, ignore_errors=True)
             if self.embedded is not None:
                 await asyncio.to_thread(self.embedded.stop)

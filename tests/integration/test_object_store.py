@@ -17,6 +17,7 @@ import pytest
 
 from vna.errors import ConfigError, InvalidRequest, NotFound, StorageError
 from vna.storage import ObjectStore, content_key, open_store, validate_key
+from vna.storage.base import FileStamp
 from vna.storage.filesystem import FilesystemStore
 from vna.storage.s3 import PART_SIZE, S3Store
 
@@ -228,6 +229,33 @@ async def test_put_file_with_wrong_sha256_is_refused(
         await store.put_file(key, source, sha256=declared, consume=consume)
     assert await store.stat(key) is None
     assert source.exists()  # the caller still has the upload to report or retry
+
+
+@pytest.mark.parametrize("consume", [False, True])
+async def test_a_file_changed_since_it_was_hashed_is_refused(
+    store: ObjectStore, tmp_path: Path, consume: bool
+) -> None:
+    # A stamp spares the store a second hash only while the file is still the version hashed.
+    source = tmp_path / "upload.dcm"
+    hashed = payload(10_000, seed=7)
+    source.write_bytes(hashed)
+    stamp = FileStamp.of(source.stat())
+    source.write_bytes(payload(10_001, seed=8))  # rewritten after it was hashed
+    key = content_key(sha(hashed))
+    with pytest.raises(StorageError, match="sha256"):
+        await store.put_file(key, source, sha256=sha(hashed), hashed=stamp, consume=consume)
+    assert await store.stat(key) is None
+
+
+async def test_a_file_as_hashed_is_stored_on_its_stamp(store: ObjectStore, tmp_path: Path) -> None:
+    source = tmp_path / "upload.dcm"
+    data = payload(10_000, seed=9)
+    source.write_bytes(data)
+    key = content_key(sha(data))
+    stamp = FileStamp.of(source.stat())
+    await store.put_file(key, source, sha256=sha(data), hashed=stamp, consume=True)
+    assert await store.get_bytes(key) == data
+    assert not source.exists()
 
 
 async def test_large_put_file_with_wrong_sha256_is_refused(

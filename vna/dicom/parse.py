@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
 import struct
 import zlib
 from collections.abc import Callable, Iterator, MutableMapping
@@ -88,11 +89,12 @@ class InstanceHeader:
     has_pixel_data: bool
 
 
-def read_dataset(path: Path, *, check_complete: bool = True) -> Dataset:
-    """Parse a Part 10 file's header (pixel data neither read nor decoded)."""
+def read_dataset(source: Path | bytes, *, check_complete: bool = True) -> Dataset:
+    """Parse a Part 10 file's header (pixel data neither read nor decoded), from its path or
+    from the whole file's bytes already in memory."""
     try:
-        with open(path, "rb") as f:
-            size = path.stat().st_size
+        with _open(source) as f:
+            size = len(source) if isinstance(source, bytes) else os.fstat(f.fileno()).st_size
             try:
                 ds = pydicom.dcmread(f, stop_before_pixels=True)
                 # What extract_header and dicom_json tell a changed data set by.
@@ -103,7 +105,7 @@ def read_dataset(path: Path, *, check_complete: bool = True) -> Dataset:
                 # pydicom trips over a cut-short file in many ways ("No tag to read at ..."):
                 # name the real problem when the framing shows it.
                 if check_complete:
-                    _raise_if_truncated(f, path, size)
+                    _raise_if_truncated(f, size)
                 raise
             ds._vna_has_pixel_data = False
             if check_complete:
@@ -459,9 +461,15 @@ def _check_framing_complete(f: BinaryIO, meta: Dataset, file_size: int) -> bool:
     return framing.elements(file_size, implicit)
 
 
-def _raise_if_truncated(f: BinaryIO, path: Path, file_size: int) -> None:
+def _open(source: Path | bytes) -> BinaryIO:
+    return io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+
+
+def _raise_if_truncated(f: BinaryIO, file_size: int) -> None:
     try:
-        meta = pydicom.filereader.read_file_meta_info(path)
+        end = data_set_offset(f)
+        f.seek(0)
+        meta = pydicom.dcmread(io.BytesIO(f.read(end))).file_meta
         _check_framing_complete(f, meta, file_size)
     except InvalidInstance as exc:
         if str(exc).startswith("truncated"):

@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from vna.errors import InvalidRequest, NotFound, StorageError
-from vna.storage.base import TIERS, ObjectInfo, ObjectStore, check_sha256, validate_key
+from vna.storage.base import (
+    TIERS,
+    FileStamp,
+    ObjectInfo,
+    ObjectStore,
+    check_sha256,
+    validate_key,
+)
 
 _META_SUFFIX = ".meta.json"
 
@@ -75,10 +82,13 @@ class FilesystemStore(ObjectStore):
         sha256: str,
         metadata: Mapping[str, str] | None = None,
         consume: bool = False,
+        hashed: FileStamp | None = None,
     ) -> None:
         target = self.path_of(key)
         check_sha256(key, sha256)
-        await asyncio.to_thread(self._put_file, key, target, path, sha256, metadata, consume)
+        await asyncio.to_thread(
+            self._put_file, key, target, path, sha256, metadata, consume, hashed
+        )
 
     async def put_bytes(
         self, key: str, data: bytes, *, sha256: str, metadata: Mapping[str, str] | None = None
@@ -95,6 +105,7 @@ class FilesystemStore(ObjectStore):
         sha256: str,
         metadata: Mapping[str, str] | None,
         consume: bool,
+        hashed: FileStamp | None,
     ) -> None:
         try:
             found = self._locate(key)
@@ -109,7 +120,8 @@ class FilesystemStore(ObjectStore):
             if consume and _same_device(source, self._tmp):
                 # The upload was received on this filesystem: make it durable where it lies
                 # and rename it into place instead of copying the bytes again.
-                check_sha256(key, sha256, _sha256_of(source))
+                if hashed is None or not hashed.describes(source):
+                    check_sha256(key, sha256, _sha256_of(source))
                 _fsync_file(source)
                 if metadata:
                     # The sidecar sits in the object's directory: the one directory fsync

@@ -27,7 +27,14 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from vna.errors import InvalidRequest, NotFound, OfflineError, StorageError
-from vna.storage.base import TIERS, ObjectInfo, ObjectStore, check_sha256, validate_key
+from vna.storage.base import (
+    TIERS,
+    FileStamp,
+    ObjectInfo,
+    ObjectStore,
+    check_sha256,
+    validate_key,
+)
 
 #: Objects up to this size go up in one PUT; larger ones in parts of this size.
 PART_SIZE = 32 * 1024 * 1024
@@ -141,13 +148,17 @@ class S3Store(ObjectStore):
         sha256: str,
         metadata: Mapping[str, str] | None = None,
         consume: bool = False,
+        hashed: FileStamp | None = None,
     ) -> None:
         check_sha256(key, sha256)
         size = path.stat().st_size  # noqa: ASYNC240 - one metadata syscall
         try:
             if size <= PART_SIZE:
                 data = await asyncio.to_thread(path.read_bytes)
-                await self._put(key, data, sha256, metadata)
+                # The bytes read are the ones the caller hashed if the file is still the
+                # version it stamped once they are read.
+                trusted = hashed is not None and hashed.describes(path)
+                await self._put(key, data, sha256, metadata, verified=trusted)
             else:
                 await self._put_multipart(key, path, sha256, metadata)
         except (ClientError, BotoCoreError) as exc:
@@ -164,12 +175,19 @@ class S3Store(ObjectStore):
             raise StorageError(f"S3 store {self.name}: upload failed: {exc}") from exc
 
     async def _put(
-        self, key: str, data: bytes, sha256: str, metadata: Mapping[str, str] | None
+        self,
+        key: str,
+        data: bytes,
+        sha256: str,
+        metadata: Mapping[str, str] | None,
+        *,
+        verified: bool = False,
     ) -> None:
         # Checked here too, not only by the endpoint: not every S3-compatible endpoint
         # verifies ChecksumSHA256.
         check_sha256(key, sha256)
-        check_sha256(key, sha256, await asyncio.to_thread(_sha256_hex, data))
+        if not verified:
+            check_sha256(key, sha256, await asyncio.to_thread(_sha256_hex, data))
         await self._client.put_object(
             Bucket=self.bucket,
             Key=self._key(key),
