@@ -52,7 +52,8 @@ class HttpSettings:
     tls_key: Path | None = None
     #: Seconds a token lookup is remembered: a revoked token stops working within this delay.
     token_cache_seconds: int = 5
-    #: Server processes sharing the port (the GIL binds each to one core); 0: one per core.
+    #: Server processes (the GIL binds each to one core); 0: one per core, at most 8.  The
+    #: supervisor deals HTTP and DIMSE connections to them (vna.handoff).
     workers: int = 0
 
 
@@ -78,8 +79,9 @@ class DimseSettings:
 class IngestSettings:
     #: Bytes; a larger single instance is refused.
     max_instance_bytes: int = 8 * 1024**3
-    #: Instances ingested concurrently per server process.  Parsing holds the GIL, so more
-    #: than a few in flight only adds contention (measured with bench/ingest.py).
+    #: Instances ingested concurrently per server process: their fsyncs and catalogue
+    #: writes overlap.  Parsing and hashing run in one thread per process whatever this says
+    #: (they hold the GIL; measured with bench/ingest.py).
     concurrency: int = 8
 
 

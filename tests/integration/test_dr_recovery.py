@@ -25,6 +25,7 @@ from vna.errors import InvalidRequest
 from vna.recovery import fixity, rebuild
 from vna.recovery.sites import Sites
 from vna.storage.factory import open_store
+from vna.storage.filesystem import FilesystemStore
 
 ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 #: Every catalogue table the objects can restore (the audit trail and the DR record stay).
@@ -338,11 +339,19 @@ async def test_rebuild_files_replaced_versions_as_earlier_versions(
             archive, "SELECT object_key FROM instances WHERE sop_uid = $1", study[0].SOPInstanceUID
         )
         # The first version was received a day before its replacement.
-        meta = archive.store.root / (first["object_key"] + ".meta.json")  # type: ignore[attr-defined]
-        fields = json.loads(meta.read_text())
+        store = archive.store
+        assert isinstance(store, FilesystemStore)
+        info = await store.stat(first["object_key"])
+        assert info is not None and info.metadata is not None
+        fields = dict(info.metadata)
         day_before = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
         fields["vna-ingested-at"] = day_before.isoformat(timespec="seconds")
-        meta.write_text(json.dumps(fields))
+        await store.put_file(
+            first["object_key"],
+            store.path_of(first["object_key"]),
+            sha256=first["object_key"].rsplit("/", 1)[1],
+            metadata=fields,
+        )
         # (An instance-level change: series and study attributes come from the first instance
         # filed, which a rebuild cannot tell apart when versions differ in them.)
         study[0].ImageComments = "CORRECTED"

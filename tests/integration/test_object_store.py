@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from collections.abc import AsyncIterator
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -483,3 +485,95 @@ async def test_s3_prefix_keeps_tenants_apart(s3_endpoint: str, s3_bucket: str) -
     finally:
         await a.close()
         await b.close()
+
+
+# --- filesystem metadata: an attribute of the object file, or a sidecar ----------------------
+
+
+def object_files(root: Path) -> list[str]:
+    return sorted(p.name for p in root.rglob("*") if p.is_file() and ".tmp" not in p.parts)
+
+
+@pytest.mark.parametrize("how", ["rename", "copy", "bytes"])
+async def test_filesystem_metadata_travels_in_the_object_file(
+    fs_store: FilesystemStore, tmp_path: Path, how: str
+) -> None:
+    if not fs_store.xattrs:
+        pytest.skip("this filesystem has no user extended attributes")
+    data = payload(30_000, seed=11)
+    key = content_key(sha(data))
+    metadata = {"vna-source": "HOSP1", "vna-received-sha256": sha(data)}
+    source = tmp_path / "upload.dcm"
+    source.write_bytes(data)
+    if how == "bytes":
+        await fs_store.put_bytes(key, data, sha256=sha(data), metadata=metadata)
+    else:
+        await fs_store.put_file(
+            key, source, sha256=sha(data), metadata=metadata, consume=how == "rename"
+        )
+    # One file per object, its metadata in it: nothing beside it to lose or leave behind.
+    assert object_files(fs_store.root) == [key.rsplit("/", 1)[1]]
+    info = await fs_store.stat(key)
+    assert info is not None and dict(info.metadata or {}) == metadata
+    # A reopened store (a restart) reads it the same.
+    again = await FilesystemStore(fs_store.root).stat(key)
+    assert again is not None and dict(again.metadata or {}) == metadata
+    # New metadata for the same content replaces it.
+    await fs_store.put_bytes(key, data, sha256=sha(data), metadata={"vna-source": "HOSP2"})
+    info = await fs_store.stat(key)
+    assert info is not None and dict(info.metadata or {}) == {"vna-source": "HOSP2"}
+
+
+async def test_filesystem_without_attributes_keeps_metadata_in_a_sidecar(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "objects"
+    store = FilesystemStore(root)
+    store.xattrs = False  # as on a network mount without user extended attributes
+    data = payload(30_000, seed=12)
+    key = content_key(sha(data))
+    source = tmp_path / "upload.dcm"
+    source.write_bytes(data)
+    await store.put_file(key, source, sha256=sha(data), metadata={"m": "1"}, consume=True)
+    name = key.rsplit("/", 1)[1]
+    assert object_files(root) == [name, name + ".meta.json"]
+    info = await store.stat(key)
+    assert info is not None and dict(info.metadata or {}) == {"m": "1"}
+    assert [k async for k in store.iter_keys()] == [key]
+
+    # A store on a filesystem with attributes reads those sidecars (stores written before
+    # metadata moved into the object file, or moved from another filesystem) and keeps
+    # them current.
+    reopened = FilesystemStore(root)
+    info = await reopened.stat(key)
+    assert info is not None and dict(info.metadata or {}) == {"m": "1"}
+    await reopened.put_file(key, store.path_of(key), sha256=sha(data), metadata={"m": "2"})
+    info = await reopened.stat(key)
+    assert info is not None and dict(info.metadata or {}) == {"m": "2"}
+    await reopened.delete(key)
+    assert object_files(root) == []
+
+
+@pytest.fixture
+def other_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A directory on another filesystem than ``tmp_path`` (tmpfs)."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than the temporary directory")
+    directory = Path(tempfile.mkdtemp(dir=shm))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_filesystem_tier_move_to_another_filesystem_keeps_metadata(
+    tmp_path: Path, other_filesystem: Path
+) -> None:
+    store = FilesystemStore(tmp_path / "objects", tier_roots={"cold": other_filesystem})
+    data = payload(30_000, seed=13)
+    key = content_key(sha(data))
+    await store.put_bytes(key, data, sha256=sha(data), metadata={"vna-source": "HOSP1"})
+    await store.set_tier(key, "cold")  # copied across filesystems, not renamed
+    info = await store.stat(key)
+    assert info is not None and info.tier == "cold"
+    assert dict(info.metadata or {}) == {"vna-source": "HOSP1"}
+    assert await store.get_bytes(key) == data

@@ -8,12 +8,21 @@ Tiers are separate roots with the same key layout: ``<root>`` (hot, where writes
 ``<root>-warm`` and ``<root>-cold`` beside it unless configured elsewhere (a cheaper disk, a
 network mount).  Reads look in each root, warmest first, so an object is found whichever tier
 the catalogue last recorded.  All tiers are online: nothing here needs a restore.
+
+An object's metadata (source, received hash, ingest time: what a catalogue rebuild needs) is an
+extended attribute of the object file, set before the file's fsync and rename: it becomes
+durable and visible with the object in one step, and costs no second file per object (an
+inode, a write and an fsync each; half the files of a large archive).  On a filesystem
+without user extended attributes (some network and FUSE mounts) it is a sidecar file
+``<object>.meta.json`` beside the object instead, as stores written before this kept it; both
+are read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -33,6 +42,9 @@ from vna.storage.base import (
 )
 
 _META_SUFFIX = ".meta.json"
+_META_XATTR = "user.vna.metadata"
+#: setxattr's answers meaning "not here" rather than a failing disk: the sidecar is used.
+_NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.E2BIG, errno.ERANGE}
 
 
 class FilesystemStore(ObjectStore):
@@ -56,6 +68,8 @@ class FilesystemStore(ObjectStore):
             self._tmp.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create object store at {self.root}: {exc}") from exc
+        #: Whether metadata goes in an extended attribute (else a sidecar file).
+        self.xattrs = _probe_xattrs(self._tmp)
 
     def path_of(self, key: str) -> Path:
         """Where a new object is written (the hot root)."""
@@ -112,7 +126,7 @@ class FilesystemStore(ObjectStore):
             if found is not None:
                 # Content-addressed: same key, same bytes (in whichever tier).  Nothing to write.
                 if metadata:
-                    self._write_atomic(_meta_path(found[1]), json.dumps(dict(metadata)).encode())
+                    self._replace_metadata(found[1], metadata)
                 if consume:
                     source.unlink(missing_ok=True)
                 return
@@ -122,13 +136,12 @@ class FilesystemStore(ObjectStore):
                 # and rename it into place instead of copying the bytes again.
                 if hashed is None or not hashed.describes(source):
                     check_sha256(key, sha256, _sha256_of(source))
-                _fsync_file(source)
-                if metadata:
+                sidecar = bool(metadata) and not self._set_metadata(source, metadata)
+                _fsync_file(source)  # the data and the attribute
+                if sidecar:
                     # The sidecar sits in the object's directory: the one directory fsync
                     # below makes both renames durable.
-                    self._write_atomic(
-                        _meta_path(target), json.dumps(dict(metadata)).encode(), sync_dir=False
-                    )
+                    self._write_atomic(_meta_path(target), _encode(metadata), sync_dir=False)
                 os.replace(source, target)
                 _fsync_dir(target.parent)
                 return
@@ -140,12 +153,11 @@ class FilesystemStore(ObjectStore):
                         digest.update(chunk)
                         dst.write(chunk)
                     dst.flush()
+                    sidecar = bool(metadata) and not self._set_metadata(dst.fileno(), metadata)
                     os.fsync(dst.fileno())
                 check_sha256(key, sha256, digest.hexdigest())
-                if metadata:
-                    self._write_atomic(
-                        _meta_path(target), json.dumps(dict(metadata)).encode(), sync_dir=False
-                    )
+                if sidecar:
+                    self._write_atomic(_meta_path(target), _encode(metadata), sync_dir=False)
                 os.replace(tmp, target)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -163,27 +175,56 @@ class FilesystemStore(ObjectStore):
             found = self._locate(key)
             if found is not None and found[1] != target:
                 return  # already stored, in a colder tier: same key, same bytes
-            if metadata:
-                self._write_atomic(_meta_path(target), json.dumps(dict(metadata)).encode())
-            self._write_atomic(target, data)
+            self._write_atomic(target, data, metadata=metadata)
         except OSError as exc:
             raise StorageError(f"filesystem store {self.name}: write failed: {exc}") from exc
 
-    def _write_atomic(self, target: Path, data: bytes, *, sync_dir: bool = True) -> None:
+    def _write_atomic(
+        self,
+        target: Path,
+        data: bytes,
+        *,
+        sync_dir: bool = True,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         """Write, fsync, rename into place; ``sync_dir=False`` leaves the directory fsync to
         the caller, who renames more into the same directory first."""
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._tmp / uuid.uuid4().hex
+        sidecar = False
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
+                sidecar = bool(metadata) and not self._set_metadata(f.fileno(), metadata)
                 os.fsync(f.fileno())
+            if sidecar:
+                self._write_atomic(_meta_path(target), _encode(metadata), sync_dir=False)
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
         if sync_dir:
             _fsync_dir(target.parent)
+
+    def _set_metadata(self, file: int | Path, metadata: Mapping[str, str] | None) -> bool:
+        """Set the metadata attribute on the file (open, or by path); False when it must be a
+        sidecar."""
+        if not self.xattrs or not metadata:
+            return False
+        try:
+            os.setxattr(file, _META_XATTR, _encode(metadata))
+        except OSError as exc:
+            if exc.errno in _NO_XATTRS:
+                return False
+            raise
+        return True
+
+    def _replace_metadata(self, path: Path, metadata: Mapping[str, str]) -> None:
+        """New metadata for a stored object, durably, where its current metadata is kept."""
+        if self.xattrs and not _meta_path(path).exists() and self._set_metadata(path, metadata):
+            _fsync_file(path)
+            return
+        self._write_atomic(_meta_path(path), _encode(metadata))
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -234,9 +275,7 @@ class FilesystemStore(ObjectStore):
                     st = path.stat()
                 except FileNotFoundError:
                     continue
-                metadata = None
-                with contextlib.suppress(FileNotFoundError, ValueError):
-                    metadata = json.loads(_meta_path(path).read_text())
+                metadata = _read_metadata(path)
                 return ObjectInfo(
                     key=key, size=st.st_size, metadata=metadata, storage_class=tier, tier=tier
                 )
@@ -324,7 +363,29 @@ def _copy_durably(source: Path, target: Path, tmp_dir: Path) -> None:
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
             dst.flush()
+            attribute = _get_xattr(src.fileno())
+            if attribute is not None:
+                try:
+                    os.setxattr(dst.fileno(), _META_XATTR, attribute)
+                except OSError as exc:
+                    if exc.errno not in _NO_XATTRS:
+                        raise
+                    # A tier on a filesystem without attributes: a sidecar there, written
+                    # (durably) before the object appears.
+                    _write_file_durably(attribute, _meta_path(target), tmp_dir)
             os.fsync(dst.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_file_durably(data: bytes, target: Path, tmp_dir: Path) -> None:
+    tmp = tmp_dir / uuid.uuid4().hex
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -332,6 +393,54 @@ def _copy_durably(source: Path, target: Path, tmp_dir: Path) -> None:
 
 def _meta_path(target: Path) -> Path:
     return target.with_name(target.name + _META_SUFFIX)
+
+
+def _encode(metadata: Mapping[str, str] | None) -> bytes:
+    return json.dumps(dict(metadata or {})).encode()
+
+
+def _get_xattr(fd_or_path: int | Path) -> bytes | None:
+    try:
+        return os.getxattr(fd_or_path, _META_XATTR)
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, *_NO_XATTRS):
+            return None
+        raise
+
+
+def _read_metadata(path: Path) -> dict[str, str] | None:
+    """The object's metadata: its attribute, else its sidecar; None when it has neither (or
+    they cannot be read as JSON)."""
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        sidecar = _meta_path(path)
+        if sidecar.exists():
+            # A sidecar is written only where the attribute could not be, or by an older
+            # store; replacing metadata keeps using it, so it is the current one.
+            return dict(json.loads(sidecar.read_text()))
+        attribute = _get_xattr(path)
+        if attribute is not None:
+            return dict(json.loads(attribute))
+    return None
+
+
+def _probe_xattrs(directory: Path) -> bool:
+    """Whether files in ``directory`` take user extended attributes."""
+    if not hasattr(os, "setxattr"):
+        return False  # not Linux
+    probe = directory / f"xattr-probe-{uuid.uuid4().hex}"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+        try:
+            os.setxattr(fd, _META_XATTR, b"{}")
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def _sha256_of(path: Path) -> str:
