@@ -25,8 +25,10 @@ SENDER = Sender(DEFAULT_SOURCE, "stow-rs", "tester", "127.0.0.1")
 TABLES = ("patients", "studies", "series", "instances", "jobs", "audit")
 
 
-def _version(tmp_path: Path, **study: Any) -> filing.Version:
+def _version(tmp_path: Path, series_uid: str | None = None, **study: Any) -> filing.Version:
     ds = ct_study(series=1, slices=1, **study)[0]
+    if series_uid is not None:
+        ds.SeriesInstanceUID = series_uid
     path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
     path.write_bytes(part10(ds))
     parsed = read_dataset(path)
@@ -108,6 +110,71 @@ async def test_an_instance_filed_meanwhile_writes_nothing(archive: Archive, tmp_
     before = await _counts(archive.db)
     assert await _file(archive.db, v) is None
     assert await _counts(archive.db) == before
+
+
+async def test_concurrent_first_instances_of_a_series_file_one_hierarchy(
+    archive: Archive, tmp_path
+):
+    # The instances of a new study arrive at once over several connections: each is filed,
+    # under one patient, one study and one series.
+    import asyncio
+
+    first = _version(tmp_path)
+    h = first.header
+    others = [
+        _version(
+            tmp_path,
+            patient_id=h.patient_id,
+            study_uid=h.study_uid,
+            series_uid=h.series_uid,
+        )
+        for _ in range(11)
+    ]
+    ids = await asyncio.gather(*(_file(archive.db, v) for v in [first, *others]))
+    assert None not in ids and len(set(ids)) == 12
+    counts = await _counts(archive.db)
+    assert (counts["patients"], counts["studies"], counts["series"], counts["instances"]) == (
+        1,
+        1,
+        1,
+        12,
+    )
+
+
+async def test_instances_of_one_series_are_filed_side_by_side(archive: Archive, tmp_path):
+    first = _version(tmp_path)
+    h = first.header
+    same_series = {
+        "patient_id": h.patient_id,
+        "study_uid": h.study_uid,
+        "series_uid": h.series_uid,
+    }
+    assert await _file(archive.db, first) is not None
+    async with archive.db.acquire() as holder, holder.transaction():
+        # One sender's instance is filed and not yet committed...
+        pending = _version(tmp_path, **same_series)
+        assert (
+            await filing.file_new_instance(holder, pending, actor="a", origin="", detail={})
+            is not None
+        )
+        async with archive.db.acquire() as other:
+            # ...another sender's instance of the same series does not wait for it,
+            await other.execute("SET lock_timeout = '2s'")
+            try:
+                assert (
+                    await filing.file_new_instance(
+                        other, _version(tmp_path, **same_series), actor="b", origin="", detail={}
+                    )
+                    is not None
+                )
+                # ...while an administrator's change to the series waits for it, as it must.
+                with pytest.raises(asyncpg.LockNotAvailableError):
+                    await other.execute(
+                        "UPDATE series SET series_description = 'MOVED' WHERE series_uid = $1",
+                        h.series_uid,
+                    )
+            finally:
+                await other.execute("RESET lock_timeout")
 
 
 async def test_the_general_path_names_the_patient_the_fast_path_declined(
