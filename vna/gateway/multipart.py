@@ -130,18 +130,24 @@ class MultipartReader:
             if at >= 0:
                 if at:
                     size += at
-                    await _call(sink, bytes(self._buf[:at]))
-                del self._buf[: at + len(self._delimiter)]
+                    await _call(sink, self._take(at))
+                del self._buf[: len(self._delimiter)]
                 self._in_body = False
                 return size
             # Everything but a possible partial delimiter at the end can go out now.
             flush = len(self._buf) - keep
             if flush > 0:
                 size += flush
-                await _call(sink, bytes(self._buf[:flush]))
-                del self._buf[:flush]
+                await _call(sink, self._take(flush))
             if not await self._fill():
                 raise MultipartError("multipart body ends inside a part (no closing boundary)")
+
+    def _take(self, n: int) -> bytes:
+        """The first ``n`` bytes of the buffer, removed from it, copied once."""
+        with memoryview(self._buf) as view:
+            chunk = bytes(view[:n])
+        del self._buf[:n]
+        return chunk
 
     async def discard_body(self) -> int:
         return await self.read_body(_ignore)
