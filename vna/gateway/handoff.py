@@ -71,8 +71,9 @@ class HandoffSite(web.BaseSite):
             except BlockingIOError:
                 return
             except OSError as exc:
-                # The supervisor is gone: this worker is being stopped or killed with it.
-                log.warning("HTTP hand-off channel closed: %s", exc)
+                # The supervisor is gone or stopping: so is this worker (SIGTERM, or SIGKILL
+                # with the supervisor).
+                log.info("HTTP hand-off channel closed: %s", exc)
                 asyncio.get_running_loop().remove_reader(self._channel.fileno())
                 return
             task = asyncio.create_task(self._serve(conn))
