@@ -26,7 +26,7 @@ from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
-from vna.dicom import fast_json
+from vna.dicom import fast_json, fast_read
 from vna.dicom.uids import is_valid_uid
 from vna.errors import InvalidInstance, SopClassMismatch
 
@@ -96,7 +96,10 @@ def read_dataset(source: Path | bytes, *, check_complete: bool = True) -> Datase
         with _open(source) as f:
             size = len(source) if isinstance(source, bytes) else os.fstat(f.fileno()).st_size
             try:
-                ds = pydicom.dcmread(f, stop_before_pixels=True)
+                # pydicom's own reader unless the header is one fast_read can frame itself
+                # (with the same result: tests/unit/test_fast_read.py).
+                fast = fast_read.read_header(source) if isinstance(source, bytes) else None
+                ds = fast if fast is not None else pydicom.dcmread(f, stop_before_pixels=True)
                 # What extract_header and dicom_json tell a changed data set by.
                 setattr(ds, _PARSED, dict(ds._dict))
             except InvalidDicomError:
