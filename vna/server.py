@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 
 def use_io_threads(settings: Settings) -> None:
-    """Size the default thread pool for blocking I/O (parsing, hashing, fsync).
+    """Size the default thread pool for blocking I/O (fsync, renames, object reads); ingest
+    parses and hashes in a thread of its own (vna.ingest.pipeline).
 
     asyncio's default is cores + 4 threads; with 2 cores that is 6, and fsync-bound ingest
     then queues behind a handful of threads while the disk could take more writes at once.
