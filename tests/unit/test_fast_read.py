@@ -155,9 +155,9 @@ def test_pydicom_test_files() -> None:
         if path.is_file() and (data := path.read_bytes())[128:132] == b"DICM":
             # check() fails if pydicom cannot read what read_header accepted.
             (fast if check(data) else other).append(path.name)
-    # 181 of the 235 take the fast path with pydicom 3.0.2's files: the others are big endian,
+    # 131 of the 163 take the fast path with pydicom 3.0.2's files: the others are big endian,
     # deflated, have undefined length sequences or are encoded unlike their transfer syntax.
-    assert len(fast) >= 150, (len(fast), other)
+    assert len(fast) >= 120, (len(fast), other)
 
 
 # --- files made here ---------------------------------------------------------------------
