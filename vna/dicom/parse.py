@@ -245,12 +245,8 @@ def dicom_json(ds: Dataset) -> dict[str, Any]:
             return out
         for elem in ds:
             tag = int(elem.tag)
-            if tag in _PIXEL_DATA_TAGS:
+            if _left_out(tag, elem):
                 continue
-            if elem.VR in _BULK_VRS:
-                value = elem.value
-                if isinstance(value, bytes | bytearray) and len(value) > BULK_THRESHOLD:
-                    continue
             out[f"{tag:08X}"] = elem.to_json_dict(
                 bulk_data_element_handler=None, bulk_data_threshold=BULK_THRESHOLD
             )
@@ -274,13 +270,18 @@ def _fast_dicom_json(ds: Dataset, out: dict[str, Any]) -> None:
         # pydicom converts what fast_json does not read, Pixel Data too: a value it cannot
         # convert refuses the instance, as before.
         elem = ds[tag]
-        if tag in _PIXEL_DATA_TAGS:
-            continue
-        if elem.VR in _BULK_VRS:
-            value = elem.value
-            if isinstance(value, bytes | bytearray) and len(value) > BULK_THRESHOLD:
-                continue
-        out[f"{tag:08X}"] = fast_json.converted_json(elem, BULK_THRESHOLD)
+        if not _left_out(tag, elem):
+            out[f"{tag:08X}"] = fast_json.converted_json(elem, BULK_THRESHOLD)
+
+
+def _left_out(tag: int, elem: DataElement) -> bool:
+    """Pixel data and bulk binary values stay out of the catalogue's DICOM JSON."""
+    if tag in _PIXEL_DATA_TAGS:
+        return True
+    if elem.VR in _BULK_VRS:
+        value = elem.value
+        return isinstance(value, bytes | bytearray) and len(value) > BULK_THRESHOLD
+    return False
 
 
 @contextmanager

@@ -218,20 +218,19 @@ class Ingester:
         hashlib releases the GIL on large buffers, so hashing here runs beside the event loop
         on another core.
         """
-        size = path.stat().st_size
-        if size > self.settings.max_instance_bytes:
-            raise InstanceTooLarge(
-                f"instance of {size} bytes exceeds the limit of"
-                f" {self.settings.max_instance_bytes} bytes (ingest.max_instance_bytes)"
-            )
-        # Most instances are read into memory once: pydicom and the framing check read
-        # element by element, and on a file each read and tell is a system call that also
-        # hands the GIL over (hundreds per CT slice).
-        data: bytes | None = None
-        if size <= _IN_MEMORY_BYTES:
-            with open(path, "rb") as f:
-                stamp = FileStamp.of(os.fstat(f.fileno()))
-                data = f.read()
+        with open(path, "rb") as f:
+            # Taken before anything is read: a change after it makes the store hash again.
+            stamp = FileStamp.of(os.fstat(f.fileno()))
+            size = stamp.size
+            if size > self.settings.max_instance_bytes:
+                raise InstanceTooLarge(
+                    f"instance of {size} bytes exceeds the limit of"
+                    f" {self.settings.max_instance_bytes} bytes (ingest.max_instance_bytes)"
+                )
+            # Most instances are read into memory once: pydicom and the framing check read
+            # element by element, and on a file each read and tell is a system call that also
+            # hands the GIL over (hundreds per CT slice).
+            data = f.read() if size <= _IN_MEMORY_BYTES else None
         ds = read_dataset(path if data is None else data)
         try:
             normalised = normalise(
@@ -251,7 +250,6 @@ class Ingester:
         else:
             whole, data_set = hashlib.sha256(), hashlib.sha256()
             with open(path, "rb") as f:
-                stamp = FileStamp.of(os.fstat(f.fileno()))
                 start = data_set_offset(f)
                 f.seek(0)
                 whole.update(f.read(start))
