@@ -8,6 +8,7 @@ SHA-256 are never stored.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import random
 import shutil
@@ -414,6 +415,48 @@ async def test_filesystem_put_syncs_file_and_directory(
         dirs = [p for p, is_dir in synced if is_dir]
         assert files, "object data never synced"
         assert str(target.parent) in dirs, "rename into place never made durable"
+        # Each key lands in new directories (sha256/ab/cd): their names are entries in their
+        # parents, which must be synced too, or a power cut can lose the whole directory.
+        for new_dir in (target.parent, target.parent.parent):
+            assert str(new_dir.parent) in dirs, f"new directory {new_dir} never made durable"
+
+
+def _same_directory_as(data: bytes) -> bytes:
+    """Other content whose key falls in the same sha256/ab/cd directory."""
+    prefix = sha(data)[:4]
+    for n in itertools.count():
+        other = data + n.to_bytes(4, "little")
+        if sha(other)[:4] == prefix:
+            return other
+    raise AssertionError("unreachable")
+
+
+async def test_filesystem_syncs_a_directory_another_store_created(
+    fs_store: FilesystemStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker process may have created the object's directory and not yet synced its
+    parent: the first put into it here syncs the parent anyway, and only the first."""
+    data = payload(1000, seed=20)
+    key = content_key(sha(data))
+    neighbour = _same_directory_as(data)
+    other_worker = FilesystemStore(fs_store.root)
+    other_worker.path_of(key).parent.mkdir(parents=True)  # created, nothing synced
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    await fs_store.put_bytes(key, data, sha256=sha(data))
+    directory = fs_store.path_of(key).parent
+    assert str(directory.parent) in synced
+    synced.clear()
+    await fs_store.put_bytes(content_key(sha(neighbour)), neighbour, sha256=sha(neighbour))
+    assert fs_store.path_of(content_key(sha(neighbour))).parent == directory
+    assert str(directory) in synced  # the new entry itself, as for every object
+    assert str(directory.parent) not in synced  # already known durable
 
 
 async def test_filesystem_keys_stay_under_the_root(fs_store: FilesystemStore) -> None:

@@ -64,8 +64,10 @@ class FilesystemStore(ObjectStore):
                 raise InvalidRequest(f"filesystem store: no tier {tier!r} (warm or cold)")
             roots[tier] = path.resolve()
         self.tier_roots: dict[str, Path] = roots
+        #: Directories this process knows to exist durably (see ``_make_dir``).
+        self._durable_dirs: set[Path] = set()
         try:
-            self._tmp.mkdir(parents=True, exist_ok=True)
+            self._make_dir(self._tmp)
         except OSError as exc:
             raise StorageError(f"cannot create object store at {self.root}: {exc}") from exc
         #: Whether metadata goes in an extended attribute (else a sidecar file).
@@ -130,7 +132,7 @@ class FilesystemStore(ObjectStore):
                 if consume:
                     source.unlink(missing_ok=True)
                 return
-            target.parent.mkdir(parents=True, exist_ok=True)
+            self._make_dir(target.parent)
             if consume and _same_device(source, self._tmp):
                 # The upload was received on this filesystem: make it durable where it lies
                 # and rename it into place instead of copying the bytes again.
@@ -189,7 +191,7 @@ class FilesystemStore(ObjectStore):
     ) -> None:
         """Write, fsync, rename into place; ``sync_dir=False`` leaves the directory fsync to
         the caller, who renames more into the same directory first."""
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self._make_dir(target.parent)
         tmp = self._tmp / uuid.uuid4().hex
         sidecar = False
         try:
@@ -205,6 +207,30 @@ class FilesystemStore(ObjectStore):
             tmp.unlink(missing_ok=True)
         if sync_dir:
             _fsync_dir(target.parent)
+
+    def _make_dir(self, path: Path) -> None:
+        """Make sure ``path`` and the store directories above it exist and will survive a
+        power cut.
+
+        A new directory's name is an entry in its parent, durable only once the parent is
+        fsynced; the fsync of the object's own directory does not cover it.  A journal does it
+        on most filesystems, but not on all (ext4 without a journal, some network mounts).
+        The first time this process uses a directory it fsyncs the parent, even when another
+        thread or process created it, which may not have done so yet; afterwards one set
+        lookup.  Above a tier root is the administrator's filesystem, created if missing but
+        not ours to sync.
+        """
+        if path in self._durable_dirs:
+            return
+        parent = path.parent
+        if path in self.tier_roots.values() or parent == path:
+            parent.mkdir(parents=True, exist_ok=True)
+        else:
+            self._make_dir(parent)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path)
+        _fsync_dir(parent)
+        self._durable_dirs.add(path)
 
     def _set_metadata(self, file: int | Path, metadata: Mapping[str, str] | None) -> bool:
         """Set the metadata attribute on the file (open, or by path); False when it must be a
@@ -338,7 +364,7 @@ class FilesystemStore(ObjectStore):
             return
         # Durable at the target before it leaves the source: a crash in between leaves two
         # identical copies (reads take the warmer one; the next move removes it), never none.
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self._make_dir(target.parent)
         meta = _meta_path(source)
         if _same_device(source, target.parent):
             if meta.exists():
@@ -346,7 +372,7 @@ class FilesystemStore(ObjectStore):
             os.replace(source, target)
         else:
             tmp_dir = self.tier_roots[tier] / ".tmp"
-            tmp_dir.mkdir(exist_ok=True)
+            self._make_dir(tmp_dir)
             if meta.exists():
                 _copy_durably(meta, _meta_path(target), tmp_dir)
             _copy_durably(source, target, tmp_dir)
