@@ -156,7 +156,9 @@ class MemoryMonitor:
     def _run(self) -> None:
         n = 0
         while not self._stop.is_set():
-            if n % 25 == 0 or not self._postmasters:  # the cluster may start after the server
+            # The cluster may start after the server, or restart.  Looking for it walks the
+            # data directory, object files included: only while none is known to run.
+            if not all(map(psutil.pid_exists, self._postmasters)) or not self._postmasters:
                 with contextlib.suppress(OSError):
                     self._postmasters = self.postgres_pids()
             try:
