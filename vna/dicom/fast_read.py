@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 from struct import Struct
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import pydicom
 from pydicom import uid as pydicom_uid
@@ -25,7 +25,7 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 from pydicom.values import convert_string
 
-__all__ = ["read_header"]
+__all__ = ["Framed", "read_framed", "read_header"]
 
 _PREFIX_END: Final = 132  # 128-byte preamble + b"DICM"
 _UNDEFINED_LENGTH: Final = 0xFFFFFFFF
@@ -100,10 +100,28 @@ _TAGS: dict[int, BaseTag] = {}
 _MAX_CACHED_TAGS: Final = 16384
 
 
+class Framed(NamedTuple):
+    """A header read by :func:`read_framed`, and how far its framing was checked."""
+
+    dataset: FileDataset
+    #: Where the first element not read starts (Pixel Data), or the end of the data: every
+    #: element before it, file meta included, lies whole within the data.
+    stop: int
+    #: Whether the data set is implicit VR.
+    implicit: bool
+
+
 def read_header(data: bytes) -> FileDataset | None:
     """The header of the Part 10 file ``data`` as
     ``pydicom.dcmread(BytesIO(data), stop_before_pixels=True)`` would return it, or None where
     only pydicom can say."""
+    framed = read_framed(data)
+    return framed.dataset if framed is not None else None
+
+
+def read_framed(data: bytes) -> Framed | None:
+    """:func:`read_header`, with where its check of the element framing stopped, so that a
+    caller checking the whole file need only go on from there."""
     if not _USABLE:
         return None
     if type(data) is not bytes:
@@ -145,7 +163,8 @@ def read_header(data: bytes) -> FileDataset | None:
     if framed is None:
         return None
     raw, stop = framed
-    return _assemble(data, meta_raw, raw, stop, implicit, transfer_syntax)
+    ds = _assemble(data, meta_raw, raw, stop, implicit, transfer_syntax)
+    return Framed(ds, stop, implicit) if ds is not None else None
 
 
 def _read_meta(data: bytes, end: int) -> tuple[dict[BaseTag, Any], int] | None:

@@ -98,8 +98,8 @@ def read_dataset(source: Path | bytes, *, check_complete: bool = True) -> Datase
             try:
                 # pydicom's own reader unless the header is one fast_read can frame itself
                 # (with the same result: tests/unit/test_fast_read.py).
-                fast = fast_read.read_header(source) if isinstance(source, bytes) else None
-                ds = fast if fast is not None else pydicom.dcmread(f, stop_before_pixels=True)
+                fast = fast_read.read_framed(source) if isinstance(source, bytes) else None
+                ds = fast.dataset if fast else pydicom.dcmread(f, stop_before_pixels=True)
                 # What extract_header and dicom_json tell a changed data set by.
                 setattr(ds, _PARSED, dict(ds._dict))
             except InvalidDicomError:
@@ -111,9 +111,13 @@ def read_dataset(source: Path | bytes, *, check_complete: bool = True) -> Datase
                     _raise_if_truncated(f, size)
                 raise
             ds._vna_has_pixel_data = False
-            if check_complete:
-                has_pixels = _check_framing_complete(f, ds.file_meta, size)
-                ds._vna_has_pixel_data = has_pixels
+            if check_complete and fast:
+                # The fast reader framed every element up to Pixel Data: the rest is left.
+                f.seek(fast.stop)
+                framing = _Framing(f, size, little=True)
+                ds._vna_has_pixel_data = framing.elements(size, fast.implicit)
+            elif check_complete:
+                ds._vna_has_pixel_data = _check_framing_complete(f, ds.file_meta, size)
     except InvalidDicomError as exc:
         raise InvalidInstance(f"not a DICOM Part 10 file: {_first_line(exc)}") from exc
     except InvalidInstance:
