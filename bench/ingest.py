@@ -14,9 +14,12 @@ empty data directory, then
    patients and UIDs, so nothing is a duplicate), after the queries so it cannot change their
    answers;
 
-while a thread samples the memory of the server and of the PostgreSQL serving it. Prints one
-table with the ratio ours/Orthanc for each figure and writes everything to
-``bench/results/<timestamp>.json``.
+while a thread samples the memory of the server and of the PostgreSQL serving it.  All of it
+is done in R rounds (3 by default), the two sides taking turns to go first, each round on
+fresh servers: this shared machine's speed drifts by a fifth and more over minutes, and
+alternating rounds put both sides through the same drift.  Prints one table of the medians over
+the rounds with the ratio ours/Orthanc for each figure, the STOW-RS ratio of every round, and
+writes everything, round by round, to ``bench/results/<timestamp>.json``.
 
     python bench/ingest.py                       # 4 studies x 2 series x 155 slices, both sides
     python bench/ingest.py --quick --only orthanc
@@ -31,6 +34,8 @@ import json
 import os
 import platform
 import random
+import shutil
+import statistics
 import sys
 import time
 import traceback
@@ -457,22 +462,44 @@ def run_client(main: Coroutine[Any, Any, _T]) -> _T:
     return uvloop.run(main)
 
 
+def _cpu_ticks() -> tuple[int, int]:
+    """(steal, total) jiffies of the whole machine since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    steal = fields[7] if len(fields) > 7 else 0
+    return steal, sum(fields[:8])
+
+
 def run_side(
     name: str,
     start: Callable[[], Server],
     corpus: Corpus,
     single: Corpus | None,
     args: argparse.Namespace,
+    workdirs: list[Path],
 ) -> dict[str, Any]:
+    """One side of one round.  The server's data directory is left for the caller to remove
+    (``workdirs``) once every round is done: on a filesystem without a journal, ext4 scans past
+    recently deleted inodes for every file it creates, so deleting one side's thousands of
+    files would tax the side that runs next."""
     result: dict[str, Any] = {}
     say(f"[{name}] starting")
     server: Server | None = None
     try:
         server = start()
+        workdirs.append(server.workdir)
         result["startup_seconds"] = round(server.startup_seconds, 2)
         result["server"] = {k: v for k, v in server.info.items() if k != "data_dir"}
         say(f"[{name}] ready in {server.startup_seconds:.1f} s at {server.dicomweb}")
+        steal0, total0 = _cpu_ticks()
         run_client(_exercise(server, corpus, single, args, result))
+        steal1, total1 = _cpu_ticks()
+        if total1 > total0:
+            # Time the hypervisor gave these cores to someone else: a slow round shows it.
+            result["cpu_steal_percent"] = round(100 * (steal1 - steal0) / (total1 - total0), 1)
     except (ServerError, BenchError) as exc:
         result["error"] = str(exc)
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -485,7 +512,7 @@ def run_side(
             result["error"] += " (re-run with --debug for the traceback)"
     finally:
         if server is not None:
-            server.stop(keep=args.keep)
+            server.stop(keep=True)
             result["memory"] = server.memory_peak().as_dict()
             if args.keep:
                 result["workdir"] = str(server.workdir)
@@ -531,6 +558,43 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     for label, path, _ in ROWS:
         a, b = _dig(results.get("ours", {}), path), _dig(results.get("orthanc", {}), path)
         out[label] = round(a / b, 2) if a is not None and b else None
+    return out
+
+
+def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One side's figures over its rounds: the median of each, the highest of each memory
+    peak.  A round that failed makes the side failed, naming the round."""
+    for i, r in enumerate(rounds, 1):
+        if "error" in r:
+            return {**r, "error": f"round {i}: {r['error']}" if len(rounds) > 1 else r["error"]}
+    return _merge(rounds, peak=False)
+
+
+def _merge(values: list[Any], peak: bool) -> Any:
+    first = values[0]
+    if isinstance(first, dict) and "http_port" in first:
+        return first  # the first round's ports, not a median of port numbers
+    if isinstance(first, dict):
+        return {
+            key: _merge(
+                [v[key] for v in values if isinstance(v, dict) and key in v],
+                peak or key == "memory",
+            )
+            for key in first
+        }
+    if isinstance(first, bool) or not all(isinstance(v, (int, float)) for v in values):
+        return first
+    merged = max(values) if peak else statistics.median(values)
+    return round(merged, 3) if isinstance(merged, float) else merged
+
+
+def stow_ratios(rounds: list[dict[str, dict[str, Any]]]) -> list[float | None]:
+    """ours/Orthanc STOW-RS instances/s of each round, the two sides measured minutes apart."""
+    out: list[float | None] = []
+    for r in rounds:
+        path = ("stow", "instances_per_s")
+        a, b = _dig(r.get("ours", {}), path), _dig(r.get("orthanc", {}), path)
+        out.append(round(a / b, 2) if a is not None and b else None)
     return out
 
 
@@ -587,6 +651,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--wado-rounds", type=int, default=1, help="times each study is retrieved")
     p.add_argument("--only", choices=("ours", "orthanc"), help="run one side only")
     p.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds on fresh servers, the sides taking turns to go first (3; --quick: 1)",
+    )
+    p.add_argument(
         "--no-single-client", action="store_true", help="skip the one-client STOW-RS run"
     )
     p.add_argument(
@@ -612,7 +681,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.studies, args.series, args.slices, args.qido = 2, 2, 20, 40
     if args.batch is None:
         args.batch = 10 if args.quick else 20
-    for name in ("studies", "series", "slices", "clients", "batch", "qido", "wado_rounds"):
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    for name in (
+        "studies",
+        "series",
+        "slices",
+        "clients",
+        "batch",
+        "qido",
+        "wado_rounds",
+        "rounds",
+    ):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
@@ -638,10 +718,26 @@ def main(argv: list[str] | None = None) -> int:
         "ours": lambda: start_ours(args.start_timeout, args.log_level),
         "orthanc": lambda: start_orthanc(args.start_timeout, args.orthanc_index_connections),
     }
-    results: dict[str, dict[str, Any]] = {}
-    for name, start in sides.items():
-        if args.only in (None, name):
-            results[name] = run_side(name, start, corpus, single, args)
+    names = [name for name in sides if args.only in (None, name)]
+    rounds: list[dict[str, dict[str, Any]]] = []
+    workdirs: list[Path] = []
+    try:
+        for i in range(args.rounds):
+            if args.rounds > 1:
+                say(f"round {i + 1} of {args.rounds}")
+            order = names if i % 2 == 0 else names[::-1]
+            rounds.append(
+                {
+                    name: run_side(name, sides[name], corpus, single, args, workdirs)
+                    for name in order
+                }
+            )
+    finally:
+        if not args.keep:
+            for workdir in workdirs:
+                shutil.rmtree(workdir, ignore_errors=True)
+    results = {name: combine([r[name] for r in rounds]) for name in names}
+    by_round = stow_ratios(rounds) if len(names) == 2 else []
 
     report = {
         "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -661,10 +757,13 @@ def main(argv: list[str] | None = None) -> int:
             "qido_queries": args.qido,
             "wado_rounds": args.wado_rounds,
             "orthanc_index_connections": args.orthanc_index_connections,
+            "rounds": args.rounds,
             "our_log_level": args.log_level,
         },
         "results": results,
         "ratios_ours_over_orthanc": ratios(results) if len(results) == 2 else {},
+        "stow_ratio_by_round": by_round,
+        "rounds": rounds,
     }
     args.results_dir.mkdir(parents=True, exist_ok=True)
     out = args.results_dir / f"{dt.datetime.now():%Y%m%d-%H%M%S}.json"
@@ -676,6 +775,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.clients} clients, {args.batch} per STOW-RS request"
     )
     print(table(results))
+    if len(rounds) > 1:
+        print(f"(medians of {len(rounds)} rounds, the sides taking turns to go first)")
+        if by_round:
+            shown = " ".join(f"{r:.2f}x" if r is not None else "-" for r in by_round)
+            print(f"STOW-RS ours/orthanc by round: {shown}")
+    steal = [
+        f"{name} {'/'.join(str(r[name].get('cpu_steal_percent', '-')) for r in rounds)}"
+        for name in names
+    ]
+    print(f"CPU steal % during each side's rounds: {', '.join(steal)}")
     print(f"\nresults: {out}")
     return 0 if results and all("error" not in r for r in results.values()) else 1
 
