@@ -6,6 +6,7 @@ write nothing at all, so that the general path can decide and name the problem.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,201 @@ async def test_a_session_lock_never_outlives_the_loan(db: Database, database_url
         assert await other.fetchval("SELECT pg_try_advisory_lock(4242)")
     finally:
         await other.close()
+
+
+# --- several new instances in one statement (migration 0090), one STOW-RS request's group ---
+
+
+def _new(v: filing.Version, actor: str = "tester") -> filing.NewFiling:
+    return filing.NewFiling(v, actor, "127.0.0.1", {"protocol": "stow-rs"})
+
+
+async def test_a_group_files_each_instance_with_its_job_and_audit_record(
+    archive: Archive, tmp_path
+):
+    first = _version(tmp_path, patient_id="A1")
+    h = first.header
+    group = [first] + [
+        _version(tmp_path, patient_id="A1", study_uid=h.study_uid, series_uid=h.series_uid)
+        for _ in range(3)
+    ]
+    group.append(_version(tmp_path, patient_id="C3"))  # another patient in the same request
+    async with archive.db.acquire() as conn:
+        ids = await filing.file_new_instances(conn, [_new(v) for v in group])
+    assert None not in ids and len(set(ids)) == 5
+    async with archive.db.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT i.id, i.sop_uid, p.patient_id FROM instances i"
+            " JOIN series se ON se.id = i.series_fk JOIN studies st ON st.id = se.study_fk"
+            " JOIN patients p ON p.id = st.patient_fk"
+        )
+        jobs = await conn.fetch("SELECT payload FROM jobs WHERE kind = 'instance-stored'")
+        audits = await conn.fetch("SELECT sop_uid, action, detail FROM audit")
+    # Each id is the row of the instance at the same place in the group.
+    filed = {r["id"]: (r["sop_uid"], r["patient_id"]) for r in rows}
+    expected = [(v.header.sop_instance_uid, v.header.patient_id) for v in group]
+    assert [filed[i] for i in ids] == expected
+    assert sorted(j["payload"]["instance_id"] for j in jobs) == sorted(ids)
+    assert sorted(a["sop_uid"] for a in audits) == sorted(v.header.sop_instance_uid for v in group)
+    assert all(a["action"] == "store" and a["detail"] == {"protocol": "stow-rs"} for a in audits)
+    counts = await _counts(archive.db)
+    assert (counts["patients"], counts["studies"], counts["series"]) == (2, 2, 2)
+
+
+async def test_a_group_leaves_out_what_is_not_the_plain_case_and_files_the_rest(
+    archive: Archive, tmp_path
+):
+    archived = _version(tmp_path, patient_id="A1")
+    assert await _file(archive.db, archived) is not None
+    wrong_patient = _version(tmp_path, patient_id="B2", study_uid=archived.header.study_uid)
+    fine = [_version(tmp_path, patient_id="D4") for _ in range(2)]
+    before = await _counts(archive.db)
+    async with archive.db.acquire() as conn:
+        ids = await filing.file_new_instances(
+            conn, [_new(fine[0]), _new(archived), _new(wrong_patient), _new(fine[1])]
+        )
+    assert ids[1] is None and ids[2] is None  # filed already; study under another patient
+    assert ids[0] is not None and ids[3] is not None
+    after = await _counts(archive.db)
+    # The two others wrote nothing, not even patient B2: only D4's two instances are new.
+    assert after["instances"] == before["instances"] + 2
+    assert after["patients"] == before["patients"] + 1
+    assert after["audit"] == before["audit"] + 2
+    assert after["jobs"] == before["jobs"] + 2
+
+
+async def test_a_failed_group_statement_files_each_instance_alone(
+    archive: Archive, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    """Whatever fails the one statement (here: refused outright), each instance is then filed
+    alone and gets its own outcome."""
+    import asyncio
+
+    from vna.ingest.group import FilingGroup
+
+    async def refused(conn: Any, filings: Any) -> list[int | None]:
+        raise asyncpg.DeadlockDetectedError("deadlock detected")
+
+    monkeypatch.setattr(filing, "file_new_instances", refused)
+    archived = _version(tmp_path, patient_id="A1")
+    assert await _file(archive.db, archived) is not None
+    fresh = [_version(tmp_path, patient_id="E5") for _ in range(3)]
+    group = FilingGroup(archive.db)
+    for _ in range(4):
+        group.join()
+    waiters = [asyncio.ensure_future(group.file(_new(v))) for v in [*fresh, archived]]
+    group.close()
+    results = await asyncio.wait_for(asyncio.gather(*waiters), 30)
+    assert results[3] is None and None not in results[:3]
+    assert (await _counts(archive.db))["instances"] == 4
+
+
+async def test_a_group_files_when_every_instance_still_in_flight_waits(archive: Archive, tmp_path):
+    """Not before: the request's other instances may still come.  Not later: once the
+    request is closed and the last one waits, or one leaves without filing."""
+    import asyncio
+
+    from vna.ingest.group import FilingGroup
+
+    group = FilingGroup(archive.db)
+    for _ in range(3):
+        group.join()
+    a = asyncio.ensure_future(group.file(_new(_version(tmp_path))))
+    b = asyncio.ensure_future(group.file(_new(_version(tmp_path))))
+    group.close()
+    await asyncio.sleep(0.3)
+    assert not a.done() and not b.done()  # the third instance is still being examined
+    assert (await _counts(archive.db))["instances"] == 0
+    group.leave()  # it was refused (or a duplicate): nothing more to wait for
+    assert None not in await asyncio.wait_for(asyncio.gather(a, b), 30)
+    assert (await _counts(archive.db))["instances"] == 2
+
+
+async def test_two_requests_filing_the_same_new_series_in_opposite_orders_both_succeed(
+    archive: Archive, tmp_path, caplog: pytest.LogCaptureFixture
+):
+    """Each group takes its locks in one order (patient, study, series, instance), so two
+    requests creating the same new hierarchy at once cannot deadlock one another."""
+    import asyncio
+
+    from vna.ingest.group import FilingGroup
+
+    first = _version(tmp_path, patient_id="F6")
+    h = first.header
+    second = _version(tmp_path, patient_id="G7")
+    series = [first] + [
+        _version(tmp_path, patient_id="F6", study_uid=h.study_uid, series_uid=h.series_uid)
+        for _ in range(5)
+    ]
+    others = [
+        _version(
+            tmp_path,
+            patient_id="G7",
+            study_uid=second.header.study_uid,
+            series_uid=second.header.series_uid,
+        )
+        for _ in range(5)
+    ]
+    request_a = series[:3] + others[:3]
+    request_b = list(reversed(series[3:] + others[3:] + [second]))
+
+    async def send(versions: list[filing.Version]) -> list[int | None]:
+        group = FilingGroup(archive.db)
+        for _ in versions:
+            group.join()
+        waiters = [asyncio.ensure_future(group.file(_new(v))) for v in versions]
+        group.close()
+        return await asyncio.gather(*waiters)
+
+    with caplog.at_level(logging.WARNING, logger="vna.ingest.group"):
+        results = await asyncio.wait_for(asyncio.gather(send(request_a), send(request_b)), 60)
+    assert all(None not in r for r in results)
+    # Filed as two groups: neither statement failed (a deadlock would have failed one, and
+    # its instances would then have been filed one by one).
+    assert "one by one" not in caplog.text
+    counts = await _counts(archive.db)
+    assert (counts["patients"], counts["studies"], counts["series"], counts["instances"]) == (
+        2,
+        2,
+        2,
+        12,
+    )
+
+
+async def test_instances_waiting_in_a_group_do_not_hold_their_received_files(
+    archive: Archive, tmp_path
+):
+    """A request of many parts: those already stored wait for the others without keeping
+    the received bytes (nor a data set that refers to them) in memory."""
+    import asyncio
+    import tracemalloc
+
+    from vna.ingest.group import FilingGroup
+
+    study = ct_study(series=1, slices=24, size=1024)  # 2 MiB of pixels each
+    paths = []
+    for ds in study:
+        path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
+        path.write_bytes(part10(ds))
+        paths.append(path)
+    received = sum(p.stat().st_size for p in paths)
+    group = FilingGroup(archive.db)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tasks = [
+            asyncio.ensure_future(archive.ingester.ingest_file(p, SENDER, group=group))
+            for p in paths
+        ]
+        for _ in range(600):
+            if group.waiting == len(paths):
+                break
+            await asyncio.sleep(0.05)
+        assert group.waiting == len(paths)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        group.close()
+    results = await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    assert all(r.outcome is Outcome.STORED for r in results)
+    assert held < received / 8, f"{held / 2**20:.1f} MiB held for {received / 2**20:.0f} MiB"

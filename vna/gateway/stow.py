@@ -23,6 +23,7 @@ from vna.gateway.media import DICOM, DICOM_JSON, MULTIPART_RELATED, parse_media_
 from vna.gateway.multipart import MultipartReader
 from vna.gateway.status import store_failure_status
 from vna.gateway.web import ARCHIVE, base_url, sender_source
+from vna.ingest.group import FilingGroup
 from vna.ingest.pipeline import IngestResult, Sender
 
 if TYPE_CHECKING:
@@ -54,6 +55,9 @@ async def store_instances(request: web.Request) -> web.Response:
 
     tasks: list[asyncio.Task[IngestResult | _Failure]] = []
     received = 0
+    # The request's new instances are filed in the catalogue together (vna.ingest.group):
+    # the response waits for all of them anyway.
+    group = FilingGroup(archive.db)
     try:
         while (headers := await reader.next_part()) is not None:
             if len(tasks) >= settings.http.max_parts:
@@ -71,13 +75,15 @@ async def store_instances(request: web.Request) -> web.Response:
                 reader, archive.incoming, settings.http.max_request_bytes - received
             )
             received += size
-            tasks.append(asyncio.create_task(_ingest(archive, path, sender, study)))
+            tasks.append(asyncio.create_task(_ingest(archive, path, sender, study, group)))
     except BaseException:
         # Parts already received are being ingested; let them finish (each is atomic and a
         # resend will find them) rather than cancelling them halfway.
+        group.close()
         if tasks:
             await asyncio.wait(tasks)
         raise
+    group.close()
 
     if not tasks:
         raise InvalidRequest("the multipart body holds no parts")
@@ -143,11 +149,11 @@ def with_preamble(head: bytes) -> bytes:
 
 
 async def _ingest(
-    archive: Archive, path: Path, sender: Sender, study: str | None
+    archive: Archive, path: Path, sender: Sender, study: str | None, group: FilingGroup
 ) -> IngestResult | _Failure:
     try:
         return await archive.ingester.ingest_file(
-            path, sender, consume=True, expected_study_uid=study
+            path, sender, consume=True, expected_study_uid=study, group=group
         )
     except VnaError as exc:
         return _Failure(exc)

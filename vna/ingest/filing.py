@@ -100,6 +100,60 @@ async def file_new_instance(
     return int(inserted)
 
 
+@dataclass(frozen=True)
+class NewFiling:
+    """One instance for ``file_new_instances``: its version and its audit record's facts."""
+
+    version: Version
+    actor: str
+    origin: str
+    detail: dict[str, Any]
+
+
+async def file_new_instances(
+    conn: asyncpg.Connection, filings: list[NewFiling]
+) -> list[int | None]:
+    """``file_new_instance`` for several instances in one statement and one commit (migration
+    0090): each one's row id, or None for each that is not the plain case (nothing of it
+    written).  Any other failure fails them all and writes nothing."""
+    batch = [_filing_object(f) for f in filings]
+    ids = await conn.fetchval(q("file_new_instances"), batch)
+    return [int(i) if i is not None else None for i in ids]
+
+
+def _filing_object(f: NewFiling) -> dict[str, Any]:
+    """The keys are vna_file_new_instance's parameter names without their ``p_``."""
+    v, h = f.version, f.version.header
+    names = (
+        "patient_id", "issuer", "patient_name", "birth_date", "sex", "study_uid",
+        "study_date", "study_time", "accession_number", "study_id", "study_description",
+        "referring_physician", "source", "series_uid", "modality", "series_number",
+        "series_description", "body_part",
+    )  # fmt: skip
+    out = dict(zip(names, _hierarchy_values(v), strict=True))
+    out["study_date"] = h.study_date.isoformat() if h.study_date else None
+    out.update(
+        sop_uid=h.sop_instance_uid,
+        sop_class_uid=h.sop_class_uid,
+        instance_number=h.instance_number,
+        transfer_syntax=h.transfer_syntax,
+        rows=h.rows,
+        columns=h.columns,
+        number_of_frames=h.number_of_frames,
+        has_pixel_data=h.has_pixel_data,
+        sha256=v.sha256,
+        received_sha256=v.received_sha256,
+        size=v.size,
+        object_key=v.object_key,
+        metadata=v.metadata,
+        data_set_sha256=v.data_set_sha256,
+        actor=f.actor,
+        origin=f.origin,
+        audit_detail=f.detail,
+    )
+    return out
+
+
 def _hierarchy_values(v: Version) -> tuple[Any, ...]:
     """Patient, study and series values, in the parameter order of vna_file_hierarchy and
     of the first parameters of vna_file_new_instance (migration 0070)."""

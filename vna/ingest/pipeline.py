@@ -57,6 +57,7 @@ from vna.errors import (
 )
 from vna.ingest import filing
 from vna.ingest.decision import Decision, Existing, decide
+from vna.ingest.group import FilingGroup
 from vna.metrics import Metrics
 from vna.storage.base import FileStamp, ObjectStore, content_key
 
@@ -127,6 +128,24 @@ class _Object:
     stamp: FileStamp | None = None
 
 
+@dataclass(frozen=True)
+class _Filing:
+    """An instance whose object is durable, still to be filed in the catalogue.
+
+    It holds no parsed data set: a data set read from memory keeps the whole received file
+    alive, and a grouped instance may wait for its request's others (vna.ingest.group)."""
+
+    version: filing.Version
+    #: Of its audit record.
+    detail: dict[str, Any]
+    warnings: tuple[str, ...]
+    #: Of the data set as received, and the file's size as received.
+    received_sha256: str
+    received_size: int
+    #: The first look found a version archived (so it is not the plain new case).
+    seen: bool
+
+
 class Ingester:
     def __init__(
         self,
@@ -171,34 +190,58 @@ class Ingester:
         *,
         consume: bool = True,
         expected_study_uid: str | None = None,
+        group: FilingGroup | None = None,
     ) -> IngestResult:
         """Ingest the Part 10 file at ``path``.
 
         With ``consume`` the pipeline takes the file over: it is moved into the store or removed,
         whatever the outcome.  ``expected_study_uid`` refuses an instance of another study
-        (STOW-RS to ``/studies/{study}``, PS3.18 10.5.1).  Raises a VnaError subclass when the
-        instance is refused; its ``instance`` attribute names it when the header was readable.
+        (STOW-RS to ``/studies/{study}``, PS3.18 10.5.1).  With ``group``, a new instance is
+        filed in the catalogue together with the group's others (one STOW-RS request:
+        vna.ingest.group).  Raises a VnaError subclass when the instance is refused; its
+        ``instance`` attribute names it when the header was readable.
         """
         started = time.perf_counter()
-        examined: _Examined | None = None
+        header: InstanceHeader | None = None
+        if group is not None:
+            group.join()
         try:
             async with self._slots:
                 examined = await self._cpu_bound(self._examine, path, sender.source)
-                if expected_study_uid and examined.header.study_uid != expected_study_uid:
+                header = examined.header
+                if expected_study_uid and header.study_uid != expected_study_uid:
                     raise StudyMismatch(
-                        f"instance belongs to study {examined.header.study_uid},"
+                        f"instance belongs to study {header.study_uid},"
                         f" not {expected_study_uid} named in the request"
                     )
-                result = await self._store(path, examined, sender, consume)
-        except VnaError as exc:
-            if examined is not None and exc.instance is None:
-                exc.instance = InstanceRef(
-                    examined.header.sop_class_uid, examined.header.sop_instance_uid
+                step = await self._store(path, examined, sender, consume)
+                del examined  # its data set holds the whole file: not while waiting below
+                if isinstance(step, _Filing) and (group is None or step.seen):
+                    step = await self._file(step, sender)
+            if isinstance(step, _Filing):
+                assert group is not None
+                # Its object is durable: wait for the request's other instances without the
+                # slot, and file them together.
+                filed = await group.file(
+                    filing.NewFiling(step.version, sender.actor, sender.origin, step.detail)
                 )
+                if filed is not None:
+                    step = _result(
+                        Outcome.STORED, step.version.header, step.version.size, step.warnings
+                    )
+                else:
+                    async with self._slots:
+                        step = await self._file_general(step, sender)
+            result = step
+        except VnaError as exc:
+            if header is not None and exc.instance is None:
+                exc.instance = InstanceRef(header.sop_class_uid, header.sop_instance_uid)
             self.metrics.instance_failures.labels(sender.protocol, type(exc).__name__).inc()
-            await self._audit_failure(sender, examined, exc)
+            await self._audit_failure(sender, header, exc)
             raise
         finally:
+            if group is not None:
+                group.leave()
             if consume:
                 path.unlink(missing_ok=True)  # noqa: ASYNC240 - one metadata syscall
         self.metrics.ingest_seconds.observe(time.perf_counter() - started)
@@ -296,7 +339,9 @@ class Ingester:
 
     async def _store(
         self, path: Path, ex: _Examined, sender: Sender, consume: bool
-    ) -> IngestResult:
+    ) -> IngestResult | _Filing:
+        """Decide on the instance and make its object durable; what is left is its filing in
+        the catalogue (or the result, when nothing is to be filed)."""
         h = ex.header
         policy = sender.source.on_conflict
         # A first look without locks, so that a resend (the common case after a network
@@ -313,7 +358,7 @@ class Ingester:
             facts = await _facts(conn, row, h.sop_instance_uid, ex.data_set_sha256)
             decision = decide(facts, ex.data_set_sha256, policy)
             if decision is Decision.DUPLICATE:
-                return _result(Outcome.DUPLICATE, ex, ex.size)
+                return _result(Outcome.DUPLICATE, h, ex.size)
             if decision is Decision.CONFLICT:
                 raise _conflict(h)
             corrections = await _corrections(conn, h) if look["changed"] else {}
@@ -369,30 +414,42 @@ class Ingester:
         }
         if ex.normalised.changed:
             detail["coerced"] = [c.describe() for c in ex.normalised.changes][:50]
-        if row is None:
+        return _Filing(version, detail, warnings, ex.data_set_sha256, ex.size, seen=row is not None)
+
+    async def _file(self, f: _Filing, sender: Sender) -> IngestResult:
+        if not f.seen:
             # No version was archived a moment ago: most likely still none, and the filing is
-            # one statement.  Otherwise it wrote nothing, and the general path below decides.
+            # one statement.  Otherwise it wrote nothing, and the general path decides.
             async with self.db.acquire() as conn:
                 inserted = await filing.file_new_instance(
-                    conn, version, actor=sender.actor, origin=sender.origin, detail=detail
+                    conn, f.version, actor=sender.actor, origin=sender.origin, detail=f.detail
                 )
             if inserted is not None:
-                return _result(Outcome.STORED, ex, obj.size, warnings)
+                return _result(Outcome.STORED, f.version.header, f.version.size, f.warnings)
+        return await self._file_general(f, sender)
+
+    async def _file_general(self, f: _Filing, sender: Sender) -> IngestResult:
+        """File under the instance's row lock, whatever is archived already."""
+        version, detail, warnings = f.version, f.detail, f.warnings
+        h = version.header
+        policy = sender.source.on_conflict
+        obj_size = version.size
+        received = f.received_sha256
         async with self.db.transaction() as conn:
             # Decided again under the row lock: another sender may have stored a version of
             # this instance since the first look.
             for _ in range(2):
                 row = await conn.fetchrow(q("lock_instance"), h.sop_instance_uid)
-                facts = await _facts(conn, row, h.sop_instance_uid, ex.data_set_sha256)
-                decision = decide(facts, ex.data_set_sha256, policy)
+                facts = await _facts(conn, row, h.sop_instance_uid, received)
+                decision = decide(facts, received, policy)
                 if decision is Decision.DUPLICATE:
-                    return _result(Outcome.DUPLICATE, ex, ex.size)
+                    return _result(Outcome.DUPLICATE, h, f.received_size)
                 if decision is Decision.CONFLICT:
                     raise _conflict(h)
                 if decision is Decision.QUARANTINE:
                     conflict_id = await filing.quarantine(conn, version, sender.actor)
                     if conflict_id is None:  # the same version, quarantined a moment ago
-                        return _result(Outcome.DUPLICATE, ex, ex.size)
+                        return _result(Outcome.DUPLICATE, h, f.received_size)
                     await self._audit(
                         conn, sender, h, "quarantine", {**detail, "conflict": conflict_id}
                     )
@@ -400,7 +457,7 @@ class Ingester:
                         f"SOP Instance {h.sop_instance_uid} is archived with other content;"
                         f" this version is quarantined as conflict {conflict_id}"
                     )
-                    return _result(Outcome.QUARANTINED, ex, obj.size, (*warnings, note))
+                    return _result(Outcome.QUARANTINED, h, obj_size, (*warnings, note))
                 series_fk = await filing.file_hierarchy(conn, version)
                 if decision is Decision.REPLACE:
                     assert row is not None
@@ -415,13 +472,13 @@ class Ingester:
                         "replace",
                         {**detail, "previous_sha256": row["sha256"], "version": kept},
                     )
-                    return _result(Outcome.REPLACED, ex, obj.size, warnings)
+                    return _result(Outcome.REPLACED, h, obj_size, warnings)
                 inserted = await filing.insert_instance(conn, version, series_fk)
                 if inserted is None:
                     continue  # another sender committed this UID since the lock query
                 await filing.enqueue_stored(conn, inserted, version)
                 await self._audit(conn, sender, h, "store", detail)
-                return _result(Outcome.STORED, ex, obj.size, warnings)
+                return _result(Outcome.STORED, h, obj_size, warnings)
         raise _conflict(h)  # pragma: no cover - two concurrent first versions, both lost
 
     async def _audit(
@@ -445,10 +502,7 @@ class Ingester:
             detail=detail,
         )
 
-    async def _audit_failure(
-        self, sender: Sender, examined: _Examined | None, exc: VnaError
-    ) -> None:
-        h = examined.header if examined else None
+    async def _audit_failure(self, sender: Sender, h: InstanceHeader | None, exc: VnaError) -> None:
         try:
             async with self.db.acquire() as conn:
                 await filing.audit(
@@ -543,9 +597,8 @@ async def _merge_target(conn: asyncpg.Connection, patient_id: str, issuer: str) 
 
 
 def _result(
-    outcome: Outcome, ex: _Examined, size: int, warnings: tuple[str, ...] = ()
+    outcome: Outcome, h: InstanceHeader, size: int, warnings: tuple[str, ...] = ()
 ) -> IngestResult:
-    h = ex.header
     return IngestResult(
         outcome=outcome,
         sop_class_uid=h.sop_class_uid,

@@ -61,3 +61,7 @@ SELECT EXISTS (SELECT 1 FROM instances WHERE object_key = $1)
 -- (0070_filing_functions).
 SELECT * FROM vna_file_hierarchy($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
                                  $15, $16, $17, $18);
+
+-- name: file_new_instances
+-- Several new instances in one statement (migration 0090); $1 is a JSON array.
+SELECT vna_file_new_instances($1::jsonb);
