@@ -20,7 +20,7 @@ from tests.integration.lifecycle_support import fetch, ingest, opened, with_life
 from tests.phantom import smooth_ct_study
 from vna.archive import Archive
 from vna.cli import main
-from vna.config import ReplicaSettings, Settings
+from vna.config import ReplicaSettings, Settings, SourceSettings
 from vna.errors import InvalidRequest
 from vna.recovery import fixity, rebuild
 from vna.recovery.sites import Sites
@@ -368,3 +368,26 @@ async def test_rebuild_files_replaced_versions_as_earlier_versions(
         (version,) = await fetch(archive, "SELECT * FROM instance_versions")
         assert version["object_key"] == first["object_key"]
         assert version["reason"] == "rebuild"
+
+
+async def test_rebuild_restores_what_each_instance_was_received_as(
+    archive_settings: Settings,
+) -> None:
+    """Resends are recognised by the data set as received.  An instance ingest normalised
+    (here: an issuer assigned) carries that hash in its object's metadata; one stored as
+    received needs none, its stored data set is the received one.  Both come back."""
+    async with opened(archive_settings) as archive:
+        await ingest(archive, smooth_ct_study(patient_id="N1", series=1, slices=2))
+        normalising = SourceSettings(name="HOSP1", issuer_of_patient_id="H1")
+        await ingest(archive, smooth_ct_study(patient_id="N2", series=1, slices=2), normalising)
+        query = "SELECT sop_uid, received_sha256, data_set_sha256, source FROM instances"
+        before = sorted(await fetch(archive, query), key=lambda r: r["sop_uid"])
+        normalised = [r for r in before if r["received_sha256"] != r["data_set_sha256"]]
+        assert len(normalised) == 2  # the issuer changed the data set of HOSP1's two
+
+        await lose_catalogue(archive)
+        report = await rebuild.rebuild(
+            archive.db, sites(archive), archive.store, scratch_dir=archive.incoming, actor="test"
+        )
+        assert report.instances == 4 and report.failed_count == 0
+        assert sorted(await fetch(archive, query), key=lambda r: r["sop_uid"]) == before

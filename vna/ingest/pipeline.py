@@ -383,13 +383,7 @@ class Ingester:
                 sha256=obj.sha256,
                 hashed=obj.stamp,
                 consume=consume or obj.written,
-                # Enough to re-index the object if the catalogue is ever lost (catalogue
-                # rebuild).
-                metadata={
-                    "vna-source": sender.source.name,
-                    "vna-received-sha256": ex.data_set_sha256,
-                    "vna-ingested-at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                },
+                metadata=_object_metadata(sender, ex, obj),
             )
         finally:
             if obj.written:
@@ -594,6 +588,19 @@ async def _merge_target(conn: asyncpg.Connection, patient_id: str, issuer: str) 
         patient_id, issuer = row["patient_id"], row["issuer"]
         seen.add((patient_id, issuer))
     return target
+
+
+def _object_metadata(sender: Sender, ex: _Examined, obj: _Object) -> dict[str, str]:
+    """What a catalogue rebuild needs beyond the object itself to file it again: the source,
+    the time, and the data set as received when it is not the stored one (normalised).  Kept
+    short: the filesystem store keeps it in the inode while it is small."""
+    metadata = {
+        "vna-source": sender.source.name,
+        "vna-ingested-at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    if ex.data_set_sha256 != obj.data_set_sha256:
+        metadata["vna-received-sha256"] = ex.data_set_sha256
+    return metadata
 
 
 def _result(

@@ -2,11 +2,12 @@
 
 Every object the archive stores is a Part 10 file (or its zstandard-compressed form, key
 suffix ``.zst``) under its content address, with the metadata ingest gave it
-(``vna-source``, ``vna-received-sha256``, ``vna-ingested-at``).  Each object is read, checked
-against its key (the SHA-256 of the instance's bytes), parsed (header only) and filed with the
-same repository functions the ingest pipeline uses (``vna.ingest.filing``): patient, study,
-series and instance rows, and the ``instance-stored`` job, so retention, compression and
-replication follow as for a new instance.
+(``vna-source``, ``vna-ingested-at`` and, where ingest normalised the header,
+``vna-received-sha256``: the hash of the data set as received, otherwise the stored one's).
+Each object is read, checked against its key (the SHA-256 of the instance's bytes), parsed
+(header only) and filed with the same repository functions the ingest pipeline uses
+(``vna.ingest.filing``): patient, study, series and instance rows, and the ``instance-stored``
+job, so retention, compression and replication follow as for a new instance.
 
 Several objects may carry one SOP Instance UID: an original and its compressed form (the
 compressed one is filed: the original was awaiting deletion), or versions of the instance
