@@ -226,13 +226,17 @@ class FilesystemStore(ObjectStore):
         if path in self._durable_dirs:
             return
         parent = path.parent
-        if path in self.tier_roots.values() or parent == path:
+        outside = path in self.tier_roots.values() or parent == path
+        if outside:
             parent.mkdir(parents=True, exist_ok=True)
         else:
             self._make_dir(parent)
         with contextlib.suppress(FileExistsError):
             os.mkdir(path)
-        _fsync_dir(parent)
+        # A directory of the administrator's may not be ours to open; the root's entry in it
+        # was made when the store was set up.
+        with contextlib.suppress(PermissionError) if outside else contextlib.nullcontext():
+            _fsync_dir(parent)
         self._durable_dirs.add(path)
 
     def _set_metadata(self, file: int | Path, metadata: Mapping[str, str] | None) -> bool:
