@@ -422,6 +422,27 @@ async def test_filesystem_put_syncs_file_and_directory(
             assert str(new_dir.parent) in dirs, f"new directory {new_dir} never made durable"
 
 
+async def test_filesystem_store_starts_under_a_directory_it_may_not_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The directory above the store's root is the administrator's: the archive may lack the
+    right to open it (and so to sync it), which must not stop the store."""
+    import vna.storage.filesystem as filesystem
+
+    real = filesystem._fsync_dir
+
+    def guarded(path: Path) -> None:
+        if path == tmp_path:
+            raise PermissionError(13, "Permission denied", str(path))
+        real(path)
+
+    monkeypatch.setattr(filesystem, "_fsync_dir", guarded)
+    store = FilesystemStore(tmp_path / "objects")
+    data = payload(1000, seed=22)
+    await store.put_bytes(content_key(sha(data)), data, sha256=sha(data))
+    assert store.path_of(content_key(sha(data))).read_bytes() == data
+
+
 def _same_directory_as(data: bytes) -> bytes:
     """Other content whose key falls in the same sha256/ab/cd directory."""
     prefix = sha(data)[:4]
