@@ -157,6 +157,9 @@ def test_https_through_the_supervisor(tls_archive: ArchiveProcess, pki: Pki) -> 
     # Plain HTTP on the HTTPS port gets no answer.
     with pytest.raises((OSError, http.client.HTTPException)):
         _keep_alive(port)
+    # Its worker reports it closed a moment after the client saw it closed; until then the
+    # supervisor counts it (seen once in CI: 1 and 3 connections instead of 2 and 2).
+    _wait_all_closed(tls_archive, port)
     # Every worker gets HTTPS connections and answers them, after that failed handshake.
     held = [_keep_alive(port, client_context(pki)) for _ in range(2 * WORKERS)]
     try:
