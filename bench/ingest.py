@@ -567,13 +567,14 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     for i, r in enumerate(rounds, 1):
         if "error" in r:
             return {**r, "error": f"round {i}: {r['error']}" if len(rounds) > 1 else r["error"]}
-    return _merge(rounds, peak=False)
+    figures = _merge([{k: v for k, v in r.items() if k != "server"} for r in rounds], peak=False)
+    if "server" in rounds[0]:
+        figures["server"] = rounds[0]["server"]  # the first round's ports, not their median
+    return figures
 
 
 def _merge(values: list[Any], peak: bool) -> Any:
     first = values[0]
-    if isinstance(first, dict) and "http_port" in first:
-        return first  # the first round's ports, not a median of port numbers
     if isinstance(first, dict):
         return {
             key: _merge(
@@ -590,9 +591,9 @@ def _merge(values: list[Any], peak: bool) -> Any:
 
 def stow_ratios(rounds: list[dict[str, dict[str, Any]]]) -> list[float | None]:
     """ours/Orthanc STOW-RS instances/s of each round, the two sides measured minutes apart."""
+    path = ("stow", "instances_per_s")
     out: list[float | None] = []
     for r in rounds:
-        path = ("stow", "instances_per_s")
         a, b = _dig(r.get("ours", {}), path), _dig(r.get("orthanc", {}), path)
         out.append(round(a / b, 2) if a is not None and b else None)
     return out

@@ -158,7 +158,7 @@ class MemoryMonitor:
         while not self._stop.is_set():
             # The cluster may start after the server, or restart.  Looking for it walks the
             # data directory, object files included: only while none is known to run.
-            if not all(map(psutil.pid_exists, self._postmasters)) or not self._postmasters:
+            if not self._postmasters or not all(map(psutil.pid_exists, self._postmasters)):
                 with contextlib.suppress(OSError):
                     self._postmasters = self.postgres_pids()
             try:

@@ -6,7 +6,9 @@ write nothing at all, so that the general path can decide and name the problem.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from vna.config import DEFAULT_SOURCE
 from vna.dicom.parse import dicom_json, extract_header, read_dataset
 from vna.errors import PatientMismatch
 from vna.ingest import filing
+from vna.ingest.group import FilingGroup
 from vna.ingest.pipeline import Outcome, Sender
 
 SENDER = Sender(DEFAULT_SOURCE, "stow-rs", "tester", "127.0.0.1")
@@ -118,8 +121,6 @@ async def test_concurrent_first_instances_of_a_series_file_one_hierarchy(
 ):
     # The instances of a new study arrive at once over several connections: each is filed,
     # under one patient, one study and one series.
-    import asyncio
-
     first = _version(tmp_path)
     h = first.header
     others = [
@@ -273,9 +274,6 @@ async def test_a_failed_group_statement_files_each_instance_alone(
 ):
     """Whatever fails the one statement (here: refused outright), each instance is then filed
     alone and gets its own outcome."""
-    import asyncio
-
-    from vna.ingest.group import FilingGroup
 
     async def refused(conn: Any, filings: Any) -> list[int | None]:
         raise asyncpg.DeadlockDetectedError("deadlock detected")
@@ -297,10 +295,6 @@ async def test_a_failed_group_statement_files_each_instance_alone(
 async def test_a_group_files_when_every_instance_still_in_flight_waits(archive: Archive, tmp_path):
     """Not before: the request's other instances may still come.  Not later: once the
     request is closed and the last one waits, or one leaves without filing."""
-    import asyncio
-
-    from vna.ingest.group import FilingGroup
-
     group = FilingGroup(archive.db)
     for _ in range(3):
         group.join()
@@ -320,10 +314,6 @@ async def test_two_requests_filing_the_same_new_series_in_opposite_orders_both_s
 ):
     """Each group takes its locks in one order (patient, study, series, instance), so two
     requests creating the same new hierarchy at once cannot deadlock one another."""
-    import asyncio
-
-    from vna.ingest.group import FilingGroup
-
     first = _version(tmp_path, patient_id="F6")
     h = first.header
     second = _version(tmp_path, patient_id="G7")
@@ -371,10 +361,6 @@ async def test_instances_waiting_in_a_group_do_not_hold_their_received_files(
 ):
     """A request of many parts: those already stored wait for the others without keeping
     the received bytes (nor a data set that refers to them) in memory."""
-    import asyncio
-    import tracemalloc
-
-    from vna.ingest.group import FilingGroup
 
     study = ct_study(series=1, slices=24, size=1024)  # 2 MiB of pixels each
     paths = []

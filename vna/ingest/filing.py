@@ -62,44 +62,6 @@ async def file_hierarchy(conn: asyncpg.Connection, v: Version) -> int:
     return int(row["series_id"])
 
 
-async def file_new_instance(
-    conn: asyncpg.Connection, v: Version, *, actor: str, origin: str, detail: dict[str, Any]
-) -> int | None:
-    """File a new instance in one statement: hierarchy, instance row, instance-stored job and
-    audit record.  Outside a transaction that is one round trip and one commit, the cost of
-    ingest's common case.  None, with nothing written, when the general path must decide: the
-    study is under another patient, the series under another study, or the SOP Instance UID
-    was filed meanwhile."""
-    h = v.header
-    try:
-        inserted = await conn.fetchval(
-            q("file_new_instance"),
-            *_hierarchy_values(v),
-            h.sop_instance_uid,
-            h.sop_class_uid,
-            h.instance_number,
-            h.transfer_syntax,
-            h.rows,
-            h.columns,
-            h.number_of_frames,
-            h.has_pixel_data,
-            v.sha256,
-            v.received_sha256,
-            v.size,
-            v.object_key,
-            v.metadata,
-            v.data_set_sha256,
-            actor,
-            origin,
-            detail,
-        )
-    except asyncpg.PostgresError as exc:
-        if exc.sqlstate == _NOT_PLAIN:
-            return None
-        raise
-    return int(inserted)
-
-
 @dataclass(frozen=True)
 class NewFiling:
     """One instance for ``file_new_instances``: its version and its audit record's facts."""
@@ -108,6 +70,25 @@ class NewFiling:
     actor: str
     origin: str
     detail: dict[str, Any]
+
+
+async def file_new_instance(
+    conn: asyncpg.Connection, v: Version, *, actor: str, origin: str, detail: dict[str, Any]
+) -> int | None:
+    """File a new instance in one statement: hierarchy, instance row, instance-stored job and
+    audit record.  Outside a transaction that is one round trip and one commit, the cost of
+    ingest's common case.  None, with nothing written, when the general path must decide: the
+    study is under another patient, the series under another study, or the SOP Instance UID
+    was filed meanwhile."""
+    try:
+        inserted = await conn.fetchval(
+            q("file_new_instance"), *_new_instance_values(NewFiling(v, actor, origin, detail))
+        )
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate == _NOT_PLAIN:
+            return None
+        raise
+    return int(inserted)
 
 
 async def file_new_instances(
@@ -122,36 +103,48 @@ async def file_new_instances(
 
 
 def _filing_object(f: NewFiling) -> dict[str, Any]:
-    """The keys are vna_file_new_instance's parameter names without their ``p_``."""
-    v, h = f.version, f.version.header
-    names = (
-        "patient_id", "issuer", "patient_name", "birth_date", "sex", "study_uid",
-        "study_date", "study_time", "accession_number", "study_id", "study_description",
-        "referring_physician", "source", "series_uid", "modality", "series_number",
-        "series_description", "body_part",
-    )  # fmt: skip
-    out = dict(zip(names, _hierarchy_values(v), strict=True))
-    out["study_date"] = h.study_date.isoformat() if h.study_date else None
-    out.update(
-        sop_uid=h.sop_instance_uid,
-        sop_class_uid=h.sop_class_uid,
-        instance_number=h.instance_number,
-        transfer_syntax=h.transfer_syntax,
-        rows=h.rows,
-        columns=h.columns,
-        number_of_frames=h.number_of_frames,
-        has_pixel_data=h.has_pixel_data,
-        sha256=v.sha256,
-        received_sha256=v.received_sha256,
-        size=v.size,
-        object_key=v.object_key,
-        metadata=v.metadata,
-        data_set_sha256=v.data_set_sha256,
-        actor=f.actor,
-        origin=f.origin,
-        audit_detail=f.detail,
-    )
+    """A JSON object of ``vna_file_new_instances``: the parameters by name."""
+    out = dict(zip(_NEW_INSTANCE_PARAMETERS, _new_instance_values(f), strict=True))
+    day = f.version.header.study_date
+    out["study_date"] = day.isoformat() if day else None
     return out
+
+
+#: vna_file_new_instance's parameters in order, without their ``p_`` (migration 0070); also
+#: the keys of vna_file_new_instances' objects (migration 0090).
+_NEW_INSTANCE_PARAMETERS = (
+    "patient_id", "issuer", "patient_name", "birth_date", "sex", "study_uid", "study_date",
+    "study_time", "accession_number", "study_id", "study_description", "referring_physician",
+    "source", "series_uid", "modality", "series_number", "series_description", "body_part",
+    "sop_uid", "sop_class_uid", "instance_number", "transfer_syntax", "rows", "columns",
+    "number_of_frames", "has_pixel_data", "sha256", "received_sha256", "size", "object_key",
+    "metadata", "data_set_sha256", "actor", "origin", "audit_detail",
+)  # fmt: skip
+
+
+def _new_instance_values(f: NewFiling) -> tuple[Any, ...]:
+    """The values of ``_NEW_INSTANCE_PARAMETERS``, in their order."""
+    v, h = f.version, f.version.header
+    return (
+        *_hierarchy_values(v),
+        h.sop_instance_uid,
+        h.sop_class_uid,
+        h.instance_number,
+        h.transfer_syntax,
+        h.rows,
+        h.columns,
+        h.number_of_frames,
+        h.has_pixel_data,
+        v.sha256,
+        v.received_sha256,
+        v.size,
+        v.object_key,
+        v.metadata,
+        v.data_set_sha256,
+        f.actor,
+        f.origin,
+        f.detail,
+    )
 
 
 def _hierarchy_values(v: Version) -> tuple[Any, ...]:

@@ -427,7 +427,6 @@ class Ingester:
         version, detail, warnings = f.version, f.detail, f.warnings
         h = version.header
         policy = sender.source.on_conflict
-        obj_size = version.size
         received = f.received_sha256
         async with self.db.transaction() as conn:
             # Decided again under the row lock: another sender may have stored a version of
@@ -451,7 +450,7 @@ class Ingester:
                         f"SOP Instance {h.sop_instance_uid} is archived with other content;"
                         f" this version is quarantined as conflict {conflict_id}"
                     )
-                    return _result(Outcome.QUARANTINED, h, obj_size, (*warnings, note))
+                    return _result(Outcome.QUARANTINED, h, version.size, (*warnings, note))
                 series_fk = await filing.file_hierarchy(conn, version)
                 if decision is Decision.REPLACE:
                     assert row is not None
@@ -466,13 +465,13 @@ class Ingester:
                         "replace",
                         {**detail, "previous_sha256": row["sha256"], "version": kept},
                     )
-                    return _result(Outcome.REPLACED, h, obj_size, warnings)
+                    return _result(Outcome.REPLACED, h, version.size, warnings)
                 inserted = await filing.insert_instance(conn, version, series_fk)
                 if inserted is None:
                     continue  # another sender committed this UID since the lock query
                 await filing.enqueue_stored(conn, inserted, version)
                 await self._audit(conn, sender, h, "store", detail)
-                return _result(Outcome.STORED, h, obj_size, warnings)
+                return _result(Outcome.STORED, h, version.size, warnings)
         raise _conflict(h)  # pragma: no cover - two concurrent first versions, both lost
 
     async def _audit(
