@@ -4,6 +4,7 @@ clients were told was stored.  VNA_SOAK_SECONDS sets the length (default 60)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -32,6 +33,18 @@ def _server_rss(server: psutil.Process) -> int:
         except psutil.NoSuchProcess:
             pass
     return total
+
+
+class _ReactorTookResponse(logging.Handler):
+    """Counts the C-STORE responses pynetdicom's association reactor took and dropped."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "unexpected C-STORE service message" in record.getMessage():
+            self.count += 1
 
 
 @pytest.mark.slow
@@ -66,6 +79,14 @@ def test_mixed_load_loses_nothing_and_keeps_memory_flat(archive_process: Archive
                 studies.append(study[0].StudyInstanceUID)
                 counts["stow"] += 1
 
+    # pynetdicom's own race (its association reactor against send_c_store, which pauses it
+    # only loosely) sometimes hands the archive's C-STORE response to the reactor, which
+    # logs it as unexpected and drops it; send_c_store then waits out its DIMSE timeout.
+    # The archive did answer, so such an instance must be found stored at the end.
+    taken = _ReactorTookResponse()
+    logging.getLogger("pynetdicom.association").addHandler(taken)
+    answer_lost: list[str] = []
+
     def cstore_client() -> None:
         ae = AE(ae_title="SOAKSCU")
         ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
@@ -77,7 +98,11 @@ def test_mixed_load_loses_nothing_and_keeps_memory_flat(archive_process: Archive
                 continue
             try:
                 for ds in ct_study(series=1, slices=5, size=128):
+                    before = taken.count
                     status = assoc.send_c_store(ds)
+                    if "Status" not in status and taken.count > before:
+                        answer_lost.append(ds.SOPInstanceUID)
+                        break
                     if "Status" not in status:  # pynetdicom's empty answer: no response
                         record_error("C-STORE: no response within the DIMSE timeout")
                         break
@@ -129,7 +154,14 @@ def test_mixed_load_loses_nothing_and_keeps_memory_flat(archive_process: Archive
     for t in threads:
         t.join(timeout=120)
 
+    logging.getLogger("pynetdicom.association").removeHandler(taken)
     assert errors == [], errors[:10]
+    for uid in answer_lost:  # answered, the answer lost in the client: stored all the same
+        found = requests.get(
+            f"{archive_process.url}/instances", params={"SOPInstanceUID": uid}, timeout=30
+        )
+        assert found.status_code == 200 and len(found.json()) == 1, (uid, found.status_code)
+        stored.add(uid)
     assert counts["stow"] > 0 and counts["c-store"] > 0 and counts["reads"] > 0, counts
     # Memory flat: the last quarter of the run is not above the first quarter by more than a
     # margin for caches and allocator slack.
