@@ -44,18 +44,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg.add_parser("check", help="validate the configuration and print the effective values")
     cfg.add_parser("env", help="list the environment variables the archive reads")
 
-    from vna.admin.commands import add_parsers as _add_admin_commands
+    from vna.cli.admin import add_parsers as _add_admin_commands
 
     _add_admin_commands(sub)  # vna patients ..., vna conflicts ...
 
-    from vna.security.commands import add_parsers as _add_security_commands
+    from vna.cli.security import add_parsers as _add_security_commands
 
     _add_security_commands(sub)  # vna tokens ..., vna audit
 
     _add_lifecycle_commands(sub)
 
-    from lifecycle.dr_commands import add_parsers as _add_dr_commands
-    from vna.recovery.commands import add_parsers as _add_recovery_commands
+    from vna.cli.dr import add_parsers as _add_dr_commands
+    from vna.cli.recovery import add_parsers as _add_recovery_commands
 
     _add_dr_commands(sub)  # vna dr status|drill|failover|failback
     _add_recovery_commands(sub)  # vna catalogue rebuild, vna verify
@@ -96,21 +96,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\n".join(environment_keys()))
             return 0
         if args.command in ("patients", "studies", "conflicts"):
-            from vna.admin.commands import run as run_admin
+            from vna.cli.admin import run as run_admin
 
             return asyncio.run(run_admin(settings, args))
         if args.command in ("tokens", "audit"):
-            from vna.security.commands import run as run_security
+            from vna.cli.security import run as run_security
 
             return asyncio.run(run_security(settings, args))
         if args.command in ("lifecycle", "retention", "hold"):
             return asyncio.run(_lifecycle_command(settings, args))
         if args.command == "dr":
-            from lifecycle.dr_commands import run as run_dr
+            from vna.cli.dr import run as run_dr
 
             return asyncio.run(run_dr(settings, args))
         if args.command in ("catalogue", "verify"):
-            from vna.recovery.commands import run as run_recovery
+            from vna.cli.recovery import run as run_recovery
 
             return asyncio.run(run_recovery(settings, args))
     except ConfigError as exc:
@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _add_lifecycle_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Arguments only: the commands live in ``lifecycle.commands``."""
+    """Arguments only: the commands live in ``vna.cli.lifecycle``."""
     lc = sub.add_parser("lifecycle", help="lifecycle engine: workers and status")
     lcs = lc.add_subparsers(dest="lifecycle_command", required=True)
     run = lcs.add_parser("run", help="run lifecycle workers (retention, compression, tiering)")
@@ -171,7 +171,7 @@ def _add_lifecycle_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
 
 async def _lifecycle_command(settings: Settings, args: argparse.Namespace) -> int:
     # The one place vna/ imports lifecycle/ (the entry point), lazily.
-    from lifecycle import commands as c
+    from vna.cli import lifecycle as c
 
     if args.command == "lifecycle":
         if args.lifecycle_command == "run":
