@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vna.config import Settings, environment_keys, load_settings
-from vna.errors import ConfigError, InvalidRequest, VnaError
+from vna.errors import ConfigError, VnaError
 
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
@@ -127,7 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "init":
             return asyncio.run(_init(settings))
         if args.command == "import":
-            return asyncio.run(_import(settings, args.paths, args.source, args.jobs))
+            from vna.cli.folder import run_import
+
+            return asyncio.run(run_import(settings, args.paths, args.source, args.jobs))
         if args.command == "db" and args.db_command == "migrate":
             return asyncio.run(_migrate(settings))
         if args.command == "config" and args.config_command == "check":
@@ -337,65 +339,6 @@ async def _migrate(settings: Settings) -> int:
             await asyncio.to_thread(embedded.stop)
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
     return 0
-
-
-async def _import(settings: Settings, paths: list[Path], source_name: str | None, jobs: int) -> int:
-    import getpass
-
-    from vna.archive import Archive
-    from vna.config import DEFAULT_SOURCE
-    from vna.ingest.folder import ImportSummary, import_paths, walk
-    from vna.ingest.pipeline import Sender
-
-    for path in paths:
-        if not path.exists():
-            raise InvalidRequest(f"no such file or folder: {path}")
-    if jobs < 1:
-        raise InvalidRequest("--jobs must be at least 1")
-    source = DEFAULT_SOURCE
-    if source_name is not None:
-        found = settings.source_named(source_name)
-        if found is None:
-            raise ConfigError(f"--source {source_name!r} is not a declared source")
-        source = found
-    total = sum(1 for _ in walk(paths))
-    interactive = sys.stderr.isatty()
-
-    def progress(summary: ImportSummary, _path: Path) -> None:
-        if interactive or summary.seen == total or summary.seen % 500 == 0:
-            width = 30
-            done = int(width * summary.seen / total) if total else width
-            print(
-                f"\r[{'#' * done}{'.' * (width - done)}] {summary.seen}/{total}"
-                f"  stored {summary.stored}  duplicates {summary.duplicates}"
-                f"  failed {len(summary.failed)}",
-                end="" if interactive else "\n",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    from vna.server import use_io_threads
-
-    use_io_threads(settings)
-    archive = await Archive.open(settings)
-    try:
-        sender = Sender(source=source, protocol="import", actor=f"user:{getpass.getuser()}")
-        summary = await import_paths(
-            archive.ingester, paths, sender, concurrency=jobs, progress=progress
-        )
-    finally:
-        await archive.close()
-    if interactive:
-        print(file=sys.stderr)
-    print(
-        f"stored {summary.stored} ({summary.bytes_stored / 1e6:.1f} MB), duplicates"
-        f" {summary.duplicates}, skipped {summary.skipped}, failed {len(summary.failed)}"
-    )
-    for path, reason in summary.failed[:50]:
-        print(f"  failed {path}: {reason}")
-    if len(summary.failed) > 50:
-        print(f"  ... and {len(summary.failed) - 50} more failures")
-    return EXIT_FAILURE if summary.failed else 0
 
 
 def _run_server(main: Coroutine[Any, Any, None]) -> None:
