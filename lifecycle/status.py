@@ -10,7 +10,7 @@ from lifecycle.policy.retention import rules_fingerprint
 from vna.catalog.database import Database
 from vna.catalog.queries import q
 from vna.config import Settings
-from vna.storage.base import TIERS
+from vna.tiers import TIERS
 
 
 async def collect(db: Database, settings: Settings, today: dt.date) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from vna.catalog.database import Database
 from vna.catalog.queries import q
 from vna.config import TieringRuleSettings
 from vna.errors import NotFound
-from vna.storage.base import TIERS
+from vna.tiers import TIERS
 
 if TYPE_CHECKING:
     from lifecycle.engine import Engine

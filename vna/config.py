@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vna.dicom.coercion import CoercionRule, rule_problem
 from vna.errors import ConfigError
-from vna.storage.base import TIERS
+from vna.tiers import TIERS
 
 ENV_PREFIX = "VNA_"
 CONFLICT_POLICIES = ("reject", "replace", "keep-both")
@@ -174,27 +175,6 @@ class TieringRuleSettings:
     min_days_since_access: int | None = None
     modalities: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
-
-
-#: What a coercion rule does to its attribute (``[[sources.coerce]] action = ...``).
-COERCE_ACTIONS = ("set", "remove", "prefix", "map")
-
-
-@dataclass(frozen=True)
-class CoercionRule:
-    """One rule of a source profile, applied at ingest by ``vna.dicom.normalise``.
-
-    ``set`` gives the attribute ``value`` (adding it when absent); ``remove`` deletes it;
-    ``prefix`` puts ``value`` in front of a present, non-empty value that does not already
-    start with it (so a resend or a second pass changes nothing); ``map`` replaces a value
-    found in ``map`` (``{"OLD" = "NEW"}``) and leaves others as they are.
-    """
-
-    action: str
-    #: A DICOM keyword (``AccessionNumber``) or tag (``00080050``) of a top-level attribute.
-    attribute: str
-    value: str = ""
-    map: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -756,53 +736,10 @@ def _validate_matchers(
             raise ConfigError(f"'{where}.sources': {source!r} is not a declared source")
 
 
-# Attributes a coercion rule may not touch: the instance's identity, its encoding and its
-# modification history (PS3.3 C.12.1: SOP Common; C.12.1.1.9: Original Attributes Sequence).
-_UNCOERCIBLE = {
-    0x00080005,  # SpecificCharacterSet: set by the UTF-8 conversion
-    0x00080016,  # SOPClassUID
-    0x00080018,  # SOPInstanceUID
-    0x0020000D,  # StudyInstanceUID
-    0x0020000E,  # SeriesInstanceUID
-    0x04000561,  # OriginalAttributesSequence
-}
-_COERCIBLE_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM"}
-_COERCIBLE_VRS |= {"UC", "UI", "UR", "UT"}
-
-
-def coercion_tag(attribute: str) -> int | None:
-    """The tag a rule's ``attribute`` names (keyword or 8 hex digits); None if unknown."""
-    from pydicom.datadict import dictionary_has_tag, tag_for_keyword
-
-    if re.fullmatch(r"[0-9A-Fa-f]{8}", attribute):
-        tag = int(attribute, 16)
-        return tag if dictionary_has_tag(tag) else None
-    return tag_for_keyword(attribute)
-
-
 def _validate_source_profile(where: str, src: SourceSettings) -> None:
-    from pydicom.datadict import dictionary_VR
-
     for j, rule in enumerate(src.coerce):
-        at = f"{where}.coerce[{j}]"
-        if rule.action not in COERCE_ACTIONS:
-            raise ConfigError(
-                f"'{at}.action' must be one of {', '.join(COERCE_ACTIONS)}, got {rule.action!r}"
-            )
-        tag = coercion_tag(rule.attribute)
-        if tag is None:
-            raise ConfigError(f"'{at}.attribute': {rule.attribute!r} is not a DICOM attribute")
-        if tag >> 16 == 0x0002 or tag in _UNCOERCIBLE:
-            raise ConfigError(f"'{at}.attribute': {rule.attribute} may not be coerced")
-        if rule.action != "remove" and dictionary_VR(tag) not in _COERCIBLE_VRS:
-            raise ConfigError(
-                f"'{at}.attribute': {rule.attribute} ({dictionary_VR(tag)}) is not a text value"
-            )
-        if rule.action == "prefix" and not rule.value:
-            raise ConfigError(f"'{at}.value' is required for prefix")
-        if rule.action == "map" and not rule.map:
-            raise ConfigError(f'\'{at}.map\' is required for map (map = {{"OLD" = "NEW"}})')
-        if "\\" in rule.value and rule.action == "prefix":
-            raise ConfigError(f"'{at}.value': a prefix cannot hold a backslash")
+        problem = rule_problem(rule, f"{where}.coerce[{j}]")
+        if problem is not None:
+            raise ConfigError(problem)
     if src.issuer_universal_entity_id_type and not src.issuer_universal_entity_id:
         raise ConfigError(f"'{where}.issuer_universal_entity_id_type' needs the entity ID")

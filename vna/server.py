@@ -138,7 +138,7 @@ async def serve(
         freeze_startup_objects()
         lifecycle = None
         if settings.lifecycle.in_serve and not worker:
-            # Only the composition roots (this module, vna/cli.py) import lifecycle/; the rest
+            # Only the composition roots (this module, vna/cli/) import lifecycle/; the rest
             # of vna/ never does.
             from lifecycle.worker import run_workers
 

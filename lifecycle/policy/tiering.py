@@ -10,7 +10,8 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from vna.config import TIERS, TieringRuleSettings
+from vna.config import TieringRuleSettings
+from vna.tiers import TIERS
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from pydicom.uid import generate_uid
 
 from tests.factory import ct_study, part10, split_multipart, stow_body
 from vna.archive import Archive
-from vna.config import AdminSettings, CoercionRule, Settings, SourceSettings
+from vna.config import AdminSettings, Settings, SourceSettings
+from vna.dicom.coercion import CoercionRule
 
 pytestmark = pytest.mark.asyncio
 

@@ -17,7 +17,8 @@ from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 
 from tests.factory import ct_study, part10
-from vna.config import DEFAULT_SOURCE, CoercionRule, SourceSettings, coercion_tag
+from vna.config import DEFAULT_SOURCE, SourceSettings
+from vna.dicom.coercion import CoercionRule, coercion_tag
 from vna.dicom.normalise import COERCE, CORRECT, correct, normalise
 
 NOW = dt.datetime(2024, 3, 1, 12, 30, 5, 123456, tzinfo=dt.UTC)

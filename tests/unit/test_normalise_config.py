@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vna.config import DEFAULT_SOURCE, CoercionRule, Settings, load_settings
+from vna.config import DEFAULT_SOURCE, Settings, load_settings
+from vna.dicom.coercion import CoercionRule
 from vna.errors import ConfigError
 
 PROFILE = """

@@ -10,7 +10,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from vna.config import CoercionRule, SourceSettings
+from vna.config import SourceSettings
+from vna.dicom.coercion import CoercionRule
 from vna.dicom.normalise import normalise
 from vna.dicom.parse import data_set_offset, read_dataset
 from vna.dicom.rewrite import write_with_header

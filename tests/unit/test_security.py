@@ -7,9 +7,9 @@ import datetime as dt
 
 import pytest
 
+from vna.cli.security import parse_time
 from vna.errors import InvalidRequest
 from vna.security.audit_message import audit_message, event_of
-from vna.security.commands import parse_time
 from vna.security.tokens import Principal, check_token_request
 
 AT = dt.datetime(2025, 3, 4, 10, 30, tzinfo=dt.timezone(dt.timedelta(hours=1)))

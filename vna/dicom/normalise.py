@@ -34,8 +34,9 @@ from __future__ import annotations
 import copy
 import datetime as dt
 from collections.abc import Iterable, Mapping
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pydicom.charset import convert_encodings, default_encoding, python_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag
@@ -45,7 +46,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 
-from vna.config import CoercionRule, SourceSettings, coercion_tag
+from vna.dicom.coercion import CoercionRule, coercion_tag
 
 UTF8 = "ISO_IR 192"
 #: Reason for the Attribute Modification (0400,0565) defined terms (PS3.3 C.12.1.1.9.2).
@@ -66,6 +67,33 @@ _TRIM_BOTH = frozenset({"AE", "CS", "LO", "SH"})
 _TRIM_TRAILING = frozenset({"PN"})
 #: VRs whose value may hold several values separated by a backslash (PS3.5 6.4).
 _SINGLE_VALUED = frozenset({"LT", "ST", "UT", "UR"})
+
+
+class SourceProfile(Protocol):
+    """What normalisation needs to know of the source an instance came from.
+
+    The configuration's ``SourceSettings`` is one; the DICOM layer names only these
+    attributes so that it does not depend on how settings are read.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def issuer_of_patient_id(self) -> str: ...
+    @property
+    def trust_issuer(self) -> bool: ...
+    @property
+    def issuer_universal_entity_id(self) -> str: ...
+    @property
+    def issuer_universal_entity_id_type(self) -> str: ...
+    @property
+    def identifier_type_code(self) -> str: ...
+    @property
+    def convert_to_utf8(self) -> bool: ...
+    @property
+    def trim_padding(self) -> bool: ...
+    @property
+    def coerce(self) -> Seq[CoercionRule]: ...
 
 
 @dataclass(frozen=True)
@@ -106,7 +134,7 @@ class Normalised:
 
 
 def normalise(
-    ds: Dataset, source: SourceSettings, *, now: dt.datetime, modifying_system: str
+    ds: Dataset, source: SourceProfile, *, now: dt.datetime, modifying_system: str
 ) -> Normalised:
     """Apply ``source``'s profile to the header ``ds`` (in place); see the module docstring."""
     rec = _Recorder(ds)
@@ -188,7 +216,7 @@ def _trim_padding(ds: Dataset, rec: _Recorder) -> None:
         rec.set(tag, trimmed if len(trimmed) > 1 else trimmed[0], "padding", _text(elem))
 
 
-def _assign_issuer(ds: Dataset, source: SourceSettings, rec: _Recorder) -> None:
+def _assign_issuer(ds: Dataset, source: SourceProfile, rec: _Recorder) -> None:
     if not source.issuer_of_patient_id:
         return
     carried = _text(_peek(ds, ISSUER_OF_PATIENT_ID)).strip()
@@ -205,7 +233,7 @@ def _assign_issuer(ds: Dataset, source: SourceSettings, rec: _Recorder) -> None:
     rec.set(ISSUER_QUALIFIERS, Sequence([wanted]), "issuer", None)
 
 
-def _qualifiers(source: SourceSettings) -> Dataset | None:
+def _qualifiers(source: SourceProfile) -> Dataset | None:
     """Issuer of Patient ID Qualifiers Sequence item (PS3.3 C.7.1.1, Table 10-18)."""
     if not (source.issuer_universal_entity_id or source.identifier_type_code):
         return None

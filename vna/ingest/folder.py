@@ -17,13 +17,19 @@ from vna.ingest.pipeline import Ingester, Outcome, Sender
 
 #: Media directory files index a CD; they are not instances and are skipped, not failed.
 _SKIP_NAMES = frozenset({"DICOMDIR"})
+#: PS3.10 7.1: a DICOM file starts with a 128-byte preamble and the four bytes "DICM".  The
+#: archive takes only such files (the parser refuses others), so a file without them is not
+#: DICOM: a README, a viewer on a CD, a thumbnail.  Skipped, not failed.
+_PREFIX = (128, b"DICM")
 
 
 @dataclass
 class ImportSummary:
     stored: int = 0
     duplicates: int = 0
+    #: DICOMDIR files and files that are not DICOM (listed in ``not_dicom`` too).
     skipped: int = 0
+    not_dicom: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     bytes_stored: int = 0
 
@@ -55,8 +61,11 @@ async def import_paths(
     *,
     concurrency: int = 8,
     progress: Callable[[ImportSummary, Path], None] | None = None,
+    summary: ImportSummary | None = None,
 ) -> ImportSummary:
-    summary = ImportSummary()
+    """Ingest every file under ``paths``; counts go to ``summary`` as they happen (give one to
+    know how far an interrupted import got)."""
+    summary = ImportSummary() if summary is None else summary
     queue: asyncio.Queue[Path | None] = asyncio.Queue(maxsize=concurrency * 4)
 
     async def worker() -> None:
@@ -66,6 +75,9 @@ async def import_paths(
     async def _one(path: Path) -> None:
         if path.name.upper() in _SKIP_NAMES:
             summary.skipped += 1
+        elif not await asyncio.to_thread(_is_dicom_file, path):
+            summary.skipped += 1
+            summary.not_dicom.append(path)
         else:
             try:
                 result = await ingester.ingest_file(path, sender, consume=False)
@@ -89,3 +101,15 @@ async def import_paths(
             await queue.put(None)
         await asyncio.gather(*workers)
     return summary
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """Whether ``path`` carries the DICOM file prefix; an unreadable file counts as DICOM, so
+    that the pipeline reports why it cannot be read (a failure, not a skip)."""
+    offset, magic = _PREFIX
+    try:
+        with path.open("rb") as f:
+            head = f.read(offset + len(magic))
+    except OSError:
+        return True
+    return head[offset:] == magic

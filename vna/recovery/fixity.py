@@ -31,7 +31,7 @@ from vna.storage.base import ObjectStore
 #: Instances read at once.
 CONCURRENCY = 8
 #: A check without --all reads this many instances, chosen at random.
-DEFAULT_SAMPLE = 1000  # vna.recovery.commands.VERIFY_SAMPLE
+DEFAULT_SAMPLE = 1000  # vna.cli.recovery.VERIFY_SAMPLE
 #: Problems named one by one in the summary audit record (each also has its own record).
 _AUDIT_LISTED = 100
 

@@ -75,11 +75,6 @@ def check_sha256(key: str, declared: str, actual: str | None = None) -> None:
         )
 
 
-#: Storage tiers, warmest first.  Ingest writes to "hot"; the lifecycle engine moves objects to
-#: "warm" and "cold" (S3 storage classes, or separate roots of the filesystem store).
-TIERS = ("hot", "warm", "cold")
-
-
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str

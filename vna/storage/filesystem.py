@@ -34,13 +34,13 @@ from typing import BinaryIO
 
 from vna.errors import InvalidRequest, NotFound, StorageError
 from vna.storage.base import (
-    TIERS,
     FileStamp,
     ObjectInfo,
     ObjectStore,
     check_sha256,
     validate_key,
 )
+from vna.tiers import TIERS
 
 _META_SUFFIX = ".meta.json"
 _META_XATTR = "user.vna.metadata"

@@ -28,13 +28,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from vna.errors import InvalidRequest, NotFound, OfflineError, StorageError
 from vna.storage.base import (
-    TIERS,
     FileStamp,
     ObjectInfo,
     ObjectStore,
     check_sha256,
     validate_key,
 )
+from vna.tiers import TIERS
 
 #: Objects up to this size go up in one PUT; larger ones in parts of this size.
 PART_SIZE = 32 * 1024 * 1024

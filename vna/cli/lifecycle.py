@@ -1,6 +1,6 @@
 """The lifecycle commands of ``vna`` (``lifecycle``, ``retention``, ``hold``).
 
-``vna/cli.py`` parses the arguments and calls these; each opens the archive, does one thing,
+``vna.cli`` parses the arguments and calls these; each opens the archive, does one thing,
 prints, and returns the exit status.  Errors are VnaError subclasses, which the command line
 prints as one line.
 """

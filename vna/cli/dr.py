@@ -1,6 +1,6 @@
 """The ``vna dr`` commands (status, drill, failover, failback).
 
-``vna/cli.py`` builds the parsers with ``add_parsers`` and calls ``run``; errors are VnaError
+``vna.cli`` builds the parsers with ``add_parsers`` and calls ``run``; errors are VnaError
 subclasses, which the command line prints as one line.  The archive and the DR code are
 imported only when a ``dr`` command runs (the command line starts fast for the others).
 """
@@ -55,7 +55,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
     from lifecycle import dr, dr_report
-    from lifecycle.commands import actor, opened
+    from vna.cli.lifecycle import actor, opened
 
     async with opened(settings) as archive:
         if args.dr_command == "status":

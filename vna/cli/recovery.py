@@ -1,6 +1,6 @@
 """The ``vna catalogue rebuild`` and ``vna verify`` commands.
 
-``vna/cli.py`` parses the arguments and calls ``run``; errors are VnaError subclasses, which
+``vna.cli`` parses the arguments and calls ``run``; errors are VnaError subclasses, which
 the command line prints as one line.
 """
 
