@@ -29,6 +29,7 @@ import asyncpg
 from lifecycle import replication
 from lifecycle.engine import Reschedule
 from vna.archive import Archive
+from vna.catalog import audit
 from vna.catalog.queries import q
 from vna.errors import InvalidRequest, NotFound, OfflineError, StorageError, VnaError
 from vna.recovery.policy import (
@@ -71,8 +72,8 @@ def sites_of(archive: Archive) -> Sites:
 async def _audit(
     conn: asyncpg.Connection, actor: str, action: str, outcome: str, detail: dict[str, Any]
 ) -> None:
-    await conn.execute(
-        q("record_audit"), actor, "dr", action, outcome, None, None, None, None, None, detail
+    await audit.record(
+        conn, actor=actor, origin="dr", action=action, outcome=outcome, detail=detail
     )
 
 

@@ -30,6 +30,7 @@ from lifecycle.policy.retention import (
     retention,
     rules_fingerprint,
 )
+from vna.catalog import audit
 from vna.catalog.database import Database
 from vna.catalog.queries import q
 from vna.config import RetentionRuleSettings
@@ -489,16 +490,13 @@ async def _audit(
     study_uid: str | None = None,
     detail: dict[str, Any],
 ) -> None:
-    await conn.execute(
-        q("record_audit"),
-        actor,
-        "lifecycle",
-        action,
-        "success",
-        patient_id,
-        issuer,
-        study_uid,
-        None,
-        None,
-        detail,
+    await audit.record(
+        conn,
+        actor=actor,
+        origin="lifecycle",
+        action=action,
+        patient_id=patient_id,
+        issuer=issuer,
+        study_uid=study_uid,
+        detail=detail,
     )

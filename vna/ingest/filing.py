@@ -270,35 +270,6 @@ async def enqueue_stored(conn: asyncpg.Connection, instance_id: int, v: Version)
     )
 
 
-async def audit(
-    conn: asyncpg.Connection,
-    *,
-    actor: str,
-    origin: str = "",
-    action: str,
-    outcome: str = "success",
-    patient_id: str | None = None,
-    issuer: str | None = None,
-    study_uid: str | None = None,
-    series_uid: str | None = None,
-    sop_uid: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> None:
-    await conn.execute(
-        q("record_audit"),
-        actor,
-        origin,
-        action,
-        outcome,
-        patient_id,
-        issuer,
-        study_uid,
-        series_uid,
-        sop_uid,
-        detail or {},
-    )
-
-
 def header_to_json(h: InstanceHeader) -> dict[str, Any]:
     out = dataclasses.asdict(h)
     out["study_date"] = h.study_date.isoformat() if h.study_date else None

@@ -44,11 +44,6 @@ SELECT vna_file_new_instance($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 
 -- name: enqueue_job
 INSERT INTO jobs (kind, payload) VALUES ($1, $2) RETURNING id;
 
--- name: record_audit
-INSERT INTO audit (actor, origin, action, outcome, patient_id, issuer, study_uid, series_uid,
-                   sop_uid, detail)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
-
 -- name: object_key_in_use
 -- Earlier versions of instances and quarantined conflicts hold objects too (0020_federation).
 SELECT EXISTS (SELECT 1 FROM instances WHERE object_key = $1)
