@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncpg
 
-from lifecycle import replication
+from lifecycle import queue, replication
 from lifecycle.engine import Reschedule
 from vna.archive import Archive
 from vna.catalog import audit
@@ -86,7 +86,7 @@ async def collect_status(archive: Archive) -> dict[str, Any]:
     async with archive.db.acquire() as conn:
         state = await conn.fetchrow(q("dr_state_get"))
         totals = await conn.fetchrow(q("catalogue_totals"))
-        now = await conn.fetchval("SELECT now()")
+        now = await conn.fetchval(q("database_now"))
         jobs: dict[str, dict[str, int]] = {}
         for r in await conn.fetch(q("replication_jobs_by_store")):
             counts = jobs.setdefault(r["store"] or "?", {})
@@ -514,14 +514,7 @@ async def _not_on(archive: Archive, store: str) -> Any:
     after = 0
     while True:
         async with archive.db.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT i.id FROM instances i WHERE i.id > $2 AND NOT EXISTS"
-                " (SELECT 1 FROM replicas r WHERE r.store = $1 AND r.object_key = i.object_key)"
-                " ORDER BY i.id LIMIT $3",
-                store,
-                after,
-                _BATCH,
-            )
+            rows = await conn.fetch(q("instances_not_on_store"), store, after, _BATCH)
         if not rows:
             return
         for r in rows:
@@ -572,7 +565,7 @@ async def failback(
     report = FailbackReport(from_store=sites.active)
     async with archive.db.acquire() as conn:
         # What a previous failback recorded on the primary says nothing about it now.
-        await conn.execute("DELETE FROM replicas WHERE store = $1", PRIMARY)
+        await conn.execute(q("replicas_forget_store"), PRIMARY)
     report.deletions = await _primary_deletions(archive)
     for _ in range(5):
         report.passes += 1
@@ -617,11 +610,7 @@ async def _primary_deletions(archive: Archive) -> int:
     for r in rows:
         await replication.delete_copy(archive, PRIMARY, r["object_key"])
         async with archive.db.acquire() as conn:
-            await conn.execute(
-                "UPDATE jobs SET state = 'done', updated_at = now(), last_error = NULL"
-                " WHERE id = $1 AND state IN ('queued', 'dead')",
-                r["id"],
-            )
+            await queue.settle(conn, [r["id"]])
         done += 1
     return done
 

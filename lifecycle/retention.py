@@ -22,6 +22,7 @@ from typing import Any
 
 import asyncpg
 
+from lifecycle import queue
 from lifecycle.policy.retention import (
     RetentionDecision,
     StudyFacts,
@@ -144,12 +145,7 @@ async def create_review(
     async with db.transaction() as conn:
         head = await conn.fetchrow(q("review_create"), as_of, actor, rules_fingerprint(rules))
         await conn.execute(q("review_fill"), head["id"], as_of, rules_fingerprint(rules))
-        counts = await conn.fetchrow(
-            "SELECT count(*) FILTER (WHERE state = 'due') AS due,"
-            " count(*) FILTER (WHERE state = 'held') AS held"
-            " FROM retention_review_items WHERE review_fk = $1",
-            head["id"],
-        )
+        counts = await conn.fetchrow(q("review_counts"), head["id"])
         await _audit(
             conn,
             actor,
@@ -371,7 +367,7 @@ async def execute_item(
             log.warning("object %s left to the deletion job %d: %s", key, job_id, exc)
     if done:
         async with db.acquire() as conn:
-            await conn.execute(q("job_mark_done"), done)
+            await queue.mark_done(conn, done)
 
 
 async def delete_object_if_unused(db: Database, store: ObjectStore, key: str) -> bool:

@@ -49,7 +49,7 @@ async def tick(engine: Engine, *, force_tiering: bool = False) -> TickReport:
     for job_id, state in report.reaped:
         log.warning("job %d: its worker stopped renewing the lease; now %s", job_id, state)
     async with archive.db.session() as lock:
-        if not await lock.fetchval("SELECT pg_try_advisory_lock($1)", SCHEDULER_LOCK):
+        if not await lock.fetchval(q("scheduler_try_lock"), SCHEDULER_LOCK):
             return report  # another process is on it
         try:
             report.ran = True
@@ -89,7 +89,7 @@ async def tick(engine: Engine, *, force_tiering: bool = False) -> TickReport:
             async with archive.db.acquire() as conn:
                 await conn.execute(q("job_purge_done"), settings.lifecycle.keep_done_hours)
         finally:
-            await lock.execute("SELECT pg_advisory_unlock($1)", SCHEDULER_LOCK)
+            await lock.execute(q("scheduler_unlock"), SCHEDULER_LOCK)
     return report
 
 
@@ -98,9 +98,6 @@ async def _tiering_due(engine: Engine, force: bool) -> bool:
         return True
     async with engine.archive.db.acquire() as conn:
         row = await conn.fetchrow(q("lifecycle_state_get"), "tiering_as_of")
-        if row is None or row["value"] != engine.today().isoformat():
-            return True
-        age = await conn.fetchval(
-            "SELECT extract(epoch FROM now() - $1::timestamptz)", row["updated_at"]
-        )
-    return float(age) >= engine.settings.lifecycle.evaluate_every_seconds
+    if row is None or row["value"] != engine.today().isoformat():
+        return True
+    return float(row["age_seconds"]) >= engine.settings.lifecycle.evaluate_every_seconds

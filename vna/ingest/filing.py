@@ -50,9 +50,7 @@ async def file_hierarchy(conn: asyncpg.Connection, v: Version) -> int:
     h = v.header
     row = await conn.fetchrow(q("file_hierarchy"), *_hierarchy_values(v))
     if row["study_patient_fk"] != row["patient_fk"]:
-        owner = await conn.fetchrow(
-            "SELECT patient_id, issuer FROM patients WHERE id = $1", row["study_patient_fk"]
-        )
+        owner = await conn.fetchrow(q("patient_identity"), row["study_patient_fk"])
         raise PatientMismatch(
             f"study {h.study_uid} is archived under patient"
             f" {who(owner['patient_id'], owner['issuer'])}, not {who(h.patient_id, v.issuer)}"

@@ -147,8 +147,8 @@ async def rebuild(
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
     async with db.transaction() as conn:
-        report.studies = int(await conn.fetchval("SELECT count(*) FROM studies"))
-        report.patients = int(await conn.fetchval("SELECT count(*) FROM patients"))
+        counts = await conn.fetchrow(q("catalogue_counts"))
+        report.studies, report.patients = int(counts["studies"]), int(counts["patients"])
         await audit.record(
             conn,
             actor=actor,

@@ -21,6 +21,9 @@ LEFT JOIN (
     WHERE i.sop_uid = $1
 ) i ON true;
 
+-- name: patient_identity
+SELECT patient_id, issuer FROM patients WHERE id = $1;
+
 -- name: upsert_patient
 -- The no-op update makes RETURNING yield the row a concurrent sender inserted first, so two
 -- senders of the same new patient end with one row (the unique constraint decides).
