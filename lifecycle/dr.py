@@ -210,6 +210,31 @@ async def drill(
 ) -> DrillResult:
     """Run a failover drill against a replica (see the module notes); recorded in the
     catalogue (``dr_drills``) and the audit trail.  Reads only the replica."""
+    result = await measure_drill(
+        archive,
+        replica=replica,
+        full=full,
+        sample=sample,
+        actor=actor,
+        max_rpo_seconds=max_rpo_seconds,
+        external_grace_seconds=external_grace_seconds,
+    )
+    await record_drill(archive, result)
+    return result
+
+
+async def measure_drill(
+    archive: Archive,
+    *,
+    replica: str | None = None,
+    full: bool = False,
+    sample: int | None = None,
+    actor: str,
+    max_rpo_seconds: float | None = None,
+    external_grace_seconds: float = EXTERNAL_GRACE_SECONDS,
+) -> DrillResult:
+    """The drill's measurements: reads from the replica, RTO, RPO, defects, the verdict.
+    Writes nothing."""
     clock = time.monotonic()
     started = dt.datetime.now(dt.UTC)
     name, url, tracking = _drill_target(archive, replica)
@@ -252,73 +277,86 @@ async def drill(
     finally:
         await retriever.close()
         await store.close()
-    now = dt.datetime.now(dt.UTC)
     async with archive.db.acquire() as conn:
         result.catalogue_instances = int(await conn.fetchval(q("instance_count")))
-        if tracking == "archive":
-            lag = await replica_lag(conn, name, now)
-            result.lost_instances = lag.backlog
-            result.lost_bytes = lag.backlog_bytes
-            result.rpo_seconds = lag.rpo_seconds
-            result.oldest_unreplicated = _iso(lag.oldest_unreplicated)
-            result.lost = [
-                {
-                    "sop_uid": r["sop_uid"],
-                    "study_uid": r["study_uid"],
-                    "series_uid": r["series_uid"],
-                    "accession_number": r["accession_number"],
-                    "received_at": _iso(r["received_at"]),
-                    "bytes": r["stored_size"],
-                }
-                for r in await conn.fetch(q("replication_lost"), name, LOST_LISTED)
-            ]
-        else:
-            # Nothing records the storage's own replication: what was read is the measure.
-            missing = sorted(result.not_yet_replicated, key=lambda r: r.received_at)
-            result.lost_instances = len(missing)
-            result.lost_bytes = sum(r.size for r in missing)
-            oldest = dt.datetime.fromisoformat(missing[0].received_at) if missing else None
-            result.rpo_seconds = recovery_point_seconds(oldest, now)
-            result.oldest_unreplicated = _iso(oldest)
-            result.lost = [
-                {
-                    "sop_uid": r.sop_uid,
-                    "study_uid": r.study_uid,
-                    "series_uid": r.series_uid,
-                    "accession_number": "",
-                    "received_at": r.received_at,
-                    "bytes": r.size,
-                }
-                for r in missing[:LOST_LISTED]
-            ]
+        await _measure_loss(conn, result, dt.datetime.now(dt.UTC))
     result.defects.sort(key=lambda r: (r.study_uid, r.sop_uid))
     result.passed = drill_passed(len(result.defects), result.rpo_seconds, max_rpo_seconds)
     result.finished_at = _iso(dt.datetime.now(dt.UTC)) or ""
+    return result
+
+
+async def _measure_loss(conn: asyncpg.Connection, result: DrillResult, now: dt.datetime) -> None:
+    """What a loss of the primary now would lose: the RPO and the instances."""
+    if result.tracking == "archive":
+        lag = await replica_lag(conn, result.store, now)
+        result.lost_instances = lag.backlog
+        result.lost_bytes = lag.backlog_bytes
+        result.rpo_seconds = lag.rpo_seconds
+        result.oldest_unreplicated = _iso(lag.oldest_unreplicated)
+        result.lost = [
+            {
+                "sop_uid": r["sop_uid"],
+                "study_uid": r["study_uid"],
+                "series_uid": r["series_uid"],
+                "accession_number": r["accession_number"],
+                "received_at": _iso(r["received_at"]),
+                "bytes": r["stored_size"],
+            }
+            for r in await conn.fetch(q("replication_lost"), result.store, LOST_LISTED)
+        ]
+        return
+    # Nothing records the storage's own replication: what was read is the measure.
+    missing = sorted(result.not_yet_replicated, key=lambda r: r.received_at)
+    result.lost_instances = len(missing)
+    result.lost_bytes = sum(r.size for r in missing)
+    oldest = dt.datetime.fromisoformat(missing[0].received_at) if missing else None
+    result.rpo_seconds = recovery_point_seconds(oldest, now)
+    result.oldest_unreplicated = _iso(oldest)
+    result.lost = [
+        {
+            "sop_uid": r.sop_uid,
+            "study_uid": r.study_uid,
+            "series_uid": r.series_uid,
+            "accession_number": "",
+            "received_at": r.received_at,
+            "bytes": r.size,
+        }
+        for r in missing[:LOST_LISTED]
+    ]
+
+
+async def record_drill(archive: Archive, result: DrillResult) -> int:
+    """Keep a measured drill (``dr_drills``, read by ``vna dr status`` and the report) and
+    audit it; sets and returns its id."""
     async with archive.db.transaction() as conn:
-        result.id = await conn.fetchval(
-            q("drill_record"),
-            name,
-            started,
-            dt.datetime.now(dt.UTC),
-            actor,
-            result.mode,
-            result.checked,
-            result.verified,
-            len(result.defects),
-            result.rpo_seconds,
-            result.rto_seconds,
-            result.lost_instances,
-            result.lost_bytes,
-            jsonable(result.as_dict()),
+        drill_id = int(
+            await conn.fetchval(
+                q("drill_record"),
+                result.store,
+                dt.datetime.fromisoformat(result.started_at),
+                dt.datetime.now(dt.UTC),
+                result.actor,
+                result.mode,
+                result.checked,
+                result.verified,
+                len(result.defects),
+                result.rpo_seconds,
+                result.rto_seconds,
+                result.lost_instances,
+                result.lost_bytes,
+                jsonable({**result.as_dict(), "id": None}),
+            )
         )
+        result.id = drill_id
         await _audit(
             conn,
-            actor,
+            result.actor,
             "dr-drill",
             "success" if result.passed else "failure",
             {
-                "drill": result.id,
-                "store": name,
+                "drill": drill_id,
+                "store": result.store,
                 "mode": result.mode,
                 "checked": result.checked,
                 "verified": result.verified,
@@ -328,7 +366,7 @@ async def drill(
                 "lost_instances": result.lost_instances,
             },
         )
-    return result
+    return drill_id
 
 
 def _drill_target(archive: Archive, replica: str | None) -> tuple[str, str, str]:
