@@ -54,8 +54,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
-    from lifecycle import dr, dr_report
     from lifecycle.commands import actor, opened
+    from lifecycle.dr import drill as dr
+    from lifecycle.dr import report as dr_report
 
     async with opened(settings) as archive:
         if args.dr_command == "status":

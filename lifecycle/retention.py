@@ -376,7 +376,7 @@ async def delete_object_if_unused(db: Database, store: ObjectStore, key: str) ->
             return False
     await store.delete(key)
     async with db.acquire() as conn:
-        # Disaster recovery: the copies on the replicas go too (lifecycle/replication.py).
+        # Disaster recovery: the copies on the replicas go too (lifecycle/dr/replication.py).
         await conn.execute(q("enqueue_replica_deletes"), key, store.name)
     return True
 

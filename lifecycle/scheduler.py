@@ -10,7 +10,7 @@ A tick:
 4. evaluates tiering when ``lifecycle.evaluate_every_seconds`` have passed, or when asked to
    evaluate as of another date than last time;
 5. queues copies missing on the replicas every ``dr.sweep_every_seconds``
-   (``lifecycle.replication``);
+   (``lifecycle.dr.replication``);
 6. drops finished jobs older than ``lifecycle.keep_done_hours``.
 """
 
@@ -20,7 +20,8 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
-from lifecycle import queue, replication, retention, tiering
+from lifecycle import queue, retention, tiering
+from lifecycle.dr import replication
 from lifecycle.engine import Engine
 from lifecycle.policy.retention import rules_fingerprint
 from vna.catalog.queries import q

@@ -1,5 +1,5 @@
--- Replication to the [[replicas]] (lifecycle/replication.py) and disaster-recovery commands
--- (lifecycle/dr.py).  Tables of migration 0030.
+-- Replication to the [[replicas]] (lifecycle/dr/replication.py) and disaster-recovery commands
+-- (lifecycle/dr/).  Tables of migration 0030.
 
 -- name: replication_instance
 SELECT i.id, i.sop_uid, i.object_key, i.compression, i.sha256, i.size, i.stored_size,

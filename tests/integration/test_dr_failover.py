@@ -17,7 +17,7 @@ import aiohttp
 import boto3
 import pytest
 
-from lifecycle import dr
+from lifecycle.dr import drill as dr
 from lifecycle.worker import run_once
 from tests.factory import split_multipart
 from tests.integration.lifecycle_support import fetch, ingest, opened, with_lifecycle

@@ -26,7 +26,8 @@ from typing import Any
 
 import asyncpg
 
-from lifecycle import queue, replication
+from lifecycle import queue
+from lifecycle.dr import replication
 from lifecycle.engine import Reschedule
 from vna.archive import Archive
 from vna.catalog import audit
