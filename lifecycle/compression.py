@@ -90,11 +90,7 @@ async def compress_instance(engine: Engine, instance_id: int) -> CompressionResu
     archive = engine.archive
     settings = engine.settings.compression
     async with archive.db.acquire() as conn:
-        row = await conn.fetchrow(
-            "SELECT object_key, sha256, size, transfer_syntax, compression, tier"
-            " FROM instances WHERE id = $1",
-            instance_id,
-        )
+        row = await conn.fetchrow(q("compression_instance"), instance_id)
     if row is None:
         return CompressionResult(False, reason="instance no longer in the archive")
     decision = plan(row["transfer_syntax"], row["size"], row["compression"], row["tier"], settings)
@@ -155,10 +151,7 @@ async def compress_instance(engine: Engine, instance_id: int) -> CompressionResu
         raise StorageError(f"object {new_key} is not the one just written; not switched to it")
     async with archive.db.transaction() as conn:
         switched = await conn.fetchval(
-            "UPDATE instances SET object_key = $2, compression = 'zstd', stored_size = $3"
-            # Only if nothing moved or replaced it meanwhile (a tier move of the same study).
-            " WHERE id = $1 AND object_key = $4 AND compression = 'none' AND tier = 'hot'"
-            " RETURNING id",
+            q("compression_switch"),
             instance_id,
             new_key,
             compressed_size,

@@ -6,15 +6,16 @@
 * ``restore``: make an offline object readable again (queued by a retrieve that hit it).
 * ``delete-object``: delete an object no instance refers to any more.
 * ``replicate`` / ``replica-delete``: copy an instance's object to a replica, verified, or
-  delete a copy nothing uses any more (``lifecycle.replication``).
+  delete a copy nothing uses any more (``lifecycle.dr.replication``).
 """
 
 from __future__ import annotations
 
 import logging
 
-from lifecycle import replication, retention
+from lifecycle import retention
 from lifecycle.compression import compress_instance
+from lifecycle.dr import replication
 from lifecycle.engine import Engine, Handler
 from lifecycle.queue import Job
 from lifecycle.tiering import move_study, restore_object
@@ -49,7 +50,7 @@ async def instance_stored(engine: Engine, job: Job) -> None:
             result.stored_size,
         )
     # Disaster recovery: copy the object the instance keeps (after compression) to every
-    # replica; queued before this job completes (lifecycle.replication).
+    # replica; queued before this job completes (lifecycle.dr.replication).
     await replication.enqueue_instance(engine.archive, instance_id)
 
 

@@ -104,6 +104,20 @@ async def requeue_dead(
     return [r["id"] for r in rows]
 
 
+async def mark_done(conn: asyncpg.Connection, job_ids: list[int]) -> None:
+    """Jobs their enqueuer carried out itself (the object deletions of an approval): done,
+    unless a worker has taken them meanwhile."""
+    if job_ids:
+        await conn.execute(q("job_mark_done"), job_ids)
+
+
+async def settle(conn: asyncpg.Connection, job_ids: list[int]) -> None:
+    """Queued or dead-lettered jobs whose work was done outside the queue: done, error
+    cleared."""
+    if job_ids:
+        await conn.execute(q("job_settle"), job_ids)
+
+
 def _payload(value: Any) -> dict[str, Any]:
     # The pool decodes jsonb; a bare connection (a test, a script) hands back text.
     if isinstance(value, str):

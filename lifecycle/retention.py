@@ -22,14 +22,16 @@ from typing import Any
 
 import asyncpg
 
+from lifecycle import queue
+from lifecycle.policy.deletion import Hold, Reviewed, StudyNow, Verdict, check_deletion
 from lifecycle.policy.retention import (
     RetentionDecision,
     StudyFacts,
-    is_due,
     parse_dicom_date,
     retention,
     rules_fingerprint,
 )
+from vna.catalog import audit
 from vna.catalog.database import Database
 from vna.catalog.queries import q
 from vna.config import RetentionRuleSettings
@@ -143,12 +145,7 @@ async def create_review(
     async with db.transaction() as conn:
         head = await conn.fetchrow(q("review_create"), as_of, actor, rules_fingerprint(rules))
         await conn.execute(q("review_fill"), head["id"], as_of, rules_fingerprint(rules))
-        counts = await conn.fetchrow(
-            "SELECT count(*) FILTER (WHERE state = 'due') AS due,"
-            " count(*) FILTER (WHERE state = 'held') AS held"
-            " FROM retention_review_items WHERE review_fk = $1",
-            head["id"],
-        )
+        counts = await conn.fetchrow(q("review_counts"), head["id"])
         await _audit(
             conn,
             actor,
@@ -263,70 +260,31 @@ async def execute_item(
     today: dt.date,
     report: ApprovalReport,
 ) -> None:
-    """Delete one reviewed study if every check still passes; record the outcome either way."""
+    """Delete one reviewed study if every guard still passes (``lifecycle.policy.deletion``);
+    record the outcome either way."""
     deleted_jobs: list[tuple[int, str]] = []
     async with db.transaction() as conn:
         item = await conn.fetchrow(q("review_item_lock"), review_id, study_id)
         if item is None or item["state"] not in ("due", "pending"):
             return  # carried out (or refused) by a concurrent approval
         uid = item["study_uid"]
-
-        async def finish(state: str, outcome: str) -> None:
-            await conn.execute(q("review_item_finish"), review_id, study_id, state, outcome)
-            if state == "skipped":
-                report.skipped.append((uid, outcome))
-
-        study = await conn.fetchrow(q("study_lock_for_delete"), study_id)
-        if study is None:
-            await finish("skipped", "no longer in the archive")
-            return
-        holds = await conn.fetch(
-            q("active_holds_of_study"), study["study_uid"], study["patient_id"], study["issuer"]
-        )
-        if holds:
-            reasons = "; ".join(f"hold {h['id']} on the {h['scope']}: {h['reason']}" for h in holds)
-            await finish("skipped", f"on legal hold ({reasons})")
-            return
-        facts = await load_facts(conn, [study_id])
-        decision = retention(facts[study_id], rules)
-        if (decision.rule, decision.rule_fingerprint) != (item["rule"], item["rule_fingerprint"]):
-            now_rule = decision.rule or "no rule"
-            await finish(
-                "skipped",
-                f"retention rule changed since the review (reviewed: {item['rule']},"
-                f" now: {now_rule})",
+        study, now, contents = await _study_now(conn, study_id, rules)
+        check = check_deletion(_reviewed(item), now, today)
+        if check.verdict is Verdict.SKIP:
+            await conn.execute(
+                q("review_item_finish"), review_id, study_id, "skipped", check.reason
             )
+            report.skipped.append((uid, check.reason))
             return
-        if decision.retain_until != item["retain_until"]:
-            await finish(
-                "skipped",
-                f"retain-until changed since the review ({item['retain_until']} ->"
-                f" {decision.retain_until or 'indefinitely'})",
-            )
-            return
-        if not is_due(decision.retain_until, today):
-            # Approved ahead of its date: deleted on the day after retain-until, not before.
+        decision = now.decision
+        assert study is not None and contents is not None and decision is not None
+        if check.verdict is Verdict.PENDING:
             if item["state"] == "due":
                 await conn.execute(
-                    q("review_item_finish"),
-                    review_id,
-                    study_id,
-                    "pending",
-                    f"approved; to be deleted after {decision.retain_until}",
+                    q("review_item_finish"), review_id, study_id, "pending", check.reason
                 )
             assert decision.retain_until is not None
             report.pending.append((uid, decision.retain_until))
-            return
-        contents = await conn.fetchrow(q("study_contents"), study_id)
-        if (contents["instances"], contents["max_id"]) != (
-            item["instances"],
-            item["max_instance_id"],
-        ):
-            await finish(
-                "skipped",
-                f"contents changed since the review ({item['instances']} instances reviewed,"
-                f" {contents['instances']} now)",
-            )
             return
         history = await conn.fetchrow(q("study_history_delete"), study_id, uid)
         await conn.execute(q("study_delete"), study_id)
@@ -356,7 +314,13 @@ async def execute_item(
             (r["id"], r["object_key"])
             for r in await conn.fetch(q("enqueue_object_deletes"), keys, 0.0)
         ]
-        await finish("deleted", f"deleted {contents['instances']} instances")
+        await conn.execute(
+            q("review_item_finish"),
+            review_id,
+            study_id,
+            "deleted",
+            f"deleted {contents['instances']} instances",
+        )
         report.deleted.append(uid)
         report.deleted_bytes += contents["bytes"]
     # The catalogue no longer names the objects: remove them now.  The queued jobs are the
@@ -370,7 +334,40 @@ async def execute_item(
             log.warning("object %s left to the deletion job %d: %s", key, job_id, exc)
     if done:
         async with db.acquire() as conn:
-            await conn.execute(q("job_mark_done"), done)
+            await queue.mark_done(conn, done)
+
+
+def _reviewed(item: Any) -> Reviewed:
+    return Reviewed(
+        rule=item["rule"],
+        rule_fingerprint=item["rule_fingerprint"],
+        retain_until=item["retain_until"],
+        instances=item["instances"],
+        max_instance_id=item["max_instance_id"],
+    )
+
+
+async def _study_now(
+    conn: asyncpg.Connection, study_id: int, rules: Sequence[RetentionRuleSettings]
+) -> tuple[Any, StudyNow, Any]:
+    """The study's row (locked against a legal hold being set meanwhile), the facts its
+    deletion is judged by, and its contents."""
+    study = await conn.fetchrow(q("study_lock_for_delete"), study_id)
+    if study is None:
+        return None, StudyNow(exists=False), None
+    holds = await conn.fetch(
+        q("active_holds_of_study"), study["study_uid"], study["patient_id"], study["issuer"]
+    )
+    facts = await load_facts(conn, [study_id])
+    contents = await conn.fetchrow(q("study_contents"), study_id)
+    now = StudyNow(
+        exists=True,
+        holds=[Hold(h["id"], h["scope"], h["reason"]) for h in holds],
+        decision=retention(facts[study_id], rules),
+        instances=contents["instances"],
+        max_instance_id=contents["max_id"],
+    )
+    return study, now, contents
 
 
 async def delete_object_if_unused(db: Database, store: ObjectStore, key: str) -> bool:
@@ -379,7 +376,7 @@ async def delete_object_if_unused(db: Database, store: ObjectStore, key: str) ->
             return False
     await store.delete(key)
     async with db.acquire() as conn:
-        # Disaster recovery: the copies on the replicas go too (lifecycle/replication.py).
+        # Disaster recovery: the copies on the replicas go too (lifecycle/dr/replication.py).
         await conn.execute(q("enqueue_replica_deletes"), key, store.name)
     return True
 
@@ -489,16 +486,13 @@ async def _audit(
     study_uid: str | None = None,
     detail: dict[str, Any],
 ) -> None:
-    await conn.execute(
-        q("record_audit"),
-        actor,
-        "lifecycle",
-        action,
-        "success",
-        patient_id,
-        issuer,
-        study_uid,
-        None,
-        None,
-        detail,
+    await audit.record(
+        conn,
+        actor=actor,
+        origin="lifecycle",
+        action=action,
+        patient_id=patient_id,
+        issuer=issuer,
+        study_uid=study_uid,
+        detail=detail,
     )

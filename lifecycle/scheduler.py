@@ -10,7 +10,7 @@ A tick:
 4. evaluates tiering when ``lifecycle.evaluate_every_seconds`` have passed, or when asked to
    evaluate as of another date than last time;
 5. queues copies missing on the replicas every ``dr.sweep_every_seconds``
-   (``lifecycle.replication``);
+   (``lifecycle.dr.replication``);
 6. drops finished jobs older than ``lifecycle.keep_done_hours``.
 """
 
@@ -20,7 +20,8 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
-from lifecycle import queue, replication, retention, tiering
+from lifecycle import queue, retention, tiering
+from lifecycle.dr import replication
 from lifecycle.engine import Engine
 from lifecycle.policy.retention import rules_fingerprint
 from vna.catalog.queries import q
@@ -49,7 +50,7 @@ async def tick(engine: Engine, *, force_tiering: bool = False) -> TickReport:
     for job_id, state in report.reaped:
         log.warning("job %d: its worker stopped renewing the lease; now %s", job_id, state)
     async with archive.db.session() as lock:
-        if not await lock.fetchval("SELECT pg_try_advisory_lock($1)", SCHEDULER_LOCK):
+        if not await lock.fetchval(q("scheduler_try_lock"), SCHEDULER_LOCK):
             return report  # another process is on it
         try:
             report.ran = True
@@ -89,7 +90,7 @@ async def tick(engine: Engine, *, force_tiering: bool = False) -> TickReport:
             async with archive.db.acquire() as conn:
                 await conn.execute(q("job_purge_done"), settings.lifecycle.keep_done_hours)
         finally:
-            await lock.execute("SELECT pg_advisory_unlock($1)", SCHEDULER_LOCK)
+            await lock.execute(q("scheduler_unlock"), SCHEDULER_LOCK)
     return report
 
 
@@ -98,9 +99,6 @@ async def _tiering_due(engine: Engine, force: bool) -> bool:
         return True
     async with engine.archive.db.acquire() as conn:
         row = await conn.fetchrow(q("lifecycle_state_get"), "tiering_as_of")
-        if row is None or row["value"] != engine.today().isoformat():
-            return True
-        age = await conn.fetchval(
-            "SELECT extract(epoch FROM now() - $1::timestamptz)", row["updated_at"]
-        )
-    return float(age) >= engine.settings.lifecycle.evaluate_every_seconds
+    if row is None or row["value"] != engine.today().isoformat():
+        return True
+    return float(row["age_seconds"]) >= engine.settings.lifecycle.evaluate_every_seconds

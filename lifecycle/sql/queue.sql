@@ -84,8 +84,22 @@ WHERE id IN (
 UPDATE jobs SET state = 'done', updated_at = now() WHERE id = ANY($1::bigint[]) AND state = 'queued';
 
 -- name: lifecycle_state_get
-SELECT value, updated_at FROM lifecycle_state WHERE key = $1;
+-- age_seconds by the database's clock, the one updated_at was written with.
+SELECT value, updated_at, extract(epoch FROM now() - updated_at) AS age_seconds
+FROM lifecycle_state WHERE key = $1;
 
 -- name: lifecycle_state_set
 INSERT INTO lifecycle_state (key, value) VALUES ($1, $2)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = now();
+
+-- name: job_settle
+-- A queued or dead-lettered job carried out by someone else (a failback doing the deletions
+-- the primary missed): done, its last error cleared.
+UPDATE jobs SET state = 'done', updated_at = now(), last_error = NULL
+WHERE id = ANY($1::bigint[]) AND state IN ('queued', 'dead');
+
+-- name: scheduler_try_lock
+SELECT pg_try_advisory_lock($1);
+
+-- name: scheduler_unlock
+SELECT pg_advisory_unlock($1);

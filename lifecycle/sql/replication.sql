@@ -1,5 +1,5 @@
--- Replication to the [[replicas]] (lifecycle/replication.py) and disaster-recovery commands
--- (lifecycle/dr.py).  Tables of migration 0030.
+-- Replication to the [[replicas]] (lifecycle/dr/replication.py) and disaster-recovery commands
+-- (lifecycle/dr/).  Tables of migration 0030.
 
 -- name: replication_instance
 SELECT i.id, i.sop_uid, i.object_key, i.compression, i.sha256, i.size, i.stored_size,
@@ -122,3 +122,16 @@ LIMIT $2;
 -- name: received_since
 SELECT count(*) AS instances, coalesce(sum(stored_size), 0)::bigint AS bytes
 FROM instances WHERE received_at >= $1;
+
+-- name: instances_not_on_store
+-- Instances without a verified copy on store $1, keyset pages by id (a failover's backlog, a
+-- failback's pass).
+SELECT i.id FROM instances i
+WHERE i.id > $2
+  AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.store = $1 AND r.object_key = i.object_key)
+ORDER BY i.id
+LIMIT $3;
+
+-- name: replicas_forget_store
+-- Every copy recorded on a store (a failback re-checks the primary from scratch).
+DELETE FROM replicas WHERE store = $1;

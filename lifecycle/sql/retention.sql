@@ -84,6 +84,11 @@ LEFT JOIN LATERAL (
 ) h ON true
 WHERE r.retain_until < $2 AND r.rules_fingerprint = $3;
 
+-- name: review_counts
+SELECT count(*) FILTER (WHERE state = 'due') AS due,
+       count(*) FILTER (WHERE state = 'held') AS held
+FROM retention_review_items WHERE review_fk = $1;
+
 -- name: review_get
 SELECT id, as_of, created_at, created_by, rules_fingerprint, state, approved_by, approved_at
 FROM retention_reviews WHERE id = $1;

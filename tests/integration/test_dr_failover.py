@@ -17,7 +17,8 @@ import aiohttp
 import boto3
 import pytest
 
-from lifecycle import dr
+from lifecycle.dr import drill, failover
+from lifecycle.dr import status as dr_status
 from lifecycle.worker import run_once
 from tests.factory import split_multipart
 from tests.integration.lifecycle_support import fetch, ingest, opened, with_lifecycle
@@ -191,7 +192,7 @@ async def test_failover_then_ingest_then_failback_loses_nothing(
     async with opened(settings) as archive:
         sent = await ingest(archive, smooth_ct_study(series=1, slices=3, size=96))
         await run_once(archive)
-        report = await dr.failover(archive, "dr", actor="test")
+        report = await failover.failover(archive, "dr", actor="test")
         assert report.missing_instances == 0
 
     # Every process that opens the archive now serves from, and writes to, the replica.
@@ -199,14 +200,14 @@ async def test_failover_then_ingest_then_failback_loses_nothing(
         assert archive.store.name == "dr"
         during = await ingest(archive, smooth_ct_study(patient_id="DURING", series=1, slices=2))
         await run_once(archive)  # compresses them on the replica (new keys)
-        status = await dr.collect_status(archive)
+        status = await dr_status.collect_status(archive)
         assert status["failover"]["received_since_instances"] == 2
         keys = [r["object_key"] for r in await fetch(archive, "SELECT object_key FROM instances")]
         primary = FilesystemStore(primary_root(settings))
         missing = [k for k in keys if await primary.stat(k) is None]
         assert len(missing) == 2  # written during the failover: on the replica only
 
-        back = await dr.failback(archive, actor="test")
+        back = await failover.failback(archive, actor="test")
         assert back.switched and not back.lost and not back.failed
         assert back.copied == 2
         assert all([await primary.stat(k) is not None for k in keys])
@@ -238,12 +239,12 @@ async def test_failback_refuses_when_an_instance_has_no_good_copy(
     async with opened(settings) as archive:
         await ingest(archive, smooth_ct_study(series=1, slices=1, size=64))
         await run_once(archive)
-        await dr.failover(archive, "dr", actor="test")
+        await failover.failover(archive, "dr", actor="test")
     async with opened(settings) as archive:
         await ingest(archive, smooth_ct_study(patient_id="DURING", series=1, slices=1, size=64))
         (row,) = await fetch(archive, "SELECT object_key FROM instances ORDER BY id DESC LIMIT 1")
         await archive.store.delete(row["object_key"])  # lost on the only store that had it
-        back = await dr.failback(archive, actor="test")
+        back = await failover.failback(archive, actor="test")
         assert not back.switched and len(back.lost) == 1
         (state,) = await fetch(archive, "SELECT active_store FROM dr_state")
         assert state["active_store"] == "dr"
@@ -257,15 +258,15 @@ async def test_drill_without_replicas_reads_the_configured_store(
     replication lag (RPO), older ones defects."""
     async with opened(archive_settings) as archive:
         await ingest(archive, smooth_ct_study(series=1, slices=3, size=64))
-        result = await dr.drill(archive, full=True, actor="test")
+        result = await drill.drill(archive, full=True, actor="test")
         assert (result.tracking, result.store, result.passed) == ("external", "storage_url", True)
         assert result.verified == 3 and result.rpo_seconds == 0
 
         (row,) = await fetch(archive, "SELECT object_key FROM instances LIMIT 1")
         await archive.store.delete(row["object_key"])
-        young = await dr.drill(archive, full=True, actor="test")
+        young = await drill.drill(archive, full=True, actor="test")
         assert young.passed and young.lost_instances == 1 and young.rpo_seconds > 0
-        old = await dr.drill(archive, full=True, actor="test", external_grace_seconds=0)
+        old = await drill.drill(archive, full=True, actor="test", external_grace_seconds=0)
         assert not old.passed and [d.outcome for d in old.defects] == ["missing"]
 
 

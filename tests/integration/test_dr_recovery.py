@@ -14,6 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from lifecycle.dr import catalogue_rebuild as rebuild
+from lifecycle.dr import fixity
 from lifecycle.worker import run_once
 from tests.factory import split_multipart
 from tests.integration.lifecycle_support import fetch, ingest, opened, with_lifecycle
@@ -22,7 +24,6 @@ from vna.archive import Archive
 from vna.cli import main
 from vna.config import ReplicaSettings, Settings, SourceSettings
 from vna.errors import InvalidRequest
-from vna.recovery import fixity, rebuild
 from vna.recovery.sites import Sites
 from vna.storage.factory import open_store
 from vna.storage.filesystem import FilesystemStore

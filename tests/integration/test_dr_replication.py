@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle import replication, retention
+from lifecycle import retention
+from lifecycle.dr import replication
 from lifecycle.worker import run_once
 from tests.integration.lifecycle_support import fetch, ingest, jobs, opened, with_lifecycle
 from tests.phantom import smooth_ct_study

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from vna.catalog import audit
 from vna.catalog.database import Database
 from vna.catalog.queries import q
 from vna.errors import InvalidRequest, NotFound
@@ -130,7 +131,7 @@ async def resolve_conflict(
             "accepted" if action == "accept" else "discarded",
             actor,
         )
-        await filing.audit(
+        await audit.record(
             conn,
             actor=actor,
             origin=origin,

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vna.catalog import audit
 from vna.catalog.patients import linked_patient_ids
 from vna.catalog.queries import q
 from vna.dicom.normalise import correct
 from vna.dicom.parse import dicom_json, read_dataset
 from vna.dicom.rewrite import write_with_header
 from vna.errors import InvalidRequest, NotFound
-from vna.ingest import filing
 from vna.storage.base import content_key
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ async def link(
                 )
             )
         for who, other in ((first, second), (second, first)):
-            await filing.audit(
+            await audit.record(
                 conn,
                 actor=actor,
                 origin=origin,
@@ -149,7 +149,7 @@ async def unlink(db: Database, link_id: int, *, actor: str, origin: str = "") ->
         a = Identity(row["patient_id_a"], row["issuer_a"])
         b = Identity(row["patient_id_b"], row["issuer_b"])
         for who, other in ((a, b), (b, a)):
-            await filing.audit(
+            await audit.record(
                 conn,
                 actor=actor,
                 origin=origin,
@@ -374,7 +374,7 @@ async def apply_change(
         if study_uid is not None:
             study_uids = [study_uid]
         for audited in study_uids or [None]:
-            await filing.audit(
+            await audit.record(
                 conn,
                 actor=actor,
                 origin=origin,
@@ -467,7 +467,7 @@ async def undo_change(archive: Archive, change_id: int, *, actor: str, origin: s
             )
             await conn.execute(q("move_studies"), previous["studies"], source_fk)
         await conn.execute(q("mark_change_undone"), change_id, actor)
-        await filing.audit(
+        await audit.record(
             conn,
             actor=actor,
             origin=origin,

@@ -9,6 +9,7 @@ from pathlib import Path
 import asyncpg
 
 from vna.catalog.database import translate_errors
+from vna.catalog.queries import q
 
 log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -33,27 +34,18 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     """Apply pending migrations; return the names applied."""
     applied_now: list[str] = []
     with translate_errors("migration"):
-        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
+        await conn.execute(q("migrations_lock"), _LOCK_ID)
         try:
-            await conn.execute(
-                """CREATE TABLE IF NOT EXISTS schema_migrations (
-                       version integer PRIMARY KEY,
-                       name text NOT NULL,
-                       applied_at timestamptz NOT NULL DEFAULT now())"""
-            )
-            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            await conn.execute(q("migrations_table"))
+            done = {r["version"] for r in await conn.fetch(q("migrations_applied"))}
             for version, name, path in available():
                 if version in done:
                     continue
                 async with conn.transaction():
                     await conn.execute(path.read_text(encoding="utf-8"))
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                        version,
-                        name,
-                    )
+                    await conn.execute(q("migration_record"), version, name)
                 log.info("applied migration %04d_%s", version, name)
                 applied_now.append(f"{version:04d}_{name}")
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
+            await conn.execute(q("migrations_unlock"), _LOCK_ID)
     return applied_now

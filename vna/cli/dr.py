@@ -54,12 +54,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
-    from lifecycle import dr, dr_report
     from vna.cli.lifecycle import actor, opened
+    from lifecycle.dr import drill, failover, status
+    from lifecycle.dr import report as dr_report
+    from lifecycle.dr.json_form import jsonable
 
     async with opened(settings) as archive:
         if args.dr_command == "status":
-            data = await dr.collect_status(archive)
+            data = await status.collect_status(archive)
             print(
                 json.dumps(data, indent=2)
                 if args.format == "json"
@@ -69,7 +71,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         if args.dr_command == "drill":
             if args.report is not None and args.report.suffix.lower() not in (".html", ".htm"):
                 raise InvalidRequest(f"--report {args.report}: an .html file")
-            result = await dr.drill(
+            result = await drill.drill(
                 archive,
                 replica=args.replica,
                 full=args.full,
@@ -83,17 +85,17 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
                 except OSError as exc:
                     raise InvalidRequest(f"cannot write {args.report}: {exc.strerror}") from exc
             if args.format == "json":
-                print(json.dumps(dr.jsonable(result.as_dict()), indent=2))
+                print(json.dumps(jsonable(result.as_dict()), indent=2))
             else:
                 print(dr_report.render_drill_text(result))
                 if args.report is not None:
                     print(f"  report         {args.report}")
             return 0 if result.passed else EXIT_DEFECTS
         if args.dr_command == "failover":
-            report = await dr.failover(archive, args.to, sync=not args.no_sync, actor=actor())
+            report = await failover.failover(archive, args.to, sync=not args.no_sync, actor=actor())
             print(dr_report.render_failover(report))
             return 0
-        back = await dr.failback(archive, verify=args.verify, force=args.force, actor=actor())
+        back = await failover.failback(archive, verify=args.verify, force=args.force, actor=actor())
         print(dr_report.render_failback(back))
         if not back.switched:
             print("vna: failback not completed: the primary lacks some instances", file=sys.stderr)

@@ -70,8 +70,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
+    from lifecycle.dr import fixity
     from vna.archive import Archive
-    from vna.recovery import fixity
 
     actor = f"user:{getpass.getuser()}"
     archive = await Archive.open(settings)
@@ -99,7 +99,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _rebuild(archive: Archive, args: argparse.Namespace, actor: str) -> int:
-    from vna.recovery import rebuild
+    from lifecycle.dr import catalogue_rebuild as rebuild
     from vna.recovery.sites import store_urls
     from vna.storage.factory import open_store
 

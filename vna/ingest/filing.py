@@ -50,9 +50,7 @@ async def file_hierarchy(conn: asyncpg.Connection, v: Version) -> int:
     h = v.header
     row = await conn.fetchrow(q("file_hierarchy"), *_hierarchy_values(v))
     if row["study_patient_fk"] != row["patient_fk"]:
-        owner = await conn.fetchrow(
-            "SELECT patient_id, issuer FROM patients WHERE id = $1", row["study_patient_fk"]
-        )
+        owner = await conn.fetchrow(q("patient_identity"), row["study_patient_fk"])
         raise PatientMismatch(
             f"study {h.study_uid} is archived under patient"
             f" {who(owner['patient_id'], owner['issuer'])}, not {who(h.patient_id, v.issuer)}"
@@ -267,35 +265,6 @@ async def enqueue_stored(conn: asyncpg.Connection, instance_id: int, v: Version)
             "object_key": v.object_key,
             "sop_uid": v.header.sop_instance_uid,
         },
-    )
-
-
-async def audit(
-    conn: asyncpg.Connection,
-    *,
-    actor: str,
-    origin: str = "",
-    action: str,
-    outcome: str = "success",
-    patient_id: str | None = None,
-    issuer: str | None = None,
-    study_uid: str | None = None,
-    series_uid: str | None = None,
-    sop_uid: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> None:
-    await conn.execute(
-        q("record_audit"),
-        actor,
-        origin,
-        action,
-        outcome,
-        patient_id,
-        issuer,
-        study_uid,
-        series_uid,
-        sop_uid,
-        detail or {},
     )
 
 

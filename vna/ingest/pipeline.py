@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from vna.catalog import audit
 from vna.catalog.database import Database
 from vna.catalog.queries import q
 from vna.config import IngestSettings, SourceSettings
@@ -482,7 +483,7 @@ class Ingester:
         action: str,
         detail: dict[str, Any],
     ) -> None:
-        await filing.audit(
+        await audit.record(
             conn,
             actor=sender.actor,
             origin=sender.origin,
@@ -498,7 +499,7 @@ class Ingester:
     async def _audit_failure(self, sender: Sender, h: InstanceHeader | None, exc: VnaError) -> None:
         try:
             async with self.db.acquire() as conn:
-                await filing.audit(
+                await audit.record(
                     conn,
                     actor=sender.actor,
                     origin=sender.origin,

@@ -48,7 +48,7 @@ class Lag:
 
 async def replica_lag(conn: asyncpg.Connection, store: str, now: dt.datetime | None = None) -> Lag:
     row = await conn.fetchrow(q("replica_lag"), store)
-    now = now or await conn.fetchval("SELECT now()")
+    now = now or await conn.fetchval(q("database_now"))
     return Lag(
         store=store,
         replicated=row["replicated"],

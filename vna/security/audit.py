@@ -1,7 +1,8 @@
 """The audit trail of reads and security events, and its search (``vna audit``).
 
 Stores, updates, merges and deletions are audited where they happen, in the transaction that
-does them (the ingest pipeline, ``vna.admin``, the lifecycle engine).  Reads are audited here,
+does them (the ingest pipeline, ``vna.admin``, the lifecycle engine); every row, those and
+these, is written by :mod:`vna.catalog.audit`.  Reads are audited here,
 one row per request however many studies it disclosed, written *before* the answer goes out:
 if the row cannot be written the read is refused (:class:`~vna.errors.AuditUnavailable`, which
 the gateways answer with 503 or A700) and ``vna_audit_write_failures`` counts it.  An access
@@ -18,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from vna.catalog import audit as audit_rows
 from vna.catalog.database import Database
 from vna.catalog.queries import q
 from vna.errors import AuditUnavailable
@@ -63,18 +65,17 @@ class AuditTrail:
         studies = list(dict.fromkeys(access.study_uids))
         try:
             async with self.db.acquire() as conn:
-                await conn.execute(
-                    q("record_access"),
-                    access.actor,
-                    access.origin,
-                    access.action,
-                    access.outcome,
-                    dict(access.detail),
-                    studies,
-                    [p for p, _ in access.patients],
-                    [i for _, i in access.patients],
-                    access.series_uid,
-                    access.sop_uid,
+                await audit_rows.record_access(
+                    conn,
+                    actor=access.actor,
+                    origin=access.origin,
+                    action=access.action,
+                    outcome=access.outcome,
+                    detail=dict(access.detail),
+                    study_uids=studies,
+                    patients=access.patients,
+                    series_uid=access.series_uid,
+                    sop_uid=access.sop_uid,
                 )
         except Exception as exc:  # any failure: the driver's, a trigger's, a full disk
             raise self._failed(access, exc) from exc
@@ -92,8 +93,13 @@ class AuditTrail:
         failure here is counted and logged, not raised."""
         try:
             async with self.db.acquire() as conn:
-                await conn.execute(
-                    q("record_security_event"), actor, origin, action, outcome, dict(detail)
+                await audit_rows.record_security_event(
+                    conn,
+                    actor=actor,
+                    origin=origin,
+                    action=action,
+                    outcome=outcome,
+                    detail=dict(detail),
                 )
         except Exception as exc:
             self._failed(Access(actor, origin, action, outcome=outcome), exc)

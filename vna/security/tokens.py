@@ -26,9 +26,9 @@ from typing import Any
 
 import asyncpg
 
+from vna.catalog import audit
 from vna.catalog.queries import q
 from vna.errors import InvalidRequest, NotFound
-from vna.ingest import filing
 
 ROLES = ("source", "reader", "admin")
 TOKEN_PREFIX = "vna_"
@@ -146,7 +146,7 @@ async def create_token(
         raise InvalidRequest(
             f"a token named {name!r} exists; revoke it first or choose another name"
         ) from exc
-    await filing.audit(
+    await audit.record(
         conn,
         actor=actor,
         origin=origin,
@@ -164,7 +164,7 @@ async def revoke_token(
     if row is None:
         raise NotFound(f"no live token named {name!r}")
     readable = tuple(row["read_sources"]) if row["read_sources"] is not None else None
-    await filing.audit(
+    await audit.record(
         conn,
         actor=actor,
         origin=origin,

@@ -101,3 +101,10 @@ WHERE EXISTS (SELECT 1 FROM instances WHERE object_key = k)
    OR EXISTS (SELECT 1 FROM replicas WHERE object_key = k AND store = $2)
    OR EXISTS (SELECT 1 FROM jobs WHERE kind = 'delete-object' AND state IN ('queued', 'running')
               AND payload ->> 'object_key' = k);
+
+-- name: database_now
+-- The database's clock: replication ages are measured against the times it wrote.
+SELECT now();
+
+-- name: catalogue_counts
+SELECT (SELECT count(*) FROM studies) AS studies, (SELECT count(*) FROM patients) AS patients;

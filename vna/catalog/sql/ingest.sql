@@ -21,6 +21,9 @@ LEFT JOIN (
     WHERE i.sop_uid = $1
 ) i ON true;
 
+-- name: patient_identity
+SELECT patient_id, issuer FROM patients WHERE id = $1;
+
 -- name: upsert_patient
 -- The no-op update makes RETURNING yield the row a concurrent sender inserted first, so two
 -- senders of the same new patient end with one row (the unique constraint decides).
@@ -43,11 +46,6 @@ SELECT vna_file_new_instance($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 
 
 -- name: enqueue_job
 INSERT INTO jobs (kind, payload) VALUES ($1, $2) RETURNING id;
-
--- name: record_audit
-INSERT INTO audit (actor, origin, action, outcome, patient_id, issuer, study_uid, series_uid,
-                   sop_uid, detail)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
 
 -- name: object_key_in_use
 -- Earlier versions of instances and quarantined conflicts hold objects too (0020_federation).

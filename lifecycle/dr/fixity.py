@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vna.catalog import audit
 from vna.catalog.database import Database
 from vna.catalog.queries import q
 from vna.errors import InvalidRequest, NotFound, OfflineError, StorageError, VnaError
@@ -187,18 +188,18 @@ async def _check(
     )
     report.problems.append(problem)
     async with db.transaction() as conn:
-        await conn.execute(
-            q("record_audit"),
-            "fixity",
-            "verify",
-            "fixity-check",
-            "failure",
-            row["patient_id"],
-            row["issuer"],
-            row["study_uid"],
-            row["series_uid"],
-            row["sop_uid"],
-            {
+        await audit.record(
+            conn,
+            actor="fixity",
+            origin="verify",
+            action="fixity-check",
+            outcome="failure",
+            patient_id=row["patient_id"],
+            issuer=row["issuer"],
+            study_uid=row["study_uid"],
+            series_uid=row["series_uid"],
+            sop_uid=row["sop_uid"],
+            detail={
                 "store": store.name,
                 "outcome": outcome.value,
                 "object_key": expected.object_key,
@@ -229,18 +230,13 @@ async def _repair(
 
 async def _record(db: Database, report: FixityReport, actor: str) -> None:
     async with db.acquire() as conn:
-        await conn.execute(
-            q("record_audit"),
-            actor,
-            "verify",
-            "fixity-check",
-            "success" if report.ok else "failure",
-            None,
-            None,
-            None,
-            None,
-            None,
-            {
+        await audit.record(
+            conn,
+            actor=actor,
+            origin="verify",
+            action="fixity-check",
+            outcome="success" if report.ok else "failure",
+            detail={
                 "store": report.store,
                 "mode": report.mode,
                 "checked": report.checked,

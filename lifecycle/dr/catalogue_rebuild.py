@@ -38,6 +38,7 @@ from typing import Any
 import zstandard
 from pydicom.dataset import Dataset
 
+from vna.catalog import audit
 from vna.catalog.database import Database
 from vna.catalog.queries import q
 from vna.dicom.parse import data_set_offset, dicom_json, extract_header, read_dataset
@@ -146,20 +147,15 @@ async def rebuild(
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
     async with db.transaction() as conn:
-        report.studies = int(await conn.fetchval("SELECT count(*) FROM studies"))
-        report.patients = int(await conn.fetchval("SELECT count(*) FROM patients"))
-        await conn.execute(
-            q("record_audit"),
-            actor,
-            "rebuild",
-            "catalogue-rebuild",
-            "success" if not report.failed_count else "failure",
-            None,
-            None,
-            None,
-            None,
-            None,
-            {
+        counts = await conn.fetchrow(q("catalogue_counts"))
+        report.studies, report.patients = int(counts["studies"]), int(counts["patients"])
+        await audit.record(
+            conn,
+            actor=actor,
+            origin="rebuild",
+            action="catalogue-rebuild",
+            outcome="success" if not report.failed_count else "failure",
+            detail={
                 "store": source.name,
                 "objects": report.objects,
                 "instances": report.instances,

@@ -7,7 +7,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from lifecycle.dr import DrillRead, DrillResult, FailbackReport, FailoverReport
+from lifecycle.dr.drill import DrillRead, DrillResult
+from lifecycle.dr.failover import FailbackReport, FailoverReport
 from lifecycle.page_style import BASE_STYLE
 from lifecycle.status import human_bytes
 

@@ -134,12 +134,9 @@ async def sweep_if_due(engine: Engine, *, force: bool = False) -> SweepReport | 
         return None
     async with archive.db.acquire() as conn:
         row = await conn.fetchrow(q("lifecycle_state_get"), "replication_sweep")
-        if row is not None and not force:
-            age = await conn.fetchval(
-                "SELECT extract(epoch FROM now() - $1::timestamptz)", row["updated_at"]
-            )
-            if float(age) < archive.settings.dr.sweep_every_seconds:
-                return None
+    if row is not None and not force:
+        if float(row["age_seconds"]) < archive.settings.dr.sweep_every_seconds:
+            return None
     report = await sweep(archive)
     async with archive.db.acquire() as conn:
         await conn.execute(q("lifecycle_state_set"), "replication_sweep", "done")

@@ -1,0 +1,13 @@
+-- Compression at rest (lifecycle/compression.py).
+
+-- name: compression_instance
+SELECT object_key, sha256, size, transfer_syntax, compression, tier
+FROM instances WHERE id = $1;
+
+-- name: compression_switch
+-- The instance now names its compressed object ($2, $3 bytes stored), only if nothing moved or
+-- replaced it meanwhile (a tier move of the same study, a new version): still object $4,
+-- uncompressed, hot.  NULL when it was.
+UPDATE instances SET object_key = $2, compression = 'zstd', stored_size = $3
+WHERE id = $1 AND object_key = $4 AND compression = 'none' AND tier = 'hot'
+RETURNING id;

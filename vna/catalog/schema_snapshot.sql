@@ -1,0 +1,583 @@
+-- The catalogue schema as the migrations leave it: generated, do not edit.
+-- Refresh after adding a migration: .venv/bin/python -m vna.catalog.schema --write
+-- (vna/catalog/schema.py; a test compares it with a freshly migrated database.)
+
+-- Migrations applied:
+--   0001_initial
+--   0002_query_indexes
+--   0010_lifecycle
+--   0020_federation
+--   0030_disaster_recovery
+--   0040_security
+--   0050_study_changes
+--   0051_restored_objects
+--   0060_search_covering_index
+--   0070_filing_functions
+--   0080_hierarchy_share_locks
+--   0090_file_new_instances
+
+CREATE TABLE api_tokens (
+    id bigint NOT NULL DEFAULT nextval('api_tokens_id_seq'::regclass),
+    name text NOT NULL,
+    token_sha256 text NOT NULL,
+    role text NOT NULL,
+    source text,
+    read_sources text[],
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    created_by text NOT NULL,
+    expires_at timestamp with time zone,
+    revoked_at timestamp with time zone,
+    revoked_by text,
+    CONSTRAINT api_tokens_check CHECK (((role = 'source'::text) = (source IS NOT NULL))),
+    CONSTRAINT api_tokens_pkey PRIMARY KEY (id),
+    CONSTRAINT api_tokens_role_check CHECK ((role = ANY (ARRAY['source'::text, 'reader'::text, 'admin'::text]))),
+    CONSTRAINT api_tokens_token_sha256_key UNIQUE (token_sha256)
+);
+
+CREATE TABLE audit (
+    id bigint NOT NULL DEFAULT nextval('audit_id_seq'::regclass),
+    at timestamp with time zone NOT NULL DEFAULT now(),
+    actor text NOT NULL,
+    origin text NOT NULL DEFAULT ''::text,
+    action text NOT NULL,
+    outcome text NOT NULL DEFAULT 'success'::text,
+    patient_id text,
+    issuer text,
+    study_uid text,
+    series_uid text,
+    sop_uid text,
+    detail jsonb NOT NULL DEFAULT '{}'::jsonb,
+    study_uids text[],
+    patient_ids text[],
+    CONSTRAINT audit_pkey PRIMARY KEY (id)
+);
+
+CREATE TABLE conflicts (
+    id bigint NOT NULL DEFAULT nextval('conflicts_id_seq'::regclass),
+    sop_uid text NOT NULL,
+    study_uid text NOT NULL,
+    series_uid text NOT NULL,
+    source text NOT NULL,
+    actor text NOT NULL,
+    sha256 text NOT NULL,
+    received_sha256 text NOT NULL,
+    data_set_sha256 text NOT NULL,
+    size bigint NOT NULL,
+    object_key text NOT NULL,
+    transfer_syntax text NOT NULL,
+    header jsonb NOT NULL,
+    issuer text NOT NULL,
+    metadata jsonb NOT NULL,
+    received_at timestamp with time zone NOT NULL DEFAULT now(),
+    state text NOT NULL DEFAULT 'open'::text,
+    resolved_at timestamp with time zone,
+    resolved_by text,
+    CONSTRAINT conflicts_pkey PRIMARY KEY (id),
+    CONSTRAINT conflicts_state_check CHECK ((state = ANY (ARRAY['open'::text, 'accepted'::text, 'discarded'::text]))),
+    CONSTRAINT conflicts_version UNIQUE (sop_uid, received_sha256)
+);
+
+CREATE TABLE dr_drills (
+    id bigint NOT NULL DEFAULT nextval('dr_drills_id_seq'::regclass),
+    store text NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    finished_at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    mode text NOT NULL,
+    checked integer NOT NULL,
+    verified integer NOT NULL,
+    defects integer NOT NULL,
+    rpo_seconds double precision,
+    rto_seconds double precision,
+    lost_instances integer NOT NULL,
+    lost_bytes bigint NOT NULL,
+    report jsonb NOT NULL,
+    CONSTRAINT dr_drills_pkey PRIMARY KEY (id)
+);
+
+CREATE TABLE dr_state (
+    singleton boolean NOT NULL DEFAULT true,
+    active_store text NOT NULL DEFAULT 'primary'::text,
+    changed_at timestamp with time zone,
+    changed_by text,
+    CONSTRAINT dr_state_pkey PRIMARY KEY (singleton),
+    CONSTRAINT dr_state_singleton_check CHECK (singleton)
+);
+
+CREATE TABLE instance_versions (
+    id bigint NOT NULL DEFAULT nextval('instance_versions_id_seq'::regclass),
+    instance_fk bigint NOT NULL,
+    sop_uid text NOT NULL,
+    series_fk bigint NOT NULL,
+    sop_class_uid text NOT NULL,
+    instance_number integer,
+    transfer_syntax text NOT NULL,
+    sha256 text NOT NULL,
+    received_sha256 text NOT NULL,
+    data_set_sha256 text,
+    size bigint NOT NULL,
+    object_key text NOT NULL,
+    stored_size bigint NOT NULL,
+    compression text NOT NULL,
+    tier text NOT NULL,
+    source text NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    metadata jsonb NOT NULL,
+    reason text NOT NULL,
+    change_fk bigint,
+    superseded_by text NOT NULL,
+    superseded_at timestamp with time zone NOT NULL DEFAULT now(),
+    actor text NOT NULL,
+    CONSTRAINT instance_versions_pkey PRIMARY KEY (id)
+);
+
+CREATE TABLE instances (
+    id bigint NOT NULL DEFAULT nextval('instances_id_seq'::regclass),
+    sop_uid text NOT NULL,
+    series_fk bigint NOT NULL,
+    sop_class_uid text NOT NULL,
+    instance_number integer,
+    transfer_syntax text NOT NULL,
+    rows integer,
+    columns integer,
+    number_of_frames integer,
+    has_pixel_data boolean NOT NULL DEFAULT false,
+    sha256 text NOT NULL,
+    received_sha256 text NOT NULL,
+    size bigint NOT NULL,
+    object_key text NOT NULL,
+    tier text NOT NULL DEFAULT 'hot'::text,
+    compression text NOT NULL DEFAULT 'none'::text,
+    stored_size bigint NOT NULL,
+    source text NOT NULL,
+    received_at timestamp with time zone NOT NULL DEFAULT now(),
+    last_accessed_at timestamp with time zone,
+    metadata jsonb NOT NULL,
+    data_set_sha256 text,
+    restored_until timestamp with time zone,
+    CONSTRAINT instances_pkey PRIMARY KEY (id),
+    CONSTRAINT instances_sop_uid_key UNIQUE (sop_uid),
+    CONSTRAINT instances_series_fk_fkey FOREIGN KEY (series_fk) REFERENCES series(id) ON DELETE CASCADE
+);
+
+CREATE TABLE jobs (
+    id bigint NOT NULL DEFAULT nextval('jobs_id_seq'::regclass),
+    kind text NOT NULL,
+    payload jsonb NOT NULL DEFAULT '{}'::jsonb,
+    state text NOT NULL DEFAULT 'queued'::text,
+    attempts integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL DEFAULT 8,
+    run_after timestamp with time zone NOT NULL DEFAULT now(),
+    locked_by text,
+    locked_at timestamp with time zone,
+    last_error text,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    dedup_key text,
+    CONSTRAINT jobs_pkey PRIMARY KEY (id),
+    CONSTRAINT jobs_state_check CHECK ((state = ANY (ARRAY['queued'::text, 'running'::text, 'done'::text, 'dead'::text])))
+);
+
+CREATE TABLE legal_holds (
+    id bigint NOT NULL DEFAULT nextval('legal_holds_id_seq'::regclass),
+    scope text NOT NULL,
+    patient_id text,
+    issuer text,
+    study_uid text,
+    reason text NOT NULL,
+    set_by text NOT NULL,
+    set_at timestamp with time zone NOT NULL DEFAULT now(),
+    released_by text,
+    released_at timestamp with time zone,
+    CONSTRAINT legal_holds_check CHECK ((((scope = 'patient'::text) AND (patient_id IS NOT NULL) AND (issuer IS NOT NULL)) OR ((scope = 'study'::text) AND (study_uid IS NOT NULL)))),
+    CONSTRAINT legal_holds_pkey PRIMARY KEY (id),
+    CONSTRAINT legal_holds_scope_check CHECK ((scope = ANY (ARRAY['patient'::text, 'study'::text])))
+);
+
+CREATE TABLE lifecycle_state (
+    key text NOT NULL,
+    value text NOT NULL,
+    updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT lifecycle_state_pkey PRIMARY KEY (key)
+);
+
+CREATE TABLE patient_changes (
+    id bigint NOT NULL DEFAULT nextval('patient_changes_id_seq'::regclass),
+    kind text NOT NULL,
+    patient_id text NOT NULL,
+    issuer text NOT NULL,
+    target_patient_id text NOT NULL,
+    target_issuer text NOT NULL,
+    previous jsonb NOT NULL,
+    changes jsonb NOT NULL,
+    state text NOT NULL DEFAULT 'applied'::text,
+    actor text NOT NULL,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    undone_by text,
+    undone_at timestamp with time zone,
+    study_uid text,
+    CONSTRAINT patient_changes_kind_check CHECK ((kind = ANY (ARRAY['update'::text, 'merge'::text, 'study-update'::text, 'study-move'::text]))),
+    CONSTRAINT patient_changes_pkey PRIMARY KEY (id),
+    CONSTRAINT patient_changes_state_check CHECK ((state = ANY (ARRAY['applied'::text, 'undone'::text])))
+);
+
+CREATE TABLE patient_links (
+    id bigint NOT NULL DEFAULT nextval('patient_links_id_seq'::regclass),
+    patient_id_a text NOT NULL,
+    issuer_a text NOT NULL,
+    patient_id_b text NOT NULL,
+    issuer_b text NOT NULL,
+    reason text NOT NULL DEFAULT ''::text,
+    created_by text NOT NULL,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    removed_by text,
+    removed_at timestamp with time zone,
+    CONSTRAINT patient_links_check CHECK ((ROW(patient_id_a, issuer_a) < ROW(patient_id_b, issuer_b))),
+    CONSTRAINT patient_links_pkey PRIMARY KEY (id)
+);
+
+CREATE TABLE patients (
+    id bigint NOT NULL DEFAULT nextval('patients_id_seq'::regclass),
+    patient_id text NOT NULL,
+    issuer text NOT NULL DEFAULT ''::text,
+    patient_name text NOT NULL DEFAULT ''::text,
+    birth_date text NOT NULL DEFAULT ''::text,
+    sex text NOT NULL DEFAULT ''::text,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT patients_identity UNIQUE (patient_id, issuer),
+    CONSTRAINT patients_pkey PRIMARY KEY (id)
+);
+
+CREATE TABLE replicas (
+    store text NOT NULL,
+    object_key text NOT NULL,
+    instance_fk bigint,
+    sha256 text NOT NULL,
+    size bigint NOT NULL,
+    copied_at timestamp with time zone NOT NULL DEFAULT now(),
+    verified_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT replicas_pkey PRIMARY KEY (store, object_key)
+);
+
+CREATE TABLE retention_review_items (
+    review_fk bigint NOT NULL,
+    study_fk bigint NOT NULL,
+    study_uid text NOT NULL,
+    patient_id text NOT NULL,
+    issuer text NOT NULL,
+    patient_name text NOT NULL,
+    accession_number text NOT NULL,
+    study_date date,
+    study_description text NOT NULL,
+    modalities text[] NOT NULL,
+    source text NOT NULL,
+    rule text NOT NULL,
+    rule_fingerprint text NOT NULL,
+    retain_until date NOT NULL,
+    basis text NOT NULL,
+    instances integer NOT NULL,
+    max_instance_id bigint NOT NULL,
+    bytes bigint NOT NULL,
+    stored_bytes bigint NOT NULL,
+    hold text,
+    state text NOT NULL,
+    outcome text,
+    done_at timestamp with time zone,
+    CONSTRAINT retention_review_items_pkey PRIMARY KEY (review_fk, study_fk),
+    CONSTRAINT retention_review_items_state_check CHECK ((state = ANY (ARRAY['due'::text, 'held'::text, 'pending'::text, 'deleted'::text, 'skipped'::text]))),
+    CONSTRAINT retention_review_items_review_fk_fkey FOREIGN KEY (review_fk) REFERENCES retention_reviews(id) ON DELETE CASCADE
+);
+
+CREATE TABLE retention_reviews (
+    id bigint NOT NULL DEFAULT nextval('retention_reviews_id_seq'::regclass),
+    as_of date NOT NULL,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    created_by text NOT NULL,
+    rules_fingerprint text NOT NULL,
+    state text NOT NULL DEFAULT 'open'::text,
+    approved_by text,
+    approved_at timestamp with time zone,
+    CONSTRAINT retention_reviews_pkey PRIMARY KEY (id),
+    CONSTRAINT retention_reviews_state_check CHECK ((state = ANY (ARRAY['open'::text, 'approved'::text])))
+);
+
+CREATE TABLE schema_migrations (
+    version integer NOT NULL,
+    name text NOT NULL,
+    applied_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT schema_migrations_pkey PRIMARY KEY (version)
+);
+
+CREATE TABLE series (
+    id bigint NOT NULL DEFAULT nextval('series_id_seq'::regclass),
+    series_uid text NOT NULL,
+    study_fk bigint NOT NULL,
+    modality text NOT NULL DEFAULT ''::text,
+    series_number integer,
+    series_description text NOT NULL DEFAULT ''::text,
+    body_part text NOT NULL DEFAULT ''::text,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT series_pkey PRIMARY KEY (id),
+    CONSTRAINT series_series_uid_key UNIQUE (series_uid),
+    CONSTRAINT series_study_fk_fkey FOREIGN KEY (study_fk) REFERENCES studies(id) ON DELETE CASCADE
+);
+
+CREATE TABLE studies (
+    id bigint NOT NULL DEFAULT nextval('studies_id_seq'::regclass),
+    study_uid text NOT NULL,
+    patient_fk bigint NOT NULL,
+    study_date date,
+    study_time text NOT NULL DEFAULT ''::text,
+    accession_number text NOT NULL DEFAULT ''::text,
+    study_id text NOT NULL DEFAULT ''::text,
+    study_description text NOT NULL DEFAULT ''::text,
+    referring_physician text NOT NULL DEFAULT ''::text,
+    source text NOT NULL,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT studies_pkey PRIMARY KEY (id),
+    CONSTRAINT studies_study_uid_key UNIQUE (study_uid),
+    CONSTRAINT studies_patient_fk_fkey FOREIGN KEY (patient_fk) REFERENCES patients(id)
+);
+
+CREATE TABLE study_retention (
+    study_fk bigint NOT NULL,
+    rule text NOT NULL DEFAULT ''::text,
+    rule_fingerprint text NOT NULL DEFAULT ''::text,
+    retain_until date,
+    basis text NOT NULL DEFAULT ''::text,
+    rules_fingerprint text NOT NULL,
+    computed_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT study_retention_pkey PRIMARY KEY (study_fk),
+    CONSTRAINT study_retention_study_fk_fkey FOREIGN KEY (study_fk) REFERENCES studies(id) ON DELETE CASCADE
+);
+
+CREATE UNIQUE INDEX api_tokens_live_name ON public.api_tokens USING btree (name) WHERE (revoked_at IS NULL);
+
+CREATE INDEX audit_actor ON public.audit USING btree (actor, at);
+
+CREATE INDEX audit_at ON public.audit USING btree (at);
+
+CREATE INDEX audit_patient ON public.audit USING btree (patient_id, issuer);
+
+CREATE INDEX audit_patient_ids ON public.audit USING gin (patient_ids);
+
+CREATE INDEX audit_study ON public.audit USING btree (study_uid);
+
+CREATE INDEX audit_study_uids ON public.audit USING gin (study_uids);
+
+CREATE INDEX conflicts_object_key ON public.conflicts USING btree (object_key);
+
+CREATE INDEX conflicts_open ON public.conflicts USING btree (received_at) WHERE (state = 'open'::text);
+
+CREATE INDEX dr_drills_store ON public.dr_drills USING btree (store, started_at DESC);
+
+CREATE INDEX instance_versions_change ON public.instance_versions USING btree (change_fk) WHERE (change_fk IS NOT NULL);
+
+CREATE INDEX instance_versions_object_key ON public.instance_versions USING btree (object_key);
+
+CREATE INDEX instance_versions_sop ON public.instance_versions USING btree (sop_uid);
+
+CREATE INDEX instances_object_key ON public.instances USING btree (object_key);
+
+CREATE INDEX instances_series_tier ON public.instances USING btree (series_fk) INCLUDE (tier, restored_until);
+
+CREATE INDEX instances_sop_class ON public.instances USING btree (sop_class_uid);
+
+CREATE INDEX jobs_dead ON public.jobs USING btree (updated_at DESC) WHERE (state = 'dead'::text);
+
+CREATE UNIQUE INDEX jobs_dedup ON public.jobs USING btree (dedup_key) WHERE (state = ANY (ARRAY['queued'::text, 'running'::text]));
+
+CREATE INDEX jobs_ready ON public.jobs USING btree (run_after, id) WHERE (state = 'queued'::text);
+
+CREATE INDEX jobs_running_lease ON public.jobs USING btree (locked_at) WHERE (state = 'running'::text);
+
+CREATE INDEX jobs_state ON public.jobs USING btree (state, kind);
+
+CREATE INDEX legal_holds_patient ON public.legal_holds USING btree (patient_id, issuer) WHERE (released_at IS NULL);
+
+CREATE INDEX legal_holds_study ON public.legal_holds USING btree (study_uid) WHERE (released_at IS NULL);
+
+CREATE INDEX patient_changes_patient ON public.patient_changes USING btree (patient_id, issuer);
+
+CREATE INDEX patient_changes_study ON public.patient_changes USING btree (study_uid) WHERE (study_uid IS NOT NULL);
+
+CREATE INDEX patient_changes_target ON public.patient_changes USING btree (target_patient_id, target_issuer);
+
+CREATE UNIQUE INDEX patient_links_active ON public.patient_links USING btree (patient_id_a, issuer_a, patient_id_b, issuer_b) WHERE (removed_at IS NULL);
+
+CREATE INDEX patient_links_b ON public.patient_links USING btree (patient_id_b, issuer_b) WHERE (removed_at IS NULL);
+
+CREATE INDEX patients_name_lower ON public.patients USING btree (lower(patient_name) text_pattern_ops);
+
+CREATE INDEX replicas_object_key ON public.replicas USING btree (object_key);
+
+CREATE INDEX replicas_verified ON public.replicas USING btree (store, verified_at);
+
+CREATE INDEX retention_review_items_pending ON public.retention_review_items USING btree (retain_until) WHERE (state = 'pending'::text);
+
+CREATE INDEX series_modality ON public.series USING btree (modality);
+
+CREATE INDEX series_study ON public.series USING btree (study_fk);
+
+CREATE INDEX studies_accession ON public.studies USING btree (accession_number);
+
+CREATE INDEX studies_date ON public.studies USING btree (study_date);
+
+CREATE INDEX studies_date_desc ON public.studies USING btree (study_date DESC NULLS LAST, id);
+
+CREATE INDEX studies_patient ON public.studies USING btree (patient_fk);
+
+CREATE INDEX studies_referring_lower ON public.studies USING btree (lower(referring_physician) text_pattern_ops);
+
+CREATE INDEX study_retention_rules ON public.study_retention USING btree (rules_fingerprint);
+
+CREATE INDEX study_retention_until ON public.study_retention USING btree (retain_until);
+
+CREATE OR REPLACE FUNCTION public.vna_file_hierarchy(p_patient_id text, p_issuer text, p_patient_name text, p_birth_date text, p_sex text, p_study_uid text, p_study_date date, p_study_time text, p_accession_number text, p_study_id text, p_study_description text, p_referring_physician text, p_source text, p_series_uid text, p_modality text, p_series_number integer, p_series_description text, p_body_part text, OUT patient_fk bigint, OUT study_id bigint, OUT study_patient_fk bigint, OUT series_id bigint, OUT series_study_fk bigint)
+ RETURNS record
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    -- Each loop reads the row, else inserts it; an insert that finds a row another sender
+    -- committed since the read (ON CONFLICT DO NOTHING returns nothing) reads again.
+    LOOP
+        SELECT p.id INTO patient_fk FROM patients p
+        WHERE p.patient_id = p_patient_id AND p.issuer = p_issuer
+        FOR SHARE;
+        EXIT WHEN FOUND;
+        INSERT INTO patients (patient_id, issuer, patient_name, birth_date, sex)
+        VALUES (p_patient_id, p_issuer, p_patient_name, p_birth_date, p_sex)
+        ON CONFLICT ON CONSTRAINT patients_identity DO NOTHING
+        RETURNING id INTO patient_fk;
+        EXIT WHEN patient_fk IS NOT NULL;
+    END LOOP;
+
+    LOOP
+        SELECT st.id, st.patient_fk INTO study_id, study_patient_fk FROM studies st
+        WHERE st.study_uid = p_study_uid
+        FOR SHARE;
+        EXIT WHEN FOUND;
+        INSERT INTO studies (study_uid, patient_fk, study_date, study_time, accession_number,
+                             study_id, study_description, referring_physician, source)
+        VALUES (p_study_uid, patient_fk, p_study_date, p_study_time, p_accession_number,
+                p_study_id, p_study_description, p_referring_physician, p_source)
+        ON CONFLICT (study_uid) DO NOTHING
+        RETURNING id, studies.patient_fk INTO study_id, study_patient_fk;
+        EXIT WHEN study_id IS NOT NULL;
+    END LOOP;
+
+    LOOP
+        SELECT se.id, se.study_fk INTO series_id, series_study_fk FROM series se
+        WHERE se.series_uid = p_series_uid
+        FOR SHARE;
+        EXIT WHEN FOUND;
+        INSERT INTO series (series_uid, study_fk, modality, series_number, series_description,
+                            body_part)
+        VALUES (p_series_uid, study_id, p_modality, p_series_number, p_series_description,
+                p_body_part)
+        ON CONFLICT (series_uid) DO NOTHING
+        RETURNING id, series.study_fk INTO series_id, series_study_fk;
+        EXIT WHEN series_id IS NOT NULL;
+    END LOOP;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.vna_file_new_instance(p_patient_id text, p_issuer text, p_patient_name text, p_birth_date text, p_sex text, p_study_uid text, p_study_date date, p_study_time text, p_accession_number text, p_study_id text, p_study_description text, p_referring_physician text, p_source text, p_series_uid text, p_modality text, p_series_number integer, p_series_description text, p_body_part text, p_sop_uid text, p_sop_class_uid text, p_instance_number integer, p_transfer_syntax text, p_rows integer, p_columns integer, p_number_of_frames integer, p_has_pixel_data boolean, p_sha256 text, p_received_sha256 text, p_size bigint, p_object_key text, p_metadata jsonb, p_data_set_sha256 text, p_actor text, p_origin text, p_audit_detail jsonb)
+ RETURNS bigint
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    h record;
+    new_id bigint;
+BEGIN
+    SELECT * INTO h FROM vna_file_hierarchy(
+        p_patient_id, p_issuer, p_patient_name, p_birth_date, p_sex,
+        p_study_uid, p_study_date, p_study_time, p_accession_number, p_study_id,
+        p_study_description, p_referring_physician, p_source,
+        p_series_uid, p_modality, p_series_number, p_series_description, p_body_part);
+    IF h.study_patient_fk <> h.patient_fk OR h.series_study_fk <> h.study_id THEN
+        RAISE EXCEPTION 'instance % does not fit the archived hierarchy', p_sop_uid
+            USING ERRCODE = 'VN409';
+    END IF;
+    new_id := vna_insert_instance(
+        p_sop_uid, h.series_id, p_sop_class_uid, p_instance_number, p_transfer_syntax,
+        p_rows, p_columns, p_number_of_frames, p_has_pixel_data, p_sha256, p_received_sha256,
+        p_size, p_object_key, p_size, p_source, p_metadata, p_data_set_sha256);
+    IF new_id IS NULL THEN
+        RAISE EXCEPTION 'instance % was filed meanwhile', p_sop_uid USING ERRCODE = 'VN409';
+    END IF;
+    INSERT INTO jobs (kind, payload)
+    VALUES ('instance-stored', jsonb_build_object(
+        'instance_id', new_id, 'object_key', p_object_key, 'sop_uid', p_sop_uid));
+    INSERT INTO audit (actor, origin, action, outcome, patient_id, issuer, study_uid,
+                       series_uid, sop_uid, detail)
+    VALUES (p_actor, p_origin, 'store', 'success', p_patient_id, p_issuer, p_study_uid,
+            p_series_uid, p_sop_uid, p_audit_detail);
+    RETURN new_id;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.vna_file_new_instances(p_batch jsonb)
+ RETURNS bigint[]
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    r record;
+    ids bigint[] := array_fill(NULL::bigint, ARRAY[jsonb_array_length(p_batch)]);
+BEGIN
+    FOR r IN
+        SELECT e.n, x.*
+        FROM jsonb_array_elements(p_batch) WITH ORDINALITY AS e(item, n),
+             LATERAL jsonb_to_record(e.item) AS x(
+                 patient_id text, issuer text, patient_name text, birth_date text, sex text,
+                 study_uid text, study_date date, study_time text, accession_number text,
+                 study_id text, study_description text, referring_physician text,
+                 source text, series_uid text, modality text, series_number integer,
+                 series_description text, body_part text, sop_uid text, sop_class_uid text,
+                 instance_number integer, transfer_syntax text, rows integer,
+                 columns integer, number_of_frames integer, has_pixel_data boolean,
+                 sha256 text, received_sha256 text, size bigint, object_key text,
+                 metadata jsonb, data_set_sha256 text, actor text, origin text,
+                 audit_detail jsonb)
+        ORDER BY e.n
+    LOOP
+        BEGIN
+            ids[r.n] := vna_file_new_instance(
+                r.patient_id, r.issuer, r.patient_name, r.birth_date, r.sex,
+                r.study_uid, r.study_date, r.study_time, r.accession_number, r.study_id,
+                r.study_description, r.referring_physician, r.source,
+                r.series_uid, r.modality, r.series_number, r.series_description, r.body_part,
+                r.sop_uid, r.sop_class_uid, r.instance_number, r.transfer_syntax,
+                r.rows, r.columns, r.number_of_frames, r.has_pixel_data,
+                r.sha256, r.received_sha256, r.size, r.object_key, r.metadata,
+                r.data_set_sha256, r.actor, r.origin, r.audit_detail);
+        EXCEPTION WHEN SQLSTATE 'VN409' THEN
+            ids[r.n] := NULL;
+        END;
+    END LOOP;
+    RETURN ids;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.vna_insert_instance(p_sop_uid text, p_series_fk bigint, p_sop_class_uid text, p_instance_number integer, p_transfer_syntax text, p_rows integer, p_columns integer, p_number_of_frames integer, p_has_pixel_data boolean, p_sha256 text, p_received_sha256 text, p_size bigint, p_object_key text, p_stored_size bigint, p_source text, p_metadata jsonb, p_data_set_sha256 text)
+ RETURNS bigint
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    new_id bigint;
+BEGIN
+    INSERT INTO instances (sop_uid, series_fk, sop_class_uid, instance_number, transfer_syntax,
+                           rows, columns, number_of_frames, has_pixel_data, sha256,
+                           received_sha256, size, object_key, stored_size, source, metadata,
+                           data_set_sha256)
+    VALUES (p_sop_uid, p_series_fk, p_sop_class_uid, p_instance_number, p_transfer_syntax,
+            p_rows, p_columns, p_number_of_frames, p_has_pixel_data, p_sha256,
+            p_received_sha256, p_size, p_object_key, p_stored_size, p_source, p_metadata,
+            p_data_set_sha256)
+    ON CONFLICT (sop_uid) DO NOTHING
+    RETURNING id INTO new_id;
+    RETURN new_id;
+END
+$function$;
