@@ -16,7 +16,7 @@ from vna.catalog.search import search_page
 from vna.dicom.qido import parse_qido
 from vna.gateway.auth import AUDIT, principal_of
 from vna.gateway.media import DICOM_JSON, accepts_json, parse_accept
-from vna.gateway.web import ARCHIVE, base_url
+from vna.gateway.request_context import ARCHIVE, base_url
 from vna.security.audit import QUERY, Access, query_text
 
 

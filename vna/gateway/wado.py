@@ -24,7 +24,7 @@ from vna.gateway.media import (
     parse_accept,
     part_header,
 )
-from vna.gateway.web import ARCHIVE, base_url
+from vna.gateway.request_context import ARCHIVE, base_url
 from vna.security.audit import ACCESS_DENIED, METADATA, RETRIEVE, Access
 
 
