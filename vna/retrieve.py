@@ -44,6 +44,18 @@ _STAT_CONCURRENCY = 16
 
 
 @dataclass(frozen=True)
+class RetrieveKeys:
+    """What a C-MOVE or C-GET asks for: unique keys down to its level (PS3.4 C.4.2.2.1)."""
+
+    level: str
+    patient_id: str | None = None
+    issuer_of_patient_id: str | None = None
+    study_uids: tuple[str, ...] | None = None
+    series_uids: tuple[str, ...] | None = None
+    sop_uids: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class StoredInstance:
     sop_uid: str
     sop_class_uid: str
@@ -101,6 +113,43 @@ class Retriever:
         async with self.db.acquire() as conn:
             rows = await conn.fetch(q("instances_by_sop_uids"), sop_uids)
         return [stored_instance(r) for r in rows]
+
+    async def find_by_keys(self, keys: RetrieveKeys, *, limit: int) -> list[StoredInstance]:
+        """The stored instances the keys of a C-MOVE or C-GET name, in study, series and
+        instance order, at most ``limit`` of them."""
+        async with self.db.acquire() as conn:
+            if keys.sop_uids is not None:
+                rows = await conn.fetch(q("retrieve_keys_instances"), list(keys.sop_uids), limit)
+            elif keys.series_uids is not None:
+                rows = await conn.fetch(q("retrieve_keys_series"), list(keys.series_uids), limit)
+            elif keys.study_uids is not None:
+                rows = await conn.fetch(q("retrieve_keys_studies"), list(keys.study_uids), limit)
+            else:
+                rows = await conn.fetch(
+                    q("retrieve_keys_patient"), keys.patient_id, keys.issuer_of_patient_id, limit
+                )
+        found = []
+        for row in rows:
+            # Keys above the level must agree with what the catalogue holds (PS3.4 C.4.2.2.1).
+            if keys.study_uids is not None and row["study_uid"] not in keys.study_uids:
+                continue
+            if keys.series_uids is not None and row["series_uid"] not in keys.series_uids:
+                continue
+            if keys.patient_id is not None and row["patient_id"] != keys.patient_id:
+                continue
+            issuer = keys.issuer_of_patient_id
+            if issuer is not None and row["issuer"] != issuer:
+                continue
+            found.append(stored_instance(row))
+        return found
+
+    async def source_of_study(self, study_uid: str) -> str | None:
+        """The source a study came from (what reader tokens are restricted by); None when the
+        archive does not hold it."""
+        _check_uid("StudyInstanceUID", study_uid)
+        async with self.db.acquire() as conn:
+            row = await conn.fetchrow(q("study_subject"), study_uid)
+        return None if row is None else str(row["source"])
 
     async def metadata(
         self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None

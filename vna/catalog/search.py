@@ -207,6 +207,28 @@ async def _linked_identities(conn: asyncpg.Connection, query: Query) -> list[tup
     return list(found)
 
 
+@dataclass(frozen=True)
+class PatientCounts:
+    """PS3.4 Table C.6-1: Number of Patient Related Studies, Series and Instances."""
+
+    studies: int
+    series: int
+    instances: int
+
+
+async def patient_counts(
+    conn: asyncpg.Connection, identities: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], PatientCounts]:
+    """The counts of each (PatientID, issuer) the archive holds among ``identities``."""
+    rows = await conn.fetch(
+        q("search_patient_counts"), [i for i, _ in identities], [s for _, s in identities]
+    )
+    return {
+        (r["patient_id"], r["issuer"]): PatientCounts(r["studies"], r["series"], r["instances"])
+        for r in rows
+    }
+
+
 _TABLE: dict[Level, str] = {"study": "studies", "series": "series", "instance": "instances"}
 
 

@@ -12,9 +12,7 @@ import uuid
 from aiohttp import web
 
 from vna.archive import Archive
-from vna.catalog.queries import q
-from vna.dicom.uids import is_valid_uid
-from vna.errors import InvalidRequest, NotFound
+from vna.errors import NotFound
 from vna.gateway.auth import AUDIT, principal_of
 from vna.gateway.media import (
     DICOM,
@@ -109,11 +107,8 @@ async def _check_access(request: web.Request, archive: Archive) -> None:
     if principal.readable_sources is None:
         return
     study = request.match_info["study"]
-    if not is_valid_uid(study):
-        raise InvalidRequest(f"StudyInstanceUID is not a valid UID: {study[:80]!r}")
-    async with archive.db.acquire() as conn:
-        row = await conn.fetchrow(q("study_subject"), study)
-    if row is None or principal.may_read_source(row["source"]):
+    source = await archive.retriever.source_of_study(study)
+    if source is None or principal.may_read_source(source):
         return  # absent studies are the retriever's 404
     await request.app[AUDIT].record(
         Access(
@@ -123,7 +118,7 @@ async def _check_access(request: web.Request, archive: Archive) -> None:
             study_uids=[study],
             outcome="failure",
             detail={
-                "reason": f"the token may not read studies of source {row['source']!r}",
+                "reason": f"the token may not read studies of source {source!r}",
                 "method": request.method,
                 "path": request.path,
             },

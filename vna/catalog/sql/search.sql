@@ -121,3 +121,16 @@ SELECT i.id AS pk,
                   WHERE e.key = ANY($2::text[])) END AS metadata
 FROM instances i
 WHERE i.id = ANY($1::bigint[]);
+
+-- name: search_patient_counts
+-- PS3.4 Table C.6-1: Number of Patient Related Studies, Series and Instances, per identity
+-- ($1 patient IDs and $2 issuers, pairwise).
+SELECT p.patient_id, p.issuer,
+       (SELECT count(*) FROM studies st WHERE st.patient_fk = p.id) AS studies,
+       (SELECT count(*) FROM studies st JOIN series se ON se.study_fk = st.id
+        WHERE st.patient_fk = p.id) AS series,
+       (SELECT count(*) FROM studies st JOIN series se ON se.study_fk = st.id
+        JOIN instances i ON i.series_fk = se.id
+        WHERE st.patient_fk = p.id) AS instances
+FROM unnest($1::text[], $2::text[]) AS k(patient_id, issuer)
+JOIN patients p ON p.patient_id = k.patient_id AND p.issuer = k.issuer;

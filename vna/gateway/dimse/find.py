@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 
-from vna.catalog.queries import q
-from vna.catalog.search import search_page
+from vna.catalog.search import patient_counts, search_page
 from vna.dicom.qido import Query, query_from_identifier
 from vna.errors import InvalidRequest, VnaError
 from vna.gateway.dimse.bridge import Gateway
@@ -143,16 +142,13 @@ async def _patients(archive: Archive, request: Dataset) -> list[dict[str, Any]]:
             patients[identity] = {k: v for k, v in study.items() if k.startswith("0010")}
     wanted = {f"{int(elem.tag):08X}" for elem in request} & PATIENT_COUNT_TAGS
     if wanted and patients:
-        ids = [pid for pid, _ in patients]
-        issuers = [issuer for _, issuer in patients]
         async with archive.db.acquire() as conn:
-            rows = await conn.fetch(q("dimse_patient_counts"), ids, issuers)
-        for row in rows:
-            match = patients.get((row["patient_id"], row["issuer"]))
-            if match is not None:
-                match["00201200"] = {"vr": "IS", "Value": [row["studies"]]}
-                match["00201202"] = {"vr": "IS", "Value": [row["series"]]}
-                match["00201204"] = {"vr": "IS", "Value": [row["instances"]]}
+            counts = await patient_counts(conn, list(patients))
+        for identity, count in counts.items():
+            match = patients[identity]
+            match["00201200"] = {"vr": "IS", "Value": [count.studies]}
+            match["00201202"] = {"vr": "IS", "Value": [count.series]}
+            match["00201204"] = {"vr": "IS", "Value": [count.instances]}
     return list(patients.values())
 
 

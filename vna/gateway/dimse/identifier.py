@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -17,6 +16,7 @@ from pydicom.multival import MultiValue
 
 from vna.dicom.uids import is_valid_uid
 from vna.errors import InvalidRequest
+from vna.retrieve import RetrieveKeys
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +71,6 @@ def query_level(sop_class_uid: str, identifier: Dataset) -> str:
             f"QueryRetrieveLevel {level!r} is not a level of the {name} model ({', '.join(levels)})"
         )
     return level
-
-
-@dataclass(frozen=True)
-class RetrieveKeys:
-    """What a C-MOVE or C-GET asks for: unique keys down to its level (PS3.4 C.4.2.2.1)."""
-
-    level: str
-    patient_id: str | None = None
-    issuer_of_patient_id: str | None = None
-    study_uids: tuple[str, ...] | None = None
-    series_uids: tuple[str, ...] | None = None
-    sop_uids: tuple[str, ...] | None = None
 
 
 _REQUIRED_KEY = {
