@@ -1,6 +1,6 @@
 """Answer a search (QIDO-RS, C-FIND) from the catalogue as DICOM JSON (PS3.18 F.2).
 
-The query comes parsed (:mod:`vna.dicom.qido`); this module turns its matching keys into a
+The query comes parsed (:mod:`vna.dicom.qido_params`); this module turns its matching keys into a
 WHERE clause of fixed fragments with bound parameters, runs the named queries of
 ``sql/search.sql`` and builds, per match, the attributes PS3.18 10.6.3.3 requires at the level
 (Tables 10.6.3-3 to -5), the matching keys, and any ``includefield`` attributes.  Values the
@@ -16,7 +16,7 @@ Matching, where PS3.4 C.2.2.2 leaves the choice to the implementation:
 * ModalitiesInStudy matches a study that has a series of (any of) the given modalities.
 * Attributes without a column match against the instance headers: at study and series level,
   a study or series matches when any of its instances does.
-* With ``includelinked=true`` (a vendor extension, :mod:`vna.dicom.qido`) the PatientID (and
+* With ``includelinked=true`` (a vendor extension, :mod:`vna.dicom.qido_params`) the PatientID (and
   IssuerOfPatientID) match becomes a match of any identity linked to the one(s) named.
 
 Every match carries Instance Availability (0008,0056) of the instances at its level, the least
@@ -35,7 +35,7 @@ import asyncpg
 
 from vna.catalog.patients import linked_patient_ids
 from vna.catalog.queries import q
-from vna.dicom.qido import (
+from vna.dicom.qido_params import (
     ISSUER_OF_PATIENT_ID,
     PATIENT_ID,
     Level,
@@ -60,7 +60,7 @@ class _Column:
 
 
 # Indexed attributes and their columns.  The table alias (p, st, se, i) is joined at every
-# level at or below the attribute's level (vna.dicom.qido.attribute_level), which the parser
+# level at or below the attribute's level (vna.dicom.qido_params.attribute_level), which the parser
 # enforces for matching keys.
 COLUMNS: dict[str, _Column] = {
     "00100010": _Column("p.patient_name", "pn"),

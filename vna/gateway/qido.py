@@ -1,8 +1,8 @@
 """QIDO-RS (PS3.18 10.6): search for studies, series and instances.
 
-Thin: parameters are parsed by the pure vna.dicom.qido module and the catalogue answers; this
+Thin: parameters are parsed by the pure vna.dicom.qido_params module and the catalogue answers; this
 module adds the RetrieveURL of each match.  ``includelinked=true`` (a vendor extension, see
-vna.dicom.qido) follows patient links.
+vna.dicom.qido_params) follows patient links.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from vna.catalog.search import search_page
-from vna.dicom.qido import parse_qido
+from vna.dicom.qido_params import parse_qido
 from vna.gateway.auth import AUDIT, principal_of
 from vna.gateway.media import DICOM_JSON, accepts_json, parse_accept
 from vna.gateway.request_context import ARCHIVE, base_url

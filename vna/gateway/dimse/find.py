@@ -1,8 +1,8 @@
 """C-FIND SCP (PS3.4 C.4.1): Patient Root and Study Root queries, answered from the catalogue.
 
 STUDY, SERIES and IMAGE queries go through the same parser and search as QIDO-RS
-(:func:`vna.dicom.qido.query_from_identifier`, :func:`vna.catalog.search.search_page`), so the
-matching rules are the same whichever protocol asks.  A PATIENT level query is a study level
+(:func:`vna.dicom.qido_params.query_from_identifier`, :func:`vna.catalog.search.search_page`),
+so the matching rules are the same whichever protocol asks.  A PATIENT level query is a study level
 search on the patient keys, one answer per patient identity (PatientID and issuer).
 """
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydicom.dataset import Dataset
 
 from vna.catalog.search import patient_counts, search_page
-from vna.dicom.qido import Query, query_from_identifier
+from vna.dicom.qido_params import Query, query_from_identifier
 from vna.errors import InvalidRequest, VnaError
 from vna.gateway.dimse.bridge import Gateway
 from vna.gateway.dimse.identifier import (

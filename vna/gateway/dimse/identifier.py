@@ -1,6 +1,6 @@
 """Query/Retrieve identifiers (PS3.4 C.4, C.6): levels, retrieve keys, C-FIND responses.
 
-Pure: no I/O.  Matching itself is :mod:`vna.dicom.qido`'s (the rules QIDO-RS shares with
+Pure: no I/O.  Matching itself is :mod:`vna.dicom.qido_params`'s (the rules QIDO-RS shares with
 C-FIND); this module adds what is particular to DIMSE: the information models and their levels,
 the unique keys a C-MOVE or C-GET names, and the shape of a C-FIND response identifier.
 """
