@@ -38,7 +38,7 @@ from vna.gateway.dimse.identifier import (
     STUDY_ROOT_GET,
     STUDY_ROOT_MOVE,
 )
-from vna.gateway.dimse.retrieve import handle_get, handle_move
+from vna.gateway.dimse.move_get import handle_get, handle_move
 from vna.gateway.dimse.store import handle_store
 from vna.gateway.dimse.tcp import transport_handlers
 from vna.security.audit import ASSOCIATION_REJECTED, AuditTrail
