@@ -29,7 +29,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from vna.errors import ConfigError
 from vna.gateway.dimse.bridge import Gateway
 from vna.gateway.dimse.find import handle_find
-from vna.gateway.dimse.handoff import closed_handler, handoff_server_class
+from vna.gateway.dimse.handoff_server import closed_handler, handoff_server_class
 from vna.gateway.dimse.identifier import (
     PATIENT_ROOT_FIND,
     PATIENT_ROOT_GET,
