@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vna.catalog.patients import linked_patient_ids
+from vna.catalog.patient_links import linked_patient_ids
 from vna.catalog.queries import q
 from vna.dicom.normalise import correct
 from vna.dicom.parse import dicom_json, read_dataset

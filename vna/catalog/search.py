@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 import asyncpg
 
-from vna.catalog.patients import linked_patient_ids
+from vna.catalog.patient_links import linked_patient_ids
 from vna.catalog.queries import q
 from vna.dicom.qido_params import (
     ISSUER_OF_PATIENT_ID,
