@@ -33,7 +33,12 @@ from typing import Any, Literal
 
 import asyncpg
 
-from vna.catalog.patient_links import linked_patient_ids
+from vna.catalog.patient_links import (
+    PatientScope,
+    ScopedIdentities,
+    linked_patient_ids,
+    scope_identities,
+)
 from vna.catalog.queries import q
 from vna.dicom.qido_params import (
     ISSUER_OF_PATIENT_ID,
@@ -141,13 +146,15 @@ async def search(
     default_limit: int,
     sources: Sequence[str] | None = None,
     offline_tiers: frozenset[str] = frozenset(),
+    scope: PatientScope | None = None,
 ) -> list[dict[str, Any]]:
     """DICOM JSON objects (PS3.18 F.2) of the matches of ``query``, in a deterministic order.
 
     ``limit`` defaults to ``default_limit`` and is capped at ``max_results``.  ``sources``
     restricts the matches to studies those sources sent (a reader token's ``read_sources``).
     ``offline_tiers`` are the tiers the object store must restore before reading
-    (``ObjectStore.offline_tiers``), for Instance Availability.
+    (``ObjectStore.offline_tiers``), for Instance Availability.  ``scope`` restricts the
+    matches to the patients a source may reach (:mod:`vna.security.query_scope`).
     """
     page = await search_page(
         conn,
@@ -156,6 +163,7 @@ async def search(
         default_limit=default_limit,
         sources=sources,
         offline_tiers=offline_tiers,
+        scope=scope,
     )
     return page.results
 
@@ -168,6 +176,7 @@ async def search_page(
     default_limit: int,
     sources: Sequence[str] | None = None,
     offline_tiers: frozenset[str] = frozenset(),
+    scope: PatientScope | None = None,
 ) -> SearchPage:
     """:func:`search`, also telling whether matches beyond the page exist (PS3.18 8.3.4.4 lets
     the origin server warn that more results can be requested)."""
@@ -178,7 +187,8 @@ async def search_page(
     if sources is not None:
         where.add(f"st.source = ANY({where.param(list(sources))}::text[])")
     identities = await _linked_identities(conn, query) if query.include_linked else None
-    _constrain(where, query, identities)
+    scoped = await scope_identities(conn, scope) if scope is not None else None
+    _constrain(where, query, identities, scoped)
     sql = q(f"search_{_TABLE[query.level]}").replace("{where}", where.sql())
     rows = await conn.fetch(sql, limit + 1, query.offset, *where.args)
     more = len(rows) > limit
@@ -255,8 +265,16 @@ class _Where:
 
 
 def _constrain(
-    w: _Where, query: Query, identities: Sequence[tuple[str, str]] | None = None
+    w: _Where,
+    query: Query,
+    identities: Sequence[tuple[str, str]] | None = None,
+    scoped: ScopedIdentities | None = None,
 ) -> None:
+    if scoped is not None:
+        w.add(scope_condition(w, scoped))
+    # Identities standing for the PatientID match (followed links): the keys themselves are
+    # not matched again, the linked identities having other PatientIDs and issuers.
+    replaced = identities is not None or (scoped is not None and scoped.replaces_patient_keys)
     if query.study_uid is not None:
         w.add(f"st.study_uid = {w.param(query.study_uid)}::text")
     if query.series_uid is not None:
@@ -271,7 +289,7 @@ def _constrain(
     for match in query.matches.values():
         if match.kind is MatchKind.UNIVERSAL:
             continue
-        if identities is not None and match.tag in (PATIENT_ID, ISSUER_OF_PATIENT_ID):
+        if replaced and match.tag in (PATIENT_ID, ISSUER_OF_PATIENT_ID):
             continue
         if match.tag == _MODALITIES_IN_STUDY:
             # ModalitiesInStudy lists the modalities of the study's series (PS3.3 C.7.2.2), so
@@ -282,6 +300,21 @@ def _constrain(
             w.add(_column_condition(w, COLUMNS[match.tag], match))
         else:
             w.add(_header_condition(w, query.level, match))
+
+
+def scope_condition(w: _Where, scoped: ScopedIdentities) -> str:
+    """The patients (alias ``p``) in a caller's scope: of its issuers, or one of its
+    identities."""
+    parts = []
+    if scoped.issuers:
+        parts.append(f"p.issuer = ANY({w.param(list(scoped.issuers))}::text[])")
+    if scoped.identities:
+        ids = w.param([i for i, _ in scoped.identities])
+        issuers = w.param([issuer for _, issuer in scoped.identities])
+        parts.append(
+            f"(p.patient_id, p.issuer) IN (SELECT * FROM unnest({ids}::text[], {issuers}::text[]))"
+        )
+    return " OR ".join(parts) or "FALSE"
 
 
 def like_pattern(wildcard: str) -> str:

@@ -16,8 +16,9 @@ from vna.catalog.search import search_page
 from vna.dicom.qido_params import parse_qido
 from vna.gateway.auth import AUDIT, principal_of
 from vna.gateway.media import DICOM_JSON, accepts_json, parse_accept
-from vna.gateway.request_context import ARCHIVE, base_url
+from vna.gateway.request_context import ARCHIVE, base_url, caller_source
 from vna.security.audit import QUERY, Access, query_text
+from vna.security.query_scope import query_patient_scope
 
 
 async def search_studies(request: web.Request) -> web.Response:
@@ -51,6 +52,8 @@ async def _search(request: web.Request, level: str) -> web.Response:
             default_limit=archive.settings.query.default_limit,
             sources=principal.readable_sources,
             offline_tiers=archive.store.offline_tiers,
+            # A source token is answered within its patients (its [[sources]] query_scope).
+            scope=query_patient_scope(caller_source(request), query),
         )
     # Audited before anything is answered (PS3.15 A.5.3.10 Query), naming every study the
     # answer discloses; no audit row, no answer.

@@ -41,6 +41,15 @@ def sender_source(request: web.Request) -> tuple[SourceSettings, str]:
     return source, principal.name
 
 
+def caller_source(request: web.Request) -> SourceSettings | None:
+    """The declared source a request comes from (a source token), whose query scope applies
+    to what it searches and retrieves (vna.security.query_scope); None for other callers."""
+    principal = auth.principal_of(request)
+    if principal.role != "source":
+        return None
+    return request.app[ARCHIVE].settings.source_named(principal.source or "")
+
+
 def base_url(request: web.Request) -> str:
     """The DICOMweb root as this client reached it (for RetrieveURL and Location values)."""
     return f"{request.scheme}://{request.host}{PREFIX}"

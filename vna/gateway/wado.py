@@ -22,8 +22,9 @@ from vna.gateway.media import (
     parse_accept,
     part_header,
 )
-from vna.gateway.request_context import ARCHIVE, base_url
+from vna.gateway.request_context import ARCHIVE, base_url, caller_source
 from vna.security.audit import ACCESS_DENIED, METADATA, RETRIEVE, Access
+from vna.security.query_scope import patient_scope
 
 
 async def retrieve(request: web.Request) -> web.StreamResponse:
@@ -35,7 +36,12 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
             text=f'instances are served as multipart/related; type="{DICOM}" only\n'
         )
     await _check_access(request, archive)
-    instances = await archive.retriever.find(m["study"], m.get("series"), m.get("instance"))
+    # A source token retrieves within its patients (its [[sources]] query_scope): another
+    # hospital's study is absent to it (404), as it is to its searches.
+    scope = patient_scope(caller_source(request))
+    instances = await archive.retriever.find(
+        m["study"], m.get("series"), m.get("instance"), scope=scope
+    )
     if rendition.transfer_syntax is not None:
         other = [i for i in instances if i.transfer_syntax != rendition.transfer_syntax]
         if other:
@@ -94,7 +100,10 @@ async def metadata(request: web.Request) -> web.Response:
     if not accepts_json(parse_accept(request.headers.get("Accept"))):
         raise web.HTTPNotAcceptable(text=f"metadata is served as {DICOM_JSON} only\n")
     await _check_access(request, archive)
-    items = await archive.retriever.metadata(m["study"], m.get("series"), m.get("instance"))
+    scope = patient_scope(caller_source(request))
+    items = await archive.retriever.metadata(
+        m["study"], m.get("series"), m.get("instance"), scope=scope
+    )
     await _audit(request, METADATA, len(items))
     # Headers as indexed at ingest; Pixel Data and bulk values over 64 KiB are left out.
     return web.Response(body=json.dumps(items).encode(), status=200, content_type=DICOM_JSON)

@@ -51,6 +51,8 @@ _SPECIFIC_CHARACTER_SET = 0x00080005
 _QUERY_RETRIEVE_LEVEL = 0x00080052
 _RETRIEVE_AE_TITLE = 0x00080054
 _INSTANCE_AVAILABILITY = "00080056"
+_PATIENT_ID = 0x00100020
+_ISSUER_OF_PATIENT_ID = 0x00100021
 #: Patient level attributes the archive computes (PS3.4 C.6.1.1.2, Table C.6-1).
 PATIENT_COUNT_TAGS = frozenset({"00201200", "00201202", "00201204"})
 _TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
@@ -146,8 +148,8 @@ def find_response(
     """A C-FIND response identifier (PS3.4 C.4.1.1.3.2) from a DICOM JSON match.
 
     It holds the keys of the request, with the match's values or empty when the archive has
-    none, the unique key of the level, the Query/Retrieve Level, the Retrieve AE Title, and
-    Specific Character Set when a value is not plain ASCII (the catalogue holds UTF-8).
+    none, IssuerOfPatientID with a PatientID, the unique key of the level, the Query/Retrieve
+    Level, the Retrieve AE Title, and Specific Character Set when a value is not plain ASCII (the catalogue holds UTF-8).
     """
     out = Dataset()
     for elem in request:
@@ -162,6 +164,13 @@ def find_response(
             out.add(found)
         else:
             out.add_new(tag, elem.VR, None)
+    # A PatientID is only an identity with its issuer (PS3.3 C.7.1.1.1.1: the Issuer of
+    # Patient ID qualifies it), and hospitals reuse each other's IDs: every response that names
+    # a patient says whose ID it is, asked for or not (an SCU passes over what it did not ask).
+    if _PATIENT_ID in out and _ISSUER_OF_PATIENT_ID not in out:
+        issuer = _from_json(f"{_ISSUER_OF_PATIENT_ID:08X}", match)
+        if issuer is not None:
+            out.add(issuer)
     unique = UNIQUE_KEYS[level]
     if int(unique, 16) not in out:
         found = _from_json(unique, match)

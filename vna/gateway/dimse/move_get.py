@@ -45,6 +45,7 @@ from vna.gateway.dimse.tcp import transport_handlers
 from vna.gateway.status import CANCEL, PENDING, error_comment, retrieve_failure_status
 from vna.retrieve import RetrieveKeys, StoredInstance
 from vna.security.audit import RETRIEVE, Access, AuditTrail
+from vna.security.query_scope import PatientScope, patient_scope
 
 if TYPE_CHECKING:
     from vna.archive import Archive
@@ -172,13 +173,20 @@ def _instances(
         action=RETRIEVE,
         detail=detail,
     )
-    return gateway.run(_online_instances(gateway.archive, keys, asker))
+    # A source's calling AE title retrieves within its patients ([[sources]] query_scope): a
+    # PATIENT level retrieve without IssuerOfPatientID moves the caller's patient only.
+    caller = gateway.archive.settings.source_for_ae(asker.actor)
+    scope = patient_scope(caller, patient_id=keys.patient_id, issuer=keys.issuer_of_patient_id)
+    return gateway.run(_online_instances(gateway.archive, keys, asker, scope))
 
 
 async def _online_instances(
-    archive: Archive, keys: RetrieveKeys, asker: Access | None = None
+    archive: Archive,
+    keys: RetrieveKeys,
+    asker: Access | None = None,
+    scope: PatientScope | None = None,
 ) -> list[StoredInstance]:
-    instances = await find_instances(archive, keys)
+    instances = await find_instances(archive, keys, scope)
     # All or nothing, like WADO-RS: with an instance in an offline tier the whole retrieve is
     # refused (its restore queued) so that the requester retries it later as one.
     await archive.retriever.ensure_online(instances)
@@ -194,10 +202,13 @@ async def _online_instances(
     return instances
 
 
-async def find_instances(archive: Archive, keys: RetrieveKeys) -> list[StoredInstance]:
-    """The stored instances the keys name, in study, series and instance order."""
+async def find_instances(
+    archive: Archive, keys: RetrieveKeys, scope: PatientScope | None = None
+) -> list[StoredInstance]:
+    """The stored instances the keys name (of patients in ``scope``), in study, series and
+    instance order."""
     # One more than a retrieve may carry, so that pynetdicom refuses an oversized one.
-    return await archive.retriever.find_by_keys(keys, limit=MAX_SUB_OPERATIONS + 1)
+    return await archive.retriever.find_by_keys(keys, limit=MAX_SUB_OPERATIONS + 1, scope=scope)
 
 
 def _sub_operations(
