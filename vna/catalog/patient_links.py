@@ -66,3 +66,42 @@ async def scope_identities(conn: asyncpg.Connection, scope: PatientScope) -> Sco
         linked = [(r["patient_id"], r["issuer"]) for r in rows]
         return ScopedIdentities((scope.issuer,), tuple(linked))
     return ScopedIdentities((scope.issuer,), ())
+
+
+# --- pending links: identities found holding the same instances ---------------------------------
+
+
+@dataclass(frozen=True)
+class FiledIdentity:
+    """The patient, study and series an archived instance is filed under."""
+
+    patient_id: str
+    issuer: str
+    study_uid: str
+    series_uid: str
+
+
+async def filed_identity(conn: asyncpg.Connection, sop_uid: str) -> FiledIdentity | None:
+    row = await conn.fetchrow(q("filed_identity"), sop_uid)
+    if row is None:
+        return None
+    return FiledIdentity(row["patient_id"], row["issuer"], row["study_uid"], row["series_uid"])
+
+
+async def record_pending_link(
+    conn: asyncpg.Connection,
+    a: tuple[str, str],
+    b: tuple[str, str],
+    *,
+    sop_uid: str,
+    study_uid: str,
+    source: str,
+) -> int | None:
+    """Propose that identities ``a`` and ``b`` are one person, on the evidence of an instance
+    both sent; the pending link's id, or None when they are linked already or the proposal
+    was rejected before."""
+    first, second = sorted((a, b))
+    link_id = await conn.fetchval(
+        q("record_pending_link"), *first, *second, sop_uid, study_uid, source
+    )
+    return None if link_id is None else int(link_id)
