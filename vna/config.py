@@ -30,6 +30,8 @@ from vna.tiers import TIERS
 
 ENV_PREFIX = "VNA_"
 CONFLICT_POLICIES = ("reject", "replace", "keep-both")
+#: Which patients a source's queries and retrieves reach (vna.security.query_scope).
+QUERY_SCOPES = ("own", "linked", "all")
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, 16 chars
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # Modality (0008,0060) is CS: upper-case letters, digits, space and underscore, 16 at most
@@ -202,6 +204,9 @@ class SourceSettings:
     #: Remove insignificant padding spaces from text values (PS3.5 6.2) at ingest.
     trim_padding: bool = True
     coerce: tuple[CoercionRule, ...] = ()
+    #: Patients its C-FIND, C-MOVE, C-GET, QIDO-RS and WADO-RS reach: "own" (its issuer's),
+    #: "linked" (and identities linked to them), "all" (every issuer's).
+    query_scope: str = "own"
 
 
 #: Senders of an archive that declares no sources: stored as received, bit-exact.
@@ -564,6 +569,11 @@ def _validate(s: Settings) -> None:
             raise ConfigError(
                 f"'{where}.on_conflict' must be one of {', '.join(CONFLICT_POLICIES)},"
                 f" got {src.on_conflict!r}"
+            )
+        if src.query_scope not in QUERY_SCOPES:
+            raise ConfigError(
+                f"'{where}.query_scope' must be one of {', '.join(QUERY_SCOPES)},"
+                f" got {src.query_scope!r}"
             )
         for ae in src.ae_titles:
             if not _AE_TITLE.match(ae):

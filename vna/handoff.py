@@ -14,8 +14,8 @@ Nothing is dealt until every worker is ready: a client that connects during star
 the listen backlog, and a server that answers at all is serving on every core.
 
 One process on its own (``vna serve`` with one worker, tests) listens as before.  This module
-is the supervisor's side and the channel; vna.gateway.handoff (aiohttp) and
-vna.gateway.dimse.handoff (pynetdicom) are the workers' sides.
+is the supervisor's side and the channel; vna.gateway.handoff_site (aiohttp) and
+vna.gateway.dimse.handoff_server (pynetdicom) are the workers' sides.
 """
 
 from __future__ import annotations

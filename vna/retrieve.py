@@ -28,6 +28,7 @@ from typing import Any
 import zstandard
 
 from vna.catalog.database import Database
+from vna.catalog.patient_links import PatientScope, ScopedIdentities, scope_identities
 from vna.catalog.queries import q
 from vna.dicom.uids import is_valid_uid
 from vna.errors import InvalidRequest, NotFound, OfflineError, StorageError, VnaError
@@ -41,6 +42,18 @@ _THREAD_THRESHOLD = 256 * 1024
 _MAX_PENDING_TOUCHES = 50_000
 #: Offline checks of one retrieve done at once (HeadObject requests).
 _STAT_CONCURRENCY = 16
+
+
+@dataclass(frozen=True)
+class RetrieveKeys:
+    """What a C-MOVE or C-GET asks for: unique keys down to its level (PS3.4 C.4.2.2.1)."""
+
+    level: str
+    patient_id: str | None = None
+    issuer_of_patient_id: str | None = None
+    study_uids: tuple[str, ...] | None = None
+    series_uids: tuple[str, ...] | None = None
+    sop_uids: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,14 +98,21 @@ class Retriever:
         self._flush_now = asyncio.Event()
 
     async def find(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        scope: PatientScope | None = None,
     ) -> list[StoredInstance]:
-        """The instances of a study, a series or one instance; NotFound when there are none."""
+        """The instances of a study, a series or one instance; NotFound when there are none
+        (or none of a patient in ``scope``: a source learns nothing of others' studies)."""
         rows = await self._rows(
             ("instances_of_study", "instances_of_series", "instance_by_uid"),
             study_uid,
             series_uid,
             sop_uid,
+            scope,
         )
         return [stored_instance(r) for r in rows]
 
@@ -102,8 +122,71 @@ class Retriever:
             rows = await conn.fetch(q("instances_by_sop_uids"), sop_uids)
         return [stored_instance(r) for r in rows]
 
+    async def find_by_keys(
+        self, keys: RetrieveKeys, *, limit: int, scope: PatientScope | None = None
+    ) -> list[StoredInstance]:
+        """The stored instances the keys of a C-MOVE or C-GET name, in study, series and
+        instance order, at most ``limit`` of them; only patients in ``scope``."""
+        async with self.db.acquire() as conn:
+            scoped = await scope_identities(conn, scope) if scope is not None else None
+            within = _scope_args(scoped)
+            if keys.sop_uids is not None:
+                rows = await conn.fetch(
+                    q("retrieve_keys_instances"), list(keys.sop_uids), limit, *within
+                )
+            elif keys.series_uids is not None:
+                rows = await conn.fetch(
+                    q("retrieve_keys_series"), list(keys.series_uids), limit, *within
+                )
+            elif keys.study_uids is not None:
+                rows = await conn.fetch(
+                    q("retrieve_keys_studies"), list(keys.study_uids), limit, *within
+                )
+            elif scoped is not None and scoped.replaces_patient_keys:
+                # The source's patient and the identities linked to it, under their own IDs.
+                ids = [i for i, _ in scoped.identities]
+                issuers = [issuer for _, issuer in scoped.identities]
+                rows = await conn.fetch(q("retrieve_keys_identities"), ids, issuers, limit)
+            else:
+                rows = await conn.fetch(
+                    q("retrieve_keys_patient"),
+                    keys.patient_id,
+                    keys.issuer_of_patient_id,
+                    limit,
+                    *within,
+                )
+        patient_keys = scoped is None or not scoped.replaces_patient_keys
+        found = []
+        for row in rows:
+            # Keys above the level must agree with what the catalogue holds (PS3.4 C.4.2.2.1).
+            if keys.study_uids is not None and row["study_uid"] not in keys.study_uids:
+                continue
+            if keys.series_uids is not None and row["series_uid"] not in keys.series_uids:
+                continue
+            if patient_keys and keys.patient_id is not None:
+                if row["patient_id"] != keys.patient_id:
+                    continue
+                issuer = keys.issuer_of_patient_id
+                if issuer is not None and row["issuer"] != issuer:
+                    continue
+            found.append(stored_instance(row))
+        return found
+
+    async def source_of_study(self, study_uid: str) -> str | None:
+        """The source a study came from (what reader tokens are restricted by); None when the
+        archive does not hold it."""
+        _check_uid("StudyInstanceUID", study_uid)
+        async with self.db.acquire() as conn:
+            row = await conn.fetchrow(q("study_subject"), study_uid)
+        return None if row is None else str(row["source"])
+
     async def metadata(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        scope: PatientScope | None = None,
     ) -> list[dict[str, Any]]:
         """DICOM JSON of each instance (PS3.18 F.2), bulk data left out."""
         rows = await self._rows(
@@ -111,6 +194,7 @@ class Retriever:
             study_uid,
             series_uid,
             sop_uid,
+            scope,
         )
         return [r["metadata"] for r in rows]
 
@@ -120,6 +204,7 @@ class Retriever:
         study_uid: str,
         series_uid: str | None,
         sop_uid: str | None,
+        scope: PatientScope | None,
     ) -> list[Any]:
         """The rows of the study-, series- or instance-level query; NotFound when none."""
         _check_uid("StudyInstanceUID", study_uid)
@@ -132,7 +217,8 @@ class Retriever:
                 _check_uid("SOPInstanceUID", sop_uid)
                 args, what = (*args, sop_uid), f"instance {sop_uid}"
         async with self.db.acquire() as conn:
-            rows = await conn.fetch(q(queries[len(args) - 1]), *args)
+            scoped = await scope_identities(conn, scope) if scope is not None else None
+            rows = await conn.fetch(q(queries[len(args) - 1]), *args, *_scope_args(scoped))
         if not rows:
             raise NotFound(f"{what} is not in the archive")
         return list(rows)
@@ -352,6 +438,18 @@ async def _decompressed(
             f"compressed object {instance.object_key} is truncated: {produced} of"
             f" {instance.size} bytes"
         )
+
+
+def _scope_args(scoped: ScopedIdentities | None) -> tuple[list[str] | None, ...]:
+    """The last three parameters of the retrieve queries: issuers, then PatientIDs and issuers
+    of single identities; all NULL when the caller is not scoped."""
+    if scoped is None:
+        return (None, None, None)
+    return (
+        list(scoped.issuers),
+        [i for i, _ in scoped.identities],
+        [issuer for _, issuer in scoped.identities],
+    )
 
 
 def _check_uid(name: str, value: str) -> None:

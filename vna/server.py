@@ -16,7 +16,7 @@ from vna.archive import Archive
 from vna.config import Settings
 from vna.errors import ConfigError
 from vna.gateway.dimse import DimseListener
-from vna.gateway.handoff import HandoffSite
+from vna.gateway.handoff_site import HandoffSite
 from vna.gateway.web import PREFIX, create_app
 from vna.security.authn import Authenticator, check_http_exposure
 from vna.security.tls import http_context

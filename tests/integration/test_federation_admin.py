@@ -17,7 +17,7 @@ import pytest
 
 from tests.factory import ct_study, part10, split_multipart, stow_body
 from vna.archive import Archive
-from vna.catalog.patients import linked_patient_ids
+from vna.catalog.patient_links import linked_patient_ids
 from vna.config import AdminSettings, Settings, SourceSettings
 
 pytestmark = pytest.mark.asyncio

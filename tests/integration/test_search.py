@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 
 from vna.catalog.database import Database
 from vna.catalog.search import COLUMNS, search, search_page
-from vna.dicom.qido import (
+from vna.dicom.qido_params import (
     MatchKind,
     Query,
     attribute_level,

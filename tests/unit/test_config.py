@@ -96,6 +96,14 @@ def test_file_values_are_read(tmp_path: Path) -> None:
     )
 
 
+def test_query_scope_defaults_to_own_and_is_read(tmp_path: Path) -> None:
+    s = load_text(tmp_path, SOURCE + SOURCE.replace("HOSP1", "HOSP2") + 'query_scope = "linked"\n')
+    assert [(src.name, src.query_scope) for src in s.sources] == [
+        ("HOSP1", "own"),
+        ("HOSP2", "linked"),
+    ]
+
+
 def test_settings_are_frozen(tmp_path: Path) -> None:
     s = load_text(tmp_path, ADMIN_CONFIG)
     with pytest.raises(AttributeError):
@@ -278,6 +286,8 @@ INVALID_FILES = [
         "sources[1].ae_titles",
     ),
     ("bad on_conflict", SOURCE + 'on_conflict = "overwrite"\n', "sources[0].on_conflict"),
+    ("bad query_scope", SOURCE + 'query_scope = "everyone"\n', "sources[0].query_scope"),
+    ("query_scope not text", SOURCE + "query_scope = true\n", "sources[0].query_scope"),
     ("host without port", SOURCE + 'host = "10.0.0.1"\n', "sources[0]"),
     ("port without host", SOURCE + "port = 104\n", "sources[0]"),
     ("source port zero", SOURCE + 'host = "h"\nport = 0\n', "sources[0].port"),

@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from vna.catalog.search import like_pattern
-from vna.dicom.qido import (
+from vna.dicom.qido_params import (
     Match,
     MatchKind,
     Query,

@@ -9,7 +9,7 @@ import datetime as dt
 import pytest
 
 from vna.dicom.corrections import check_study_values, study_date
-from vna.dicom.qido import parse_qido
+from vna.dicom.qido_params import parse_qido
 from vna.errors import InvalidRequest
 from vna.storage.availability import least_available, tier_availability
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vna.catalog import audit
-from vna.catalog.patients import linked_patient_ids
+from vna.catalog.patient_links import linked_patient_ids
 from vna.catalog.queries import q
 from vna.dicom.normalise import correct
 from vna.dicom.parse import dicom_json, read_dataset
@@ -169,6 +169,95 @@ async def links_of(db: Database, identity: Identity) -> dict[str, Any]:
         "links": [dict(r) for r in direct],
         "same_person": [str(Identity(*i)) for i in linked],
     }
+
+
+# --- pending links: found by the archive, decided by an administrator ---------------------------
+
+#: States of a pending link (``vna patients links --pending``).
+PENDING_STATES = ("pending", "accepted", "rejected")
+
+
+async def pending_links(
+    db: Database, state: str | None = "pending", limit: int = 1000
+) -> list[dict[str, Any]]:
+    """Links the archive proposes between identities that hold the same instances (a second
+    source sent an instance identical to one filed under another identity), in one state or
+    all (None)."""
+    if state is not None and state not in PENDING_STATES:
+        raise InvalidRequest(
+            f"a pending link's state is one of {', '.join(PENDING_STATES)}, not {state!r}"
+        )
+    async with db.acquire() as conn:
+        rows = await conn.fetch(q("list_pending_links"), state, limit)
+    return [dict(r) for r in rows]
+
+
+async def accept_pending_link(
+    db: Database, pending_id: int, *, actor: str, reason: str = "", origin: str = ""
+) -> int:
+    """Accept a pending link: the two identities become linked (a patient link, as
+    ``vna patients link`` makes, found by queries with ``query_scope = "linked"`` and
+    ``includelinked``); returns the patient link's id.  Nothing is re-filed."""
+    async with db.transaction() as conn:
+        row = await _open_pending(conn, pending_id)
+        a = Identity(row["patient_id_a"], row["issuer_a"])
+        b = Identity(row["patient_id_b"], row["issuer_b"])
+        why = reason or (
+            f"accepted pending link {pending_id}: source {row['source']} sent instance"
+            f" {row['sop_uid']} identical to one filed under the other identity"
+        )
+        link_id = await conn.fetchval(
+            q("insert_link"), a.patient_id, a.issuer, b.patient_id, b.issuer, why, actor
+        )
+        if link_id is None:  # linked meanwhile by an administrator
+            link_id = await conn.fetchval(
+                q("find_active_link"), a.patient_id, a.issuer, b.patient_id, b.issuer
+            )
+        await conn.execute(q("decide_pending_link"), pending_id, "accepted", actor, link_id)
+        for who, other in ((a, b), (b, a)):
+            await audit.record(
+                conn,
+                actor=actor,
+                origin=origin,
+                action="patient-link-accept",
+                patient_id=who.patient_id,
+                issuer=who.issuer,
+                study_uid=row["study_uid"],
+                detail={"pending_link": pending_id, "link": link_id, "with": str(other)},
+            )
+    return int(link_id)
+
+
+async def reject_pending_link(
+    db: Database, pending_id: int, *, actor: str, origin: str = ""
+) -> None:
+    """Reject a pending link: the identities stay apart, and the same evidence does not
+    propose them again."""
+    async with db.transaction() as conn:
+        row = await _open_pending(conn, pending_id)
+        a = Identity(row["patient_id_a"], row["issuer_a"])
+        b = Identity(row["patient_id_b"], row["issuer_b"])
+        await conn.execute(q("decide_pending_link"), pending_id, "rejected", actor, None)
+        for who, other in ((a, b), (b, a)):
+            await audit.record(
+                conn,
+                actor=actor,
+                origin=origin,
+                action="patient-link-reject",
+                patient_id=who.patient_id,
+                issuer=who.issuer,
+                study_uid=row["study_uid"],
+                detail={"pending_link": pending_id, "with": str(other)},
+            )
+
+
+async def _open_pending(conn: asyncpg.Connection, pending_id: int) -> Any:
+    row = await conn.fetchrow(q("lock_pending_link"), pending_id)
+    if row is None:
+        raise NotFound(f"no pending link {pending_id}")
+    if row["state"] != "pending":
+        raise InvalidRequest(f"pending link {pending_id} was {row['state']} already")
+    return row
 
 
 # --- corrections and merges ---------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Answer a search (QIDO-RS, C-FIND) from the catalogue as DICOM JSON (PS3.18 F.2).
 
-The query comes parsed (:mod:`vna.dicom.qido`); this module turns its matching keys into a
+The query comes parsed (:mod:`vna.dicom.qido_params`); this module turns its matching keys into a
 WHERE clause of fixed fragments with bound parameters, runs the named queries of
 ``sql/search.sql`` and builds, per match, the attributes PS3.18 10.6.3.3 requires at the level
 (Tables 10.6.3-3 to -5), the matching keys, and any ``includefield`` attributes.  Values the
@@ -16,7 +16,7 @@ Matching, where PS3.4 C.2.2.2 leaves the choice to the implementation:
 * ModalitiesInStudy matches a study that has a series of (any of) the given modalities.
 * Attributes without a column match against the instance headers: at study and series level,
   a study or series matches when any of its instances does.
-* With ``includelinked=true`` (a vendor extension, :mod:`vna.dicom.qido`) the PatientID (and
+* With ``includelinked=true`` (a vendor extension, :mod:`vna.dicom.qido_params`) the PatientID (and
   IssuerOfPatientID) match becomes a match of any identity linked to the one(s) named.
 
 Every match carries Instance Availability (0008,0056) of the instances at its level, the least
@@ -33,9 +33,14 @@ from typing import Any, Literal
 
 import asyncpg
 
-from vna.catalog.patients import linked_patient_ids
+from vna.catalog.patient_links import (
+    PatientScope,
+    ScopedIdentities,
+    linked_patient_ids,
+    scope_identities,
+)
 from vna.catalog.queries import q
-from vna.dicom.qido import (
+from vna.dicom.qido_params import (
     ISSUER_OF_PATIENT_ID,
     PATIENT_ID,
     Level,
@@ -60,7 +65,7 @@ class _Column:
 
 
 # Indexed attributes and their columns.  The table alias (p, st, se, i) is joined at every
-# level at or below the attribute's level (vna.dicom.qido.attribute_level), which the parser
+# level at or below the attribute's level (vna.dicom.qido_params.attribute_level), which the parser
 # enforces for matching keys.
 COLUMNS: dict[str, _Column] = {
     "00100010": _Column("p.patient_name", "pn"),
@@ -141,13 +146,15 @@ async def search(
     default_limit: int,
     sources: Sequence[str] | None = None,
     offline_tiers: frozenset[str] = frozenset(),
+    scope: PatientScope | None = None,
 ) -> list[dict[str, Any]]:
     """DICOM JSON objects (PS3.18 F.2) of the matches of ``query``, in a deterministic order.
 
     ``limit`` defaults to ``default_limit`` and is capped at ``max_results``.  ``sources``
     restricts the matches to studies those sources sent (a reader token's ``read_sources``).
     ``offline_tiers`` are the tiers the object store must restore before reading
-    (``ObjectStore.offline_tiers``), for Instance Availability.
+    (``ObjectStore.offline_tiers``), for Instance Availability.  ``scope`` restricts the
+    matches to the patients a source may reach (:mod:`vna.security.query_scope`).
     """
     page = await search_page(
         conn,
@@ -156,6 +163,7 @@ async def search(
         default_limit=default_limit,
         sources=sources,
         offline_tiers=offline_tiers,
+        scope=scope,
     )
     return page.results
 
@@ -168,6 +176,7 @@ async def search_page(
     default_limit: int,
     sources: Sequence[str] | None = None,
     offline_tiers: frozenset[str] = frozenset(),
+    scope: PatientScope | None = None,
 ) -> SearchPage:
     """:func:`search`, also telling whether matches beyond the page exist (PS3.18 8.3.4.4 lets
     the origin server warn that more results can be requested)."""
@@ -178,7 +187,8 @@ async def search_page(
     if sources is not None:
         where.add(f"st.source = ANY({where.param(list(sources))}::text[])")
     identities = await _linked_identities(conn, query) if query.include_linked else None
-    _constrain(where, query, identities)
+    scoped = await scope_identities(conn, scope) if scope is not None else None
+    _constrain(where, query, identities, scoped)
     sql = q(f"search_{_TABLE[query.level]}").replace("{where}", where.sql())
     rows = await conn.fetch(sql, limit + 1, query.offset, *where.args)
     more = len(rows) > limit
@@ -207,6 +217,28 @@ async def _linked_identities(conn: asyncpg.Connection, query: Query) -> list[tup
     return list(found)
 
 
+@dataclass(frozen=True)
+class PatientCounts:
+    """PS3.4 Table C.6-1: Number of Patient Related Studies, Series and Instances."""
+
+    studies: int
+    series: int
+    instances: int
+
+
+async def patient_counts(
+    conn: asyncpg.Connection, identities: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], PatientCounts]:
+    """The counts of each (PatientID, issuer) the archive holds among ``identities``."""
+    rows = await conn.fetch(
+        q("search_patient_counts"), [i for i, _ in identities], [s for _, s in identities]
+    )
+    return {
+        (r["patient_id"], r["issuer"]): PatientCounts(r["studies"], r["series"], r["instances"])
+        for r in rows
+    }
+
+
 _TABLE: dict[Level, str] = {"study": "studies", "series": "series", "instance": "instances"}
 
 
@@ -233,8 +265,16 @@ class _Where:
 
 
 def _constrain(
-    w: _Where, query: Query, identities: Sequence[tuple[str, str]] | None = None
+    w: _Where,
+    query: Query,
+    identities: Sequence[tuple[str, str]] | None = None,
+    scoped: ScopedIdentities | None = None,
 ) -> None:
+    if scoped is not None:
+        w.add(scope_condition(w, scoped))
+    # Identities standing for the PatientID match (followed links): the keys themselves are
+    # not matched again, the linked identities having other PatientIDs and issuers.
+    replaced = identities is not None or (scoped is not None and scoped.replaces_patient_keys)
     if query.study_uid is not None:
         w.add(f"st.study_uid = {w.param(query.study_uid)}::text")
     if query.series_uid is not None:
@@ -249,7 +289,7 @@ def _constrain(
     for match in query.matches.values():
         if match.kind is MatchKind.UNIVERSAL:
             continue
-        if identities is not None and match.tag in (PATIENT_ID, ISSUER_OF_PATIENT_ID):
+        if replaced and match.tag in (PATIENT_ID, ISSUER_OF_PATIENT_ID):
             continue
         if match.tag == _MODALITIES_IN_STUDY:
             # ModalitiesInStudy lists the modalities of the study's series (PS3.3 C.7.2.2), so
@@ -260,6 +300,21 @@ def _constrain(
             w.add(_column_condition(w, COLUMNS[match.tag], match))
         else:
             w.add(_header_condition(w, query.level, match))
+
+
+def scope_condition(w: _Where, scoped: ScopedIdentities) -> str:
+    """The patients (alias ``p``) in a caller's scope: of its issuers, or one of its
+    identities."""
+    parts = []
+    if scoped.issuers:
+        parts.append(f"p.issuer = ANY({w.param(list(scoped.issuers))}::text[])")
+    if scoped.identities:
+        ids = w.param([i for i, _ in scoped.identities])
+        issuers = w.param([issuer for _, issuer in scoped.identities])
+        parts.append(
+            f"(p.patient_id, p.issuer) IN (SELECT * FROM unnest({ids}::text[], {issuers}::text[]))"
+        )
+    return " OR ".join(parts) or "FALSE"
 
 
 def like_pattern(wildcard: str) -> str:

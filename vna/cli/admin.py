@@ -34,9 +34,21 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     lk.add_argument("--reason", default="")
     ul = pts.add_parser("unlink", help="remove a link")
     ul.add_argument("link_id", type=int, metavar="LINK_ID")
-    lks = pts.add_parser("links", help="the links of a patient and every identity reached")
-    lks.add_argument("patient", metavar="PATIENT", help=_IDENTITY)
+    lks = pts.add_parser(
+        "links", help="the links of a patient and every identity reached, or --pending ones"
+    )
+    lks.add_argument("patient", nargs="?", metavar="PATIENT", help=_IDENTITY)
+    lks.add_argument(
+        "--pending",
+        action="store_true",
+        help="links the archive proposes (a second source sent an identical instance)",
+    )
     lks.add_argument("--json", action="store_true")
+    al = pts.add_parser("accept-link", help="accept a pending link: the identities are linked")
+    al.add_argument("pending_id", type=int, metavar="PENDING_ID", help="from links --pending")
+    al.add_argument("--reason", default="", help="recorded with the link")
+    rl = pts.add_parser("reject-link", help="reject a pending link: it is not proposed again")
+    rl.add_argument("pending_id", type=int, metavar="PENDING_ID", help="from links --pending")
     up = pts.add_parser("update", help="correct a patient in the catalogue and in the objects")
     up.add_argument("patient", metavar="PATIENT", help=_IDENTITY)
     up.add_argument("--name", help="PatientName (DICOM PN: FAMILY^GIVEN)")
@@ -170,7 +182,34 @@ async def _patients(archive: Any, args: argparse.Namespace, actor: str) -> int:
         await p.unlink(archive.db, args.link_id, actor=actor)
         print(f"link {args.link_id} removed")
         return 0
+    if cmd == "links" and args.pending:
+        pending = await p.pending_links(archive.db)
+        if args.json:
+            _print_json(pending)
+            return 0
+        if not pending:
+            print("no pending links")
+        for r in pending:
+            a = Identity(r["patient_id_a"], r["issuer_a"])
+            b = Identity(r["patient_id_b"], r["issuer_b"])
+            print(
+                f"pending link {r['id']}: {a} = {b}  (source {r['source']} sent instance"
+                f" {r['sop_uid']} of study {r['study_uid']}; seen {r['sightings']}x)"
+            )
+        return 0
+    if cmd == "accept-link":
+        link_id = await p.accept_pending_link(
+            archive.db, args.pending_id, actor=actor, reason=args.reason
+        )
+        print(f"pending link {args.pending_id} accepted: link {link_id}")
+        return 0
+    if cmd == "reject-link":
+        await p.reject_pending_link(archive.db, args.pending_id, actor=actor)
+        print(f"pending link {args.pending_id} rejected")
+        return 0
     if cmd == "links":
+        if not args.patient:
+            raise InvalidRequest("name a PATIENT (ID^^^ISSUER), or list --pending links")
         links = await p.links_of(archive.db, Identity.parse(args.patient))
         if args.json:
             _print_json(links)

@@ -21,7 +21,7 @@ from vna.admin import conflicts, patients, studies
 from vna.admin.patients import Identity
 from vna.errors import InvalidRequest
 from vna.gateway.auth import principal_of
-from vna.gateway.web import ARCHIVE
+from vna.gateway.request_context import ARCHIVE
 
 PREFIX = "/admin"
 

@@ -1,8 +1,8 @@
 """QIDO-RS (PS3.18 10.6): search for studies, series and instances.
 
-Thin: parameters are parsed by the pure vna.dicom.qido module and the catalogue answers; this
+Thin: parameters are parsed by the pure vna.dicom.qido_params module and the catalogue answers; this
 module adds the RetrieveURL of each match.  ``includelinked=true`` (a vendor extension, see
-vna.dicom.qido) follows patient links.
+vna.dicom.qido_params) follows patient links.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from typing import Any
 from aiohttp import web
 
 from vna.catalog.search import search_page
-from vna.dicom.qido import parse_qido
+from vna.dicom.qido_params import parse_qido
 from vna.gateway.auth import AUDIT, principal_of
 from vna.gateway.media import DICOM_JSON, accepts_json, parse_accept
-from vna.gateway.web import ARCHIVE, base_url
+from vna.gateway.request_context import ARCHIVE, base_url, caller_source
 from vna.security.audit import QUERY, Access, query_text
+from vna.security.query_scope import query_patient_scope
 
 
 async def search_studies(request: web.Request) -> web.Response:
@@ -51,6 +52,8 @@ async def _search(request: web.Request, level: str) -> web.Response:
             default_limit=archive.settings.query.default_limit,
             sources=principal.readable_sources,
             offline_tiers=archive.store.offline_tiers,
+            # A source token is answered within its patients (its [[sources]] query_scope).
+            scope=query_patient_scope(caller_source(request), query),
         )
     # Audited before anything is answered (PS3.15 A.5.3.10 Query), naming every study the
     # answer discloses; no audit row, no answer.

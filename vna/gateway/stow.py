@@ -21,8 +21,8 @@ from vna.dicom.uids import is_valid_uid
 from vna.errors import InvalidInstance, InvalidRequest, VnaError
 from vna.gateway.media import DICOM, DICOM_JSON, MULTIPART_RELATED, parse_media_type
 from vna.gateway.multipart import MultipartReader
+from vna.gateway.request_context import ARCHIVE, base_url, sender_source
 from vna.gateway.status import store_failure_status
-from vna.gateway.web import ARCHIVE, base_url, sender_source
 from vna.ingest.group import FilingGroup
 from vna.ingest.pipeline import IngestResult, Sender
 

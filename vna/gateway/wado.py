@@ -12,9 +12,7 @@ import uuid
 from aiohttp import web
 
 from vna.archive import Archive
-from vna.catalog.queries import q
-from vna.dicom.uids import is_valid_uid
-from vna.errors import InvalidRequest, NotFound
+from vna.errors import NotFound
 from vna.gateway.auth import AUDIT, principal_of
 from vna.gateway.media import (
     DICOM,
@@ -24,8 +22,9 @@ from vna.gateway.media import (
     parse_accept,
     part_header,
 )
-from vna.gateway.web import ARCHIVE, base_url
+from vna.gateway.request_context import ARCHIVE, base_url, caller_source
 from vna.security.audit import ACCESS_DENIED, METADATA, RETRIEVE, Access
+from vna.security.query_scope import patient_scope
 
 
 async def retrieve(request: web.Request) -> web.StreamResponse:
@@ -37,7 +36,12 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
             text=f'instances are served as multipart/related; type="{DICOM}" only\n'
         )
     await _check_access(request, archive)
-    instances = await archive.retriever.find(m["study"], m.get("series"), m.get("instance"))
+    # A source token retrieves within its patients (its [[sources]] query_scope): another
+    # hospital's study is absent to it (404), as it is to its searches.
+    scope = patient_scope(caller_source(request))
+    instances = await archive.retriever.find(
+        m["study"], m.get("series"), m.get("instance"), scope=scope
+    )
     if rendition.transfer_syntax is not None:
         other = [i for i in instances if i.transfer_syntax != rendition.transfer_syntax]
         if other:
@@ -96,7 +100,10 @@ async def metadata(request: web.Request) -> web.Response:
     if not accepts_json(parse_accept(request.headers.get("Accept"))):
         raise web.HTTPNotAcceptable(text=f"metadata is served as {DICOM_JSON} only\n")
     await _check_access(request, archive)
-    items = await archive.retriever.metadata(m["study"], m.get("series"), m.get("instance"))
+    scope = patient_scope(caller_source(request))
+    items = await archive.retriever.metadata(
+        m["study"], m.get("series"), m.get("instance"), scope=scope
+    )
     await _audit(request, METADATA, len(items))
     # Headers as indexed at ingest; Pixel Data and bulk values over 64 KiB are left out.
     return web.Response(body=json.dumps(items).encode(), status=200, content_type=DICOM_JSON)
@@ -109,11 +116,8 @@ async def _check_access(request: web.Request, archive: Archive) -> None:
     if principal.readable_sources is None:
         return
     study = request.match_info["study"]
-    if not is_valid_uid(study):
-        raise InvalidRequest(f"StudyInstanceUID is not a valid UID: {study[:80]!r}")
-    async with archive.db.acquire() as conn:
-        row = await conn.fetchrow(q("study_subject"), study)
-    if row is None or principal.may_read_source(row["source"]):
+    source = await archive.retriever.source_of_study(study)
+    if source is None or principal.may_read_source(source):
         return  # absent studies are the retriever's 404
     await request.app[AUDIT].record(
         Access(
@@ -123,7 +127,7 @@ async def _check_access(request: web.Request, archive: Archive) -> None:
             study_uids=[study],
             outcome="failure",
             detail={
-                "reason": f"the token may not read studies of source {row['source']!r}",
+                "reason": f"the token may not read studies of source {source!r}",
                 "method": request.method,
                 "path": request.path,
             },

@@ -1,7 +1,8 @@
 """The DICOMweb application (aiohttp): routes, error translation, health and metrics.
 
-Handlers live in stow.py, qido.py and wado.py; this module wires them and owns the one place
-where archive errors become HTTP responses.
+Handlers live in stow.py, qido.py and wado.py and take what they share from
+request_context.py; this module wires them and owns the one place where archive errors become
+HTTP responses.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from vna.archive import Archive
-from vna.config import DEFAULT_SOURCE, SourceSettings
-from vna.errors import Forbidden, OfflineError, Unauthorized, VnaError
-from vna.gateway import auth
+from vna.errors import OfflineError, Unauthorized, VnaError
+from vna.gateway import admin, auth, qido, stow, wado
+from vna.gateway.request_context import ARCHIVE, PREFIX
 from vna.gateway.status import http_status
 from vna.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from vna.security.audit import AuditTrail
@@ -23,15 +24,12 @@ from vna.security.authn import Authenticator
 
 log = logging.getLogger(__name__)
 
-ARCHIVE: web.AppKey[Archive] = web.AppKey("archive", Archive)
-PREFIX = "/dicom-web"
+__all__ = ["ARCHIVE", "PREFIX", "create_app"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(archive: Archive) -> web.Application:
-    from vna.gateway import admin, qido, stow, wado
-
     app = web.Application(
         # Errors first, so that refusals by the authentication are answered like any other.
         middlewares=[_errors_and_metrics, auth.authenticate],
@@ -136,29 +134,3 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(
         body=archive.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
     )
-
-
-def sender_source(request: web.Request) -> tuple[SourceSettings, str]:
-    """The source a request stores as, and the actor name for the audit trail.
-
-    A source token (a declared source's ``token_sha256``, or ``vna tokens create --role
-    source``) stores as its source.  An archive without credentials stores as the default
-    source.
-    """
-    settings = request.app[ARCHIVE].settings
-    principal = auth.principal_of(request)
-    if principal.role == "open":
-        return DEFAULT_SOURCE, principal.name
-    source = settings.source_named(principal.source or "")
-    if source is None and principal.source == DEFAULT_SOURCE.name:
-        source = DEFAULT_SOURCE  # stores as received, like an archive without sources
-    if source is None:
-        raise Forbidden(
-            f"token {principal.name!r} stores as source {principal.source!r},"
-            " which the configuration does not declare"
-        )
-    return source, principal.name
-
-
-def base_url(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}{PREFIX}"

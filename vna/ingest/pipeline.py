@@ -36,6 +36,7 @@ import asyncpg
 
 from vna.catalog import audit
 from vna.catalog.database import Database
+from vna.catalog.patient_links import filed_identity, record_pending_link
 from vna.catalog.queries import q
 from vna.config import IngestSettings, SourceSettings
 from vna.dicom.corrections import STUDY_ATTRIBUTES
@@ -359,7 +360,7 @@ class Ingester:
             facts = await _facts(conn, row, h.sop_instance_uid, ex.data_set_sha256)
             decision = decide(facts, ex.data_set_sha256, policy)
             if decision is Decision.DUPLICATE:
-                return _result(Outcome.DUPLICATE, h, ex.size)
+                return await self._duplicate(conn, sender, h, row, ex.data_set_sha256, ex.size)
             if decision is Decision.CONFLICT:
                 raise _conflict(h)
             corrections = await _corrections(conn, h) if look["changed"] else {}
@@ -437,7 +438,7 @@ class Ingester:
                 facts = await _facts(conn, row, h.sop_instance_uid, received)
                 decision = decide(facts, received, policy)
                 if decision is Decision.DUPLICATE:
-                    return _result(Outcome.DUPLICATE, h, f.received_size)
+                    return await self._duplicate(conn, sender, h, row, received, f.received_size)
                 if decision is Decision.CONFLICT:
                     raise _conflict(h)
                 if decision is Decision.QUARANTINE:
@@ -475,6 +476,55 @@ class Ingester:
                 return _result(Outcome.STORED, h, version.size, warnings)
         raise _conflict(h)  # pragma: no cover - two concurrent first versions, both lost
 
+    async def _duplicate(
+        self,
+        conn: asyncpg.Connection,
+        sender: Sender,
+        h: InstanceHeader,
+        row: Any,
+        received_sha256: str,
+        size: int,
+    ) -> IngestResult:
+        """A version the archive holds: success, and nothing stored but the record of it.
+
+        Every store attempt leaves its audit row, resends included (one statement on the
+        connection the decision used).  An instance identical to the archived one from
+        another source is recorded as received from that source, and when that source files
+        it under another patient identity (its issuer), the two identities evidently hold the
+        same images: a pending link between them is recorded for an administrator
+        (``vna patients links --pending``).  The instance stays where it is filed.
+        """
+        detail: dict[str, Any] = {
+            "protocol": sender.protocol,
+            "source": sender.source.name,
+            "size": size,
+            "duplicate": True,
+        }
+        patient = (h.patient_id, h.issuer_of_patient_id)
+        identical = received_sha256 in (row["received_sha256"], row["data_set_sha256"])
+        if not identical or row["source"] == sender.source.name:
+            await self._audit(conn, sender, h, "store", detail, patient=patient)
+            return _result(Outcome.DUPLICATE, h, size)
+        async with conn.transaction():
+            filed = await filed_identity(conn, h.sop_instance_uid)
+            detail["first_source"] = row["source"]
+            if filed is not None and (filed.patient_id, filed.issuer) != patient:
+                detail["sent_as"] = _identity_text(*patient)
+                detail["filed_under"] = _identity_text(filed.patient_id, filed.issuer)
+                link = await record_pending_link(
+                    conn,
+                    patient,
+                    (filed.patient_id, filed.issuer),
+                    sop_uid=h.sop_instance_uid,
+                    study_uid=filed.study_uid,
+                    source=sender.source.name,
+                )
+                if link is not None:
+                    detail["pending_link"] = link
+                patient = (filed.patient_id, filed.issuer)
+            await self._audit(conn, sender, h, "store", detail, patient=patient)
+        return _result(Outcome.DUPLICATE, h, size)
+
     async def _audit(
         self,
         conn: asyncpg.Connection,
@@ -482,14 +532,17 @@ class Ingester:
         h: InstanceHeader,
         action: str,
         detail: dict[str, Any],
+        *,
+        patient: tuple[str, str] | None = None,
     ) -> None:
+        patient_id, issuer = patient or (h.patient_id, h.issuer_of_patient_id)
         await audit.record(
             conn,
             actor=sender.actor,
             origin=sender.origin,
             action=action,
-            patient_id=h.patient_id,
-            issuer=h.issuer_of_patient_id,
+            patient_id=patient_id,
+            issuer=issuer,
             study_uid=h.study_uid,
             series_uid=h.series_uid,
             sop_uid=h.sop_instance_uid,
@@ -601,6 +654,11 @@ def _object_metadata(sender: Sender, ex: _Examined, obj: _Object) -> dict[str, s
     if ex.data_set_sha256 != obj.data_set_sha256:
         metadata["vna-received-sha256"] = ex.data_set_sha256
     return metadata
+
+
+def _identity_text(patient_id: str, issuer: str) -> str:
+    """A patient identity as the command line writes it (HL7 CX order: ID^^^ISSUER)."""
+    return f"{patient_id}^^^{issuer}" if issuer else patient_id
 
 
 def _result(

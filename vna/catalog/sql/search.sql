@@ -121,3 +121,39 @@ SELECT i.id AS pk,
                   WHERE e.key = ANY($2::text[])) END AS metadata
 FROM instances i
 WHERE i.id = ANY($1::bigint[]);
+
+-- name: search_patient_counts
+-- PS3.4 Table C.6-1: Number of Patient Related Studies, Series and Instances, per identity
+-- ($1 patient IDs and $2 issuers, pairwise).
+SELECT p.patient_id, p.issuer,
+       (SELECT count(*) FROM studies st WHERE st.patient_fk = p.id) AS studies,
+       (SELECT count(*) FROM studies st JOIN series se ON se.study_fk = st.id
+        WHERE st.patient_fk = p.id) AS series,
+       (SELECT count(*) FROM studies st JOIN series se ON se.study_fk = st.id
+        JOIN instances i ON i.series_fk = se.id
+        WHERE st.patient_fk = p.id) AS instances
+FROM unnest($1::text[], $2::text[]) AS k(patient_id, issuer)
+JOIN patients p ON p.patient_id = k.patient_id AND p.issuer = k.issuer;
+
+-- name: scope_linked_identities
+-- The identities of other issuers linked, directly or through other links, to an identity of
+-- issuer $1: what a source with query_scope = "linked" reaches beyond its own issuer's
+-- (vna.security.query_scope).  Links are few; the walk starts from those touching the issuer.
+WITH RECURSIVE reach (patient_id, issuer) AS (
+    SELECT v.patient_id, v.issuer
+    FROM patient_links l
+    CROSS JOIN LATERAL (VALUES (l.patient_id_a, l.issuer_a),
+                               (l.patient_id_b, l.issuer_b)) AS v (patient_id, issuer)
+    WHERE l.removed_at IS NULL AND (l.issuer_a = $1::text OR l.issuer_b = $1::text)
+    UNION
+    SELECT CASE WHEN l.patient_id_a = r.patient_id AND l.issuer_a = r.issuer
+                THEN l.patient_id_b ELSE l.patient_id_a END,
+           CASE WHEN l.patient_id_a = r.patient_id AND l.issuer_a = r.issuer
+                THEN l.issuer_b ELSE l.issuer_a END
+    FROM patient_links l
+    JOIN reach r
+      ON (l.patient_id_a = r.patient_id AND l.issuer_a = r.issuer)
+      OR (l.patient_id_b = r.patient_id AND l.issuer_b = r.issuer)
+    WHERE l.removed_at IS NULL
+)
+SELECT patient_id, issuer FROM reach WHERE issuer <> $1::text ORDER BY patient_id, issuer;

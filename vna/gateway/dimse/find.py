@@ -1,8 +1,8 @@
 """C-FIND SCP (PS3.4 C.4.1): Patient Root and Study Root queries, answered from the catalogue.
 
 STUDY, SERIES and IMAGE queries go through the same parser and search as QIDO-RS
-(:func:`vna.dicom.qido.query_from_identifier`, :func:`vna.catalog.search.search_page`), so the
-matching rules are the same whichever protocol asks.  A PATIENT level query is a study level
+(:func:`vna.dicom.qido_params.query_from_identifier`, :func:`vna.catalog.search.search_page`),
+so the matching rules are the same whichever protocol asks.  A PATIENT level query is a study level
 search on the patient keys, one answer per patient identity (PatientID and issuer).
 """
 
@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 
-from vna.catalog.queries import q
-from vna.catalog.search import search_page
-from vna.dicom.qido import Query, query_from_identifier
+from vna.catalog.search import patient_counts, search_page
+from vna.config import SourceSettings
+from vna.dicom.qido_params import Query, query_from_identifier
 from vna.errors import InvalidRequest, VnaError
 from vna.gateway.dimse.bridge import Gateway
 from vna.gateway.dimse.identifier import (
@@ -28,6 +28,7 @@ from vna.gateway.dimse.identifier import (
 )
 from vna.gateway.status import CANCEL, PENDING, error_comment, find_failure_status
 from vna.security.audit import QUERY, Access, AuditTrail, query_text
+from vna.security.query_scope import query_patient_scope
 
 if TYPE_CHECKING:
     from vna.archive import Archive
@@ -61,7 +62,8 @@ def handle_find(event: Any, gateway: Gateway) -> Iterator[tuple[int | Dataset, D
                 "query": query_text(_identifier_text(request)),
             },
         )
-        matches = gateway.run(_audited_matches(archive, level, request, asker))
+        caller = archive.settings.source_for_ae(calling_ae)
+        matches = gateway.run(_audited_matches(archive, level, request, asker, caller))
     except VnaError as exc:
         status = find_failure_status(exc)
         log.warning("C-FIND from %s refused with 0x%04X: %s", calling_ae, status, exc)
@@ -78,11 +80,15 @@ def handle_find(event: Any, gateway: Gateway) -> Iterator[tuple[int | Dataset, D
 
 
 async def _audited_matches(
-    archive: Archive, level: str, request: Dataset, asker: Access
+    archive: Archive,
+    level: str,
+    request: Dataset,
+    asker: Access,
+    caller: SourceSettings | None = None,
 ) -> list[dict[str, Any]]:
     """The matches, audited before any is sent (PS3.15 A.5.3.10 Query): no audit row, no
     answer (the failure is A700, Out of resources)."""
-    matches = await _matches(archive, level, request)
+    matches = await _matches(archive, level, request, caller)
     if level == "PATIENT":
         disclosed = dataclasses.replace(
             asker, patients=[(_first(m, _PATIENT_ID), _first(m, _ISSUER)) for m in matches]
@@ -102,13 +108,17 @@ def _identifier_text(identifier: Dataset) -> str:
         return ", ".join(elem.keyword or str(elem.tag) for elem in identifier)
 
 
-async def _matches(archive: Archive, level: str, request: Dataset) -> list[dict[str, Any]]:
+async def _matches(
+    archive: Archive, level: str, request: Dataset, caller: SourceSettings | None
+) -> list[dict[str, Any]]:
     if level == "PATIENT":
-        return await _patients(archive, request)
-    return await _search(archive, query_from_identifier(level, request))
+        return await _patients(archive, request, caller)
+    return await _search(archive, query_from_identifier(level, request), caller)
 
 
-async def _search(archive: Archive, query: Query) -> list[dict[str, Any]]:
+async def _search(
+    archive: Archive, query: Query, caller: SourceSettings | None
+) -> list[dict[str, Any]]:
     # C-FIND has no paging (PS3.4 C.4.1): every match up to the configured bound.
     limit = archive.settings.query.max_results
     async with archive.db.acquire() as conn:
@@ -118,6 +128,10 @@ async def _search(archive: Archive, query: Query) -> list[dict[str, Any]]:
             max_results=limit,
             default_limit=limit,
             offline_tiers=archive.store.offline_tiers,
+            # A source's calling AE title is answered within its patients ([[sources]]
+            # query_scope): a PACS rarely sends IssuerOfPatientID (an optional key, PS3.4
+            # C.6.1.1.2), and another hospital's patient may carry the PatientID it asks for.
+            scope=query_patient_scope(caller, query),
         )
     if page.more:
         log.warning(
@@ -130,11 +144,13 @@ async def _search(archive: Archive, query: Query) -> list[dict[str, Any]]:
     return page.results
 
 
-async def _patients(archive: Archive, request: Dataset) -> list[dict[str, Any]]:
+async def _patients(
+    archive: Archive, request: Dataset, caller: SourceSettings | None
+) -> list[dict[str, Any]]:
     """One match per patient identity among the matching studies, with the patient counts of
     PS3.4 Table C.6-1 when they are asked for."""
     studies = await _search(
-        archive, query_from_identifier("study", patient_search_identifier(request))
+        archive, query_from_identifier("study", patient_search_identifier(request)), caller
     )
     patients: dict[tuple[str, str], dict[str, Any]] = {}
     for study in studies:
@@ -143,16 +159,13 @@ async def _patients(archive: Archive, request: Dataset) -> list[dict[str, Any]]:
             patients[identity] = {k: v for k, v in study.items() if k.startswith("0010")}
     wanted = {f"{int(elem.tag):08X}" for elem in request} & PATIENT_COUNT_TAGS
     if wanted and patients:
-        ids = [pid for pid, _ in patients]
-        issuers = [issuer for _, issuer in patients]
         async with archive.db.acquire() as conn:
-            rows = await conn.fetch(q("dimse_patient_counts"), ids, issuers)
-        for row in rows:
-            match = patients.get((row["patient_id"], row["issuer"]))
-            if match is not None:
-                match["00201200"] = {"vr": "IS", "Value": [row["studies"]]}
-                match["00201202"] = {"vr": "IS", "Value": [row["series"]]}
-                match["00201204"] = {"vr": "IS", "Value": [row["instances"]]}
+            counts = await patient_counts(conn, list(patients))
+        for identity, count in counts.items():
+            match = patients[identity]
+            match["00201200"] = {"vr": "IS", "Value": [count.studies]}
+            match["00201202"] = {"vr": "IS", "Value": [count.series]}
+            match["00201204"] = {"vr": "IS", "Value": [count.instances]}
     return list(patients.values())
 
 

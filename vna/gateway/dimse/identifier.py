@@ -1,6 +1,6 @@
 """Query/Retrieve identifiers (PS3.4 C.4, C.6): levels, retrieve keys, C-FIND responses.
 
-Pure: no I/O.  Matching itself is :mod:`vna.dicom.qido`'s (the rules QIDO-RS shares with
+Pure: no I/O.  Matching itself is :mod:`vna.dicom.qido_params`'s (the rules QIDO-RS shares with
 C-FIND); this module adds what is particular to DIMSE: the information models and their levels,
 the unique keys a C-MOVE or C-GET names, and the shape of a C-FIND response identifier.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -17,6 +16,7 @@ from pydicom.multival import MultiValue
 
 from vna.dicom.uids import is_valid_uid
 from vna.errors import InvalidRequest
+from vna.retrieve import RetrieveKeys
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ _SPECIFIC_CHARACTER_SET = 0x00080005
 _QUERY_RETRIEVE_LEVEL = 0x00080052
 _RETRIEVE_AE_TITLE = 0x00080054
 _INSTANCE_AVAILABILITY = "00080056"
+_PATIENT_ID = 0x00100020
+_ISSUER_OF_PATIENT_ID = 0x00100021
 #: Patient level attributes the archive computes (PS3.4 C.6.1.1.2, Table C.6-1).
 PATIENT_COUNT_TAGS = frozenset({"00201200", "00201202", "00201204"})
 _TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
@@ -71,18 +73,6 @@ def query_level(sop_class_uid: str, identifier: Dataset) -> str:
             f"QueryRetrieveLevel {level!r} is not a level of the {name} model ({', '.join(levels)})"
         )
     return level
-
-
-@dataclass(frozen=True)
-class RetrieveKeys:
-    """What a C-MOVE or C-GET asks for: unique keys down to its level (PS3.4 C.4.2.2.1)."""
-
-    level: str
-    patient_id: str | None = None
-    issuer_of_patient_id: str | None = None
-    study_uids: tuple[str, ...] | None = None
-    series_uids: tuple[str, ...] | None = None
-    sop_uids: tuple[str, ...] | None = None
 
 
 _REQUIRED_KEY = {
@@ -158,8 +148,8 @@ def find_response(
     """A C-FIND response identifier (PS3.4 C.4.1.1.3.2) from a DICOM JSON match.
 
     It holds the keys of the request, with the match's values or empty when the archive has
-    none, the unique key of the level, the Query/Retrieve Level, the Retrieve AE Title, and
-    Specific Character Set when a value is not plain ASCII (the catalogue holds UTF-8).
+    none, IssuerOfPatientID with a PatientID, the unique key of the level, the Query/Retrieve
+    Level, the Retrieve AE Title, and Specific Character Set when a value is not plain ASCII (the catalogue holds UTF-8).
     """
     out = Dataset()
     for elem in request:
@@ -174,6 +164,13 @@ def find_response(
             out.add(found)
         else:
             out.add_new(tag, elem.VR, None)
+    # A PatientID is only an identity with its issuer (PS3.3 C.7.1.1.1.1: the Issuer of
+    # Patient ID qualifies it), and hospitals reuse each other's IDs: every response that names
+    # a patient says whose ID it is, asked for or not (an SCU passes over what it did not ask).
+    if _PATIENT_ID in out and _ISSUER_OF_PATIENT_ID not in out:
+        issuer = _from_json(f"{_ISSUER_OF_PATIENT_ID:08X}", match)
+        if issuer is not None:
+            out.add(issuer)
     unique = UNIQUE_KEYS[level]
     if int(unique, 16) not in out:
         found = _from_json(unique, match)

@@ -29,7 +29,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from vna.errors import ConfigError
 from vna.gateway.dimse.bridge import Gateway
 from vna.gateway.dimse.find import handle_find
-from vna.gateway.dimse.handoff import closed_handler, handoff_server_class
+from vna.gateway.dimse.handoff_server import closed_handler, handoff_server_class
 from vna.gateway.dimse.identifier import (
     PATIENT_ROOT_FIND,
     PATIENT_ROOT_GET,
@@ -38,7 +38,7 @@ from vna.gateway.dimse.identifier import (
     STUDY_ROOT_GET,
     STUDY_ROOT_MOVE,
 )
-from vna.gateway.dimse.retrieve import handle_get, handle_move
+from vna.gateway.dimse.move_get import handle_get, handle_move
 from vna.gateway.dimse.store import handle_store
 from vna.gateway.dimse.tcp import transport_handlers
 from vna.security.audit import ASSOCIATION_REJECTED, AuditTrail

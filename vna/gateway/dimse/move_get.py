@@ -38,14 +38,14 @@ from pydicom.uid import (
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from vna.catalog.queries import q
 from vna.errors import InvalidRequest, OfflineError, StorageError, VnaError
 from vna.gateway.dimse.bridge import Gateway
-from vna.gateway.dimse.identifier import RetrieveKeys, retrieve_keys
+from vna.gateway.dimse.identifier import retrieve_keys
 from vna.gateway.dimse.tcp import transport_handlers
 from vna.gateway.status import CANCEL, PENDING, error_comment, retrieve_failure_status
-from vna.retrieve import StoredInstance, stored_instance
+from vna.retrieve import RetrieveKeys, StoredInstance
 from vna.security.audit import RETRIEVE, Access, AuditTrail
+from vna.security.query_scope import PatientScope, patient_scope
 
 if TYPE_CHECKING:
     from vna.archive import Archive
@@ -173,13 +173,20 @@ def _instances(
         action=RETRIEVE,
         detail=detail,
     )
-    return gateway.run(_online_instances(gateway.archive, keys, asker))
+    # A source's calling AE title retrieves within its patients ([[sources]] query_scope): a
+    # PATIENT level retrieve without IssuerOfPatientID moves the caller's patient only.
+    caller = gateway.archive.settings.source_for_ae(asker.actor)
+    scope = patient_scope(caller, patient_id=keys.patient_id, issuer=keys.issuer_of_patient_id)
+    return gateway.run(_online_instances(gateway.archive, keys, asker, scope))
 
 
 async def _online_instances(
-    archive: Archive, keys: RetrieveKeys, asker: Access | None = None
+    archive: Archive,
+    keys: RetrieveKeys,
+    asker: Access | None = None,
+    scope: PatientScope | None = None,
 ) -> list[StoredInstance]:
-    instances = await find_instances(archive, keys)
+    instances = await find_instances(archive, keys, scope)
     # All or nothing, like WADO-RS: with an instance in an offline tier the whole retrieve is
     # refused (its restore queued) so that the requester retries it later as one.
     await archive.retriever.ensure_online(instances)
@@ -195,34 +202,13 @@ async def _online_instances(
     return instances
 
 
-async def find_instances(archive: Archive, keys: RetrieveKeys) -> list[StoredInstance]:
-    """The stored instances the keys name, in study, series and instance order."""
-    # One more row than a retrieve may carry, so that pynetdicom refuses an oversized one.
-    bound = MAX_SUB_OPERATIONS + 1
-    async with archive.db.acquire() as conn:
-        if keys.sop_uids is not None:
-            rows = await conn.fetch(q("dimse_retrieve_instances"), list(keys.sop_uids), bound)
-        elif keys.series_uids is not None:
-            rows = await conn.fetch(q("dimse_retrieve_series"), list(keys.series_uids), bound)
-        elif keys.study_uids is not None:
-            rows = await conn.fetch(q("dimse_retrieve_studies"), list(keys.study_uids), bound)
-        else:
-            rows = await conn.fetch(
-                q("dimse_retrieve_patient"), keys.patient_id, keys.issuer_of_patient_id, bound
-            )
-    found = []
-    for row in rows:
-        # Keys above the level must agree with what the catalogue holds (PS3.4 C.4.2.2.1).
-        if keys.study_uids is not None and row["study_uid"] not in keys.study_uids:
-            continue
-        if keys.series_uids is not None and row["series_uid"] not in keys.series_uids:
-            continue
-        if keys.patient_id is not None and row["patient_id"] != keys.patient_id:
-            continue
-        if keys.issuer_of_patient_id is not None and row["issuer"] != keys.issuer_of_patient_id:
-            continue
-        found.append(stored_instance(row))
-    return found
+async def find_instances(
+    archive: Archive, keys: RetrieveKeys, scope: PatientScope | None = None
+) -> list[StoredInstance]:
+    """The stored instances the keys name (of patients in ``scope``), in study, series and
+    instance order."""
+    # One more than a retrieve may carry, so that pynetdicom refuses an oversized one.
+    return await archive.retriever.find_by_keys(keys, limit=MAX_SUB_OPERATIONS + 1, scope=scope)
 
 
 def _sub_operations(
