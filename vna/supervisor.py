@@ -30,6 +30,7 @@ from vna.catalog.migrate import migrate
 from vna.config import Settings
 from vna.errors import ConfigError, VnaError
 from vna.handoff import Dispatcher
+from vna.security.authn import check_dimse_exposure
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ def worker_count(settings: Settings) -> int:
 
 
 def supervise(settings: Settings, config_path: str | None, workers: int) -> int:
+    # Before anything starts: closed by default, loopback only while no sources are declared.
+    dimse_host = check_dimse_exposure(settings) if settings.dimse.enabled else ""
     embedded: EmbeddedPostgres | None = None
     url = settings.database_url
     if settings.embedded_database:
@@ -68,9 +71,7 @@ def supervise(settings: Settings, config_path: str | None, workers: int) -> int:
         http = _listen("HTTP", settings.http.host, settings.http.port, workers, "http.port")
         dispatchers.append(http)
         if settings.dimse.enabled:
-            dimse = _listen(
-                "DIMSE", settings.dimse.host, settings.dimse.port, workers, "dimse.port"
-            )
+            dimse = _listen("DIMSE", dimse_host, settings.dimse.port, workers, "dimse.port")
             dispatchers.append(dimse)
             # The port bound (dimse.port may be 0), for what the workers report.
             env["VNA_DIMSE_PORT"] = str(dimse.port)
