@@ -15,7 +15,7 @@ from aiohttp import web
 from vna.archive import Archive
 from vna.config import DEFAULT_SOURCE, SourceSettings
 from vna.errors import Forbidden, OfflineError, Unauthorized, VnaError
-from vna.gateway import auth
+from vna.gateway import auth, readiness
 from vna.gateway.status import http_status
 from vna.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from vna.security.audit import AuditTrail
@@ -45,6 +45,7 @@ def create_app(archive: Archive) -> web.Application:
     r = app.router
     p = PREFIX
     r.add_get("/healthz", healthz)
+    readiness.register(app, archive)  # /readyz: catalogue and store checked (load balancers)
     r.add_get("/metrics", metrics)
 
     r.add_post(f"{p}/studies", stow.store_instances)
