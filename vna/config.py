@@ -290,6 +290,10 @@ class Settings:
     #: Empty: ``file://<data_dir>/objects``.
     storage_url: str = ""
     log_level: str = "INFO"
+    #: This server's name when several servers of one deployment share ``data_dir`` (a shared
+    #: volume) and an external catalogue (``database_url``).  Empty: one ``vna serve`` per
+    #: data directory; a second one is refused (vna.server_lock).
+    node_name: str = ""
     http: HttpSettings = field(default_factory=HttpSettings)
     dimse: DimseSettings = field(default_factory=DimseSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
@@ -569,6 +573,13 @@ def _validate(s: Settings) -> None:
         raise ConfigError("'database_url' must be a postgresql:// URL")
     if s.storage_url and not s.storage_url.startswith(("file://", "s3://")):
         raise ConfigError("'storage_url' must start with file:// or s3://")
+    if s.node_name and not _NAME.match(s.node_name):
+        raise ConfigError("'node_name' must be 1-64 letters, digits, '_', '.' or '-'")
+    if s.node_name and s.embedded_database:
+        raise ConfigError(
+            "'node_name' needs a shared catalogue: set database_url (an embedded PostgreSQL"
+            " belongs to one server)"
+        )
     for key, n in (
         ("ingest.max_instance_bytes", s.ingest.max_instance_bytes),
         ("ingest.concurrency", s.ingest.concurrency),
