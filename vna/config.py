@@ -575,11 +575,6 @@ def _validate(s: Settings) -> None:
         raise ConfigError("'storage_url' must start with file:// or s3://")
     if s.node_name and not _NAME.match(s.node_name):
         raise ConfigError("'node_name' must be 1-64 letters, digits, '_', '.' or '-'")
-    if s.node_name and s.embedded_database:
-        raise ConfigError(
-            "'node_name' needs a shared catalogue: set database_url (an embedded PostgreSQL"
-            " belongs to one server)"
-        )
     for key, n in (
         ("ingest.max_instance_bytes", s.ingest.max_instance_bytes),
         ("ingest.concurrency", s.ingest.concurrency),

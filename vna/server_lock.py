@@ -38,6 +38,11 @@ class ServerLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        if self.settings.node_name and self.settings.embedded_database:
+            raise ConfigError(
+                "'node_name' needs a shared catalogue: set database_url (an embedded PostgreSQL"
+                " belongs to one server)"
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
