@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from typing import Any
 
 import aiohttp
 import pytest
@@ -25,7 +26,7 @@ def archive_settings(archive_settings: Settings) -> Settings:
     return dataclasses.replace(archive_settings, sources=(source,))
 
 
-async def stow(url: str, parts: list[bytes]) -> tuple[int, list[str], dict[str, object]]:
+async def stow(url: str, parts: list[bytes]) -> tuple[int, list[str], dict[str, Any]]:
     body, content_type = stow_body(parts)
     headers = {"Content-Type": content_type, "Authorization": f"Bearer {TOKEN}"}
     async with (
@@ -39,7 +40,7 @@ async def test_coerced_instances_are_answered_202_with_a_warning_header(archive,
     study = ct_study(series=1, slices=3)
     status, warnings, body = await stow(dicomweb, [part10(ds) for ds in study])
     assert status == 202
-    refs = body["00081199"]["Value"]  # type: ignore[index]
+    refs = body["00081199"]["Value"]
     assert [r["00081196"]["Value"] for r in refs] == [[0xB000]] * 3
     # One header for the three alike, naming what was coerced.
     assert len(warnings) == 1, warnings

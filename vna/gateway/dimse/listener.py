@@ -52,6 +52,7 @@ from vna.security.tls import dimse_context
 if TYPE_CHECKING:
     from vna.archive import Archive
     from vna.config import Settings
+    from vna.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,11 @@ class DimseListener:
         ae = build_ae(settings)
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, _check_ae_titles, [settings, gateway]),
+            (evt.EVT_ACCEPTED, _count_association, [self.archive.metrics, "accepted"]),
+            # pynetdicom's own refusals (too many associations, bad user identity); ours are
+            # counted where they are made (_reject).
+            (evt.EVT_REJECTED, _count_association, [self.archive.metrics, "rejected-other"]),
+            (evt.EVT_DIMSE_SENT, _count_operation, [self.archive.metrics]),
             (evt.EVT_C_STORE, handle_store, [gateway]),
             (evt.EVT_C_FIND, handle_find, [gateway]),
             (evt.EVT_C_MOVE, handle_move, [gateway]),
@@ -305,6 +311,7 @@ def _check_ae_titles(event: Any, settings: Settings, gateway: Gateway) -> None:
             assoc,
             gateway,
             calling_ae,
+            "rejected-called-ae",
             _CALLED_AE_NOT_RECOGNIZED,
             f"called AE title not recognised ({called_ae!r}; this archive is"
             f" {settings.dimse.ae_title!r})",
@@ -318,12 +325,16 @@ def _check_ae_titles(event: Any, settings: Settings, gateway: Gateway) -> None:
         assoc,
         gateway,
         calling_ae,
+        "rejected-calling-ae",
         _CALLING_AE_NOT_RECOGNIZED,
         "calling AE title not recognized (neither a source nor a destination declares it)",
     )
 
 
-def _reject(assoc: Any, gateway: Gateway, calling_ae: str, diagnostic: int, reason: str) -> None:
+def _reject(
+    assoc: Any, gateway: Gateway, calling_ae: str, result: str, diagnostic: int, reason: str
+) -> None:
+    gateway.archive.metrics.dimse_associations.labels(result).inc()
     log.warning(
         "association from %s (%s) rejected: %s", calling_ae, assoc.requestor.address, reason
     )
@@ -343,3 +354,26 @@ def _reject(assoc: Any, gateway: Gateway, calling_ae: str, diagnostic: int, reas
         )
     except Exception as exc:  # the archive is stopping
         log.warning("could not audit the rejected association: %s", exc)
+
+
+def _count_association(event: Any, metrics: Metrics, result: str) -> None:
+    """``evt.EVT_ACCEPTED`` / ``evt.EVT_REJECTED``: associations by result, for /metrics."""
+    metrics.dimse_associations.labels(result).inc()
+
+
+#: Statuses that announce more responses to the same request (PS3.7 C.4.1: Pending).
+_PENDING = (0xFF00, 0xFF01)
+
+
+def _count_operation(event: Any, metrics: Metrics) -> None:
+    """``evt.EVT_DIMSE_SENT``: every final response the archive sends (``C_STORE_RSP``...)
+    counts one operation of its type with its status; pending C-FIND, C-MOVE and C-GET
+    responses and the archive's own requests (C-GET sub-operations) do not."""
+    kind = type(event.message).__name__
+    if not kind.endswith("_RSP"):
+        return
+    status = getattr(event.message.command_set, "Status", None)
+    if status is None or int(status) in _PENDING:
+        return
+    operation = kind.removesuffix("_RSP").replace("_", "-")
+    metrics.dimse_operations.labels(operation, f"{int(status):04X}").inc()
