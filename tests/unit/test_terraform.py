@@ -653,3 +653,12 @@ def test_checkov_passes(checkov_report: dict[str, Any]) -> None:
     assert summary["parsing_errors"] == 0
     assert summary["passed"] > 0
     assert summary["skipped"] <= 5, "keep inline checkov skips few and justified"
+
+
+def test_readme_points_to_the_configuration_section() -> None:
+    """Administrators are sent to the documented configuration, not to the source code."""
+    text = (TF_DIR / "README.md").read_text(encoding="utf-8")
+    assert "vna/config.py" not in text
+    assert "../README.md#configuration" in text
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert re.search(r"^## Configuration$", readme, re.M)
