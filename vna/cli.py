@@ -32,7 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "import", help="import DICOM files from folders through the ingest pipeline"
     )
     imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    imp.add_argument("--source", help="declared source to store as (default: DEFAULT)")
+    imp.add_argument(
+        "--source",
+        help="declared source to store as (required once sources are declared; without"
+        " sources: DEFAULT)",
+    )
     imp.add_argument("--jobs", type=int, default=8, help="instances imported at once (8)")
 
     db = sub.add_parser("db", help="catalogue database").add_subparsers(dest="db_command")
@@ -241,6 +245,11 @@ async def _import(settings: Settings, paths: list[Path], source_name: str | None
     if jobs < 1:
         raise InvalidRequest("--jobs must be at least 1")
     source = DEFAULT_SOURCE
+    if source_name is None and settings.sources:
+        # Filed as DEFAULT, the files would keep whatever issuer they carry and mix with the
+        # declared hospitals' patients (re-filing them later: vna studies set-source).
+        names = ", ".join(s.name for s in settings.sources)
+        raise InvalidRequest(f"--source is required once sources are declared (one of: {names})")
     if source_name is not None:
         found = settings.source_named(source_name)
         if found is None:
