@@ -28,7 +28,9 @@ USER 10001:10001
 # 8080: DICOMweb (HTTP), 11112: DIMSE.
 EXPOSE 8080 11112
 
-HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4).status == 200 else 1)"]
+# Readiness: "healthy" means the catalogue and the object store answer, which is what routing
+# (Swarm, Compose's depends_on) should wait for; /healthz is the cheap liveness answer.
+HEALTHCHECK --interval=30s --timeout=8s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/readyz', timeout=7).status == 200 else 1)"]
 
 CMD ["vna", "serve"]

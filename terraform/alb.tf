@@ -34,8 +34,10 @@ resource "aws_lb_target_group" "dicomweb" {
   vpc_id               = aws_vpc.this.id
   deregistration_delay = 60
 
+  # Readiness, not liveness: a task whose catalogue or bucket is unreachable gets no traffic
+  # (it would answer every store with A700/503) until /readyz answers 200 again.
   health_check {
-    path                = "/healthz"
+    path                = "/readyz"
     port                = "traffic-port"
     protocol            = "HTTP"
     matcher             = "200"

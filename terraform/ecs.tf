@@ -93,6 +93,8 @@ resource "aws_ecs_task_definition" "gateway" {
       linuxParameters = {
         initProcessEnabled = true
       }
+      # Liveness (/healthz): ECS replaces a task that fails it, which would not bring a lost
+      # bucket or database back. Traffic follows readiness (/readyz) in the target groups.
       healthCheck = {
         command     = ["CMD", "python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4).status == 200 else 1)"]
         interval    = 30

@@ -28,9 +28,14 @@ resource "aws_lb_target_group" "dimse" {
   vpc_id               = aws_vpc.this.id
   deregistration_delay = 120
 
+  # Readiness over the task's HTTP port: an open DIMSE port says nothing about whether the
+  # catalogue and the bucket can take a C-STORE (issue 23: every store got A700 while a TCP
+  # check passed).
   health_check {
-    protocol            = "TCP"
-    port                = "traffic-port"
+    protocol            = "HTTP"
+    port                = "8080"
+    path                = "/readyz"
+    matcher             = "200"
     interval            = 30
     healthy_threshold   = 3
     unhealthy_threshold = 3

@@ -137,6 +137,24 @@ resource "aws_s3_bucket_lifecycle_configuration" "primary" {
     }
   }
 
+  # The readiness probe (GET /readyz) writes one small object per server process under health/;
+  # the gateway role may not delete, so they expire here (with their older versions).
+  rule {
+    id     = "expire-readiness-probes"
+    status = "Enabled"
+    filter {
+      prefix = "health/"
+    }
+
+    expiration {
+      days = 1
+    }
+
+    noncurrent_version_expiration {
+      noncurrent_days = 1
+    }
+  }
+
   rule {
     id     = "remove-expired-delete-markers"
     status = "Enabled"

@@ -75,6 +75,15 @@ resource "aws_vpc_security_group_egress_rule" "nlb_to_gateway" {
   referenced_security_group_id = aws_security_group.gateway.id
 }
 
+resource "aws_vpc_security_group_egress_rule" "nlb_readiness_checks" {
+  security_group_id            = aws_security_group.nlb.id
+  description                  = "To gateway tasks (readiness checks of the DIMSE target group)"
+  ip_protocol                  = "tcp"
+  from_port                    = 8080
+  to_port                      = 8080
+  referenced_security_group_id = aws_security_group.gateway.id
+}
+
 resource "aws_security_group" "gateway" {
   name        = "${var.name}-gateway"
   description = "Gateway tasks: DICOMweb from the ALB, DIMSE from the NLB"
@@ -96,6 +105,15 @@ resource "aws_vpc_security_group_ingress_rule" "gateway_dimse" {
   ip_protocol                  = "tcp"
   from_port                    = 11112
   to_port                      = 11112
+  referenced_security_group_id = aws_security_group.nlb.id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "gateway_readiness_from_nlb" {
+  security_group_id            = aws_security_group.gateway.id
+  description                  = "Readiness checks (GET /readyz) from the NLB"
+  ip_protocol                  = "tcp"
+  from_port                    = 8080
+  to_port                      = 8080
   referenced_security_group_id = aws_security_group.nlb.id
 }
 

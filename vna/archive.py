@@ -119,8 +119,10 @@ class Archive:
         """Catalogue totals for /metrics (one cheap aggregate per scrape)."""
         async with self.db.acquire() as conn:
             row = await conn.fetchrow(q("catalogue_totals"))
+            jobs = await conn.fetch(q("lifecycle_queue_depth"))
         self.metrics.catalogue_instances.set(row["instances"])
         self.metrics.catalogue_bytes.set(row["bytes"])
+        self.metrics.set_lifecycle_jobs((r["kind"], r["state"], r["jobs"]) for r in jobs)
         if self.sites is not None and self.sites.targets():
             await refresh_replica_gauges(self.db, self.sites, self.metrics)
 

@@ -62,7 +62,11 @@ class HttpSettings:
 
 @dataclass(frozen=True)
 class DimseSettings:
-    host: str = "0.0.0.0"
+    #: Address to listen on.  Empty (the default): every interface once sources are declared,
+    #: loopback only while none are (any caller would be stored as source DEFAULT).  A
+    #: non-loopback address with no sources declared is refused at start-up unless
+    #: ``allow_any_caller`` is set.
+    host: str = ""
     port: int = 11112
     ae_title: str = "VNA"
     max_associations: int = 32
@@ -76,6 +80,12 @@ class DimseSettings:
     tls_key: Path | None = None
     #: PEM CA certificates: when set, a caller must present a certificate one of them signed.
     tls_ca: Path | None = None
+    #: Listen on a non-loopback address although no sources are declared, accepting any
+    #: calling AE title from anywhere as source DEFAULT (a closed test network).
+    allow_any_caller: bool = False
+    #: Accept associations whatever called AE title they name, instead of rejecting those
+    #: not addressed to ``ae_title`` (PS3.8 9.3.4: called AE title not recognised).
+    accept_any_called_ae: bool = False
 
 
 @dataclass(frozen=True)
@@ -265,6 +275,10 @@ class Settings:
     #: Empty: ``file://<data_dir>/objects``.
     storage_url: str = ""
     log_level: str = "INFO"
+    #: This server's name when several servers of one deployment share ``data_dir`` (a shared
+    #: volume) and an external catalogue (``database_url``).  Empty: one ``vna serve`` per
+    #: data directory; a second one is refused (vna.server_lock).
+    node_name: str = ""
     http: HttpSettings = field(default_factory=HttpSettings)
     dimse: DimseSettings = field(default_factory=DimseSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
@@ -291,6 +305,14 @@ class Settings:
     def incoming_dir(self) -> Path:
         """Scratch space for uploads being received; on the data volume so a rename is cheap."""
         return self.data_dir / "incoming"
+
+    @property
+    def dimse_host(self) -> str:
+        """The address DIMSE listens on: ``dimse.host``, or when empty, every interface once
+        sources are declared and loopback while none are (closed by default)."""
+        if self.dimse.host:
+            return self.dimse.host
+        return "0.0.0.0" if self.sources else "127.0.0.1"
 
     def source_named(self, name: str) -> SourceSettings | None:
         return next((s for s in self.sources if s.name == name), None)
@@ -536,6 +558,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("'database_url' must be a postgresql:// URL")
     if s.storage_url and not s.storage_url.startswith(("file://", "s3://")):
         raise ConfigError("'storage_url' must start with file:// or s3://")
+    if s.node_name and not _NAME.match(s.node_name):
+        raise ConfigError("'node_name' must be 1-64 letters, digits, '_', '.' or '-'")
     for key, n in (
         ("ingest.max_instance_bytes", s.ingest.max_instance_bytes),
         ("ingest.concurrency", s.ingest.concurrency),

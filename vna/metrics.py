@@ -7,6 +7,7 @@ share counters.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,6 +23,11 @@ from prometheus_client import (
 _MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: Lifecycle job states as /metrics reports them: ``ready`` (queued, due now), ``waiting``
+#: (queued for later: a retry's back-off), ``running`` and ``dead`` (failed every attempt, for
+#: ``vna lifecycle retry``).
+JOB_STATES = ("ready", "waiting", "running", "dead")
 
 
 class Metrics:
@@ -112,6 +118,42 @@ class Metrics:
             ["store", "reason"],
             registry=r,
         )
+
+        self.lifecycle_jobs = Gauge(
+            "vna_lifecycle_jobs",
+            "Lifecycle queue depth: jobs by type and state (ready, waiting, running, dead)",
+            ["kind", "state"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self._job_kinds: set[str] = set()
+        self.dimse_associations = Counter(
+            "vna_dimse_associations",
+            "DIMSE associations requested of the archive, by result"
+            " (accepted, rejected-calling-ae, rejected-called-ae, rejected-other)",
+            ["result"],
+            registry=r,
+        )
+        self.dimse_operations = Counter(
+            "vna_dimse_operations",
+            "DIMSE operations answered, by type (C-STORE, C-FIND...) and final status (hex)",
+            ["operation", "status"],
+            registry=r,
+        )
+        self.retrieve_bytes = Counter(
+            "vna_retrieve_bytes",
+            "Bytes of stored instances read back (WADO-RS, C-MOVE, C-GET, corrections)",
+            registry=r,
+        )
+
+    def set_lifecycle_jobs(self, counts: Iterable[tuple[str, str, int]]) -> None:
+        """The queue depth from (kind, state, jobs) rows; a kind or state absent from them is
+        0 now (a gauge that kept its last value would show a drained queue as still full)."""
+        current = {(kind, state): jobs for kind, state, jobs in counts}
+        self._job_kinds |= {kind for kind, _ in current}
+        for kind in self._job_kinds:
+            for state in JOB_STATES:
+                self.lifecycle_jobs.labels(kind, state).set(current.get((kind, state), 0))
 
     def render(self) -> bytes:
         if _MULTIPROCESS:

@@ -239,9 +239,11 @@ class Retriever:
             self._touch(instance.sop_uid)
         stream = _chained(first, chunks)
         if instance.compression == "zstd":
-            return _decompressed(stream, instance)
-        if fallback:
-            return _verified(stream, instance)
+            stream = _decompressed(stream, instance)
+        elif fallback:
+            stream = _verified(stream, instance)
+        if self.metrics is not None:
+            stream = _counted(stream, self.metrics)
         return stream
 
     async def _first_chunk(
@@ -394,6 +396,19 @@ async def _verified(chunks: AsyncIterator[bytes], instance: StoredInstance) -> A
         raise StorageError(
             f"object {instance.object_key} read from a replica is not the catalogued instance"
         )
+
+
+async def _counted(chunks: AsyncIterator[bytes], metrics: Metrics) -> AsyncIterator[bytes]:
+    """The bytes as delivered (decompressed), counted as they go: a retrieve cut short counts
+    what was read."""
+    try:
+        async for chunk in chunks:
+            metrics.retrieve_bytes.inc(len(chunk))
+            yield chunk
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def _chained(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

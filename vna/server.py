@@ -18,8 +18,9 @@ from vna.errors import ConfigError
 from vna.gateway.dimse import DimseListener
 from vna.gateway.handoff_site import HandoffSite
 from vna.gateway.web import PREFIX, create_app
-from vna.security.authn import Authenticator, check_http_exposure
+from vna.security.authn import Authenticator, check_dimse_exposure, check_http_exposure
 from vna.security.tls import http_context
+from vna.server_lock import ServerLock
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,20 @@ async def serve(
     (vna/supervisor.py): migrations are then already applied, and only worker 0 runs the
     lifecycle engine.  ``http_fd`` and ``dimse_fd`` are the Unix sockets the supervisor passes
     this worker its HTTP connections and DIMSE associations on (vna.handoff)."""
+    if settings.dimse.enabled:
+        # Before the catalogue starts: refusing is quick and leaves nothing running.
+        check_dimse_exposure(settings)
+    if worker is not None:
+        # The supervisor holds the data directory's lock for its workers.
+        await _serve(settings, worker, http_fd, dimse_fd)
+        return
+    with ServerLock(settings):
+        await _serve(settings, worker, http_fd, dimse_fd)
+
+
+async def _serve(
+    settings: Settings, worker: int | None, http_fd: int | None, dimse_fd: int | None
+) -> None:
     use_io_threads(settings)
     tune_allocator()
     archive = await Archive.open(settings, apply_migrations=worker is None)

@@ -30,6 +30,8 @@ from vna.catalog.migrate import migrate
 from vna.config import Settings
 from vna.errors import ConfigError, VnaError
 from vna.handoff import Dispatcher
+from vna.security.authn import check_dimse_exposure
+from vna.server_lock import ServerLock
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,15 @@ def worker_count(settings: Settings) -> int:
 
 
 def supervise(settings: Settings, config_path: str | None, workers: int) -> int:
+    # Before anything starts: closed by default, loopback only while no sources are declared.
+    dimse_host = check_dimse_exposure(settings) if settings.dimse.enabled else ""
+    # One server per data directory (and node): held until this process exits, released by
+    # the kernel however it exits.
+    with ServerLock(settings):
+        return _supervise(settings, config_path, workers, dimse_host)
+
+
+def _supervise(settings: Settings, config_path: str | None, workers: int, dimse_host: str) -> int:
     embedded: EmbeddedPostgres | None = None
     url = settings.database_url
     if settings.embedded_database:
@@ -57,7 +68,10 @@ def supervise(settings: Settings, config_path: str | None, workers: int) -> int:
     dispatchers: list[Dispatcher] = []
     try:
         asyncio.run(_migrate(url))
-        metrics_dir = settings.data_dir / "metrics"
+        # Per node: nodes sharing a data directory must not clear each other's.
+        metrics_dir = settings.data_dir / (
+            f"metrics-{settings.node_name}" if settings.node_name else "metrics"
+        )
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         env = dict(os.environ)
@@ -68,9 +82,7 @@ def supervise(settings: Settings, config_path: str | None, workers: int) -> int:
         http = _listen("HTTP", settings.http.host, settings.http.port, workers, "http.port")
         dispatchers.append(http)
         if settings.dimse.enabled:
-            dimse = _listen(
-                "DIMSE", settings.dimse.host, settings.dimse.port, workers, "dimse.port"
-            )
+            dimse = _listen("DIMSE", dimse_host, settings.dimse.port, workers, "dimse.port")
             dispatchers.append(dimse)
             # The port bound (dimse.port may be 0), for what the workers report.
             env["VNA_DIMSE_PORT"] = str(dimse.port)

@@ -47,7 +47,7 @@ from vna.ingest import filing
 from vna.recovery.policy import Choice, FoundObject, Outcome, choose_version
 from vna.recovery.replicas import record_copy
 from vna.recovery.sites import Digest, Expected, ObjectReader, Sites
-from vna.storage.base import ObjectStore
+from vna.storage.base import PROBE_PREFIX, ObjectStore
 
 log = logging.getLogger(__name__)
 _KEY = re.compile(r"^sha256/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{64})(\.zst)?$")
@@ -138,6 +138,8 @@ async def rebuild(
     workers = [asyncio.create_task(worker()) for _ in range(jobs)]
     try:
         async for key in source.iter_keys():
+            if key.startswith(PROBE_PREFIX):
+                continue  # a readiness probe's object, not an instance
             await keys.put(key)
         for _ in workers:
             await keys.put(None)

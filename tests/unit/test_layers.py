@@ -144,7 +144,9 @@ def layer_violations(
                     )
                 )
             elif any(source in group and target in group for group in independent):
-                found.append(Violation(importer, imported, f"{source} and {target} are independent"))
+                found.append(
+                    Violation(importer, imported, f"{source} and {target} are independent")
+                )
     return found
 
 
@@ -254,8 +256,7 @@ def test_relative_and_function_level_imports_are_seen(tmp_path: Path) -> None:
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
     (package / "base.py").write_text(
-        "from . import errors\nfrom ..gateway import web\n\n"
-        "def later():\n    import vna.archive\n"
+        "from . import errors\nfrom ..gateway import web\n\ndef later():\n    import vna.archive\n"
     )
     found = imports_of(package / "base.py", "vna.storage.base")
     assert {"vna.storage.errors", "vna.gateway.web", "vna.archive"} <= found

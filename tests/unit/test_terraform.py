@@ -283,6 +283,28 @@ def test_lifecycle_matches_archive_tiers(cfg: Config) -> None:
     assert tiers["abort_incomplete_multipart_upload"][0]["days_after_initiation"]
 
 
+def test_readiness_probes_reach_the_tasks_and_expire(cfg: Config) -> None:
+    """The NLB's HTTP readiness check may reach the gateway's port 8080, and the probe objects
+    the gateway may not delete (health/) expire with their versions."""
+    ingress = cfg.res("aws_vpc_security_group_ingress_rule")
+    from_nlb = [
+        r
+        for r in ingress.values()
+        if _ref(r["security_group_id"], "aws_security_group") == "gateway"
+        and _ref(r["referenced_security_group_id"], "aws_security_group") == "nlb"
+    ]
+    assert {(r["from_port"], r["to_port"]) for r in from_nlb} >= {(8080, 8080)}
+    egress = cfg.res("aws_vpc_security_group_egress_rule")
+    assert any(
+        _ref(r["security_group_id"], "aws_security_group") == "nlb" and r["from_port"] == 8080
+        for r in egress.values()
+    )
+    rules = _by_bucket(cfg, "aws_s3_bucket_lifecycle_configuration")["primary"]["rule"]
+    (probes,) = [r for r in rules if "health/" in str(r.get("filter"))]
+    assert probes["expiration"][0]["days"] == 1
+    assert probes["noncurrent_version_expiration"][0]["noncurrent_days"] == 1
+
+
 def test_cross_region_replication_to_dr_bucket(cfg: Config) -> None:
     (replication,) = cfg.res("aws_s3_bucket_replication_configuration").values()
     assert _ref(replication["bucket"], "aws_s3_bucket") == "primary"
@@ -472,7 +494,12 @@ def test_load_balancers(cfg: Config) -> None:
     redirect = listeners["http_redirect"]["default_action"][0]
     assert redirect["type"] == "redirect" and redirect["redirect"][0]["protocol"] == "HTTPS"
     assert cfg.res("aws_lb_target_group")["dicomweb"]["port"] == 8080
-    assert cfg.res("aws_lb_target_group")["dicomweb"]["health_check"][0]["path"] == "/healthz"
+    # Traffic follows readiness (/readyz: catalogue and store answer), not liveness.
+    groups = cfg.res("aws_lb_target_group")
+    assert groups["dicomweb"]["health_check"][0]["path"] == "/readyz"
+    dimse_check = groups["dimse"]["health_check"][0]
+    assert dimse_check["protocol"] == "HTTP" and dimse_check["path"] == "/readyz"
+    assert str(dimse_check["port"]) == "8080"
     assert listeners["dimse"]["port"] == 11112 and listeners["dimse"]["protocol"] == "TCP"
     assert listeners["dimse_tls"]["protocol"] == "TLS"
     assert lbs["dicomweb"]["drop_invalid_header_fields"] is True
@@ -566,7 +593,7 @@ def test_dockerfile() -> None:
     user = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert user and user[-1].split(":")[0] not in {"root", "0"}
     assert re.search(r"^EXPOSE\s+8080\s+11112\s*$", text, re.M)
-    assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", text, re.M)
+    assert re.search(r"^HEALTHCHECK .*\n?.*/readyz", text, re.M)
     assert re.search(r'^CMD \["vna", "serve"\]', text, re.M)
     assert "pip install ." in text
     assert (REPO / ".dockerignore").is_file()
@@ -626,3 +653,12 @@ def test_checkov_passes(checkov_report: dict[str, Any]) -> None:
     assert summary["parsing_errors"] == 0
     assert summary["passed"] > 0
     assert summary["skipped"] <= 5, "keep inline checkov skips few and justified"
+
+
+def test_readme_points_to_the_configuration_section() -> None:
+    """Administrators are sent to the documented configuration, not to the source code."""
+    text = (TF_DIR / "README.md").read_text(encoding="utf-8")
+    assert "vna/config.py" not in text
+    assert "../README.md#configuration" in text
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert re.search(r"^## Configuration$", readme, re.M)

@@ -498,7 +498,9 @@ async def undo_change(archive: Archive, change_id: int, *, actor: str, origin: s
             # leave them disagreeing with the rest of the study.
             late = await conn.fetchval(q("instances_filed_since_change"), change_id)
             if late:
-                again = "move" if change["kind"] == "study-move" else "update"
+                again = {"study-move": "move", "study-set-source": "set-source"}.get(
+                    change["kind"], "update"
+                )
                 raise InvalidRequest(
                     f"{late} instance(s) of study {change['study_uid']} arrived after change"
                     f" {change_id} and were filed as it said; change the study again instead"
@@ -555,6 +557,15 @@ async def undo_change(archive: Archive, change_id: int, *, actor: str, origin: s
                 p["sex"],
             )
             await conn.execute(q("move_studies"), previous["studies"], source_fk)
+            if change["kind"] == "study-set-source":
+                # Each instance back to the source it was filed as (vna.admin.studies).
+                await conn.execute(
+                    q("restore_instance_sources"),
+                    previous["studies"][0],
+                    previous["instance_ids"],
+                    previous["instance_sources"],
+                    previous["study_source"],
+                )
         await conn.execute(q("mark_change_undone"), change_id, actor)
         await audit.record(
             conn,

@@ -11,6 +11,12 @@ A study move is the IHE IOCM "patient reconciliation" of one study (the study wa
 under the wrong patient): the objects take the target patient's identity and demographics, as
 a patient merge does for all of a patient's studies.  Instances of the study that arrive later
 under the old identity are filed under the new one (``vna.ingest.pipeline``).
+
+A re-attribution (``set_source``) re-files a study under a declared source: studies received
+before sources were declared are filed as ``DEFAULT`` with the issuer they arrived with (often
+none).  The study takes the source's issuer of patient ID, in the catalogue and in its objects
+(previous values in Original Attributes Sequence, as any correction), and its instances the
+source's name; the same undo puts both back.
 """
 
 from __future__ import annotations
@@ -140,6 +146,101 @@ async def move_study(
         origin=origin,
         study_uid=study_uid,
     )
+
+
+async def set_source(
+    archive: Archive, study_uid: str, source_name: str, *, actor: str, origin: str = ""
+) -> int:
+    """Re-file the study under the declared source ``source_name``: its patient becomes
+    PatientID with the source's issuer of patient ID (a patient already in the archive under
+    that identity, or a new one with the study's demographics), and its instances are filed as
+    that source.  Returns the change id (for ``undo_change``)."""
+    _check(study_uid)
+    source = archive.settings.source_named(source_name)
+    if source is None:
+        declared = ", ".join(s.name for s in archive.settings.sources) or "none"
+        raise InvalidRequest(f"{source_name!r} is not a declared source (declared: {declared})")
+    async with archive.db.acquire() as conn:
+        study = await conn.fetchrow(q("find_study_row"), study_uid)
+        if study is None:
+            raise NotFound(f"study {study_uid} is not in the archive")
+        current = Identity(study["patient_id"], study["issuer"])
+        # A source that declares no issuer keeps the one the study has.
+        target = Identity(current.patient_id, source.issuer_of_patient_id or current.issuer)
+        sources = await conn.fetch(q("instance_sources_of_study"), study["id"])
+        study_source = await conn.fetchval(q("study_source"), study["id"])
+        if target == current and all(r["source"] == source.name for r in sources):
+            raise InvalidRequest(
+                f"study {study_uid} is already filed as source {source.name} under {current}"
+            )
+        dst = await conn.fetchrow(q("find_patient_row"), target.patient_id, target.issuer)
+        instances = (
+            await conn.fetch(q("instances_of_study_row"), study["id"])
+            if (target != current)
+            else []
+        )
+    if target == current:
+        header_values: dict[str, str | None] = {}  # the objects already say it
+    elif dst is not None:
+        # Filed under the patient the source already has: that patient's identity and
+        # demographics, as a study move writes them.
+        header_values = identity_values(dst)
+    else:
+        header_values = {"PatientID": target.patient_id, "IssuerOfPatientID": target.issuer}
+
+    async def catalogue(conn: asyncpg.Connection) -> None:
+        if target != current:
+            target_fk = await conn.fetchval(
+                q("upsert_patient"),
+                target.patient_id,
+                target.issuer,
+                study["patient_name"],
+                study["birth_date"],
+                study["sex"],
+            )
+            await conn.execute(q("move_studies"), [study["id"]], target_fk)
+        await conn.execute(q("set_study_source"), study["id"], source.name)
+
+    previous_sources = sorted({r["source"] for r in sources}) or [study_source]
+    return await apply_change(
+        archive,
+        kind="study-set-source",
+        instances=instances,
+        source=current,
+        target=target,
+        header_values=header_values,
+        previous={
+            "patient": _patient_of(study),
+            "studies": [study["id"]],
+            "study_source": study_source,
+            "instance_ids": [r["id"] for r in sources],
+            "instance_sources": [r["source"] for r in sources],
+        },
+        changes={
+            "source": {"from": ", ".join(previous_sources), "to": source.name},
+            "into": str(target),
+        },
+        catalogue=catalogue,
+        actor=actor,
+        origin=origin,
+        study_uid=study_uid,
+    )
+
+
+async def studies_of(db: Database, identity: Identity) -> list[str]:
+    """The Study Instance UIDs of a patient in the archive."""
+    async with db.acquire() as conn:
+        patient = await conn.fetchrow(q("find_patient_row"), identity.patient_id, identity.issuer)
+        if patient is None:
+            raise NotFound(f"patient {identity} is not in the archive")
+        return [r["study_uid"] for r in await conn.fetch(q("studies_of_patient"), patient["id"])]
+
+
+async def default_studies_from(db: Database, ae_title: str) -> list[str]:
+    """Studies with instances filed as source DEFAULT that calling AE ``ae_title`` sent over
+    DIMSE (by the audit trail's store records)."""
+    async with db.acquire() as conn:
+        return [r["study_uid"] for r in await conn.fetch(q("default_studies_from_ae"), ae_title)]
 
 
 def _check(study_uid: str) -> None:

@@ -42,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "paths", nargs="+", type=Path, metavar="PATH", help="DICOM files or folders (recursive)"
     )
-    imp.add_argument("--source", help="declared source to store as (default: DEFAULT)")
+    imp.add_argument(
+        "--source",
+        help="declared source to store as (required once sources are declared; without"
+        " sources: DEFAULT)",
+    )
     imp.add_argument("--jobs", type=int, default=8, help="instances imported at once (8)")
 
     db = sub.add_parser("db", help="catalogue database").add_subparsers(dest="db_command")

@@ -84,7 +84,20 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     sm.add_argument("study_uid", metavar="STUDY_UID")
     sm.add_argument("--to-patient", required=True, metavar="PATIENT_ID", help="PatientID")
     sm.add_argument("--issuer", default="", help="IssuerOfPatientID (omit: none)")
-    sn = sts.add_parser("undo", help="undo a study correction or move")
+    ss = sts.add_parser(
+        "set-source",
+        help="re-file studies under a declared source, with its issuer of patient ID",
+    )
+    which = ss.add_mutually_exclusive_group(required=True)
+    which.add_argument("study_uid", nargs="?", metavar="STUDY_UID", help="one study")
+    which.add_argument("--patient", metavar="PATIENT", help=f"every study of a {_IDENTITY}")
+    which.add_argument(
+        "--from-ae",
+        metavar="AE_TITLE",
+        help="every study filed as DEFAULT that this calling AE title sent (DIMSE)",
+    )
+    ss.add_argument("--source", required=True, help="the declared source to file them as")
+    sn = sts.add_parser("undo", help="undo a study correction, move or set-source")
     sn.add_argument("change_id", type=int, metavar="CHANGE_ID")
 
     cf = sub.add_parser("conflicts", help="quarantined versions of archived instances")
@@ -307,9 +320,41 @@ async def _studies(archive: Any, args: argparse.Namespace, actor: str) -> int:
             f" (undo: vna studies undo {change})"
         )
         return 0
+    if cmd == "set-source":
+        return await _set_source(archive, args, actor)
     await p.undo_change(archive, args.change_id, actor=actor)
     print(f"change {args.change_id} undone")
     return 0
+
+
+async def _set_source(archive: Any, args: argparse.Namespace, actor: str) -> int:
+    if args.study_uid:
+        uids = [args.study_uid]
+    elif args.patient:
+        uids = await st_admin.studies_of(archive.db, Identity.parse(args.patient))
+    else:
+        uids = await st_admin.default_studies_from(archive.db, args.from_ae.strip())
+        if not uids:
+            print(f"no study filed as DEFAULT was sent by AE title {args.from_ae.strip()}")
+            return 0
+    failed = 0
+    for uid in uids:
+        try:
+            change = await st_admin.set_source(archive, uid, args.source, actor=actor)
+        except InvalidRequest as exc:
+            if len(uids) == 1:
+                raise
+            # One study already filed so (or changed meanwhile) must not stop the others.
+            print(f"study {uid}: {exc}")
+            failed += 1
+            continue
+        print(
+            f"change {change}: study {uid} filed as {args.source} (undo: vna studies undo {change})"
+        )
+    done = len(uids) - failed
+    if len(uids) > 1:
+        print(f"re-filed {done} of {len(uids)} {'study' if len(uids) == 1 else 'studies'}")
+    return 0 if done or not uids else 1
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:

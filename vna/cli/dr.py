@@ -54,10 +54,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
-    from vna.cli.lifecycle import actor, opened
     from lifecycle.dr import drill, failover, status
     from lifecycle.dr import report as dr_report
     from lifecycle.dr.json_form import jsonable
+    from vna.cli.lifecycle import actor, opened
 
     async with opened(settings) as archive:
         if args.dr_command == "status":

@@ -38,6 +38,11 @@ async def run_import(
     if jobs < 1:
         raise InvalidRequest("--jobs must be at least 1")
     source = DEFAULT_SOURCE
+    if source_name is None and settings.sources:
+        # Filed as DEFAULT, the files would keep whatever issuer they carry and mix with the
+        # declared hospitals' patients (re-filing them later: vna studies set-source).
+        names = ", ".join(s.name for s in settings.sources)
+        raise InvalidRequest(f"--source is required once sources are declared (one of: {names})")
     if source_name is not None:
         found = settings.source_named(source_name)
         if found is None:

@@ -189,11 +189,15 @@ def _check_content_type(header: str) -> str:
 def _response(
     request: web.Request, outcomes: list[IngestResult | _Failure], study: str | None
 ) -> web.Response:
-    """The Store Instances Response (PS3.18 10.5.3): 200 all stored, 202 some, 409 none."""
+    """The Store Instances Response (PS3.18 10.5.3): 200 all stored as sent, 202 some refused
+    or stored with warnings, 409 none stored.  Every 202 carries a Warning header."""
     root = base_url(request)
     referenced: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     warnings: list[str] = []
+    #: Warning text -> instances stored with it (one header per text, not per instance: a
+    #: study from a declared source is coerced instance by instance, alike).
+    stored_with: dict[str, int] = {}
     for outcome in outcomes:
         if isinstance(outcome, _Failure):
             exc = outcome.error
@@ -219,7 +223,16 @@ def _response(
         }
         if outcome.warnings:
             ref["00081196"] = {"vr": "US", "Value": [0xB000]}  # Coercion of data elements
+            for text in outcome.warnings:
+                stored_with[text] = stored_with.get(text, 0) + 1
         referenced.append(ref)
+    for text, n in stored_with.items():
+        # PS3.18 10.5.3: a 202 for instances stored with warnings; the header says why in
+        # words (WarningReason B000 is only a code).
+        warnings.append(
+            f'299 vna "{n} instance{"" if n == 1 else "s"} stored with WarningReason B000'
+            f' (coercion of data elements): {_header_safe(text)}"'
+        )
 
     body: dict[str, Any] = {}
     if study is not None:

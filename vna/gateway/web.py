@@ -15,7 +15,7 @@ from aiohttp import web
 
 from vna.archive import Archive
 from vna.errors import OfflineError, Unauthorized, VnaError
-from vna.gateway import admin, auth, qido, stow, wado
+from vna.gateway import admin, auth, qido, readiness, stow, wado
 from vna.gateway.request_context import ARCHIVE, PREFIX
 from vna.gateway.status import http_status
 from vna.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -43,6 +43,7 @@ def create_app(archive: Archive) -> web.Application:
     r = app.router
     p = PREFIX
     r.add_get("/healthz", healthz)
+    readiness.register(app, archive)  # /readyz: catalogue and store checked (load balancers)
     r.add_get("/metrics", metrics)
 
     r.add_post(f"{p}/studies", stow.store_instances)

@@ -112,3 +112,20 @@ async def check_http_exposure(authenticator: Authenticator) -> bool:
             " [http] allow_unauthenticated = true (http.host)"
         )
     return True
+
+
+def check_dimse_exposure(settings: Settings) -> str:
+    """The address DIMSE may listen on; refuse a non-loopback one while no sources are declared.
+
+    Without sources every calling AE title is accepted and stored as source DEFAULT, so a port
+    reachable from the network would take any sender's studies (and answer any query).  Closed
+    by default, like DICOMweb without tokens; ``[dimse] allow_any_caller`` opens it on purpose.
+    """
+    host = settings.dimse_host
+    if settings.sources or settings.dimse.allow_any_caller or is_loopback_host(host):
+        return host
+    raise ConfigError(
+        f"refusing to listen for DIMSE on {host} with no sources declared (any caller would be"
+        " accepted): declare [[sources]] with their ae_titles, or set [dimse] allow_any_caller"
+        " = true (dimse.host)"
+    )

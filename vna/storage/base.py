@@ -17,6 +17,11 @@ _KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
+#: Keys of the readiness probe's small objects (vna.gateway.readiness): never an instance, so a
+#: catalogue rebuild passes over them.
+PROBE_PREFIX = "health/"
+
+
 def content_key(sha256_hex: str, suffix: str = "") -> str:
     """The object key for content with this SHA-256; a suffix names a derived encoding."""
     if not _HEX64.match(sha256_hex):

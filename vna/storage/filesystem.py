@@ -42,6 +42,10 @@ from vna.storage.base import (
 )
 from vna.tiers import TIERS
 
+#: Objects hold patient data: readable and writable by the archive's user only, whatever the
+#: process's umask (a shared host's other users, a backup agent running as someone else).
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 _META_SUFFIX = ".meta.json"
 _META_XATTR = "user.vna.metadata"
 #: setxattr's answers meaning "not here" rather than a failing disk: the sidecar is used.
@@ -142,6 +146,8 @@ class FilesystemStore(ObjectStore):
                 if hashed is None or not hashed.describes(source):
                     check_sha256(key, sha256, _sha256_of(source))
                 sidecar = bool(metadata) and not self._set_metadata(source, metadata)
+                # The upload was created by whoever received it, with its own mode.
+                os.chmod(source, FILE_MODE)
                 _fsync_file(source)  # the data and the attribute
                 if sidecar:
                     # The sidecar sits in the object's directory: the one directory fsync
@@ -153,7 +159,7 @@ class FilesystemStore(ObjectStore):
             tmp = self._tmp / uuid.uuid4().hex
             try:
                 digest = hashlib.sha256()
-                with open(source, "rb") as src, open(tmp, "wb") as dst:
+                with open(source, "rb") as src, _create(tmp) as dst:
                     while chunk := src.read(1 << 20):
                         digest.update(chunk)
                         dst.write(chunk)
@@ -198,7 +204,7 @@ class FilesystemStore(ObjectStore):
         tmp = self._tmp / uuid.uuid4().hex
         sidecar = False
         try:
-            with open(tmp, "wb") as f:
+            with _create(tmp) as f:
                 f.write(data)
                 f.flush()
                 sidecar = bool(metadata) and not self._set_metadata(f.fileno(), metadata)
@@ -232,7 +238,7 @@ class FilesystemStore(ObjectStore):
         else:
             self._make_dir(parent)
         with contextlib.suppress(FileExistsError):
-            os.mkdir(path)
+            os.mkdir(path, DIR_MODE)
         # A directory of the administrator's may not be ours to open; the root's entry in it
         # was made when the store was set up.
         with contextlib.suppress(PermissionError) if outside else contextlib.nullcontext():
@@ -392,7 +398,7 @@ class FilesystemStore(ObjectStore):
 def _copy_durably(source: Path, target: Path, tmp_dir: Path) -> None:
     tmp = tmp_dir / uuid.uuid4().hex
     try:
-        with open(source, "rb") as src, open(tmp, "wb") as dst:
+        with open(source, "rb") as src, _create(tmp) as dst:
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
             dst.flush()
@@ -415,13 +421,19 @@ def _copy_durably(source: Path, target: Path, tmp_dir: Path) -> None:
 def _write_file_durably(data: bytes, target: Path, tmp_dir: Path) -> None:
     tmp = tmp_dir / uuid.uuid4().hex
     try:
-        with open(tmp, "wb") as f:
+        with _create(tmp) as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _create(path: Path) -> BinaryIO:
+    """A new file for writing, created with FILE_MODE (``open(..., "wb")`` would take 0666 less
+    the umask: world-readable under the usual 022)."""
+    return os.fdopen(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE), "wb")
 
 
 def _meta_path(target: Path) -> Path:

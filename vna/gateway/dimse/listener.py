@@ -6,10 +6,14 @@ transfer syntaxes modalities and PACS send) and Patient Root and Study Root Quer
 only its own association; the handlers reach the archive on its asyncio loop through
 :class:`~vna.gateway.dimse.bridge.Gateway`.
 
-Calling AE titles: with no sources declared any calling AE is accepted as the default source;
-once sources are declared, an association from an AE title that neither a source nor a C-MOVE
-destination declares is rejected with the standard reason "calling AE title not recognized"
-(PS3.8 9.3.4, A-ASSOCIATE-RJ result 1, source 1, reason 3).  Only sources may store.
+Calling AE titles: with no sources declared any calling AE is accepted as the default source,
+and the listener then binds to loopback only unless told otherwise (closed by default,
+vna.security.authn.check_dimse_exposure); once sources are declared, an association from an AE
+title that neither a source nor a C-MOVE destination declares is rejected with the standard
+reason "calling AE title not recognized" (PS3.8 9.3.4, A-ASSOCIATE-RJ result 1, source 1,
+reason 3).  Only sources may store.  The called AE title must be the archive's own
+(``dimse.ae_title``; reason 7, "called AE title not recognized") unless
+``dimse.accept_any_called_ae`` is set.
 """
 
 from __future__ import annotations
@@ -42,11 +46,13 @@ from vna.gateway.dimse.move_get import handle_get, handle_move
 from vna.gateway.dimse.store import handle_store
 from vna.gateway.dimse.tcp import transport_handlers
 from vna.security.audit import ASSOCIATION_REJECTED, AuditTrail
+from vna.security.authn import check_dimse_exposure, is_loopback_host
 from vna.security.tls import dimse_context
 
 if TYPE_CHECKING:
     from vna.archive import Archive
     from vna.config import Settings
+    from vna.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +110,11 @@ QUERY_RETRIEVE_MODELS = (
 MAX_PDU_SIZE = 1 << 20
 
 # A-ASSOCIATE-RJ (PS3.8 Table 9-21): rejected-permanent, by the service user, because the
-# calling AE title is not recognized.
+# calling (or the called) AE title is not recognized.
 _REJECTED_PERMANENT = 0x01
 _SERVICE_USER = 0x01
 _CALLING_AE_NOT_RECOGNIZED = 0x03
+_CALLED_AE_NOT_RECOGNIZED = 0x07
 
 
 def configure_pynetdicom(settings: Settings) -> None:
@@ -173,7 +180,12 @@ class DimseListener:
         configure_pynetdicom(settings)
         ae = build_ae(settings)
         handlers: list[Any] = [
-            (evt.EVT_REQUESTED, _check_calling_ae, [settings, gateway]),
+            (evt.EVT_REQUESTED, _check_ae_titles, [settings, gateway]),
+            (evt.EVT_ACCEPTED, _count_association, [self.archive.metrics, "accepted"]),
+            # pynetdicom's own refusals (too many associations, bad user identity); ours are
+            # counted where they are made (_reject).
+            (evt.EVT_REJECTED, _count_association, [self.archive.metrics, "rejected-other"]),
+            (evt.EVT_DIMSE_SENT, _count_operation, [self.archive.metrics]),
             (evt.EVT_C_STORE, handle_store, [gateway]),
             (evt.EVT_C_FIND, handle_find, [gateway]),
             (evt.EVT_C_MOVE, handle_move, [gateway]),
@@ -184,7 +196,7 @@ class DimseListener:
         ]
         if self.handoff_fd is not None:
             handlers.append(closed_handler(self.handoff_fd))
-        address = (settings.dimse.host, settings.dimse.port)
+        address = (check_dimse_exposure(settings), settings.dimse.port)
         # DICOM TLS when configured (PS3.15 B.12): the port then speaks TLS only.
         ssl_context = dimse_context(settings)
         try:
@@ -193,8 +205,7 @@ class DimseListener:
             )
         except OSError as exc:
             raise ConfigError(
-                f"cannot listen on {settings.dimse.host}:{settings.dimse.port}"
-                f" (dimse.port): {exc.strerror}"
+                f"cannot listen on {address[0]}:{settings.dimse.port} (dimse.port): {exc.strerror}"
             ) from exc
         self._ae = ae
         log.info(
@@ -206,7 +217,10 @@ class DimseListener:
         )
         if not settings.sources:
             log.warning(
-                "no sources declared: DIMSE accepts any calling AE title, as source DEFAULT"
+                "no sources declared: DIMSE accepts any calling AE title, as source DEFAULT,%s",
+                f" from anywhere on {address[0]} (dimse.allow_any_caller)"
+                if not is_loopback_host(address[0])
+                else f" on {address[0]} only (declare [[sources]] to accept other machines)",
             )
         self._previous_tempdir = tempfile.tempdir
         _check_temporary_directory(self.archive.incoming)
@@ -281,23 +295,50 @@ def _check_temporary_directory(incoming: Path) -> None:
         log.info("DIMSE receives into %s (on the data volume)", incoming)
 
 
-def _check_calling_ae(event: Any, settings: Settings, gateway: Gateway) -> None:
-    """``evt.EVT_REQUESTED``: reject an association from an AE title the configuration does
-    not know.  Sources may store, query and retrieve; C-MOVE destinations (a viewing station
-    pulling studies to itself) may query and retrieve, and their C-STOREs are refused."""
+def _check_ae_titles(event: Any, settings: Settings, gateway: Gateway) -> None:
+    """``evt.EVT_REQUESTED``: reject an association addressed to another AE title, or from an
+    AE title the configuration does not know.  Sources may store, query and retrieve; C-MOVE
+    destinations (a viewing station pulling studies to itself) may query and retrieve, and
+    their C-STOREs are refused."""
     assoc = event.assoc
-    calling_ae = str(assoc.requestor.primitive.calling_ae_title).strip()
+    primitive = assoc.requestor.primitive
+    calling_ae = str(primitive.calling_ae_title).strip()
+    called_ae = str(primitive.called_ae_title).strip()
+    if not settings.dimse.accept_any_called_ae and called_ae != settings.dimse.ae_title.strip():
+        # A sender configured for another archive (or a port scan) must not store here by
+        # mistake: the called AE title says whom the association is for (PS3.8 7.1.1.4).
+        _reject(
+            assoc,
+            gateway,
+            calling_ae,
+            "rejected-called-ae",
+            _CALLED_AE_NOT_RECOGNIZED,
+            f"called AE title not recognised ({called_ae!r}; this archive is"
+            f" {settings.dimse.ae_title!r})",
+        )
+        return
     if settings.source_for_ae(calling_ae) is not None:
         return
     if settings.move_destination(calling_ae) is not None:
         return
-    log.warning(
-        "association from %s (%s) rejected: calling AE title not recognized (neither a source"
-        " nor a destination declares it)",
+    _reject(
+        assoc,
+        gateway,
         calling_ae,
-        assoc.requestor.address,
+        "rejected-calling-ae",
+        _CALLING_AE_NOT_RECOGNIZED,
+        "calling AE title not recognized (neither a source nor a destination declares it)",
     )
-    assoc.acse.send_reject(_REJECTED_PERMANENT, _SERVICE_USER, _CALLING_AE_NOT_RECOGNIZED)
+
+
+def _reject(
+    assoc: Any, gateway: Gateway, calling_ae: str, result: str, diagnostic: int, reason: str
+) -> None:
+    gateway.archive.metrics.dimse_associations.labels(result).inc()
+    log.warning(
+        "association from %s (%s) rejected: %s", calling_ae, assoc.requestor.address, reason
+    )
+    assoc.acse.send_reject(_REJECTED_PERMANENT, _SERVICE_USER, diagnostic)
     assoc.kill()
     # A security alert (PS3.15 A.5.3.11, node authentication); a failure to record it is
     # counted and logged by the trail, and the association is rejected regardless.
@@ -308,8 +349,31 @@ def _check_calling_ae(event: Any, settings: Settings, gateway: Gateway) -> None:
                 calling_ae,
                 str(assoc.requestor.address),
                 ASSOCIATION_REJECTED,
-                {"reason": "calling AE title not recognized", "protocol": "dimse"},
+                {"reason": reason.split(" (")[0], "protocol": "dimse"},
             )
         )
     except Exception as exc:  # the archive is stopping
         log.warning("could not audit the rejected association: %s", exc)
+
+
+def _count_association(event: Any, metrics: Metrics, result: str) -> None:
+    """``evt.EVT_ACCEPTED`` / ``evt.EVT_REJECTED``: associations by result, for /metrics."""
+    metrics.dimse_associations.labels(result).inc()
+
+
+#: Statuses that announce more responses to the same request (PS3.7 C.4.1: Pending).
+_PENDING = (0xFF00, 0xFF01)
+
+
+def _count_operation(event: Any, metrics: Metrics) -> None:
+    """``evt.EVT_DIMSE_SENT``: every final response the archive sends (``C_STORE_RSP``...)
+    counts one operation of its type with its status; pending C-FIND, C-MOVE and C-GET
+    responses and the archive's own requests (C-GET sub-operations) do not."""
+    kind = type(event.message).__name__
+    if not kind.endswith("_RSP"):
+        return
+    status = getattr(event.message.command_set, "Status", None)
+    if status is None or int(status) in _PENDING:
+        return
+    operation = kind.removesuffix("_RSP").replace("_", "-")
+    metrics.dimse_operations.labels(operation, f"{int(status):04X}").inc()
