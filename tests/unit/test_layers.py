@@ -21,7 +21,7 @@ TOP_PACKAGES = ("vna", "lifecycle")
 # from a layer above.  Packages named together in one ``independent`` group may not import
 # each other either (the two protocol families and the lifecycle engine stand side by side).
 LAYERS: list[tuple[str, frozenset[str]]] = [
-    ("entry points", frozenset({"vna.cli", "vna.server", "vna.supervisor"})),
+    ("entry points", frozenset({"vna.cli", "vna.server", "vna.supervisor", "vna.server_lock"})),
     ("adapters and workers", frozenset({"vna.gateway", "lifecycle"})),
     ("engine", frozenset({"vna.admin", "vna.security"})),
     ("wiring", frozenset({"vna.archive"})),
@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
     ("settings", frozenset({"vna.config", "vna.metrics"})),
     ("catalogue and storage", frozenset({"vna.catalog", "vna.storage"})),
     ("dicom", frozenset({"vna.dicom"})),
-    ("foundation", frozenset({"vna.errors"})),
+    ("foundation", frozenset({"vna.errors", "vna.tiers"})),
 ]
 INDEPENDENT: list[frozenset[str]] = [frozenset({"vna.gateway", "lifecycle"})]
 
