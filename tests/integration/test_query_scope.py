@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +64,9 @@ class Running:
 
 
 @pytest.fixture
-def viewer() -> AsyncIterator[StorageSCP]:
+def viewer() -> Iterator[StorageSCP]:
     scp = StorageSCP("VIEWER")
-    yield scp  # type: ignore[misc]
+    yield scp
     scp.stop()
 
 
