@@ -19,8 +19,11 @@ from typing import Any
 import aiohttp
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelFind,
 )
@@ -163,6 +166,32 @@ def cmove_patient(port: int, calling: str, patient_id: str) -> Dataset:
         return last
 
 
+def cget(port: int, calling: str, keys: Dataset) -> tuple[int, set[str]]:
+    """C-GET over the Patient Root model: the final status and the SOP Instance UIDs the
+    archive sent back over the requester's association."""
+    got: set[str] = set()
+
+    def on_store(event: Any) -> int:
+        got.add(str(event.request.AffectedSOPInstanceUID))
+        Path(event.dataset_path).unlink()  # pynetdicom leaves it on the requester's side
+        return 0x0000
+
+    contexts = [
+        (PatientRootQueryRetrieveInformationModelGet, [ImplicitVRLittleEndian]),
+        (CTImageStorage, [ExplicitVRLittleEndian]),
+    ]
+    role = build_role(CTImageStorage, scp_role=True)
+    with association(
+        port, contexts, calling=calling, ext_neg=[role], handlers=[(evt.EVT_C_STORE, on_store)]
+    ) as assoc:
+        assert assoc.is_established
+        last = None
+        for status, _ in assoc.send_c_get(keys, PatientRootQueryRetrieveInformationModelGet):
+            last = status
+        assert last is not None
+        return int(last.Status), got
+
+
 async def studies_found(run: Running, calling: str, patient_id: str) -> dict[str, str]:
     """Study level C-FIND by PatientID alone (no IssuerOfPatientID, as most PACS ask):
     StudyInstanceUID -> the IssuerOfPatientID each answer carries (unasked)."""
@@ -204,6 +233,15 @@ async def wado_status(run: Running, token: str, study_uid: str) -> int:
     ):
         await resp.read()
         return resp.status
+
+
+async def admin(run: Running, method: str, path: str) -> tuple[int, Any]:
+    url = run.url.replace("/dicom-web", "/admin") + path
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with aiohttp.ClientSession() as http, http.request(method, url, headers=headers) as resp:
+        if resp.status != 200:
+            return resp.status, await resp.text()
+        return 200, await resp.json()
 
 
 async def stow(run: Running, source: str, datasets: list[Dataset]) -> int:
@@ -266,10 +304,22 @@ async def test_c_find_and_c_move_without_issuer_answer_the_callers_own_patient(
         richard_study: "HOSP2",
     }
 
-    # C-MOVE at PATIENT level moves the caller's patient only.
+    # C-MOVE at PATIENT level moves the caller's patient only; so does C-GET, and another
+    # hospital's study named by its UID is not sent at all.
     final = await scu(cmove_patient, run.dimse_port, "HOSP2PACS", "P00001")
     assert (final.Status, final.NumberOfCompletedSuboperations) == (0x0000, 3)
     assert set(run.viewer.received) == {ds.SOPInstanceUID for ds in richard}
+    status, got = await scu(
+        cget, run.dimse_port, "HOSP1PACS", study_keys("PATIENT", PatientID="P00001")
+    )
+    assert (status, got) == (0x0000, {ds.SOPInstanceUID for ds in jane})
+    status, got = await scu(
+        cget,
+        run.dimse_port,
+        "HOSP1PACS",
+        study_keys("STUDY", PatientID="P00001", StudyInstanceUID=richard_study),
+    )
+    assert (status, got) == (0x0000, set())
 
 
 async def test_linked_scope_finds_both_identities_once_they_are_linked(running: Running) -> None:
@@ -445,12 +495,24 @@ async def test_a_rejected_link_is_not_proposed_again(running: Running) -> None:
     (shared,) = ct_study(patient_id="P88", series=1, slices=1)
     assert await stow(run, "HOSP1", [shared]) == 202
     assert await stow(run, "HOSP2", [shared]) == 200
-    (pending,) = await patients.pending_links(run.archive.db)
-    await patients.reject_pending_link(run.archive.db, pending["id"], actor="test")
+    # Decided over HTTP this time (/admin, with the admin token), as a console would.
+    status, listed = await admin(run, "GET", "/patients/links/pending")
+    assert status == 200
+    assert [
+        (p["patient_id_a"], p["issuer_a"], p["patient_id_b"], p["issuer_b"]) for p in listed
+    ] == [("P88", "HOSP1", "P88", "HOSP2")]
+    pending = listed[0]["id"]
+    assert await admin(run, "POST", f"/patients/links/pending/{pending}/reject") == (
+        200,
+        {"pending_link": pending, "state": "rejected"},
+    )
+    status, text = await admin(run, "POST", f"/patients/links/pending/{pending}/accept")
+    assert status == 400 and "rejected already" in text
+    assert (await admin(run, "POST", "/patients/links/pending/999/reject"))[0] == 404
     assert await patients.pending_links(run.archive.db) == []
     assert await stow(run, "HOSP2", [shared]) == 200  # the same evidence again
     assert await patients.pending_links(run.archive.db) == []
     (rejected,) = await patients.pending_links(run.archive.db, state="rejected")
-    assert (rejected["decided_by"], rejected["sightings"]) == ("test", 1)
+    assert (rejected["decided_by"], rejected["sightings"]) == ("admin-token", 1)
     # Still separate identities: HOSP2 finds nothing of P88.
     assert await studies_found(run, "HOSP2PACS", "P88") == {}
