@@ -16,8 +16,13 @@ Matching, where PS3.4 C.2.2.2 leaves the choice to the implementation:
 * ModalitiesInStudy matches a study that has a series of (any of) the given modalities.
 * Attributes without a column match against the instance headers: at study and series level,
   a study or series matches when any of its instances does.
-* With ``includelinked=true`` (a vendor extension, :mod:`vna.dicom.qido_params`) the PatientID (and
-  IssuerOfPatientID) match becomes a match of any identity linked to the one(s) named.
+* With ``includelinked=true`` (a vendor extension, :mod:`vna.dicom.qido_params`) the
+  PatientID (and IssuerOfPatientID) match becomes a match of any identity linked to the
+  one(s) named.
+* A caller that is a source is answered within its patients (``scope``, decided by
+  :mod:`vna.security.query_scope`): its issuer's identities, and with ``query_scope =
+  "linked"`` the identities linked to them, which for one PatientID of its own replace the
+  PatientID match (a linked identity has another PatientID).
 
 Every match carries Instance Availability (0008,0056) of the instances at its level, the least
 available of them (PS3.4 C.4.1.1.3.2; :mod:`vna.storage.availability`).

@@ -1,6 +1,6 @@
-"""Administration over HTTP (``/admin``): quarantined conflicts, patient links, corrections,
-merges, study corrections and moves, and their undoing.  JSON in, JSON out; the work is in
-``vna.admin``.
+"""Administration over HTTP (``/admin``): quarantined conflicts, patient links (and the pending
+ones the archive proposes), corrections, merges, study corrections and moves, and their
+undoing.  JSON in, JSON out; the work is in ``vna.admin``.
 
 Every request needs an admin token (``vna tokens create --role admin``, or the one whose
 SHA-256 is ``[admin] admin_token_sha256``), checked by :mod:`vna.gateway.auth`.  An archive
@@ -38,6 +38,9 @@ def register(app: web.Application) -> None:
     r.add_get(f"{p}/patients/links", _admin(patient_links))
     r.add_post(f"{p}/patients/links", _admin(link_patients))
     r.add_delete(f"{p}/patients/links/{{id}}", _admin(unlink_patients))
+    r.add_get(f"{p}/patients/links/pending", _admin(list_pending_links))
+    r.add_post(f"{p}/patients/links/pending/{{id}}/accept", _admin(accept_pending_link))
+    r.add_post(f"{p}/patients/links/pending/{{id}}/reject", _admin(reject_pending_link))
     r.add_post(f"{p}/patients/update", _admin(update_patient))
     r.add_post(f"{p}/patients/merge", _admin(merge_patients))
     r.add_get(f"{p}/patients/changes", _admin(list_changes))
@@ -119,6 +122,37 @@ async def link_patients(request: web.Request, actor: str) -> Any:
         origin=request.remote or "",
     )
     return {"link": link_id}
+
+
+async def list_pending_links(request: web.Request, actor: str) -> Any:
+    state = request.query.get("state", "pending")
+    return await patients.pending_links(
+        request.app[ARCHIVE].db, None if state == "all" else state, _limit(request)
+    )
+
+
+async def accept_pending_link(request: web.Request, actor: str) -> Any:
+    body = await _body(request) if request.can_read_body else {}
+    reason = body.get("reason", "")
+    if not isinstance(reason, str):
+        raise InvalidRequest("reason must be a string")
+    pending_id = _id(request)
+    link_id = await patients.accept_pending_link(
+        request.app[ARCHIVE].db,
+        pending_id,
+        actor=actor,
+        reason=reason,
+        origin=request.remote or "",
+    )
+    return {"pending_link": pending_id, "state": "accepted", "link": link_id}
+
+
+async def reject_pending_link(request: web.Request, actor: str) -> Any:
+    pending_id = _id(request)
+    await patients.reject_pending_link(
+        request.app[ARCHIVE].db, pending_id, actor=actor, origin=request.remote or ""
+    )
+    return {"pending_link": pending_id, "state": "rejected"}
 
 
 async def unlink_patients(request: web.Request, actor: str) -> Any:

@@ -149,7 +149,8 @@ def find_response(
 
     It holds the keys of the request, with the match's values or empty when the archive has
     none, IssuerOfPatientID with a PatientID, the unique key of the level, the Query/Retrieve
-    Level, the Retrieve AE Title, and Specific Character Set when a value is not plain ASCII (the catalogue holds UTF-8).
+    Level, the Retrieve AE Title, and Specific Character Set when a value is not plain ASCII
+    (the catalogue holds UTF-8).
     """
     out = Dataset()
     for elem in request:
