@@ -18,7 +18,12 @@ from vna.errors import ConfigError
 from vna.gateway.dimse import DimseListener
 from vna.gateway.handoff import HandoffSite
 from vna.gateway.web import PREFIX, create_app
-from vna.security.authn import Authenticator, check_dimse_exposure, check_http_exposure
+from vna.security.authn import (
+    Authenticator,
+    check_dimse_exposure,
+    check_http_exposure,
+    is_loopback_host,
+)
 from vna.security.tls import http_context
 from vna.server_lock import ServerLock
 
@@ -146,8 +151,17 @@ async def _serve(
                 else "DICOMweb and /admin serve loopback clients only,",
             )
         if not settings.sources and not worker:
+            # Once per server (the first worker), whatever the number of workers.
+            dimse_host = settings.dimse_host
             log.warning(
-                "no sources declared: every sender is accepted and stored as source DEFAULT"
+                "no sources declared: every sender is accepted and stored as source DEFAULT%s",
+                ""
+                if not settings.dimse.enabled
+                else f"; DIMSE accepts any calling AE title from anywhere on {dimse_host}"
+                " (dimse.allow_any_caller)"
+                if not is_loopback_host(dimse_host)
+                else f"; DIMSE listens on {dimse_host} only (declare [[sources]] to accept"
+                " other machines)",
             )
         stop = _stop_event()
         freeze_startup_objects()
