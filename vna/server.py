@@ -152,17 +152,7 @@ async def _serve(
             )
         if not settings.sources and not worker:
             # Once per server (the first worker), whatever the number of workers.
-            dimse_host = settings.dimse_host
-            log.warning(
-                "no sources declared: every sender is accepted and stored as source DEFAULT%s",
-                ""
-                if not settings.dimse.enabled
-                else f"; DIMSE accepts any calling AE title from anywhere on {dimse_host}"
-                " (dimse.allow_any_caller)"
-                if not is_loopback_host(dimse_host)
-                else f"; DIMSE listens on {dimse_host} only (declare [[sources]] to accept"
-                " other machines)",
-            )
+            log.warning(_no_sources_notice(settings))
         stop = _stop_event()
         freeze_startup_objects()
         lifecycle = None
@@ -187,6 +177,17 @@ async def _serve(
             await runner.cleanup()
         await archive.close()
         log.info("stopped")
+
+
+def _no_sources_notice(settings: Settings) -> str:
+    """What an archive without sources accepts, and from where (closed by default)."""
+    notice = "no sources declared: every sender is accepted and stored as source DEFAULT"
+    if not settings.dimse.enabled:
+        return notice
+    host = settings.dimse_host
+    if is_loopback_host(host):
+        return f"{notice}; DIMSE listens on {host} only (declare [[sources]] to accept others)"
+    return f"{notice}; DIMSE accepts any calling AE title on {host} (dimse.allow_any_caller)"
 
 
 def _stop_event() -> asyncio.Event:
