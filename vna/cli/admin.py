@@ -97,6 +97,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="every study filed as DEFAULT that this calling AE title sent (DIMSE)",
     )
     ss.add_argument("--source", required=True, help="the declared source to file them as")
+    ss.add_argument(
+        "--dry-run", action="store_true", help="list what would be re-filed; change nothing"
+    )
     sn = sts.add_parser("undo", help="undo a study correction, move or set-source")
     sn.add_argument("change_id", type=int, metavar="CHANGE_ID")
 
@@ -340,6 +343,14 @@ async def _set_source(archive: Any, args: argparse.Namespace, actor: str) -> int
     failed = 0
     for uid in uids:
         try:
+            if args.dry_run:
+                plan = await st_admin.plan_set_source(archive, uid, args.source)
+                joins = " (an existing patient)" if plan.joins_patient else ""
+                print(
+                    f"would file study {uid} ({plan.current}, source {', '.join(plan.sources)})"
+                    f" as {plan.source} under {plan.target}{joins}"
+                )
+                continue
             change = await st_admin.set_source(archive, uid, args.source, actor=actor)
         except InvalidRequest as exc:
             if len(uids) == 1:
@@ -353,7 +364,8 @@ async def _set_source(archive: Any, args: argparse.Namespace, actor: str) -> int
         )
     done = len(uids) - failed
     if len(uids) > 1:
-        print(f"re-filed {done} of {len(uids)} {'study' if len(uids) == 1 else 'studies'}")
+        verb = "would re-file" if args.dry_run else "re-filed"
+        print(f"{verb} {done} of {len(uids)} {'study' if len(uids) == 1 else 'studies'}")
     return 0 if done or not uids else 1
 
 
