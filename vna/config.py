@@ -268,6 +268,39 @@ class DrSettings:
 
 
 @dataclass(frozen=True)
+class Hl7SenderSettings:
+    """A sending facility (MSH-4) whose HL7 ADT messages are accepted, and the source it speaks
+    for: the PatientIDs in its PID-3 are that source's issuer's."""
+
+    sending_facility: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Hl7Settings:
+    """The HL7 v2 ADT listener over MLLP (vna.gateway.hl7)."""
+
+    #: Run the listener with ``vna serve``: true as soon as ``[hl7]`` (or a ``VNA_HL7_*``
+    #: variable) is given; false turns it off again.
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    #: 2575 is the port IANA registers for HL7 over MLLP.
+    port: int = 2575
+    #: Bytes; a larger message is answered AR and not read further.
+    max_message_bytes: int = 1024**2
+    #: Seconds a connection may stay silent (or a message half-sent) before it is closed.
+    idle_timeout: int = 300
+    #: TLS as for ``[dimse]``: PEM certificate chain and key; ``tls_ca``: mutual TLS.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    senders: tuple[Hl7SenderSettings, ...] = ()
+
+    def sender(self, facility: str) -> Hl7SenderSettings | None:
+        return next((s for s in self.senders if s.sending_facility == facility), None)
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("vna-data")
     #: Empty: embedded PostgreSQL under ``data_dir/pg``.
@@ -292,6 +325,7 @@ class Settings:
     tiering_rules: tuple[TieringRuleSettings, ...] = ()
     dr: DrSettings = field(default_factory=DrSettings)
     replicas: tuple[ReplicaSettings, ...] = ()
+    hl7: Hl7Settings = field(default_factory=Hl7Settings)
 
     @property
     def effective_storage_url(self) -> str:
@@ -360,6 +394,8 @@ def environment_keys() -> list[str]:
     for f in dataclasses.fields(Settings):
         if f.name in _SECTIONS:
             for sub in dataclasses.fields(_SECTIONS[f.name]):
+                if _is_table_list(typing.get_type_hints(_SECTIONS[f.name])[sub.name]):
+                    continue  # tables inside a section ([[hl7.senders]]): file only
                 keys.append(f"{ENV_PREFIX}{f.name}_{sub.name}".upper())
         elif _is_scalar(hints[f.name]):
             keys.append(f"{ENV_PREFIX}{f.name}".upper())
@@ -417,6 +453,8 @@ def _build(document: dict[str, Any], env: Mapping[str, str]) -> Settings:
             if not isinstance(table, dict):
                 raise ConfigError(f"'{f.name}' must be a table ([{f.name}])")
             values[f.name] = _build_section(f.name, _SECTIONS[f.name], table, env)
+            if f.name == "hl7":
+                values[f.name] = _hl7_presence(values[f.name], document, table, env)
         elif f.name in _TABLE_ARRAYS:
             values[f.name] = _build_tables(f.name, _TABLE_ARRAYS[f.name], document.get(f.name, []))
         else:
@@ -439,11 +477,22 @@ def _build_section(name: str, cls: type, table: dict[str, Any], env: Mapping[str
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         env_name = f"{ENV_PREFIX}{name}_{f.name}".upper()
-        if env_name in env:
+        if env_name in env and not _is_table_list(hints[f.name]):
             values[f.name] = _coerce(env[env_name], hints[f.name], env_name, from_env=True)
         elif f.name in table:
             values[f.name] = _coerce(table[f.name], hints[f.name], f"{name}.{f.name}", False)
     return cls(**values)
+
+
+def _hl7_presence(
+    hl7: Hl7Settings, document: dict[str, Any], table: dict[str, Any], env: Mapping[str, str]
+) -> Hl7Settings:
+    """The HL7 listener runs when ``[hl7]`` is present (or a ``VNA_HL7_*`` variable is set),
+    unless ``enabled`` says otherwise."""
+    if "enabled" in table or "VNA_HL7_ENABLED" in env:
+        return hl7
+    present = "hl7" in document or any(k.startswith("VNA_HL7_") for k in env)
+    return dataclasses.replace(hl7, enabled=present)
 
 
 def _build_tables(name: str, cls: Any, raw: Any) -> tuple[Any, ...]:
@@ -475,6 +524,12 @@ def _build_tables(name: str, cls: Any, raw: Any) -> tuple[Any, ...]:
         }
         items.append(cls(**values))
     return tuple(items)
+
+
+def _is_table_list(tp: Any) -> bool:
+    """An array of tables (``[[hl7.senders]]``): from the file only."""
+    args = typing.get_args(tp)
+    return typing.get_origin(tp) is tuple and bool(args) and dataclasses.is_dataclass(args[0])
 
 
 def _is_scalar(tp: Any) -> bool:
@@ -620,6 +675,38 @@ def _validate(s: Settings) -> None:
     _validate_lifecycle(s)
     _validate_tls(s)
     _validate_replicas(s)
+    _validate_hl7(s)
+
+
+def _validate_hl7(s: Settings) -> None:
+    h = s.hl7
+    if not 0 <= h.port <= 65535:
+        raise ConfigError(f"'hl7.port' must be between 0 and 65535, got {h.port}")
+    for key, n in (
+        ("hl7.max_message_bytes", h.max_message_bytes),
+        ("hl7.idle_timeout", h.idle_timeout),
+    ):
+        if n <= 0:
+            raise ConfigError(f"'{key}' must be positive, got {n}")
+    if (h.tls_cert is None) != (h.tls_key is None):
+        raise ConfigError("'hl7.tls_cert' and 'hl7.tls_key' go together")
+    if h.tls_ca is not None and h.tls_cert is None:
+        raise ConfigError("'hl7.tls_ca' needs 'hl7.tls_cert' and 'hl7.tls_key'")
+    known = {src.name for src in s.sources}
+    seen: set[str] = set()
+    for i, sender in enumerate(h.senders):
+        where = f"hl7.senders[{i}]"
+        if not sender.sending_facility.strip():
+            raise ConfigError(f"'{where}.sending_facility' must not be empty")
+        if sender.sending_facility in seen:
+            raise ConfigError(
+                f"'{where}.sending_facility': {sender.sending_facility!r} is declared twice"
+            )
+        seen.add(sender.sending_facility)
+        # The source decides the issuer of the PatientIDs in PID-3: a typo would apply the
+        # HIS's corrections to another hospital's patients, or to none.
+        if sender.source not in known:
+            raise ConfigError(f"'{where}.source': {sender.source!r} is not a declared source")
 
 
 def _validate_tls(s: Settings) -> None:

@@ -363,4 +363,7 @@ def _config_check(settings: Settings) -> int:
     print(f"http          {settings.http.host}:{settings.http.port}")
     print(f"dimse         {settings.dimse.ae_title} on port {settings.dimse.port}")
     print(f"sources       {names or '(none: any sender accepted as DEFAULT)'}")
+    if settings.hl7.enabled:
+        facilities = ", ".join(f"{h.sending_facility}->{h.source}" for h in settings.hl7.senders)
+        print(f"hl7           {settings.hl7.host}:{settings.hl7.port} ({facilities or 'no senders'})")
     return 0

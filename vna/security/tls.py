@@ -55,3 +55,12 @@ def dimse_context(settings: Settings) -> ssl.SSLContext | None:
     if dimse.tls_cert is None or dimse.tls_key is None:
         return None
     return server_context("dimse", dimse.tls_cert, dimse.tls_key, dimse.tls_ca)
+
+
+def hl7_context(settings: Settings) -> ssl.SSLContext | None:
+    """TLS for the HL7 MLLP listener when ``[hl7] tls_cert`` and ``tls_key`` are set
+    (``tls_ca``: mutual), as for DIMSE."""
+    hl7 = settings.hl7
+    if hl7.tls_cert is None or hl7.tls_key is None:
+        return None
+    return server_context("hl7", hl7.tls_cert, hl7.tls_key, hl7.tls_ca)
