@@ -17,6 +17,7 @@ from vna.config import Settings
 from vna.errors import ConfigError
 from vna.gateway.dimse import DimseListener
 from vna.gateway.handoff_site import HandoffSite
+from vna.gateway.hl7 import Hl7Listener
 from vna.gateway.web import PREFIX, create_app
 from vna.security.authn import (
     Authenticator,
@@ -105,6 +106,7 @@ async def _serve(
     archive = await Archive.open(settings, apply_migrations=worker is None)
     runner: web.AppRunner | None = None
     dimse: DimseListener | None = None
+    hl7: Hl7Listener | None = None
     try:
         # Configuration errors first, before anything listens.
         ssl_context = http_context(settings)
@@ -113,6 +115,11 @@ async def _serve(
             # Before HTTP, so that a healthy /healthz means both gateways are listening.
             dimse = DimseListener(archive, handoff_fd=dimse_fd)
             await dimse.start()
+        if settings.hl7.enabled and not worker:
+            # One listener per server (the first worker): MLLP connections are few and
+            # long-lived, and a message's duplicate check is in the catalogue anyway.
+            hl7 = Hl7Listener(archive)
+            await hl7.start()
         runner = web.AppRunner(create_app(archive), access_log=None, handle_signals=False)
         await runner.setup()
         site: web.BaseSite
@@ -167,6 +174,8 @@ async def _serve(
         if lifecycle is not None:
             await lifecycle  # gives running jobs back to the queue
     finally:
+        if hl7 is not None:
+            await hl7.stop()
         if dimse is not None:
             # Associations in progress finish (or are aborted after a grace period) while the
             # archive is still open: their handlers run on this loop.

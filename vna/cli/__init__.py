@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     from vna.cli.recovery import add_parsers as _add_recovery_commands
 
     _add_dr_commands(sub)  # vna dr status|drill|failover|failback
+    from vna.cli.hl7 import add_parsers as _add_hl7_commands
+
+    _add_hl7_commands(sub)  # vna hl7 log|show
     _add_recovery_commands(sub)  # vna catalogue rebuild, vna verify
 
     _add_global_options(parser, top=True)
@@ -155,6 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from vna.cli.dr import run as run_dr
 
             return asyncio.run(run_dr(settings, args))
+        if args.command == "hl7":
+            from vna.cli.hl7 import run as run_hl7
+
+            return asyncio.run(run_hl7(settings, args))
         if args.command in ("catalogue", "verify"):
             from vna.cli.recovery import run as run_recovery
 
@@ -365,5 +372,6 @@ def _config_check(settings: Settings) -> int:
     print(f"sources       {names or '(none: any sender accepted as DEFAULT)'}")
     if settings.hl7.enabled:
         facilities = ", ".join(f"{h.sending_facility}->{h.source}" for h in settings.hl7.senders)
-        print(f"hl7           {settings.hl7.host}:{settings.hl7.port} ({facilities or 'no senders'})")
+        where = f"{settings.hl7.host}:{settings.hl7.port}"
+        print(f"hl7           {where} ({facilities or 'no senders: every message refused'})")
     return 0
