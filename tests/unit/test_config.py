@@ -245,6 +245,7 @@ def test_every_listed_variable_is_actually_read(variable: str) -> None:
 _COMPANIONS = (
     ("VNA_HTTP_TLS_CERT", "VNA_HTTP_TLS_KEY"),
     ("VNA_DIMSE_TLS_CERT", "VNA_DIMSE_TLS_KEY", "VNA_DIMSE_TLS_CA"),
+    ("VNA_HL7_TLS_CERT", "VNA_HL7_TLS_KEY", "VNA_HL7_TLS_CA"),
 )
 
 

@@ -421,7 +421,7 @@ def _demographics(parsed: Parsed, pid: Any) -> dict[str, str]:
     left out (no change), the HL7 null clears."""
     values: dict[str, str] = {}
     names = parsed.field(pid, 5)
-    if names:
+    if any(leaf for rep in names for comp in rep for leaf in comp):
         if names[0] and names[0][0] == [NULL]:
             values["PatientName"] = ""
         else:

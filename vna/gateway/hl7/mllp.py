@@ -73,6 +73,8 @@ class BlockReader:
         while True:
             end = self._buf.find(END_BLOCK, search_from)
             if end >= 0:
+                if head is None and end - 1 > self._max:
+                    head = bytes(self._buf[1 : 1 + HEAD_BYTES])
                 if head is not None:
                     del self._buf[: end + len(END_BLOCK)]
                     return Block(head, too_large=True)
