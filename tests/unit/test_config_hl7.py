@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from vna.config import environment_keys, load_settings
+from vna.config import Settings, environment_keys, load_settings
 from vna.errors import ConfigError
 
 SOURCES = '[[sources]]\nname = "HOSP1"\nissuer_of_patient_id = "HOSP1"\n'
 
 
-def settings_from(tmp_path: Path, text: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def settings_from(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> Settings:
     path = tmp_path / "vna.toml"
     path.write_text(SOURCES + text, encoding="utf-8")
     return load_settings(path, environ=env or {})
@@ -30,7 +30,7 @@ def test_the_section_turns_the_listener_on_with_its_senders(tmp_path: Path) -> N
         {"VNA_HL7_PORT": "2600"},
     ).hl7
     assert hl7.enabled and hl7.host == "0.0.0.0" and hl7.port == 2600
-    assert hl7.sender("HIS1") is not None and hl7.sender("HIS1").source == "HOSP1"  # type: ignore[union-attr]
+    assert hl7.sender("HIS1") is not None and hl7.sender("HIS1").source == "HOSP1"
     assert hl7.sender("OTHER") is None
 
 
