@@ -30,7 +30,8 @@ def test_the_section_turns_the_listener_on_with_its_senders(tmp_path: Path) -> N
         {"VNA_HL7_PORT": "2600"},
     ).hl7
     assert hl7.enabled and hl7.host == "0.0.0.0" and hl7.port == 2600
-    assert hl7.sender("HIS1") is not None and hl7.sender("HIS1").source == "HOSP1"
+    his1 = hl7.sender("HIS1")
+    assert his1 is not None and his1.source == "HOSP1"
     assert hl7.sender("OTHER") is None
 
 
