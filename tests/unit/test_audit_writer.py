@@ -19,7 +19,9 @@ def _sources() -> list[Path]:
     for package in ("vna", "lifecycle"):
         files += (ROOT / package).rglob("*.py")
         files += (ROOT / package).rglob("*.sql")
-    return [f for f in files if "migrations" not in f.parts]
+    # The schema snapshot is generated from the migrations (the filing functions of 0070 and
+    # 0090 insert their audit rows, the documented exception in vna/catalog/audit.py).
+    return [f for f in files if "migrations" not in f.parts and f.name != "schema_snapshot.sql"]
 
 
 def test_only_the_audit_module_writes_audit_rows() -> None:
