@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from pynetdicom import AE
 
 from tests.factory import ct_study
 from tests.integration.lifecycle_support import ingest
+from tests.integration.test_security_tls import Pki, client_context, pki  # noqa: F401 - fixture
 from vna.admin import patients
 from vna.admin.patients import Identity
 from vna.archive import Archive
@@ -380,3 +382,52 @@ async def test_vna_hl7_log_lists_messages_with_their_outcome(
     assert await asyncio.to_thread(main, ["hl7", "log", "--outcome", "refused"]) == 0
     refused = capsys.readouterr().out
     assert "LOG-2" in refused and "LOG-1" not in refused
+
+
+async def test_mllp_over_tls_with_client_certificates(
+    archive: Archive,
+    archive_settings: Settings,
+    pki: Pki,  # noqa: F811 - the fixture imported above
+) -> None:
+    """``tls_cert``/``tls_key``/``tls_ca`` as for DIMSE: a sender with a certificate the CA
+    signed is served; one without, or speaking plain TCP, gets nothing."""
+    settings = dataclasses.replace(
+        archive_settings,
+        hl7=dataclasses.replace(
+            archive_settings.hl7,
+            tls_cert=pki.server_cert,
+            tls_key=pki.server_key,
+            tls_ca=pki.ca,
+        ),
+    )
+    secured = Hl7Listener(dataclasses.replace(archive, settings=settings))
+    await secured.start()
+    await store(archive, "P600", "DOE^TLS")
+    block = b"\x0b" + adt("A08", "TLS-1", "PID|1||P600^^^HOSP1||Roe^Tls").encode() + b"\x1c\x0d"
+
+    def over_tls(context: ssl.SSLContext) -> bytes:
+        with (
+            socket.create_connection(("127.0.0.1", secured.port), timeout=30) as raw,
+            context.wrap_socket(raw, server_hostname="localhost") as s,
+        ):
+            s.sendall(block)
+            return _read_block(s)
+
+    def plain() -> bytes:
+        with socket.create_connection(("127.0.0.1", secured.port), timeout=30) as s:
+            s.sendall(block)
+            try:
+                return s.recv(4096)
+            except ConnectionResetError:
+                return b""
+
+    try:
+        trusted = client_context(pki, pki.client_cert, pki.client_key)
+        assert ack_code(_parse_ack(await asyncio.to_thread(over_tls, trusted))) == "AA"
+        with pytest.raises((ssl.SSLError, ConnectionError, AssertionError)):
+            await asyncio.to_thread(over_tls, client_context(pki))
+        assert b"MSA" not in await asyncio.to_thread(plain)
+    finally:
+        await secured.stop()
+    (patient,) = await patients.find_patients(archive.db, Identity("P600", "HOSP1"))
+    assert patient["patient_name"] == "Roe^Tls"
