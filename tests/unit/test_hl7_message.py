@@ -8,6 +8,8 @@ import datetime as dt
 
 import hl7
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vna.admin.adt import ChangeIdentifier, Merge, Refusal, Unlink, UpdateDemographics
 from vna.admin.patients import Identity
@@ -274,3 +276,30 @@ async def test_a_silent_peer_times_out() -> None:
     blocks = BlockReader(reader, max_bytes=1000, timeout=0.05)
     with pytest.raises(TimeoutError):
         await blocks.next_block()
+
+
+# --- whatever arrives, the answer is an ACK -----------------------------------------------------
+
+
+_PIECES = st.sampled_from(
+    ["MSH", "PID", "MRG", "EVN", "|", "^", "~", "\\", "&", "\r", "\n", "ADT", "A08", "A40",
+     "HIS1", "P1", "HOSP1", '""', "\\X41\\", "\\", "8859/1", "2.5.1", "\x00", "é"]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_PIECES, max_size=60), st.binary(max_size=40))
+def test_any_input_is_answered_with_an_ack_never_an_exception(
+    pieces: list[str], noise: bytes
+) -> None:
+    raw = "MSH|^~\\&|A|HIS1|V|V|1||ADT^A08|C|P|2.5.1\r" if pieces[:1] == ["MSH"] else ""
+    raw_bytes = (raw + "".join(pieces)).encode("utf-8") + noise
+    try:
+        parsed = read_message(raw_bytes)
+    except Unreadable as exc:
+        ack = build_ack(exc.head, ack_code=exc.refusal.ack_code, text=exc.refusal.text, now=NOW)
+    else:
+        outcome = decide(parsed, SETTINGS)[0]
+        code = outcome.ack_code if isinstance(outcome, Refusal) else "AA"
+        ack = build_ack(parsed, ack_code=code, text="t", now=NOW)
+    assert b"\rMSA" in ack
