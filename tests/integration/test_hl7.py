@@ -382,6 +382,12 @@ async def test_vna_hl7_log_lists_messages_with_their_outcome(
     assert await asyncio.to_thread(main, ["hl7", "log", "--outcome", "refused"]) == 0
     refused = capsys.readouterr().out
     assert "LOG-2" in refused and "LOG-1" not in refused
+    log_id = lines["LOG-1"].split()[0]
+    assert await asyncio.to_thread(main, ["hl7", "show", log_id]) == 0
+    shown = capsys.readouterr().out
+    assert "PID|1||P500^^^HOSP1||Poe^Lee" in shown.splitlines()
+    assert await asyncio.to_thread(main, ["hl7", "show", "999999"]) == 1
+    assert "no HL7 message 999999" in capsys.readouterr().err
 
 
 async def test_mllp_over_tls_with_client_certificates(
