@@ -33,6 +33,7 @@ from vna.gateway.hl7 import Hl7Listener
 pytestmark = pytest.mark.asyncio
 
 HOSP1 = SourceSettings(name="HOSP1", ae_titles=("HOSP1PACS",), issuer_of_patient_id="HOSP1")
+HOSP2 = SourceSettings(name="HOSP2", ae_titles=("HOSP2PACS",), issuer_of_patient_id="HOSP2")
 MAX_BYTES = 1024 * 1024
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 
@@ -41,7 +42,7 @@ STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 def archive_settings(archive_settings: Settings) -> Settings:
     return dataclasses.replace(
         archive_settings,
-        sources=(HOSP1,),
+        sources=(HOSP1, HOSP2),
         dimse=DimseSettings(host="127.0.0.1", port=0, ae_title="VNA", network_timeout=30),
         hl7=Hl7Settings(
             enabled=True,
@@ -124,9 +125,11 @@ def name_of(item: dict[str, Any]) -> str:
     return str(item["00100010"]["Value"][0]["Alphabetic"])
 
 
-async def store(archive: Archive, patient_id: str, name: str) -> str:
+async def store(
+    archive: Archive, patient_id: str, name: str, source: SourceSettings = HOSP1
+) -> str:
     study = ct_study(patient_id=patient_id, patient_name=name, series=1, slices=2)
-    await ingest(archive, study, HOSP1)
+    await ingest(archive, study, source)
     return str(study[0].StudyInstanceUID)
 
 
@@ -437,3 +440,23 @@ async def test_mllp_over_tls_with_client_certificates(
         await secured.stop()
     (patient,) = await patients.find_patients(archive.db, Identity("P600", "HOSP1"))
     assert patient["patient_name"] == "Roe^Tls"
+
+
+async def test_other_identifiers_in_pid_3_link_the_identities_the_archive_holds(
+    archive: Archive, listener: Hl7Listener
+) -> None:
+    await store(archive, "P700", "DOE^MAY")
+    await store(archive, "B-700", "DOE^MAY", HOSP2)
+    (ack,) = await send(
+        listener,
+        adt("A08", "MSG-IDS", "PID|1||B-700^^^HOSP2~P700^^^HOSP1~NOPE^^^HOSP3||DOE^MAY"),
+    )
+    assert ack_code(ack) == "AA"
+    links = await patients.links_of(archive.db, Identity("P700", "HOSP1"))
+    assert links["same_person"] == ["B-700^^^HOSP2", "P700^^^HOSP1"]
+    assert [link["created_by"] for link in links["links"]] == ["hl7:HIS1"]
+    # Sent again under a new control ID: already linked, nothing more.
+    (ack,) = await send(
+        listener, adt("A08", "MSG-IDS-2", "PID|1||P700^^^HOSP1~B-700^^^HOSP2||DOE^MAY")
+    )
+    assert "already up to date" in str(ack.segment("MSA")[3])
