@@ -460,3 +460,32 @@ async def test_other_identifiers_in_pid_3_link_the_identities_the_archive_holds(
         listener, adt("A08", "MSG-IDS-2", "PID|1||P700^^^HOSP1~B-700^^^HOSP2||DOE^MAY")
     )
     assert "already up to date" in str(ack.segment("MSA")[3])
+
+
+async def test_connections_beyond_the_limit_are_closed_and_the_others_served(
+    archive: Archive,
+) -> None:
+    limited = Hl7Listener(archive, max_connections=2)
+    await limited.start()
+    await store(archive, "P800", "DOE^MAX")
+    block = b"\x0b" + adt("A08", "LIMIT-1", "PID|1||P800^^^HOSP1||Roe^Max").encode() + b"\x1c\x0d"
+    try:
+        held = [socket.create_connection(("127.0.0.1", limited.port), timeout=30) for _ in (1, 2)]
+        await asyncio.sleep(0.2)  # both accepted and counted
+
+        def third() -> bytes:
+            with socket.create_connection(("127.0.0.1", limited.port), timeout=30) as s:
+                try:
+                    s.sendall(block)
+                    return s.recv(4096)
+                except ConnectionError:
+                    return b""
+
+        assert await asyncio.to_thread(third) == b""
+        held[0].sendall(block)
+        ack = _parse_ack(await asyncio.to_thread(_read_block, held[0]))
+        assert ack_code(ack) == "AA"
+    finally:
+        for s in held:
+            s.close()
+        await limited.stop()

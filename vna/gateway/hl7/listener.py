@@ -29,9 +29,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+#: Connections served at once; a HIS interface engine keeps one or two open.  More are closed
+#: on arrival, so that a flood of idle connections cannot hold the listener.
+MAX_CONNECTIONS = 32
+
+
 class Hl7Listener:
-    def __init__(self, archive: Archive) -> None:
+    def __init__(self, archive: Archive, *, max_connections: int = MAX_CONNECTIONS) -> None:
         self.archive = archive
+        self.max_connections = max_connections
         self.settings = archive.settings.hl7
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -77,9 +83,17 @@ class Hl7Listener:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
         peername = writer.get_extra_info("peername")
         peer = str(peername[0]) if peername else ""
+        if len(self._connections) >= self.max_connections:
+            log.warning(
+                "hl7: connection from %s closed: %d connections open already",
+                peer,
+                len(self._connections),
+            )
+            writer.close()
+            return
+        self._connections.add(task)
         blocks = BlockReader(
             reader, max_bytes=self.settings.max_message_bytes, timeout=self.settings.idle_timeout
         )
