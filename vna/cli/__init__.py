@@ -11,8 +11,11 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from vna.config import Settings, environment_keys, load_settings
+from vna.cli.options import add_format
+from vna.config import Settings, load_settings, unknown_environment
 from vna.errors import ConfigError, VnaError
+
+log = logging.getLogger("vna")
 
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
@@ -51,8 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     cfg = sub.add_parser("config", help="configuration").add_subparsers(dest="config_command")
     cfg.required = True
-    cfg.add_parser("check", help="validate the configuration and print the effective values")
-    cfg.add_parser("env", help="list the environment variables the archive reads")
+    check = cfg.add_parser(
+        "check",
+        help="validate everything serve validates; print every effective setting (secrets masked)",
+    )
+    add_format(check)
+    cfg.add_parser("env", help="the environment variables the archive reads: default, meaning")
 
     from vna.cli.admin import add_parsers as _add_admin_commands
 
@@ -105,19 +112,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
         _configure_logging(args, settings)
+        worker = getattr(args, "worker", None)
+        if worker is None and not (args.command == "config" and args.config_command == "check"):
+            # Once per command (not per serve worker); `config check` makes it an error.
+            for name in unknown_environment():
+                log.warning("unknown environment variable %s: ignored", name)
         if args.command not in CREATING_COMMANDS:
             _require_archive(settings)
         if args.command == "serve":
+            from vna.cli.config import preflight
             from vna.server import serve
             from vna.supervisor import supervise, worker_count
 
-            if args.worker is not None:
+            if worker is not None:
                 _run_server(
-                    serve(
-                        settings, worker=args.worker, http_fd=args.http_fd, dimse_fd=args.dimse_fd
-                    )
+                    serve(settings, worker=worker, http_fd=args.http_fd, dimse_fd=args.dimse_fd)
                 )
                 return 0
+            # Before any worker starts: a mistake every worker would make is reported once.
+            preflight(settings)
             workers = worker_count(settings)
             if workers > 1:
                 config_path = args.config or None
@@ -132,11 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_import(settings, args.paths, args.source, args.jobs))
         if args.command == "db" and args.db_command == "migrate":
             return asyncio.run(_migrate(settings))
-        if args.command == "config" and args.config_command == "check":
-            return _config_check(settings)
-        if args.command == "config" and args.config_command == "env":
-            print("\n".join(environment_keys()))
-            return 0
+        if args.command == "config":
+            from vna.cli import config as config_commands
+
+            if args.config_command == "check":
+                return config_commands.check(settings, args.format)
+            return config_commands.env()
         if args.command in ("patients", "studies", "conflicts"):
             from vna.cli.admin import run as run_admin
 
@@ -207,7 +221,7 @@ def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
     if args.verbose:
         level = min(level, logging.INFO if args.verbose == 1 else logging.DEBUG)
     if not daemon:
-        fmt = "vna: %(levelname)s %(name)s: %(message)s"
+        fmt = "vna: %(levelname)s: %(message)s"
     elif args.command == "serve" and args.worker is not None:
         fmt = f"%(asctime)s %(levelname)s [worker {args.worker}] %(name)s %(message)s"
     else:
@@ -346,17 +360,3 @@ def _run_server(main: Coroutine[Any, Any, None]) -> None:
     import uvloop
 
     uvloop.run(main)
-
-
-def _config_check(settings: Settings) -> int:
-    database = (
-        f"embedded under {settings.data_dir / 'pg'}" if settings.embedded_database else "external"
-    )
-    names = ", ".join(s.name for s in settings.sources)
-    print(f"data_dir      {settings.data_dir}")
-    print(f"database      {database}")
-    print(f"storage_url   {settings.effective_storage_url}")
-    print(f"http          {settings.http.host}:{settings.http.port}")
-    print(f"dimse         {settings.dimse.ae_title} on port {settings.dimse.port}")
-    print(f"sources       {names or '(none: any sender accepted as DEFAULT)'}")
-    return 0
