@@ -14,15 +14,19 @@ PATIENT_HELP = "patient: ID^^^ISSUER (or ID alone, for no issuer)"
 
 
 def add_format(
-    parser: argparse.ArgumentParser, choices: Sequence[str] = ("text", "json"), default: str = ""
+    parser: argparse.ArgumentParser,
+    choices: Sequence[str] = ("text", "json"),
+    default: str = "",
+    explain: str = "",
 ) -> None:
-    """``--format CHOICE`` and ``--json`` (the same as ``--format json``)."""
+    """``--format CHOICE`` and ``--json`` (the same as ``--format json``); ``explain`` says
+    what the less obvious choices hold."""
     default = default or choices[0]
     parser.add_argument(
         "--format",
         choices=tuple(choices),
         default=default,
-        help=f"output format ({default})",
+        help=f"output format ({default})" + (f"; {explain}" if explain else ""),
     )
     if "json" in choices:
         parser.add_argument(

@@ -65,8 +65,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     au.add_argument("--since", metavar="T", help="from T: 2025-01-31, 2025-01-31T08:00, 24h, 7d")
     au.add_argument("--until", metavar="T", help="before T (same forms)")
     au.add_argument("--limit", type=int, default=100_000, help="rows at most (100000)")
-    # jsonl: one DICOM audit message (PS3.15 A.5) per line; json: the same as one array.
-    add_format(au, ("table", "jsonl", "json"))
+    add_format(
+        au,
+        ("table", "jsonl", "json"),
+        explain="jsonl: one DICOM audit message (PS3.15 A.5) per line; json: them as one array",
+    )
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
