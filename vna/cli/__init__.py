@@ -326,20 +326,23 @@ async def _init(settings: Settings) -> int:
     """Create the archive (data directory, catalogue with its schema, object store), or say
     that it is there already."""
     from vna.archive import Archive
+    from vna.cli.config import mask_url
 
     data_dir = settings.data_dir.resolve()
     pgdata = data_dir / "pg"
-    existed = settings.embedded_database and (pgdata / "PG_VERSION").is_file()
+    existed = (pgdata / "PG_VERSION").is_file()
     archive = await Archive.open(settings)
     await archive.close()
-    catalogue = (
-        f"embedded PostgreSQL in {pgdata}"
-        if settings.embedded_database
-        else "the PostgreSQL database of database_url"
-    )
+    if settings.embedded_database:
+        state = f"{'already' if existed else 'created'} in {data_dir}"
+        catalogue = f"embedded PostgreSQL in {pgdata}"
+    else:
+        # An external database may or may not have held the schema before: say what is true.
+        state = f"ready in {data_dir}"
+        catalogue = "the PostgreSQL database of database_url, schema up to date"
     print(
-        f"archive {'already' if existed else 'created'} in {data_dir}: catalogue {catalogue},"
-        f" objects in {settings.effective_storage_url}"
+        f"archive {state}: catalogue {catalogue}, objects in"
+        f" {mask_url(settings.effective_storage_url)}"
     )
     return 0
 
