@@ -21,6 +21,7 @@ from typing import Any
 from lifecycle import queue, report, retention, status
 from lifecycle.worker import run_workers
 from vna.archive import Archive
+from vna.cli.options import plural
 from vna.config import Settings
 from vna.errors import InvalidRequest
 
@@ -66,7 +67,7 @@ async def lifecycle_run(
         tick = summary.ticks[0] if summary.ticks else None
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(summary.done.items()))
         print(
-            f"done {sum(summary.done.values())} job(s)"
+            f"done {plural(sum(summary.done.values()), 'job')}"
             + (f" ({kinds})" if kinds else "")
             + f"; retried {sum(summary.retried.values())}; dead {sum(summary.dead.values())};"
             f" waiting {sum(summary.rescheduled.values())}"
@@ -75,7 +76,8 @@ async def lifecycle_run(
             moves = tick.tiering.queued if tick.tiering else {}
             queued = ", ".join(f"{n} to {tier}" for tier, n in sorted(moves.items())) or "none"
             print(
-                f"retention computed for {tick.retention_recomputed} studies; approved deletions"
+                f"retention computed for {plural(tick.retention_recomputed, 'study')};"
+                " approved deletions"
                 f" carried out: {len(tick.deleted)}; study moves queued: {queued}"
             )
     return 1 if summary.dead else 0
@@ -98,7 +100,7 @@ async def lifecycle_retry(settings: Settings, *, job_ids: list[int], all_dead: b
     async with opened(settings) as archive, archive.db.acquire() as conn:
         requeued = await queue.requeue_dead(conn, job_ids, all_dead)
     missing = sorted(set(job_ids) - set(requeued))
-    print(f"queued again: {len(requeued)} job(s)")
+    print(f"queued again: {plural(len(requeued), 'job')}")
     if missing:
         raise InvalidRequest(f"not dead jobs (or no such jobs): {', '.join(map(str, missing))}")
     return 0
@@ -117,8 +119,8 @@ async def retention_review(
     _emit(text, output)
     if output is not None:
         print(
-            f"retention review {review.id}: {len(review.due)} studies due, {len(review.held)} held"
-            f" back; written to {output}"
+            f"retention review {review.id}: {plural(len(review.due), 'study')} due,"
+            f" {len(review.held)} held back; written to {output}"
         )
     return 0
 
@@ -191,7 +193,8 @@ async def hold_list(settings: Settings, *, include_released: bool, fmt: str) -> 
             else "active"
         )
         print(
-            f"{h['id']:>5}  {h['scope']:<7} {_target(h)}  ({h['studies']} studies)  {state};"
+            f"{h['id']:>5}  {h['scope']:<7} {_target(h)}  ({plural(h['studies'], 'study')})"
+            f"  {state};"
             f" set by {h['set_by']} {h['set_at']:%Y-%m-%d}: {h['reason']}"
         )
     return 0
