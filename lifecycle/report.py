@@ -18,7 +18,8 @@ from typing import Any
 from markupsafe import Markup
 
 from lifecycle.html_pages import render_page
-from lifecycle.retention import ApprovalReport, Review
+from lifecycle.policy.deletion import Verdict
+from lifecycle.retention import ApprovalReport, PlannedDeletion, Review
 from lifecycle.status import human_bytes
 
 FORMATS = ("table", "json", "csv", "html")
@@ -145,10 +146,34 @@ def _text_rows(items: list[dict[str, Any]], with_hold: bool = False) -> str:
     return "\n".join(lines)
 
 
+def render_plan(review_id: int, plan: list[PlannedDeletion]) -> str:
+    """What approving a review would do, study by study (before the confirmation)."""
+    deleting = [p for p in plan if p.verdict is Verdict.DELETE]
+    stores = ", ".join(plan[0].stores) if plan else ""
+    out = [
+        f"approving review {review_id} deletes {_studies(len(deleting))}"
+        f" ({sum(p.instances for p in deleting):,} instances,"
+        f" {human_bytes(sum(p.bytes for p in deleting))}): every object of each,"
+        f" {sum(p.objects for p in deleting):,} in all (earlier versions and compression"
+        f" originals included), from every store ({stores})"
+    ]
+    labels = {Verdict.DELETE: "delete", Verdict.PENDING: "later", Verdict.SKIP: "keep"}
+    for p in plan:
+        patient = p.patient_id + (f" ({p.issuer})" if p.issuer else "")
+        line = f"  {labels[p.verdict]:7} {p.study_uid}  {patient}"
+        if p.verdict is Verdict.DELETE:
+            line += f"  {p.instances:,} instances, {human_bytes(p.bytes)}, {p.objects:,} objects"
+        else:
+            line += f"  {p.reason}"
+        out.append(line)
+    return "\n".join(out)
+
+
 def render_approval(report: ApprovalReport) -> str:
     out = [
         f"review {report.review_id}: deleted {_studies(len(report.deleted))}"
-        f" ({human_bytes(report.deleted_bytes)})"
+        f" ({human_bytes(report.deleted_bytes)}; {report.deleted_objects:,} object copies"
+        " removed from the stores)"
     ]
     if report.pending:
         first = min(d for _, d in report.pending)
@@ -159,6 +184,12 @@ def render_approval(report: ApprovalReport) -> str:
     if report.skipped:
         out.append(f"{_studies(len(report.skipped))} left alone:")
         out.extend(f"  {uid}: {reason}" for uid, reason in report.skipped)
+    if report.left_to_jobs:
+        out.append(
+            f"{len(report.left_to_jobs):,} object copies could not be removed yet; their deletion"
+            " jobs retry (`vna lifecycle status`):"
+        )
+        out.extend(f"  {store} {key}: {err}" for store, key, err in report.left_to_jobs[:20])
     return "\n".join(out)
 
 
@@ -236,6 +267,11 @@ def render_html(review: Review) -> str:
         by_source=summary(due, lambda i: i["source"]),
         by_year=by_year,
     )
+
+
+def studies(n: int) -> str:
+    """``1 study``, ``3 studies``."""
+    return _studies(n)
 
 
 def _studies(n: int) -> str:

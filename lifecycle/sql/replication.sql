@@ -49,16 +49,19 @@ ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING
 RETURNING id;
 
 -- name: enqueue_replica_deletes
--- After object $1 was deleted from the active store $2 (lifecycle/retention.py): delete it
--- from every replica holding a copy and, while failed over, from the primary too (which is
--- not tracked in `replicas`; failback carries these jobs out if the primary is still down).
+-- After object $1 was deleted from the active store $2 (lifecycle/retention.py): a deletion job
+-- for every other store $3 (the replicas and, while failed over, the primary) and any store
+-- recorded with a copy, carried out at once by the deleter; a job left queued is a store that
+-- failed (failback carries out the primary's).  The (store, job id) of each job queued.
 INSERT INTO jobs (kind, payload, dedup_key)
 SELECT 'replica-delete', jsonb_build_object('store', s.store, 'object_key', $1::text),
        'replica-delete:' || s.store || ':' || $1
-FROM (SELECT store FROM replicas WHERE object_key = $1 AND store <> $2
+FROM (SELECT store FROM replicas WHERE object_key = $1
       UNION
-      SELECT 'primary' WHERE $2 <> 'primary') s
-ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING;
+      SELECT unnest($3::text[])) s
+WHERE s.store <> $2
+ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING
+RETURNING id, payload ->> 'store' AS store;
 
 -- name: replication_jobs_by_store
 SELECT kind, payload ->> 'store' AS store, state, count(*) AS jobs
