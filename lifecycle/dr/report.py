@@ -54,15 +54,37 @@ def render_status(data: dict[str, Any]) -> str:
             )
             rpo = duration(r["rpo_seconds"])
             oldest = r["oldest_unreplicated"]
-            lines.append(
-                f"  RPO now        {rpo}"
-                + (
-                    f" (oldest unreplicated instance received {oldest})"
-                    if oldest
-                    else " (every instance has a verified copy)"
+            damaged = r["unrepaired_defects"]
+            if oldest:
+                why = f"oldest unreplicated instance received {oldest}"
+            elif damaged:
+                why = (
+                    f"every instance has a recorded copy, but {len(damaged):,} of them failed"
+                    " the last drill"
                 )
-            )
+            else:
+                why = "every instance has a verified copy"
+            lines.append(f"  RPO now        {rpo} ({why})")
             lines.append(f"  last verified  {r['last_verified'] or 'never'}")
+            if damaged:
+                first = damaged[0]
+                lines.append(
+                    f"  DEFECTS        {len(damaged):,} {'copy' if len(damaged) == 1 else 'copies'}"
+                    f" on {r['name']} failed drill"
+                    f" #{first['drill']} ({first['drill_finished_at']}) and not been"
+                    " verified again since:"
+                )
+                for d in damaged[:10]:
+                    lines.append(
+                        f"                 {d['outcome']} {d['sop_uid']} (study {d['study_uid']})"
+                        + (f": {d['detail']}" if d["detail"] else "")
+                    )
+                if len(damaged) > 10:
+                    lines.append(f"                 ... and {len(damaged) - 10:,} more")
+                lines.append(
+                    f"                 repair: `vna verify --store {r['name']} --all` forgets the"
+                    " damaged copies, then `vna lifecycle run` copies them again"
+                )
         jobs = r["jobs"]
         lines.append(
             f"  jobs           copies queued {jobs.get('copies_queued', 0)},"

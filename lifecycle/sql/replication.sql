@@ -114,6 +114,24 @@ SELECT id, started_at, finished_at, mode, checked, verified, defects, rpo_second
 FROM dr_drills WHERE store = $1
 ORDER BY started_at DESC LIMIT 1;
 
+-- name: drill_open_defects
+-- The copies the last drill of store $1 found damaged or missing that have not been verified
+-- again since (re-copied by replication after `vna verify --store` forgot them) and still
+-- belong to an instance: `vna dr status` must not call them verified.
+WITH last AS (
+    SELECT id, finished_at, report FROM dr_drills WHERE store = $1
+    ORDER BY started_at DESC LIMIT 1
+)
+SELECT last.id AS drill, last.finished_at, d ->> 'sop_uid' AS sop_uid,
+       d ->> 'study_uid' AS study_uid, d ->> 'object_key' AS object_key,
+       d ->> 'outcome' AS outcome, d ->> 'detail' AS detail
+FROM last, jsonb_array_elements(last.report -> 'defects') AS d
+WHERE EXISTS (SELECT 1 FROM instances i WHERE i.object_key = d ->> 'object_key')
+  AND NOT EXISTS (SELECT 1 FROM replicas r
+                  WHERE r.store = $1 AND r.object_key = d ->> 'object_key'
+                    AND r.verified_at > last.finished_at)
+ORDER BY study_uid, sop_uid;
+
 -- name: failback_batch
 SELECT i.id, i.sop_uid, i.object_key, i.compression, i.sha256, i.size, i.stored_size,
        i.received_at
