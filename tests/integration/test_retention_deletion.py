@@ -10,9 +10,16 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
+import boto3
 import numpy as np
 import pytest
 
@@ -133,8 +140,6 @@ async def test_a_study_on_legal_hold_keeps_every_object(archive_settings: Settin
 async def test_an_object_under_s3_object_lock_keeps_its_study(
     archive_settings: Settings, s3_endpoint: str
 ) -> None:
-    import boto3
-
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
     bucket = f"vna-locked-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
@@ -272,3 +277,71 @@ def test_the_approver_named_is_recorded(cli, archive_settings: Settings, capsys)
     assert deletion["actor"] == "Jane Roe" and deletion["study_uid"] == uid
     assert cli("retention", "show", str(review), "--format", "json") == 0
     assert json.loads(capsys.readouterr().out)["approved_by"] == "Jane Roe"
+
+
+def _on_a_terminal(
+    config: Path, settings: Settings, args: list[str], answers: list[str]
+) -> tuple[int, str]:
+    """Run the installed ``vna`` with a pseudo-terminal as its stdin and stdout, answering each
+    prompt in turn; its exit status and everything it printed."""
+    master, slave = pty.openpty()
+    env = {
+        **os.environ,
+        "VNA_DATABASE_URL": settings.database_url,
+        "VNA_DATA_DIR": str(settings.data_dir),
+    }
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "vna"), "--config", str(config), *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+    )
+    os.close(slave)
+    seen = b""
+    pending = list(answers)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if pending and (seen.rstrip().endswith(b":") or seen.rstrip().endswith(b"[y/N]")):
+                os.write(master, pending.pop(0).encode() + b"\n")
+        elif proc.poll() is not None:
+            break
+    code = proc.wait(timeout=30)
+    os.close(master)
+    return code, seen.decode(errors="replace")
+
+
+def test_on_a_terminal_approve_asks_who_and_whether(
+    cli, archive_settings: Settings, capsys, tmp_path: Path
+) -> None:
+    uid = _load(archive_settings)
+    review = _review(cli, capsys)
+    config = tmp_path / "vna.toml"
+
+    code, out = _on_a_terminal(
+        config, archive_settings, ["retention", "approve", str(review)], ["Jane Roe", "n"]
+    )
+    assert code == 1, out
+    assert f"  delete  {uid}" in out and "your name, recorded as the approver:" in out
+    assert f"approve review {review} as Jane Roe and delete 1 study now? [y/N]" in out
+    assert "not approved; nothing deleted" in out
+    assert _audit(archive_settings, "retention-delete") == []
+
+    code, out = _on_a_terminal(
+        config, archive_settings, ["retention", "approve", str(review), "--as", "Jane Roe"], ["y"]
+    )
+    assert code == 0, out
+    assert f"review {review}: deleted 1 study" in out
+    (approval,) = _audit(archive_settings, "retention-approve")
+    detail = approval["detail"]
+    detail = json.loads(detail) if isinstance(detail, str) else detail
+    assert approval["actor"] == "Jane Roe" and detail["confirmed"] == "on the terminal"
