@@ -371,6 +371,7 @@ async def execute_item(
             study_uid=uid,
             detail={
                 "review": review_id,
+                "approved_by": item["approved_by"],
                 "rule": decision.rule,
                 "retain_until": str(decision.retain_until),
                 "basis": decision.basis,

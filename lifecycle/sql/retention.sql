@@ -114,7 +114,12 @@ ORDER BY retain_until, review_fk, study_fk
 LIMIT $2;
 
 -- name: review_item_lock
-SELECT * FROM retention_review_items WHERE review_fk = $1 AND study_fk = $2 FOR UPDATE;
+-- With the review's approver: a deletion carried out later (a look-ahead review's, by the
+-- scheduler) still names the person who approved it.
+SELECT it.*, rv.approved_by
+FROM retention_review_items it JOIN retention_reviews rv ON rv.id = it.review_fk
+WHERE it.review_fk = $1 AND it.study_fk = $2
+FOR UPDATE OF it;
 
 -- name: review_item_finish
 UPDATE retention_review_items SET state = $3, outcome = $4, done_at = now()

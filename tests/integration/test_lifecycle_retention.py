@@ -177,6 +177,14 @@ async def test_review_hold_approve_audit(archive_settings: Settings) -> None:
         later = await retention.execute_pending(archive, RULES, "lifecycle", when)
         assert later.deleted == [u["D"]]
         assert not await study_exists(archive, u["D"])
+        (on_its_date,) = await fetch(
+            archive,
+            "SELECT actor, detail FROM audit WHERE action = 'retention-delete' AND study_uid = $1",
+            u["D"],
+        )
+        # Carried out by the scheduler, approved by the person who approved the review.
+        assert on_its_date["actor"] == "lifecycle"
+        assert on_its_date["detail"]["approved_by"] == "user:records"
 
         items = {
             i["study_uid"]: i for i in (await retention.load_review(archive.db, first.id)).items
