@@ -153,16 +153,16 @@ def render_plan(review_id: int, plan: list[PlannedDeletion]) -> str:
     out = [
         f"approving review {review_id} deletes {_studies(len(deleting))}"
         f" ({sum(p.instances for p in deleting):,} instances,"
-        f" {human_bytes(sum(p.bytes for p in deleting))}): every object of each,"
-        f" {sum(p.objects for p in deleting):,} in all (earlier versions and compression"
-        f" originals included), from every store ({stores})"
+        f" {human_bytes(sum(p.bytes for p in deleting))}): every object of each, earlier"
+        " versions and compression originals included, from every store"
+        f" ({stores}): {_copies(sum(p.objects for p in deleting))}"
     ]
     labels = {Verdict.DELETE: "delete", Verdict.PENDING: "later", Verdict.SKIP: "keep"}
     for p in plan:
         patient = p.patient_id + (f" ({p.issuer})" if p.issuer else "")
         line = f"  {labels[p.verdict]:7} {p.study_uid}  {patient}"
         if p.verdict is Verdict.DELETE:
-            line += f"  {p.instances:,} instances, {human_bytes(p.bytes)}, {p.objects:,} objects"
+            line += f"  {p.instances:,} instances, {human_bytes(p.bytes)}, {_copies(p.objects)}"
         else:
             line += f"  {p.reason}"
         out.append(line)
@@ -172,8 +172,8 @@ def render_plan(review_id: int, plan: list[PlannedDeletion]) -> str:
 def render_approval(report: ApprovalReport) -> str:
     out = [
         f"review {report.review_id}: deleted {_studies(len(report.deleted))}"
-        f" ({human_bytes(report.deleted_bytes)}; {report.deleted_objects:,} object copies"
-        " removed from the stores)"
+        f" ({human_bytes(report.deleted_bytes)}; {_copies(report.deleted_objects)} removed from"
+        " the stores)"
     ]
     if report.pending:
         first = min(d for _, d in report.pending)
@@ -186,8 +186,8 @@ def render_approval(report: ApprovalReport) -> str:
         out.extend(f"  {uid}: {reason}" for uid, reason in report.skipped)
     if report.left_to_jobs:
         out.append(
-            f"{len(report.left_to_jobs):,} object copies could not be removed yet; their deletion"
-            " jobs retry (`vna lifecycle status`):"
+            f"{_copies(len(report.left_to_jobs))} could not be removed yet; their deletion jobs"
+            " retry (`vna lifecycle status`):"
         )
         out.extend(f"  {store} {key}: {err}" for store, key, err in report.left_to_jobs[:20])
     return "\n".join(out)
@@ -272,6 +272,10 @@ def render_html(review: Review) -> str:
 def studies(n: int) -> str:
     """``1 study``, ``3 studies``."""
     return _studies(n)
+
+
+def _copies(n: int) -> str:
+    return f"{n:,} object copy" if n == 1 else f"{n:,} object copies"
 
 
 def _studies(n: int) -> str:

@@ -217,8 +217,8 @@ class PlannedDeletion:
     bytes: int
     verdict: Verdict
     reason: str
-    #: Objects of the study (current, earlier versions, compression originals, quarantined
-    #: versions) and the stores they are deleted from.
+    #: Copies the stores hold of the study's objects (current, earlier versions, compression
+    #: originals, quarantined versions), and the stores they are deleted from.
     objects: int
     stores: tuple[str, ...]
 
@@ -242,7 +242,7 @@ async def plan_approval(
         # A transaction that writes nothing: the study's row lock (as a deletion takes it) is
         # held only while its facts are read.
         async with archive.db.transaction() as conn:
-            _, now, contents, keys = await _study_now(conn, archive, item["study_fk"], rules)
+            _, now, contents, _, copies = await _study_now(conn, archive, item["study_fk"], rules)
         check = check_deletion(_reviewed(item), now, today)
         planned.append(
             PlannedDeletion(
@@ -253,7 +253,7 @@ async def plan_approval(
                 bytes=contents["bytes"] if contents else 0,
                 verdict=check.verdict,
                 reason=check.reason,
-                objects=len(keys),
+                objects=sum(copies.values()),
                 stores=tuple(_stores(archive)),
             )
         )
@@ -341,7 +341,7 @@ async def execute_item(
         if item is None or item["state"] not in ("due", "pending"):
             return  # carried out (or refused) by a concurrent approval
         uid = item["study_uid"]
-        study, now, contents, keys = await _study_now(conn, archive, study_id, rules)
+        study, now, contents, keys, copies = await _study_now(conn, archive, study_id, rules)
         check = check_deletion(_reviewed(item), now, today)
         if check.verdict is Verdict.SKIP:
             await conn.execute(
@@ -381,7 +381,7 @@ async def execute_item(
                 "sop_classes": list(contents["sop_classes"]),
                 "earlier_versions": history["versions"],
                 "quarantined_conflicts": history["conflicts"],
-                "objects": len(keys),
+                "object_copies": sum(copies.values()),
                 "stores": list(_stores(archive)),
             },
         )
@@ -403,14 +403,16 @@ async def execute_item(
     done: list[int] = []
     for job in jobs:
         try:
-            deleted, failed = await delete_everywhere(archive, job["object_key"])
+            _, failed = await delete_everywhere(archive, job["object_key"])
         except VnaError as exc:  # the active store: the job stays queued and retries
             log.warning(
                 "object %s left to the deletion job %d: %s", job["object_key"], job["id"], exc
             )
             report.left_to_jobs.append((archive.store.name, job["object_key"], str(exc)))
             continue
-        report.deleted_objects += deleted
+        # Counted from what the stores held when the study was judged (a delete of a copy
+        # that is not there succeeds too).
+        report.deleted_objects += max(copies.get(job["object_key"], 0) - len(failed), 0)
         report.left_to_jobs.extend((store, job["object_key"], err) for store, err in failed)
         if not failed:
             done.append(job["id"])
@@ -446,19 +448,20 @@ async def _study_now(
     archive: Archive,
     study_id: int,
     rules: Sequence[RetentionRuleSettings],
-) -> tuple[Any, StudyNow, Any, list[str]]:
+) -> tuple[Any, StudyNow, Any, list[str], dict[str, int]]:
     """The study's row (locked against a legal hold being set meanwhile), the facts its
-    deletion is judged by, its contents, and the keys of every object it holds or held."""
+    deletion is judged by, its contents, the keys of every object it holds or held, and how
+    many copies of each the stores hold."""
     study = await conn.fetchrow(q("study_lock_for_delete"), study_id)
     if study is None:
-        return None, StudyNow(exists=False), None, []
+        return None, StudyNow(exists=False), None, [], {}
     holds = await conn.fetch(
         q("active_holds_of_study"), study["study_uid"], study["patient_id"], study["issuer"]
     )
     facts = await load_facts(conn, [study_id])
     contents = await conn.fetchrow(q("study_contents"), study_id)
     keys = await study_object_keys(conn, study_id, study["study_uid"])
-    locks, unchecked = await _object_locks(archive, keys)
+    locks, unchecked, copies = await _object_locks(archive, keys)
     now = StudyNow(
         exists=True,
         holds=[Hold(h["id"], h["scope"], h["reason"]) for h in holds],
@@ -468,7 +471,7 @@ async def _study_now(
         locks=locks,
         unchecked_stores=unchecked,
     )
-    return study, now, contents, keys
+    return study, now, contents, keys, copies
 
 
 async def study_object_keys(conn: asyncpg.Connection, study_id: int, study_uid: str) -> list[str]:
@@ -484,11 +487,12 @@ async def study_object_keys(conn: asyncpg.Connection, study_id: int, study_uid: 
 
 async def _object_locks(
     archive: Archive, keys: Sequence[str]
-) -> tuple[list[ObjectLock], list[str]]:
-    """The objects under S3 Object Lock now, on any store, and the stores that could not be
-    asked."""
+) -> tuple[list[ObjectLock], list[str], dict[str, int]]:
+    """The objects under S3 Object Lock now, on any store; the stores that could not be asked;
+    and how many copies of each object the stores hold."""
     locks: list[ObjectLock] = []
     unchecked: list[str] = []
+    copies: dict[str, int] = {}
     now = dt.datetime.now(dt.UTC)
     for name, store in _stores(archive).items():
         if store is None:
@@ -499,6 +503,7 @@ async def _object_locks(
                 info = await store.stat(key)
                 if info is None:
                     continue
+                copies[key] = copies.get(key, 0) + 1
                 if info.object_legal_hold:
                     locks.append(ObjectLock(name, key, None))
                 elif info.object_lock_until is not None and info.object_lock_until > now:
@@ -506,7 +511,7 @@ async def _object_locks(
         except VnaError as exc:
             log.warning("store %s: cannot check Object Lock: %s", name, exc)
             unchecked.append(name)
-    return locks, unchecked
+    return locks, unchecked, copies
 
 
 async def delete_everywhere(archive: Archive, key: str) -> tuple[int, list[tuple[str, str]]]:

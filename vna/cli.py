@@ -152,7 +152,9 @@ def _add_lifecycle_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
         description="Shows what will be deleted, asks for confirmation on a terminal, then"
         " approves the review in the approver's name and deletes.",
     )
-    approve.add_argument("review_id", type=int, metavar="REVIEW_ID")
+    approve.add_argument(
+        "review_id", type=int, metavar="REVIEW_ID", help="the number `retention review` printed"
+    )
     approve.add_argument(
         "--as",
         dest="approver",

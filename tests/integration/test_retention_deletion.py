@@ -106,6 +106,7 @@ async def test_no_object_of_a_deleted_study_remains_on_any_store(
         assert [i["study_uid"] for i in review.due] == [doomed_uid]
         report = await retention.approve(archive, RULES, review.id, "Jane Roe")
         assert report.deleted == [doomed_uid] and not report.left_to_jobs
+        assert report.deleted_objects == sum(len(keys & gone) for keys in before.values())
 
         after = await keys_on_every_store(archive)  # at once: no worker has run since
         for name, keys in after.items():
@@ -249,7 +250,7 @@ def test_dry_run_shows_what_would_go_and_changes_nothing(
     assert cli("retention", "approve", str(review), "--dry-run") == 0
     out = capsys.readouterr().out
     assert f"approving review {review} deletes 1 study (2 instances" in out
-    assert "from every store (primary)" in out
+    assert "from every store (primary): 2 object copies" in out
     assert f"  delete  {uid}  OLD" in out
     assert "dry run: nothing approved, nothing deleted" in out
     assert _audit(archive_settings, "retention-delete") == []
