@@ -297,6 +297,9 @@ class S3Store(ObjectStore):
             tier=self._tier_of(storage_class),
             available=storage_class not in OFFLINE_CLASSES or restored,
             restore_in_progress='ongoing-request="true"' in restore,
+            # Present only on a bucket with Object Lock (and to a caller allowed to read it).
+            object_lock_until=resp.get("ObjectLockRetainUntilDate"),
+            object_legal_hold=resp.get("ObjectLockLegalHoldStatus") == "ON",
         )
 
     async def delete(self, key: str) -> None:
