@@ -128,16 +128,15 @@ async def link(
                     second.issuer,
                 )
             )
-        for who, other in ((first, second), (second, first)):
-            await audit.record(
-                conn,
-                actor=actor,
-                origin=origin,
-                action="patient-link",
-                patient_id=who.patient_id,
-                issuer=who.issuer,
-                detail={"link": link_id, "with": str(other), "reason": reason},
-            )
+        await _audit_both(
+            conn,
+            first,
+            second,
+            actor=actor,
+            origin=origin,
+            action="patient-link",
+            detail={"link": link_id, "reason": reason},
+        )
     return int(link_id)
 
 
@@ -146,18 +145,14 @@ async def unlink(db: Database, link_id: int, *, actor: str, origin: str = "") ->
         row = await conn.fetchrow(q("remove_link"), link_id, actor)
         if row is None:
             raise NotFound(f"no active patient link {link_id}")
-        a = Identity(row["patient_id_a"], row["issuer_a"])
-        b = Identity(row["patient_id_b"], row["issuer_b"])
-        for who, other in ((a, b), (b, a)):
-            await audit.record(
-                conn,
-                actor=actor,
-                origin=origin,
-                action="patient-unlink",
-                patient_id=who.patient_id,
-                issuer=who.issuer,
-                detail={"link": link_id, "with": str(other)},
-            )
+        await _audit_both(
+            conn,
+            *_identities(row),
+            actor=actor,
+            origin=origin,
+            action="patient-unlink",
+            detail={"link": link_id},
+        )
 
 
 async def links_of(db: Database, identity: Identity) -> dict[str, Any]:
@@ -200,8 +195,7 @@ async def accept_pending_link(
     ``includelinked``); returns the patient link's id.  Nothing is re-filed."""
     async with db.transaction() as conn:
         row = await _open_pending(conn, pending_id)
-        a = Identity(row["patient_id_a"], row["issuer_a"])
-        b = Identity(row["patient_id_b"], row["issuer_b"])
+        a, b = _identities(row)
         why = reason or (
             f"accepted pending link {pending_id}: source {row['source']} sent instance"
             f" {row['sop_uid']} identical to one filed under the other identity"
@@ -213,18 +207,7 @@ async def accept_pending_link(
             link_id = await conn.fetchval(
                 q("find_active_link"), a.patient_id, a.issuer, b.patient_id, b.issuer
             )
-        await conn.execute(q("decide_pending_link"), pending_id, "accepted", actor, link_id)
-        for who, other in ((a, b), (b, a)):
-            await audit.record(
-                conn,
-                actor=actor,
-                origin=origin,
-                action="patient-link-accept",
-                patient_id=who.patient_id,
-                issuer=who.issuer,
-                study_uid=row["study_uid"],
-                detail={"pending_link": pending_id, "link": link_id, "with": str(other)},
-            )
+        await _decide_pending(conn, row, "accepted", link_id, actor=actor, origin=origin)
     return int(link_id)
 
 
@@ -235,20 +218,7 @@ async def reject_pending_link(
     propose them again."""
     async with db.transaction() as conn:
         row = await _open_pending(conn, pending_id)
-        a = Identity(row["patient_id_a"], row["issuer_a"])
-        b = Identity(row["patient_id_b"], row["issuer_b"])
-        await conn.execute(q("decide_pending_link"), pending_id, "rejected", actor, None)
-        for who, other in ((a, b), (b, a)):
-            await audit.record(
-                conn,
-                actor=actor,
-                origin=origin,
-                action="patient-link-reject",
-                patient_id=who.patient_id,
-                issuer=who.issuer,
-                study_uid=row["study_uid"],
-                detail={"pending_link": pending_id, "with": str(other)},
-            )
+        await _decide_pending(conn, row, "rejected", None, actor=actor, origin=origin)
 
 
 async def _open_pending(conn: asyncpg.Connection, pending_id: int) -> Any:
@@ -258,6 +228,67 @@ async def _open_pending(conn: asyncpg.Connection, pending_id: int) -> Any:
     if row["state"] != "pending":
         raise InvalidRequest(f"pending link {pending_id} was {row['state']} already")
     return row
+
+
+async def _decide_pending(
+    conn: asyncpg.Connection,
+    row: Any,
+    state: str,
+    link_id: int | None,
+    *,
+    actor: str,
+    origin: str,
+) -> None:
+    """Record an administrator's decision on a pending link (``row``, locked by
+    ``_open_pending``), with an audit row for each of its two identities."""
+    pending_id = row["id"]
+    await conn.execute(q("decide_pending_link"), pending_id, state, actor, link_id)
+    detail = {"pending_link": pending_id}
+    if state == "accepted":
+        detail["link"] = link_id
+    await _audit_both(
+        conn,
+        *_identities(row),
+        actor=actor,
+        origin=origin,
+        action={"accepted": "patient-link-accept", "rejected": "patient-link-reject"}[state],
+        study_uid=row["study_uid"],
+        detail=detail,
+    )
+
+
+def _identities(row: Any) -> tuple[Identity, Identity]:
+    """The two identities of a patient link or pending link row."""
+    return (
+        Identity(row["patient_id_a"], row["issuer_a"]),
+        Identity(row["patient_id_b"], row["issuer_b"]),
+    )
+
+
+async def _audit_both(
+    conn: asyncpg.Connection,
+    a: Identity,
+    b: Identity,
+    *,
+    actor: str,
+    origin: str,
+    action: str,
+    detail: dict[str, Any],
+    study_uid: str | None = None,
+) -> None:
+    """One audit row for each of the two identities a link decision is about, each naming
+    the other (``with``): either patient's trail shows the decision."""
+    for who, other in ((a, b), (b, a)):
+        await audit.record(
+            conn,
+            actor=actor,
+            origin=origin,
+            action=action,
+            patient_id=who.patient_id,
+            issuer=who.issuer,
+            study_uid=study_uid,
+            detail={**detail, "with": str(other)},
+        )
 
 
 # --- corrections and merges ---------------------------------------------------------------------
