@@ -340,7 +340,7 @@ async def update_patient(
                     f"patient {target} already exists: merge {identity} into it instead"
                 )
     header_values = _header_values(values)
-    previous = {"patient": _patient_json(patient)}
+    previous = {"patient": patient_json(patient)}
 
     async def catalogue(conn: asyncpg.Connection) -> None:
         await conn.execute(
@@ -399,7 +399,7 @@ async def merge_patients(
         source=source,
         target=target,
         header_values=identity_values(dst),
-        previous={"patient": _patient_json(src), "target_fk": dst["id"], "studies": study_ids},
+        previous={"patient": patient_json(src), "target_fk": dst["id"], "studies": study_ids},
         changes={"into": str(target), "studies": [s["study_uid"] for s in studies]},
         catalogue=catalogue,
         actor=actor,
@@ -680,9 +680,12 @@ def _new(values: Mapping[str, str | None], keyword: str, old: str) -> str:
     return (values[keyword] or "") if keyword in values else old
 
 
-def _patient_json(row: Any) -> dict[str, Any]:
+def patient_json(row: Any, *, pk: str = "id") -> dict[str, Any]:
+    """A patient as a change's ``previous`` keeps it for ``undo_change``, from a row with the
+    patients columns and the patient's row id in column ``pk`` (a study row joined to its
+    patient has it as ``patient_row``)."""
     return {
-        "id": row["id"],
+        "id": row[pk],
         "patient_id": row["patient_id"],
         "issuer": row["issuer"],
         "patient_name": row["patient_name"],
