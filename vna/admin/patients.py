@@ -74,6 +74,14 @@ class Identity:
         return f"{self.patient_id}^^^{self.issuer}" if self.issuer else self.patient_id
 
 
+def link_identities(row: Any) -> tuple[Identity, Identity]:
+    """The two identities of a patient link or pending link row."""
+    return (
+        Identity(row["patient_id_a"], row["issuer_a"]),
+        Identity(row["patient_id_b"], row["issuer_b"]),
+    )
+
+
 # --- finding and linking ------------------------------------------------------------------------
 
 
@@ -147,7 +155,7 @@ async def unlink(db: Database, link_id: int, *, actor: str, origin: str = "") ->
             raise NotFound(f"no active patient link {link_id}")
         await _audit_both(
             conn,
-            *_identities(row),
+            *link_identities(row),
             actor=actor,
             origin=origin,
             action="patient-unlink",
@@ -195,7 +203,7 @@ async def accept_pending_link(
     ``includelinked``); returns the patient link's id.  Nothing is re-filed."""
     async with db.transaction() as conn:
         row = await _open_pending(conn, pending_id)
-        a, b = _identities(row)
+        a, b = link_identities(row)
         why = reason or (
             f"accepted pending link {pending_id}: source {row['source']} sent instance"
             f" {row['sop_uid']} identical to one filed under the other identity"
@@ -248,20 +256,12 @@ async def _decide_pending(
         detail["link"] = link_id
     await _audit_both(
         conn,
-        *_identities(row),
+        *link_identities(row),
         actor=actor,
         origin=origin,
         action={"accepted": "patient-link-accept", "rejected": "patient-link-reject"}[state],
         study_uid=row["study_uid"],
         detail=detail,
-    )
-
-
-def _identities(row: Any) -> tuple[Identity, Identity]:
-    """The two identities of a patient link or pending link row."""
-    return (
-        Identity(row["patient_id_a"], row["issuer_a"]),
-        Identity(row["patient_id_b"], row["issuer_b"]),
     )
 
 
