@@ -85,6 +85,14 @@ def link_identities(row: Any) -> tuple[Identity, Identity]:
 # --- finding and linking ------------------------------------------------------------------------
 
 
+async def patient_row(conn: asyncpg.Connection, identity: Identity) -> Any:
+    """The patients row of ``identity``; NotFound when the archive does not hold it."""
+    row = await conn.fetchrow(q("find_patient_row"), identity.patient_id, identity.issuer)
+    if row is None:
+        raise NotFound(f"patient {identity} is not in the archive")
+    return row
+
+
 async def find_patients(
     db: Database, identity: Identity | None = None, limit: int = 1000
 ) -> list[dict[str, Any]]:
@@ -115,8 +123,7 @@ async def link(
     first, second = sorted((a, b))
     async with db.transaction() as conn:
         for who in (first, second):
-            if await conn.fetchrow(q("find_patient_row"), who.patient_id, who.issuer) is None:
-                raise NotFound(f"patient {who} is not in the archive")
+            await patient_row(conn, who)
         link_id = await conn.fetchval(
             q("insert_link"),
             first.patient_id,
@@ -326,9 +333,7 @@ async def update_patient(
     if not values:
         raise InvalidRequest("nothing to update")
     async with archive.db.acquire() as conn:
-        patient = await conn.fetchrow(q("find_patient_row"), identity.patient_id, identity.issuer)
-        if patient is None:
-            raise NotFound(f"patient {identity} is not in the archive")
+        patient = await patient_row(conn, identity)
         target = Identity(
             values.get("PatientID", patient["patient_id"]),
             values.get("IssuerOfPatientID", patient["issuer"]),
@@ -378,11 +383,8 @@ async def merge_patients(
     if source == target:
         raise InvalidRequest("a patient cannot be merged into itself")
     async with archive.db.acquire() as conn:
-        src = await conn.fetchrow(q("find_patient_row"), source.patient_id, source.issuer)
-        dst = await conn.fetchrow(q("find_patient_row"), target.patient_id, target.issuer)
-        for who, row in ((source, src), (target, dst)):
-            if row is None:
-                raise NotFound(f"patient {who} is not in the archive")
+        src = await patient_row(conn, source)
+        dst = await patient_row(conn, target)
         studies = await conn.fetch(q("studies_of_patient"), src["id"])
         instances = await conn.fetch(q("instances_of_patient"), src["id"])
     if not studies:

@@ -25,7 +25,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vna.admin.patients import Identity, apply_change, identity_values, patient_json
+from vna.admin.patients import (
+    Identity,
+    apply_change,
+    identity_values,
+    patient_json,
+    patient_row,
+)
 from vna.catalog.queries import q
 from vna.dicom.corrections import STUDY_ATTRIBUTES, check_study_values, study_date
 from vna.dicom.uids import is_valid_uid
@@ -264,9 +270,7 @@ async def set_source(
 async def studies_of(db: Database, identity: Identity) -> list[str]:
     """The Study Instance UIDs of a patient in the archive."""
     async with db.acquire() as conn:
-        patient = await conn.fetchrow(q("find_patient_row"), identity.patient_id, identity.issuer)
-        if patient is None:
-            raise NotFound(f"patient {identity} is not in the archive")
+        patient = await patient_row(conn, identity)
         return [r["study_uid"] for r in await conn.fetch(q("studies_of_patient"), patient["id"])]
 
 
