@@ -359,7 +359,8 @@ async def update_patient(
         )
 
     async with archive.db.acquire() as conn:
-        instances = await conn.fetch(q("instances_of_patient"), patient["id"])
+        studies = await conn.fetch(q("studies_of_patient"), patient["id"])
+        instances = await conn.fetch(q("instances_of_studies"), [s["id"] for s in studies])
     return await apply_change(
         archive,
         kind="update",
@@ -386,10 +387,10 @@ async def merge_patients(
         src = await patient_row(conn, source)
         dst = await patient_row(conn, target)
         studies = await conn.fetch(q("studies_of_patient"), src["id"])
-        instances = await conn.fetch(q("instances_of_patient"), src["id"])
+        study_ids = [s["id"] for s in studies]
+        instances = await conn.fetch(q("instances_of_studies"), study_ids)
     if not studies:
         raise InvalidRequest(f"patient {source} has no studies to merge")
-    study_ids = [s["id"] for s in studies]
 
     async def catalogue(conn: asyncpg.Connection) -> None:
         await conn.execute(q("move_studies"), study_ids, dst["id"])

@@ -71,7 +71,7 @@ async def update_study(
     checked = check_study_values(values)
     async with archive.db.acquire() as conn:
         study = await _study_row(conn, study_uid)
-        instances = await conn.fetch(q("instances_of_study_row"), study["id"])
+        instances = await conn.fetch(q("instances_of_studies"), [study["id"]])
     before = _study_json(study)
     after = dict(before)
     for keyword, value in checked.items():
@@ -128,7 +128,7 @@ async def move_study(
                 f"patient {target} is not in the archive; to give the study's patient"
                 f" {source} that identity instead, use vna patients update"
             )
-        instances = await conn.fetch(q("instances_of_study_row"), study["id"])
+        instances = await conn.fetch(q("instances_of_studies"), [study["id"]])
 
     async def catalogue(conn: asyncpg.Connection) -> None:
         await conn.execute(q("move_studies"), [study["id"]], dst["id"])
@@ -219,7 +219,7 @@ async def set_source(
     instances: list[Any] = []
     if target != current:
         async with archive.db.acquire() as conn:
-            instances = list(await conn.fetch(q("instances_of_study_row"), study["id"]))
+            instances = list(await conn.fetch(q("instances_of_studies"), [study["id"]]))
     if target == current:
         header_values: dict[str, str | None] = {}  # the objects already say it
     elif dst is not None:
