@@ -276,9 +276,7 @@ async def _patients(archive: Any, args: argparse.Namespace, actor: str) -> int:
         )
         return 0
     if cmd in ("undo", "unmerge"):
-        await p.undo_change(archive, args.change_id, actor=actor)
-        print(f"change {args.change_id} undone")
-        return 0
+        return await _undo(archive, args, actor)
     rows = await p.list_changes(archive.db)
     if args.format == "json":
         _print_json(rows)
@@ -339,6 +337,11 @@ async def _studies(archive: Any, args: argparse.Namespace, actor: str) -> int:
         return 0
     if cmd == "set-source":
         return await _set_source(archive, args, actor)
+    return await _undo(archive, args, actor)
+
+
+async def _undo(archive: Any, args: argparse.Namespace, actor: str) -> int:
+    """``vna patients undo|unmerge`` and ``vna studies undo``: one change log for both."""
     await p.undo_change(archive, args.change_id, actor=actor)
     print(f"change {args.change_id} undone")
     return 0
