@@ -17,8 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar, cast
 
 import asyncpg
 
@@ -49,6 +49,7 @@ from vna.recovery.sites import store_urls
 from vna.storage.base import ObjectStore, content_key
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 BATCH = 5000
 
 
@@ -176,17 +177,13 @@ async def load_review(db: Database, review_id: int) -> Review:
         if head is None:
             raise NotFound(f"no retention review {review_id}")
         items = [dict(r) for r in await conn.fetch(q("review_items"), review_id)]
-    return Review(
-        id=head["id"],
-        as_of=head["as_of"],
-        created_at=head["created_at"],
-        created_by=head["created_by"],
-        rules_fingerprint=head["rules_fingerprint"],
-        state=head["state"],
-        items=items,
-        approved_by=head["approved_by"],
-        approved_at=head["approved_at"],
-    )
+    return _from_row(Review, head, items=items)
+
+
+def _from_row(cls: type[_T], row: Any, **given: Any) -> _T:
+    """A dataclass from the catalogue row's columns of the same names (and ``given``)."""
+    names = [f.name for f in fields(cast(Any, cls)) if f.init and f.name not in given]
+    return cls(**{name: row[name] for name in names}, **given)
 
 
 # --- approval and deletion --------------------------------------------------------------------
@@ -422,13 +419,7 @@ async def execute_item(
 
 
 def _reviewed(item: Any) -> Reviewed:
-    return Reviewed(
-        rule=item["rule"],
-        rule_fingerprint=item["rule_fingerprint"],
-        retain_until=item["retain_until"],
-        instances=item["instances"],
-        max_instance_id=item["max_instance_id"],
-    )
+    return _from_row(Reviewed, item)
 
 
 def _stores(archive: Archive) -> dict[str, ObjectStore | None]:
