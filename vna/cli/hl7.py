@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from vna.admin import adt
+from vna.cli.options import add_format
 from vna.config import Settings
 
 COMMANDS = ("hl7",)
@@ -21,10 +22,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     lg = hs.add_parser("log", help="messages received, newest first, with their outcome")
     lg.add_argument("--limit", type=int, default=100, help="at most this many (100)")
     lg.add_argument("--outcome", choices=OUTCOMES, help="only messages with this outcome")
-    lg.add_argument("--json", action="store_true")
+    add_format(lg)
     sh = hs.add_parser("show", help="one message as received, and its outcome")
     sh.add_argument("message_id", type=int, metavar="ID", help="from vna hl7 log")
-    sh.add_argument("--json", action="store_true")
+    add_format(sh)
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -34,7 +35,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         if args.hl7_command == "show":
             shown = await adt.show_logged(archive, args.message_id)
-            if args.json:
+            if args.format == "json":
                 print(json.dumps(shown, default=_json_default, ensure_ascii=False, indent=2))
                 return 0
             for key, value in shown.items():
@@ -45,7 +46,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
             print("\n".join(shown["message"].split("\r")))
             return 0
         rows = await adt.list_log(archive, limit=args.limit, outcome=args.outcome)
-        if args.json:
+        if args.format == "json":
             print(json.dumps(rows, default=_json_default, ensure_ascii=False, indent=2))
             return 0
         if not rows:
