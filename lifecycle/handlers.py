@@ -7,6 +7,9 @@
 * ``delete-object``: delete an object no instance refers to any more.
 * ``replicate`` / ``replica-delete``: copy an instance's object to a replica, verified, or
   delete a copy nothing uses any more (``lifecycle.dr.replication``).
+* ``commitment-report``: send a Storage Commitment report on a new association (queued with
+  the request, ``vna.commitment.service``); waits for replication without using attempts,
+  retried with back-off while the requester cannot be reached.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import logging
 from lifecycle import retention
 from lifecycle.compression import compress_instance
 from lifecycle.dr import replication
-from lifecycle.engine import Engine, Handler
+from lifecycle.engine import Engine, Handler, Reschedule
 from lifecycle.queue import Job
 from lifecycle.tiering import move_study, restore_object
+from vna.catalog.commitments import REPORT_JOB
 from vna.catalog.queries import q
+from vna.commitment import service as commitment
 from vna.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -68,6 +73,14 @@ async def delete_object(engine: Engine, job: Job) -> None:
     )
 
 
+async def commitment_report(engine: Engine, job: Job) -> None:
+    # Idempotent: a report already recorded (by the DIMSE handler or an earlier run) is not
+    # sent again.
+    later = await commitment.deliver(engine.archive, int(str(_field(job, "commitment_id"))))
+    if later is not None:
+        raise Reschedule(later, "waiting for replication before reporting")
+
+
 HANDLERS: dict[str, Handler] = {
     "instance-stored": instance_stored,
     "tier-study": tier_study,
@@ -75,4 +88,5 @@ HANDLERS: dict[str, Handler] = {
     "delete-object": delete_object,
     replication.REPLICATE: replication.replicate_job,
     replication.REPLICA_DELETE: replication.replica_delete_job,
+    REPORT_JOB: commitment_report,
 }

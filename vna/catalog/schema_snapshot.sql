@@ -15,6 +15,9 @@
 --   0070_filing_functions
 --   0080_hierarchy_share_locks
 --   0090_file_new_instances
+--   0100_pending_patient_links
+--   0120_study_set_source
+--   0150_storage_commitment
 
 CREATE TABLE api_tokens (
     id bigint NOT NULL DEFAULT nextval('api_tokens_id_seq'::regclass),
@@ -50,6 +53,28 @@ CREATE TABLE audit (
     study_uids text[],
     patient_ids text[],
     CONSTRAINT audit_pkey PRIMARY KEY (id)
+);
+
+CREATE TABLE commitments (
+    id bigint NOT NULL DEFAULT nextval('commitments_id_seq'::regclass),
+    transaction_uid text NOT NULL,
+    source text NOT NULL,
+    calling_ae text NOT NULL,
+    origin text NOT NULL DEFAULT ''::text,
+    requested_at timestamp with time zone NOT NULL DEFAULT now(),
+    required_replicas integer NOT NULL DEFAULT 0,
+    state text NOT NULL DEFAULT 'pending'::text,
+    refs jsonb NOT NULL,
+    instances integer NOT NULL,
+    committed integer,
+    failed integer,
+    result jsonb,
+    reported_via text,
+    reported_at timestamp with time zone,
+    attempts integer NOT NULL DEFAULT 0,
+    last_error text,
+    CONSTRAINT commitments_pkey PRIMARY KEY (id),
+    CONSTRAINT commitments_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'reported'::text, 'undeliverable'::text])))
 );
 
 CREATE TABLE conflicts (
@@ -216,7 +241,7 @@ CREATE TABLE patient_changes (
     undone_by text,
     undone_at timestamp with time zone,
     study_uid text,
-    CONSTRAINT patient_changes_kind_check CHECK ((kind = ANY (ARRAY['update'::text, 'merge'::text, 'study-update'::text, 'study-move'::text]))),
+    CONSTRAINT patient_changes_kind_check CHECK ((kind = ANY (ARRAY['update'::text, 'merge'::text, 'study-update'::text, 'study-move'::text, 'study-set-source'::text]))),
     CONSTRAINT patient_changes_pkey PRIMARY KEY (id),
     CONSTRAINT patient_changes_state_check CHECK ((state = ANY (ARRAY['applied'::text, 'undone'::text])))
 );
@@ -247,6 +272,27 @@ CREATE TABLE patients (
     updated_at timestamp with time zone NOT NULL DEFAULT now(),
     CONSTRAINT patients_identity UNIQUE (patient_id, issuer),
     CONSTRAINT patients_pkey PRIMARY KEY (id)
+);
+
+CREATE TABLE pending_patient_links (
+    id bigint NOT NULL DEFAULT nextval('pending_patient_links_id_seq'::regclass),
+    patient_id_a text NOT NULL,
+    issuer_a text NOT NULL,
+    patient_id_b text NOT NULL,
+    issuer_b text NOT NULL,
+    sop_uid text NOT NULL,
+    study_uid text NOT NULL,
+    source text NOT NULL,
+    sightings integer NOT NULL DEFAULT 1,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    last_seen_at timestamp with time zone NOT NULL DEFAULT now(),
+    state text NOT NULL DEFAULT 'pending'::text,
+    decided_by text,
+    decided_at timestamp with time zone,
+    link_fk bigint,
+    CONSTRAINT pending_patient_links_check CHECK ((ROW(patient_id_a, issuer_a) < ROW(patient_id_b, issuer_b))),
+    CONSTRAINT pending_patient_links_pkey PRIMARY KEY (id),
+    CONSTRAINT pending_patient_links_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'accepted'::text, 'rejected'::text])))
 );
 
 CREATE TABLE replicas (
@@ -367,6 +413,10 @@ CREATE INDEX audit_study ON public.audit USING btree (study_uid);
 
 CREATE INDEX audit_study_uids ON public.audit USING gin (study_uids);
 
+CREATE INDEX commitments_pending ON public.commitments USING btree (state) WHERE (state <> 'reported'::text);
+
+CREATE INDEX commitments_requested ON public.commitments USING btree (requested_at DESC);
+
 CREATE INDEX conflicts_object_key ON public.conflicts USING btree (object_key);
 
 CREATE INDEX conflicts_open ON public.conflicts USING btree (received_at) WHERE (state = 'open'::text);
@@ -410,6 +460,10 @@ CREATE UNIQUE INDEX patient_links_active ON public.patient_links USING btree (pa
 CREATE INDEX patient_links_b ON public.patient_links USING btree (patient_id_b, issuer_b) WHERE (removed_at IS NULL);
 
 CREATE INDEX patients_name_lower ON public.patients USING btree (lower(patient_name) text_pattern_ops);
+
+CREATE UNIQUE INDEX pending_patient_links_open ON public.pending_patient_links USING btree (patient_id_a, issuer_a, patient_id_b, issuer_b) WHERE (state = 'pending'::text);
+
+CREATE INDEX pending_patient_links_pair ON public.pending_patient_links USING btree (patient_id_a, issuer_a, patient_id_b, issuer_b);
 
 CREATE INDEX replicas_object_key ON public.replicas USING btree (object_key);
 
