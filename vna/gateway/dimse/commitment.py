@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pynetdicom.pdu_primitives import A_RELEASE
 
 from vna.commitment import service
 from vna.commitment.model import (
@@ -152,7 +153,9 @@ def _send_on(assoc: Any, request: Request, outcome: Any) -> bool:
             if not assoc.is_established or time.monotonic() > deadline:
                 return False
             time.sleep(0.0005)
-        if not assoc.is_established:
+        if not assoc.is_established or _release_requested(assoc):
+            # The requester asked to release as the N-ACTION response reached it: a report
+            # now would arrive during the release and be dropped; the job sends it.
             return False
         status, _reply = assoc.send_n_event_report(
             event_information(request.transaction_uid, outcome),
@@ -184,6 +187,13 @@ def _send_on(assoc: Any, request: Request, outcome: Any) -> bool:
         len(outcome.failed),
     )
     return True
+
+
+def _release_requested(assoc: Any) -> bool:
+    """Whether an A-RELEASE-RQ waits in the association's queue (looked at, not taken: the
+    reactor answers it once resumed)."""
+    primitive = assoc.dul.peek_next_pdu()
+    return isinstance(primitive, A_RELEASE) and primitive.result is None
 
 
 def _refused(gateway: Gateway, calling_ae: str, peer: str) -> None:
