@@ -87,6 +87,7 @@ class Pacs:
         return assoc
 
     def stop(self) -> None:
+        assert self._server is not None
         self._server.shutdown()
 
 
