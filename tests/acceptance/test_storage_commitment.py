@@ -72,8 +72,8 @@ class Pacs:
                 self._arrived.wait(left)
             return self.reports[transaction_uid]
 
-    def associate(self, server: ArchiveProcess) -> Any:
-        ae = AE(ae_title=PACS_AE)
+    def associate(self, server: ArchiveProcess, ae_title: str = PACS_AE) -> Any:
+        ae = AE(ae_title=ae_title)
         ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
         ae.add_requested_context(PUSH_MODEL)
         ae.dimse_timeout = 120
@@ -115,6 +115,12 @@ def server(pacs: Pacs) -> Iterator[ArchiveProcess]:
         'issuer_of_patient_id = "PACS"\n'
         'host = "127.0.0.1"\n'
         f"port = {pacs.port}\n"
+        # A viewer may query and retrieve, but it stored nothing: no commitment for it.
+        "[[destinations]]\n"
+        'name = "viewer"\n'
+        'ae_title = "VIEWER"\n'
+        'host = "127.0.0.1"\n'
+        f"port = {free_port()}\n"
     )
     process = ArchiveProcess(root / "data", config=config)
     try:
@@ -285,6 +291,12 @@ def test_bad_requests_get_their_dimse_status(
         assert n_action(assoc, bad_uid) == 0x0115  # invalid argument value
     finally:
         assoc.release()
+    viewer = pacs.associate(server, ae_title="VIEWER")
+    try:
+        assert n_action(viewer, good) == 0x0124  # refused: not authorized (not a source)
+    finally:
+        viewer.release()
+    assert str(good.TransactionUID) not in pacs.reports
 
 
 def test_a_damaged_object_is_not_committed(
