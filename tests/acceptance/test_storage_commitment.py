@@ -243,6 +243,17 @@ def test_released_association_gets_the_report_on_a_new_one_with_failure_reasons(
         3,
         "new-association",
     )
+    table = subprocess.run(
+        [str(VNA), "commitments", "list", "--state", "reported"],
+        env=server.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    [line] = [ln for ln in table.splitlines() if ln.split()[0] == str(row["id"])]
+    # ID, requested, source, calling AE, state, instances, committed, failed, via
+    assert line.split()[2:] == ["PACS", PACS_AE, "reported", "5", "2", "3", "new-association"]
     metrics = requests.get(f"{server.base}/metrics", timeout=10).text
     assert 'vna_storage_commitments{state="pending"} 0.0' in metrics
     assert any(
