@@ -4,9 +4,12 @@ requester is retried with back-off; a requester with no address is recorded unde
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +25,7 @@ from tests.factory import ct_study
 from tests.integration.lifecycle_support import fetch, ingest, jobs, opened
 from vna.commitment import service
 from vna.commitment.model import PUSH_MODEL, Reference, Request
-from vna.config import Settings, SourceSettings
+from vna.config import ReplicaSettings, Settings, SourceSettings
 
 pytestmark = pytest.mark.asyncio
 PACS_AE = "PACSAE"
@@ -188,3 +191,44 @@ async def test_requester_without_address_is_recorded_undeliverable(
 async def _commitment(settings: Settings, commitment_id: int) -> list[dict[str, Any]]:
     async with opened(settings) as archive:
         return await fetch(archive, "SELECT * FROM commitments WHERE id = $1", commitment_id)
+
+
+async def test_commitment_waits_for_replication_then_commits(
+    archive_settings: Settings, tmp_path: Path
+) -> None:
+    """commit_requires_replicas = 1: before replication every instance is short of a replica
+    (0110); a check given time waits while the lifecycle workers replicate, then commits."""
+    settings = dataclasses.replace(
+        archive_settings,
+        replicas=(ReplicaSettings("dr", (tmp_path / "dr-objects").as_uri()),),
+        dimse=dataclasses.replace(archive_settings.dimse, commit_requires_replicas=1),
+    )
+    study = ct_study(series=1, slices=2, size=32)
+    refs = [Reference(str(ds.SOPClassUID), str(ds.SOPInstanceUID)) for ds in study]
+    async with opened(settings) as archive:
+        await ingest(archive, study)
+        now = await service.evaluate(archive, refs, required_replicas=1, wait_seconds=0)
+        assert now.outcome.committed == []
+        assert {f.reason for f in now.outcome.failed} == {0x0110}
+        assert now.short_of_replicas == refs
+
+        started = time.monotonic()
+        waiting = asyncio.create_task(
+            service.evaluate(archive, refs, required_replicas=1, wait_seconds=60)
+        )
+        await run_once(archive)  # replication to "dr", read back and recorded
+        later = await waiting
+        assert later.outcome.committed == refs
+        assert later.outcome.failed == []
+        assert time.monotonic() - started < 60
+
+        # Nothing to wait for in a class/instance conflict: answered at once.
+        started = time.monotonic()
+        conflict = await service.evaluate(
+            archive,
+            [Reference("1.2.840.10008.5.1.4.1.1.4", refs[0].sop_instance_uid)],
+            required_replicas=1,
+            wait_seconds=30,
+        )
+        assert [f.reason for f in conflict.outcome.failed] == [0x0119]
+        assert time.monotonic() - started < 10

@@ -80,9 +80,18 @@ async def check(
     problems = await _verify_objects(archive, [rows[u] for u in uids if u in rows], references)
     replicas = {u: int(r["replicas"]) for u, r in rows.items()}
 
+    # Only instances that can be committed are worth waiting for (not a class conflict, not
+    # a damaged object).
+    candidates = {
+        r.sop_instance_uid
+        for r in references
+        if r.sop_instance_uid in rows
+        and rows[r.sop_instance_uid]["sop_class_uid"] == r.sop_class_uid
+        and r.sop_instance_uid not in problems
+    }
     deadline = time.monotonic() + max(wait_seconds, 0.0)
     while True:
-        short = [u for u in rows if u not in problems and replicas.get(u, 0) < required_replicas]
+        short = [u for u in candidates if replicas.get(u, 0) < required_replicas]
         if not short or time.monotonic() >= deadline or (give_up is not None and give_up()):
             break
         await asyncio.sleep(min(POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
