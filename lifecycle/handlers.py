@@ -9,7 +9,8 @@
   delete a copy nothing uses any more (``lifecycle.dr.replication``).
 * ``commitment-report``: send a Storage Commitment report on a new association (queued with
   the request, ``vna.commitment.service``); waits for replication without using attempts,
-  retried with back-off while the requester cannot be reached.
+  retried with back-off while the requester cannot be reached, recorded undeliverable when
+  the attempts are used up.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from lifecycle.tiering import move_study, restore_object
 from vna.catalog.commitments import REPORT_JOB
 from vna.catalog.queries import q
 from vna.commitment import service as commitment
+from vna.commitment.sender import ReportNotDelivered
 from vna.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,15 @@ async def delete_object(engine: Engine, job: Job) -> None:
 async def commitment_report(engine: Engine, job: Job) -> None:
     # Idempotent: a report already recorded (by the DIMSE handler or an earlier run) is not
     # sent again.
-    later = await commitment.deliver(engine.archive, int(str(_field(job, "commitment_id"))))
+    commitment_id = int(str(_field(job, "commitment_id")))
+    try:
+        later = await commitment.deliver(engine.archive, commitment_id)
+    except ReportNotDelivered as exc:
+        if job.attempts >= job.max_attempts:
+            # The worker dead-letters the job after this: the request must not stay
+            # "pending" for ever (`vna lifecycle retry` still sends it, and records it).
+            await commitment.abandon(engine.archive, commitment_id, str(exc))
+        raise
     if later is not None:
         raise Reschedule(later, "waiting for replication before reporting")
 

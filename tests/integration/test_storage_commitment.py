@@ -163,6 +163,21 @@ async def test_unreachable_requester_is_retried_with_back_off(
         text = archive.metrics.render().decode()
         assert 'vna_storage_commitments{state="pending"} 1.0' in text
 
+        # The last attempt: the job is dead-lettered and the request recorded undeliverable.
+        await fetch(
+            archive,
+            "UPDATE jobs SET run_after = now(), max_attempts = 2 WHERE id = $1",
+            job["id"],
+        )
+        summary = await run_once(archive)
+        assert summary.dead["commitment-report"] == 1
+        [row] = await fetch(archive, "SELECT * FROM commitments WHERE id = $1", commitment_id)
+        assert row["state"] == "undeliverable"
+        await archive.refresh_gauges()
+        text = archive.metrics.render().decode()
+        assert 'vna_storage_commitments{state="pending"} 0.0' in text
+        assert 'vna_storage_commitments{state="failed"} 1.0' in text
+
 
 async def test_requester_without_address_is_recorded_undeliverable(
     archive_settings: Settings,

@@ -75,16 +75,17 @@ async def mark_undeliverable(
     conn: asyncpg.Connection,
     commitment_id: int,
     *,
-    committed: int,
-    failed: list[dict[str, Any]],
+    committed: int | None,
+    failed: list[dict[str, Any]] | None,
     error: str,
 ) -> None:
+    """The report cannot be delivered; what it would have said, when known."""
     await conn.execute(
         q("commitment_undeliverable"),
         commitment_id,
         committed,
-        len(failed),
-        {"failed": failed},
+        None if failed is None else len(failed),
+        None if failed is None else {"failed": failed},
         error[:2000],
     )
 

@@ -131,6 +131,22 @@ async def report_now(archive: Archive, commitment_id: int) -> None:
         await commitments.report_now(conn, commitment_id)
 
 
+async def abandon(archive: Archive, commitment_id: int, error: str) -> None:
+    """The job's attempts are used up: record the report as undeliverable (counted failed
+    in /metrics, shown by `vna commitments list`), audited."""
+    async with archive.db.transaction() as conn:
+        await commitments.mark_undeliverable(
+            conn, commitment_id, committed=None, failed=None, error=error
+        )
+        await audit.record(
+            conn,
+            actor=archive.settings.dimse.ae_title,
+            action=REPORTED,
+            outcome="failure",
+            detail={"commitment": commitment_id, "reason": error[:500]},
+        )
+
+
 async def deliver(archive: Archive, commitment_id: int) -> float | None:
     """The job's part: send a pending report on a new association.  Seconds after which to
     look again when it still waits for replication; None when there is nothing more to do
@@ -138,8 +154,8 @@ async def deliver(archive: Archive, commitment_id: int) -> float | None:
     when the requester could not be given the report."""
     async with archive.db.acquire() as conn:
         row = await commitments.get(conn, commitment_id)
-    if row is None or row["state"] != "pending":
-        return None
+    if row is None or row["state"] == "reported":
+        return None  # sent already (an undeliverable one is tried again on `retry`)
     refs = [Reference(r["class"], r["instance"]) for r in _json(row["refs"])]
     remaining = archive.settings.dimse.commit_timeout_seconds - float(row["age_seconds"])
     verdict = await evaluate(
