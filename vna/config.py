@@ -19,13 +19,14 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vna.dicom.coercion import CoercionRule, rule_problem
 from vna.errors import ConfigError
+from vna.storage.factory import parse_store_url
 from vna.tiers import TIERS
 
 ENV_PREFIX = "VNA_"
@@ -41,7 +42,9 @@ _MODALITY = re.compile(r"^[A-Z0-9_ ]{1,16}$")
 
 @dataclass(frozen=True)
 class HttpSettings:
+    #: Address DICOMweb listens on (0.0.0.0: every interface; needs API tokens).
     host: str = "127.0.0.1"
+    #: TCP port of DICOMweb, /healthz and /metrics.
     port: int = 8080
     #: Bytes; a larger STOW-RS request body is refused with 413.
     max_request_bytes: int = 64 * 1024**3
@@ -50,8 +53,9 @@ class HttpSettings:
     #: Serve DICOMweb without API tokens to clients other than loopback ones.  Without it,
     #: ``vna serve`` refuses a non-loopback ``host`` until a token exists (vna tokens create).
     allow_unauthenticated: bool = False
-    #: PEM certificate chain and private key: HTTPS instead of HTTP.
+    #: PEM certificate chain: HTTPS instead of HTTP (with tls_key).
     tls_cert: Path | None = None
+    #: PEM private key of tls_cert.
     tls_key: Path | None = None
     #: Seconds a token lookup is remembered: a revoked token stops working within this delay.
     token_cache_seconds: int = 5
@@ -67,16 +71,20 @@ class DimseSettings:
     #: non-loopback address with no sources declared is refused at start-up unless
     #: ``allow_any_caller`` is set.
     host: str = ""
+    #: TCP port of DIMSE (104 is the registered dicom port, 2762 dicom-tls).
     port: int = 11112
+    #: The archive's own AE title (called AE title; Modifying System of coercions).
     ae_title: str = "VNA"
+    #: Associations served at once by one server process.
     max_associations: int = 32
     #: Seconds of silence before an association is aborted.
     network_timeout: int = 60
     #: Start the DIMSE listener with ``vna serve``; 0 disables it.
     enabled: bool = True
     #: DICOM TLS (PS3.15 B.12, BCP 195 TLS secure transport profile) on ``port`` (2762 is the
-    #: registered dicom-tls port): PEM certificate chain and private key of the archive.
+    #: registered dicom-tls port): PEM certificate chain of the archive (with tls_key).
     tls_cert: Path | None = None
+    #: PEM private key of tls_cert.
     tls_key: Path | None = None
     #: PEM CA certificates: when set, a caller must present a certificate one of them signed.
     tls_ca: Path | None = None
@@ -108,6 +116,7 @@ class IngestSettings:
 class QuerySettings:
     #: Upper bound on results of one QIDO-RS / C-FIND query.
     max_results: int = 10_000
+    #: Results of a QIDO-RS query that gives no ``limit``.
     default_limit: int = 1_000
 
 
@@ -125,6 +134,7 @@ class LifecycleSettings:
     lease_seconds: int = 300
     #: First retry delay of a failed job; doubles per attempt up to ``retry_max_seconds``.
     retry_base_seconds: int = 30
+    #: Longest retry delay of a failed job.
     retry_max_seconds: int = 3600
     #: How often tiering is evaluated over the whole catalogue.
     evaluate_every_seconds: int = 3600
@@ -275,11 +285,15 @@ class DrSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    #: The archive's data directory: embedded catalogue (pg/), objects (objects/), scratch.
     data_dir: Path = Path("vna-data")
-    #: Empty: embedded PostgreSQL under ``data_dir/pg``.
+    #: The catalogue: postgresql://USER:PASSWORD@HOST/DB; empty: embedded PostgreSQL under
+    #: ``data_dir/pg``.
     database_url: str = ""
-    #: Empty: ``file://<data_dir>/objects``.
+    #: The object store: file:///PATH or s3://BUCKET?region=...; empty:
+    #: ``file://<data_dir>/objects``.
     storage_url: str = ""
+    #: Log level of the servers (DEBUG, INFO, WARNING, ERROR); commands: -v.
     log_level: str = "INFO"
     #: This server's name when several servers of one deployment share ``data_dir`` (a shared
     #: volume) and an external catalogue (``database_url``).  Empty: one ``vna serve`` per
@@ -372,6 +386,96 @@ def environment_keys() -> list[str]:
     return keys
 
 
+#: Variables of the project's test suite and benchmarks: not the archive's, not misspelt.
+_TOOL_VARIABLES = frozenset(
+    {"VNA_TEST_DATABASE_URL", "VNA_BENCH_DATABASE_URL", "VNA_SOAK_SECONDS", "VNA_CHECKOV"}
+)
+
+
+@dataclass(frozen=True)
+class EnvironmentVariable:
+    name: str
+    #: The value when the variable is unset (and the file does not set the key), as text.
+    default: str
+    meaning: str
+
+
+def environment_variables() -> list[EnvironmentVariable]:
+    """Every variable the archive reads, with its default and meaning (the ``#:`` comment of
+    its field here, so the documentation cannot drift from the code)."""
+    out = [
+        EnvironmentVariable("VNA_CONFIG", "", "path of the TOML configuration file"),
+        EnvironmentVariable(
+            "VNA_CONFIG_TOML", "", "the whole TOML configuration in one variable (no file)"
+        ),
+    ]
+    hints = typing.get_type_hints(Settings)
+    top_docs = _field_docs(Settings)
+    for f in dataclasses.fields(Settings):
+        if f.name in _SECTIONS:
+            cls = _SECTIONS[f.name]
+            docs = _field_docs(cls)
+            for sub in dataclasses.fields(cls):
+                out.append(
+                    EnvironmentVariable(
+                        f"{ENV_PREFIX}{f.name}_{sub.name}".upper(),
+                        _default_text(sub),
+                        docs.get(sub.name, ""),
+                    )
+                )
+        elif _is_scalar(hints[f.name]):
+            out.append(
+                EnvironmentVariable(
+                    f"{ENV_PREFIX}{f.name}".upper(), _default_text(f), top_docs.get(f.name, "")
+                )
+            )
+    return out
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``VNA_*`` variables set that the archive does not read (a misspelt ``VNA_HTTP_PROT``
+    would otherwise be ignored in silence), each with the known name it is closest to."""
+    import difflib
+
+    env = os.environ if environ is None else environ
+    known = environment_keys()
+    found = []
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in known or name in _TOOL_VARIABLES:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        found.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return found
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """The ``#:`` comment lines above each field of a settings class, joined."""
+    import inspect
+
+    docs: dict[str, str] = {}
+    pending: list[str] = []
+    for line in inspect.getsource(cls).splitlines():
+        text = line.strip()
+        if text.startswith("#:"):
+            pending.append(text[2:].strip())
+            continue
+        field_line = re.match(r"^([a-z_][a-z0-9_]*)\s*:", text)
+        if field_line and pending:
+            docs[field_line.group(1)] = " ".join(" ".join(pending).replace("``", "").split())
+        if not text.startswith("#"):
+            pending = []
+    return docs
+
+
+def _default_text(f: dataclasses.Field[Any]) -> str:
+    if f.default is dataclasses.MISSING or f.default is None:
+        return ""
+    value = f.default
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def load_settings(
     path: str | Path | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
@@ -412,10 +516,7 @@ def _parse_toml(text: str, origin: str) -> dict[str, Any]:
 
 def _build(document: dict[str, Any], env: Mapping[str, str]) -> Settings:
     hints = typing.get_type_hints(Settings)
-    known = {f.name for f in dataclasses.fields(Settings)}
-    for key in document:
-        if key not in known:
-            raise ConfigError(f"unknown configuration key '{key}'")
+    _refuse_unknown(document, dataclasses.fields(Settings), "")
     values: dict[str, Any] = {}
     for f in dataclasses.fields(Settings):
         if f.name in _SECTIONS:
@@ -426,11 +527,7 @@ def _build(document: dict[str, Any], env: Mapping[str, str]) -> Settings:
         elif f.name in _TABLE_ARRAYS:
             values[f.name] = _build_tables(f.name, _TABLE_ARRAYS[f.name], document.get(f.name, []))
         else:
-            env_name = f"{ENV_PREFIX}{f.name}".upper()
-            if env_name in env:
-                values[f.name] = _coerce(env[env_name], hints[f.name], env_name, from_env=True)
-            elif f.name in document:
-                values[f.name] = _coerce(document[f.name], hints[f.name], f.name, from_env=False)
+            _take(values, f.name, hints[f.name], document, env, "")
     settings = Settings(**values)
     _validate(settings)
     return settings
@@ -438,18 +535,39 @@ def _build(document: dict[str, Any], env: Mapping[str, str]) -> Settings:
 
 def _build_section(name: str, cls: type, table: dict[str, Any], env: Mapping[str, str]) -> Any:
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in table:
-        if key not in known:
-            raise ConfigError(f"unknown configuration key '{name}.{key}'")
+    _refuse_unknown(table, dataclasses.fields(cls), f"{name}.")
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        env_name = f"{ENV_PREFIX}{name}_{f.name}".upper()
-        if env_name in env:
-            values[f.name] = _coerce(env[env_name], hints[f.name], env_name, from_env=True)
-        elif f.name in table:
-            values[f.name] = _coerce(table[f.name], hints[f.name], f"{name}.{f.name}", False)
+        _take(values, f.name, hints[f.name], table, env, f"{name}.")
     return cls(**values)
+
+
+def _refuse_unknown(
+    table: Mapping[str, Any], fields: Iterable[dataclasses.Field[Any]], where: str
+) -> None:
+    """ConfigError naming the first key of ``table`` that is none of ``fields`` (``where``:
+    the path before the key, ``""`` at the top, ``"http."``, ``"sources[0]."``)."""
+    known = {f.name for f in fields}
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"unknown configuration key '{where}{key}'")
+
+
+def _take(
+    values: dict[str, Any],
+    key: str,
+    hint: Any,
+    table: Mapping[str, Any],
+    env: Mapping[str, str],
+    where: str,
+) -> None:
+    """Set ``values[key]`` from its environment variable (``VNA_KEY``, ``VNA_HTTP_PORT`` for
+    ``where="http."``) if set, else from the file's ``table``; neither: left to the default."""
+    env_name = f"{ENV_PREFIX}{where.replace('.', '_')}{key}".upper()
+    if env_name in env:
+        values[key] = _coerce(env[env_name], hint, env_name, from_env=True)
+    elif key in table:
+        values[key] = _coerce(table[key], hint, f"{where}{key}", from_env=False)
 
 
 def _build_tables(name: str, cls: Any, raw: Any) -> tuple[Any, ...]:
@@ -458,7 +576,6 @@ def _build_tables(name: str, cls: Any, raw: Any) -> tuple[Any, ...]:
         raise ConfigError(f"'{name}' must be an array of tables ([[{name}]])")
     hints = typing.get_type_hints(cls)
     fields = dataclasses.fields(cls)
-    known = {f.name for f in fields}
     required = [
         f.name
         for f in fields
@@ -469,9 +586,7 @@ def _build_tables(name: str, cls: Any, raw: Any) -> tuple[Any, ...]:
         where = f"{name}[{i}]"
         if not isinstance(table, dict):
             raise ConfigError(f"'{where}' must be a table")
-        for key in table:
-            if key not in known:
-                raise ConfigError(f"unknown configuration key '{where}.{key}'")
+        _refuse_unknown(table, fields, f"{where}.")
         for key in required:
             if key not in table:
                 raise ConfigError(f"'{where}.{key}' is required")
@@ -562,8 +677,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"'log_level' must be DEBUG, INFO, WARNING or ERROR, got {s.log_level!r}")
     if s.database_url and not s.database_url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("'database_url' must be a postgresql:// URL")
-    if s.storage_url and not s.storage_url.startswith(("file://", "s3://")):
-        raise ConfigError("'storage_url' must start with file:// or s3://")
+    if s.storage_url:
+        # Everything a store would refuse at start-up, refused here with the key's name.
+        parse_store_url(s.storage_url, "'storage_url'")
+    _validate_ports(s)
     if s.node_name and not _NAME.match(s.node_name):
         raise ConfigError("'node_name' must be 1-64 letters, digits, '_', '.' or '-'")
     for key, n in (
@@ -644,6 +761,18 @@ def _validate_commitment(s: Settings) -> None:
         )
 
 
+def _validate_ports(s: Settings) -> None:
+    """DICOMweb and DIMSE cannot share a port (port 0: any free port, chosen apart), unless
+    they listen on two different specific addresses."""
+    if not s.dimse.enabled or s.http.port == 0 or s.http.port != s.dimse.port:
+        return
+    wildcard = ("", "0.0.0.0", "::", "*")
+    if s.http.host == s.dimse.host or s.http.host in wildcard or s.dimse.host in wildcard:
+        raise ConfigError(
+            f"'dimse.port' {s.dimse.port} is also 'http.port': DICOMweb and DIMSE need two ports"
+        )
+
+
 def _validate_tls(s: Settings) -> None:
     """Certificates and keys go in pairs; the files themselves are read at start-up."""
     for section, cert, key in (
@@ -706,8 +835,7 @@ def _validate_replicas(s: Settings) -> None:
         if replica.name in names:
             raise ConfigError(f"'{where}.name': replica {replica.name!r} is declared twice")
         names.add(replica.name)
-        if not replica.storage_url.startswith(("file://", "s3://")):
-            raise ConfigError(f"'{where}.storage_url' must start with file:// or s3://")
+        parse_store_url(replica.storage_url, f"'{where}.storage_url'")
         url = replica.storage_url.rstrip("/")
         if url in urls:
             raise ConfigError(f"'{where}.storage_url' is the same store as {urls[url]}")
