@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from vna.catalog.commitments import STATES, list_commitments
+from vna.cli.options import add_format
 from vna.config import Settings
 from vna.errors import InvalidRequest
 
@@ -18,7 +19,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     ls = cs.add_parser("list", help="requests, newest first, with what was committed")
     ls.add_argument("--state", choices=STATES, help="only requests in this state")
     ls.add_argument("--limit", type=int, default=50, help="at most this many (50)")
-    ls.add_argument("--format", choices=("table", "json"), default="table")
+    add_format(ls, ("table", "json"))
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
