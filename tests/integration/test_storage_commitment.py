@@ -135,6 +135,10 @@ async def test_a_pending_report_survives_a_restart_and_is_sent_once(
             )
         ]
         assert sorted(actions) == [service.REPORTED, service.REQUESTED]
+        [reported] = await fetch(archive, "SELECT * FROM audit WHERE action = $1", service.REPORTED)
+        # The report's row names the study the archive took responsibility for, and its patient.
+        assert reported["study_uids"] == [str(study[0].StudyInstanceUID)]
+        assert reported["patient_id"] == str(study[0].PatientID)
 
 
 async def test_unreachable_requester_is_retried_with_back_off(

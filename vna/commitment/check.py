@@ -54,6 +54,8 @@ class Verdict:
     outcome: Outcome
     #: References that failed only for want of replica copies (replication may still come).
     short_of_replicas: list[Reference] = field(default_factory=list)
+    #: Studies of the committed instances (the report's audit row names them).
+    study_uids: list[str] = field(default_factory=list)
 
 
 def replica_stores(archive: Archive) -> list[str]:
@@ -128,6 +130,8 @@ async def check(
             verdict.short_of_replicas.append(ref)
         else:
             verdict.outcome.committed.append(ref)
+            if row["study_uid"] not in verdict.study_uids:
+                verdict.study_uids.append(row["study_uid"])
     return verdict
 
 

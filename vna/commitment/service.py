@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from vna.catalog import audit, commitments
@@ -96,8 +96,10 @@ async def record_report(
     calling_ae: str,
     outcome: Outcome,
     via: str,
+    study_uids: Sequence[str] = (),
 ) -> bool:
-    """Record a report as sent, with its audit row; False when it had been already."""
+    """Record a report as sent, with its audit row (naming the studies and patients the
+    archive took responsibility for); False when it had been already."""
     async with archive.db.transaction() as conn:
         first = await commitments.mark_reported(
             conn,
@@ -107,7 +109,7 @@ async def record_report(
             via=via,
         )
         if first:
-            await audit.record(
+            await audit.record_access(
                 conn,
                 actor=archive.settings.dimse.ae_title,
                 origin=calling_ae,
@@ -121,6 +123,10 @@ async def record_report(
                     "failed": len(outcome.failed),
                     "via": via,
                 },
+                study_uids=study_uids,
+                patients=[],
+                series_uid=None,
+                sop_uid=None,
             )
     return first
 
@@ -213,6 +219,7 @@ async def deliver(archive: Archive, commitment_id: int) -> float | None:
         calling_ae=calling_ae,
         outcome=verdict.outcome,
         via=NEW_ASSOCIATION,
+        study_uids=verdict.study_uids,
     )
     return None
 

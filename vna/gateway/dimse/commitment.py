@@ -123,6 +123,7 @@ def _report(assoc: Any, gateway: Gateway, commitment_id: int, request: Request) 
                     calling_ae=assoc.requestor.ae_title.strip(),
                     outcome=verdict.outcome,
                     via=service.SAME_ASSOCIATION,
+                    study_uids=verdict.study_uids,
                 )
             )
             return
