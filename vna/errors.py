@@ -38,7 +38,7 @@ class InvalidRequest(VnaError):
 
 
 class MissingAttribute(InvalidRequest):
-    """A request lacks an attribute the service requires (DIMSE 0x0120, PS3.7 C.5)."""
+    """A request lacks an attribute the service requires (N-ACTION: 0x0115)."""
 
 
 class UnsupportedAction(InvalidRequest):

@@ -297,8 +297,9 @@ def test_bad_requests_get_their_dimse_status(
     try:
         assert n_action(assoc, good, action=2) == 0x0123  # no such action
         assert n_action(assoc, good, sop_instance=generate_uid()) == 0x0112  # not well-known
-        assert n_action(assoc, no_transaction) == 0x0120  # missing attribute
-        assert n_action(assoc, empty) == 0x0120
+        # PS3.7 10.1.4.1.10: invalid argument value (the Action Information).
+        assert n_action(assoc, no_transaction) == 0x0115
+        assert n_action(assoc, empty) == 0x0115
         assert n_action(assoc, bad_uid) == 0x0115  # invalid argument value
     finally:
         assoc.release()

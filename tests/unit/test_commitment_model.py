@@ -57,9 +57,9 @@ def test_a_request_is_read_in_order() -> None:
 @pytest.mark.parametrize(
     ("dataset", "error", "status"),
     [
-        (None, MissingAttribute, 0x0120),
-        (info(transaction=None), MissingAttribute, 0x0120),
-        (info(0), MissingAttribute, 0x0120),
+        (None, MissingAttribute, 0x0115),
+        (info(transaction=None), MissingAttribute, 0x0115),
+        (info(0), MissingAttribute, 0x0115),
         (info(transaction="x.y"), InvalidRequest, 0x0115),
         (info(uid="1.2.abc"), InvalidRequest, 0x0115),
         (info(MAX_REFERENCES + 1), RequestTooLarge, 0x0213),

@@ -2,8 +2,9 @@
 SCP, opens an association to the requester and sends N-EVENT-REPORT.
 
 Being the association requester but not the SOP class's SCU, the archive proposes the Push
-Model context with SCP/SCU Role Selection (PS3.7 D.3.3.4): SCP role yes, SCU role no, as
-PS3.4 J.3.3 asks of an SCP that initiates the association for the report.  Blocking
+Model context with SCP/SCU Role Selection (PS3.7 D.3.3.4): SCP role yes, SCU role no, so
+that the requester (now the acceptor) knows the archive keeps the SCP role of PS3.4 Annex J
+on this association (Orthanc and dcm4chee propose the same when they report).  Blocking
 pynetdicom calls: run it in a thread.
 """
 

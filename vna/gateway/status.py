@@ -77,7 +77,9 @@ _RETRIEVE: dict[type[VnaError], int] = {
 #: N-ACTION failures (PS3.7 10.1.4.1.10 and Annex C.5; the Storage Commitment request,
 #: PS3.4 J.3.2.1.2).
 _ACTION: dict[type[VnaError], int] = {
-    MissingAttribute: 0x0120,  # Failure: Missing attribute
+    # PS3.7 10.1.4.1.10 has no "missing attribute" for N-ACTION: a request without its
+    # Transaction UID or references has an invalid argument (the Action Information).
+    MissingAttribute: 0x0115,  # Failure: Invalid argument value
     UnsupportedAction: 0x0123,  # Failure: No such action
     RequestTooLarge: 0x0213,  # Failure: Resource limitation
     InvalidRequest: 0x0115,  # Failure: Invalid argument value
