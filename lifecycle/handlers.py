@@ -7,6 +7,10 @@
 * ``delete-object``: delete an object no instance refers to any more.
 * ``replicate`` / ``replica-delete``: copy an instance's object to a replica, verified, or
   delete a copy nothing uses any more (``lifecycle.dr.replication``).
+* ``commitment-report``: send a Storage Commitment report on a new association (queued with
+  the request, ``vna.commitment.service``); waits for replication without using attempts,
+  retried with back-off while the requester cannot be reached, recorded undeliverable when
+  the attempts are used up.
 """
 
 from __future__ import annotations
@@ -16,10 +20,13 @@ import logging
 from lifecycle import retention
 from lifecycle.compression import compress_instance
 from lifecycle.dr import replication
-from lifecycle.engine import Engine, Handler
+from lifecycle.engine import Engine, Handler, Reschedule
 from lifecycle.queue import Job
 from lifecycle.tiering import move_study, restore_object
+from vna.catalog.commitments import REPORT_JOB
 from vna.catalog.queries import q
+from vna.commitment import service as commitment
+from vna.commitment.sender import ReportNotDelivered
 from vna.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -66,6 +73,22 @@ async def delete_object(engine: Engine, job: Job) -> None:
     await retention.delete_object_if_unused(engine.archive, str(_field(job, "object_key")))
 
 
+async def commitment_report(engine: Engine, job: Job) -> None:
+    # Idempotent: a report already recorded (by the DIMSE handler or an earlier run) is not
+    # sent again.
+    commitment_id = int(str(_field(job, "commitment_id")))
+    try:
+        later = await commitment.deliver(engine.archive, commitment_id)
+    except ReportNotDelivered as exc:
+        if job.attempts >= job.max_attempts:
+            # The worker dead-letters the job after this: the request must not stay
+            # "pending" for ever (`vna lifecycle retry` still sends it, and records it).
+            await commitment.abandon(engine.archive, commitment_id, str(exc))
+        raise
+    if later is not None:
+        raise Reschedule(later, "waiting for replication before reporting")
+
+
 HANDLERS: dict[str, Handler] = {
     "instance-stored": instance_stored,
     "tier-study": tier_study,
@@ -73,4 +96,5 @@ HANDLERS: dict[str, Handler] = {
     "delete-object": delete_object,
     replication.REPLICATE: replication.replicate_job,
     replication.REPLICA_DELETE: replication.replica_delete_job,
+    REPORT_JOB: commitment_report,
 }

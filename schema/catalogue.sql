@@ -18,6 +18,7 @@
 --   0100_pending_patient_links
 --   0120_study_set_source
 --   0140_hl7_messages
+--   0150_storage_commitment
 
 CREATE TABLE api_tokens (
     id bigint NOT NULL DEFAULT nextval('api_tokens_id_seq'::regclass),
@@ -53,6 +54,28 @@ CREATE TABLE audit (
     study_uids text[],
     patient_ids text[],
     CONSTRAINT audit_pkey PRIMARY KEY (id)
+);
+
+CREATE TABLE commitments (
+    id bigint NOT NULL DEFAULT nextval('commitments_id_seq'::regclass),
+    transaction_uid text NOT NULL,
+    source text NOT NULL,
+    calling_ae text NOT NULL,
+    origin text NOT NULL DEFAULT ''::text,
+    requested_at timestamp with time zone NOT NULL DEFAULT now(),
+    required_replicas integer NOT NULL DEFAULT 0,
+    state text NOT NULL DEFAULT 'pending'::text,
+    refs jsonb NOT NULL,
+    instances integer NOT NULL,
+    committed integer,
+    failed integer,
+    result jsonb,
+    reported_via text,
+    reported_at timestamp with time zone,
+    attempts integer NOT NULL DEFAULT 0,
+    last_error text,
+    CONSTRAINT commitments_pkey PRIMARY KEY (id),
+    CONSTRAINT commitments_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'reported'::text, 'undeliverable'::text])))
 );
 
 CREATE TABLE conflicts (
@@ -411,6 +434,10 @@ CREATE INDEX audit_patient_ids ON public.audit USING gin (patient_ids);
 CREATE INDEX audit_study ON public.audit USING btree (study_uid);
 
 CREATE INDEX audit_study_uids ON public.audit USING gin (study_uids);
+
+CREATE INDEX commitments_pending ON public.commitments USING btree (state) WHERE (state <> 'reported'::text);
+
+CREATE INDEX commitments_requested ON public.commitments USING btree (requested_at DESC);
 
 CREATE INDEX conflicts_object_key ON public.conflicts USING btree (object_key);
 

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vna.catalog import commitments
 from vna.catalog.database import Database, EmbeddedPostgres
 from vna.catalog.migrate import migrate
 from vna.catalog.queries import q
@@ -120,9 +121,12 @@ class Archive:
         async with self.db.acquire() as conn:
             row = await conn.fetchrow(q("catalogue_totals"))
             jobs = await conn.fetch(q("lifecycle_queue_depth"))
+            pending, failed = await commitments.counts(conn)
         self.metrics.catalogue_instances.set(row["instances"])
         self.metrics.catalogue_bytes.set(row["bytes"])
         self.metrics.set_lifecycle_jobs((r["kind"], r["state"], r["jobs"]) for r in jobs)
+        self.metrics.storage_commitments.labels("pending").set(pending)
+        self.metrics.storage_commitments.labels("failed").set(failed)
         if self.sites is not None and self.sites.targets():
             await refresh_replica_gauges(self.db, self.sites, self.metrics)
 

@@ -94,6 +94,12 @@ class DimseSettings:
     #: Accept associations whatever called AE title they name, instead of rejecting those
     #: not addressed to ``ae_title`` (PS3.8 9.3.4: called AE title not recognised).
     accept_any_called_ae: bool = False
+    #: Storage Commitment (PS3.4 Annex J): an instance is reported committed only once its
+    #: object is verified on this many ``[[replicas]]`` too (0: the active store suffices).
+    commit_requires_replicas: int = 0
+    #: Seconds a commitment report waits for replication before it reports what is not yet
+    #: on enough replicas as failed.
+    commit_timeout_seconds: int = 300
 
 
 @dataclass(frozen=True)
@@ -803,6 +809,7 @@ def _validate(s: Settings) -> None:
     _validate_tls(s)
     _validate_replicas(s)
     _validate_hl7(s)
+    _validate_commitment(s)
 
 
 def _validate_hl7(s: Settings) -> None:
@@ -834,6 +841,21 @@ def _validate_hl7(s: Settings) -> None:
         # HIS's corrections to another hospital's patients, or to none.
         if sender.source not in known:
             raise ConfigError(f"'{where}.source': {sender.source!r} is not a declared source")
+
+
+def _validate_commitment(s: Settings) -> None:
+    """A commitment can only wait for replicas that exist (PS3.4 J.3.3: a report must come)."""
+    n = s.dimse.commit_requires_replicas
+    if not 0 <= n <= len(s.replicas):
+        raise ConfigError(
+            f"'dimse.commit_requires_replicas' must be between 0 and the number of [[replicas]]"
+            f" ({len(s.replicas)}), got {n}"
+        )
+    if not 0 < s.dimse.commit_timeout_seconds <= 86400:
+        raise ConfigError(
+            "'dimse.commit_timeout_seconds' must be between 1 and 86400,"
+            f" got {s.dimse.commit_timeout_seconds}"
+        )
 
 
 def _validate_ports(s: Settings) -> None:

@@ -37,6 +37,19 @@ class InvalidRequest(VnaError):
     """A request parameter is malformed; the message names the parameter."""
 
 
+class MissingAttribute(InvalidRequest):
+    """A request lacks an attribute the service requires (N-ACTION: 0x0115)."""
+
+
+class UnsupportedAction(InvalidRequest):
+    """An N-ACTION with an Action Type ID the SOP class does not define (0x0123)."""
+
+
+class RequestTooLarge(InvalidRequest):
+    """A request names more items than the archive handles in one (DIMSE 0x0213, resource
+    limitation); the message says the limit."""
+
+
 class NotFound(VnaError):
     """The requested study, series, instance or object does not exist."""
 

@@ -140,6 +140,14 @@ class Metrics:
             ["operation", "status"],
             registry=r,
         )
+        self.storage_commitments = Gauge(
+            "vna_storage_commitments",
+            "Storage Commitment requests: pending (report not yet sent) and failed (a report"
+            " listing failed instances, or one that could not be delivered)",
+            ["state"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         self.retrieve_bytes = Counter(
             "vna_retrieve_bytes",
             "Bytes of stored instances read back (WADO-RS, C-MOVE, C-GET, corrections)",

@@ -276,6 +276,33 @@ class Retriever:
             return first, chunks, True
         raise failure
 
+    async def verify(self, instance: StoredInstance) -> None:
+        """Read the whole object from the active store, as a retrieve would (decompressed and
+        checked as it streams), and check its SHA-256 and size against the catalogue; raise
+        StorageError (damaged), NotFound (missing) or OfflineError (offline tier) otherwise.
+
+        For Storage Commitment (PS3.4 J.3.3): the archive takes responsibility for an instance
+        only for a copy it has just read back.  Replicas are not tried (their copies are
+        verified by replication and counted separately), no restore is queued and no access
+        time recorded: checking is not a retrieve.
+        """
+        if instance.compression not in ("none", "zstd"):
+            raise StorageError(f"unknown object compression {instance.compression!r}")
+        first, chunks = await _opened(self.store, instance.object_key)
+        stream = _chained(first, chunks)
+        if instance.compression == "zstd":
+            stream = _decompressed(stream, instance)
+        digest = hashlib.sha256()
+        size = 0
+        async for chunk in stream:
+            digest.update(chunk)
+            size += len(chunk)
+        if size != instance.size or digest.hexdigest() != instance.sha256:
+            raise StorageError(
+                f"object {instance.object_key} does not match the catalogued instance"
+                f" {instance.sop_uid} (SHA-256 or size differs)"
+            )
+
     async def read(self, instance: StoredInstance) -> bytes:
         chunks = [c async for c in await self.open(instance)]
         return b"".join(chunks)

@@ -238,6 +238,12 @@ def test_every_listed_variable_is_actually_read(variable: str) -> None:
     for group in _COMPANIONS:
         if variable in group:
             environ.update({v: _valid_value_for(v) for v in group if v not in environ})
+    if variable == "VNA_DIMSE_COMMIT_REQUIRES_REPLICAS":
+        # Commitment can only wait for replicas that are declared (from the document only).
+        environ["VNA_CONFIG_TOML"] = (
+            '[[replicas]]\nname = "dr"\nstorage_url = "file:///srv/dr-objects"\n'
+        )
+        default = load_settings(None, environ={"VNA_CONFIG_TOML": environ["VNA_CONFIG_TOML"]})
     changed = load_settings(None, environ=environ)
     assert changed != default
 
@@ -467,3 +473,20 @@ def test_cli_config_env_lists_variables(tmp_path: Path) -> None:
     header, *lines = result.stdout.splitlines()
     assert header.split() == ["variable", "default", "meaning"]
     assert [line.split()[0] for line in lines] == environment_keys()
+
+
+def test_commitment_keys_validated(tmp_path: Path) -> None:
+    """[dimse] commit_requires_replicas cannot ask for more replicas than are declared (a
+    PACS would wait for a report that can never say committed)."""
+    with pytest.raises(ConfigError, match="commit_requires_replicas"):
+        load_text(tmp_path, "[dimse]\ncommit_requires_replicas = 1\n")
+    with pytest.raises(ConfigError, match="commit_timeout_seconds"):
+        load_text(tmp_path, "[dimse]\ncommit_timeout_seconds = 0\n")
+    s = load_text(
+        tmp_path,
+        "[dimse]\ncommit_requires_replicas = 1\ncommit_timeout_seconds = 60\n"
+        '[[replicas]]\nname = "dr"\nstorage_url = "file:///srv/dr"\n',
+    )
+    assert s.dimse.commit_requires_replicas == 1
+    assert s.dimse.commit_timeout_seconds == 60
+    assert load_settings(None, environ={}).dimse.commit_requires_replicas == 0

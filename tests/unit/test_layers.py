@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
     ("command line", frozenset({"vna.cli"})),
     ("servers", frozenset({"vna.server", "vna.supervisor", "vna.server_lock"})),
     ("adapters and workers", frozenset({"vna.gateway", "lifecycle"})),
-    ("engine", frozenset({"vna.admin", "vna.security"})),
+    ("engine", frozenset({"vna.admin", "vna.security", "vna.commitment"})),
     ("wiring", frozenset({"vna.archive"})),
     ("services", frozenset({"vna.ingest", "vna.retrieve", "vna.recovery", "vna.handoff"})),
     ("settings", frozenset({"vna.config", "vna.metrics"})),

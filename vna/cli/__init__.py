@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hl7_commands(sub)  # vna hl7 log|show
     _add_recovery_commands(sub)  # vna catalogue rebuild, vna verify
 
+    from vna.cli.commitments import add_parsers as _add_commitment_commands
+
+    _add_commitment_commands(sub)  # vna commitments list
+
     add_global_options(parser, top=True)
     return parser
 
@@ -157,6 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from vna.cli.recovery import run as run_recovery
 
             return asyncio.run(run_recovery(settings, args))
+        if args.command == "commitments":
+            from vna.cli.commitments import run as run_commitments
+
+            return asyncio.run(run_commitments(settings, args))
     except ConfigError as exc:
         print(f"vna: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

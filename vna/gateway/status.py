@@ -14,13 +14,16 @@ from vna.errors import (
     InstanceTooLarge,
     InvalidInstance,
     InvalidRequest,
+    MissingAttribute,
     NotFound,
     OfflineError,
     PatientMismatch,
+    RequestTooLarge,
     SopClassMismatch,
     StudyMismatch,
     Unauthorized,
     UnavailableError,
+    UnsupportedAction,
     VnaError,
 )
 
@@ -71,6 +74,21 @@ _RETRIEVE: dict[type[VnaError], int] = {
     OfflineError: 0xA702,
 }
 
+#: N-ACTION failures (PS3.7 10.1.4.1.10 and Annex C.5; the Storage Commitment request,
+#: PS3.4 J.3.2.1.2).
+_ACTION: dict[type[VnaError], int] = {
+    # PS3.7 10.1.4.1.10 has no "missing attribute" for N-ACTION: a request without its
+    # Transaction UID or references has an invalid argument (the Action Information).
+    MissingAttribute: 0x0115,  # Failure: Invalid argument value
+    UnsupportedAction: 0x0123,  # Failure: No such action
+    RequestTooLarge: 0x0213,  # Failure: Resource limitation
+    InvalidRequest: 0x0115,  # Failure: Invalid argument value
+    NotFound: 0x0112,  # Failure: No such SOP Instance (not the well-known instance)
+    Unauthorized: 0x0124,  # Failure: Refused: not authorized
+    Forbidden: 0x0124,
+    UnavailableError: 0x0110,  # Failure: Processing failure
+}
+
 #: Failed: Unable to process (the C000-CFFF range of C-FIND, C-MOVE and C-GET).
 UNABLE_TO_PROCESS = 0xC000
 
@@ -118,3 +136,7 @@ def find_failure_status(exc: BaseException) -> int:
 
 def retrieve_failure_status(exc: BaseException) -> int:
     return _lookup(_RETRIEVE, exc, UNABLE_TO_PROCESS)
+
+
+def action_failure_status(exc: BaseException) -> int:
+    return _lookup(_ACTION, exc, PROCESSING_FAILURE)

@@ -30,8 +30,10 @@ from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from vna.commitment.model import PUSH_MODEL
 from vna.errors import ConfigError
 from vna.gateway.dimse.bridge import Gateway
+from vna.gateway.dimse.commitment import handle_n_action
 from vna.gateway.dimse.find import handle_find
 from vna.gateway.dimse.handoff_server import closed_handler, handoff_server_class
 from vna.gateway.dimse.identifier import (
@@ -152,6 +154,9 @@ def build_ae(settings: Settings) -> AE:
         )
     for model in QUERY_RETRIEVE_MODELS:
         ae.add_supported_context(model, list(QUERY_TRANSFER_SYNTAXES))
+    # Storage Commitment Push Model (PS3.4 Annex J): N-ACTION from the requester (SCU, the
+    # default role); its report may come back on the same association (J.3.3).
+    ae.add_supported_context(PUSH_MODEL, list(QUERY_TRANSFER_SYNTAXES))
     return ae
 
 
@@ -190,6 +195,7 @@ class DimseListener:
             (evt.EVT_C_FIND, handle_find, [gateway]),
             (evt.EVT_C_MOVE, handle_move, [gateway]),
             (evt.EVT_C_GET, handle_get, [gateway]),
+            (evt.EVT_N_ACTION, handle_n_action, [gateway]),
             # Without Nagle and with prompt ACKs, as for C-MOVE (vna.gateway.dimse.tcp): C-GET
             # sub-operations go back over these associations.
             *transport_handlers(),
