@@ -15,6 +15,9 @@
 --   0070_filing_functions
 --   0080_hierarchy_share_locks
 --   0090_file_new_instances
+--   0100_pending_patient_links
+--   0120_study_set_source
+--   0170_change_feed
 
 CREATE TABLE api_tokens (
     id bigint NOT NULL DEFAULT nextval('api_tokens_id_seq'::regclass),
@@ -50,6 +53,38 @@ CREATE TABLE audit (
     study_uids text[],
     patient_ids text[],
     CONSTRAINT audit_pkey PRIMARY KEY (id)
+);
+
+CREATE TABLE change_log (
+    sequence bigint NOT NULL,
+    action text NOT NULL,
+    study_uid text NOT NULL,
+    series_uid text NOT NULL,
+    sop_uid text NOT NULL,
+    source text NOT NULL DEFAULT ''::text,
+    changed_at timestamp with time zone NOT NULL,
+    logged_at timestamp with time zone NOT NULL,
+    CONSTRAINT change_log_action_check CHECK ((action = ANY (ARRAY['create'::text, 'update'::text, 'delete'::text, 'reject'::text, 'tier'::text]))),
+    CONSTRAINT change_log_pkey PRIMARY KEY (sequence)
+);
+
+CREATE TABLE change_pending (
+    id bigint NOT NULL DEFAULT nextval('change_pending_id_seq'::regclass),
+    action text NOT NULL,
+    study_uid text NOT NULL,
+    series_uid text NOT NULL,
+    sop_uid text NOT NULL,
+    source text NOT NULL DEFAULT ''::text,
+    changed_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT change_pending_pkey PRIMARY KEY (id)
+);
+
+CREATE TABLE change_sequencer (
+    one boolean NOT NULL DEFAULT true,
+    last_sequence bigint NOT NULL,
+    last_logged_at timestamp with time zone NOT NULL,
+    CONSTRAINT change_sequencer_one_check CHECK (one),
+    CONSTRAINT change_sequencer_pkey PRIMARY KEY (one)
 );
 
 CREATE TABLE conflicts (
@@ -216,7 +251,7 @@ CREATE TABLE patient_changes (
     undone_by text,
     undone_at timestamp with time zone,
     study_uid text,
-    CONSTRAINT patient_changes_kind_check CHECK ((kind = ANY (ARRAY['update'::text, 'merge'::text, 'study-update'::text, 'study-move'::text]))),
+    CONSTRAINT patient_changes_kind_check CHECK ((kind = ANY (ARRAY['update'::text, 'merge'::text, 'study-update'::text, 'study-move'::text, 'study-set-source'::text]))),
     CONSTRAINT patient_changes_pkey PRIMARY KEY (id),
     CONSTRAINT patient_changes_state_check CHECK ((state = ANY (ARRAY['applied'::text, 'undone'::text])))
 );
@@ -247,6 +282,27 @@ CREATE TABLE patients (
     updated_at timestamp with time zone NOT NULL DEFAULT now(),
     CONSTRAINT patients_identity UNIQUE (patient_id, issuer),
     CONSTRAINT patients_pkey PRIMARY KEY (id)
+);
+
+CREATE TABLE pending_patient_links (
+    id bigint NOT NULL DEFAULT nextval('pending_patient_links_id_seq'::regclass),
+    patient_id_a text NOT NULL,
+    issuer_a text NOT NULL,
+    patient_id_b text NOT NULL,
+    issuer_b text NOT NULL,
+    sop_uid text NOT NULL,
+    study_uid text NOT NULL,
+    source text NOT NULL,
+    sightings integer NOT NULL DEFAULT 1,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    last_seen_at timestamp with time zone NOT NULL DEFAULT now(),
+    state text NOT NULL DEFAULT 'pending'::text,
+    decided_by text,
+    decided_at timestamp with time zone,
+    link_fk bigint,
+    CONSTRAINT pending_patient_links_check CHECK ((ROW(patient_id_a, issuer_a) < ROW(patient_id_b, issuer_b))),
+    CONSTRAINT pending_patient_links_pkey PRIMARY KEY (id),
+    CONSTRAINT pending_patient_links_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'accepted'::text, 'rejected'::text])))
 );
 
 CREATE TABLE replicas (
@@ -367,6 +423,10 @@ CREATE INDEX audit_study ON public.audit USING btree (study_uid);
 
 CREATE INDEX audit_study_uids ON public.audit USING gin (study_uids);
 
+CREATE INDEX change_log_logged_at ON public.change_log USING btree (logged_at);
+
+CREATE INDEX change_log_sop_uid ON public.change_log USING btree (sop_uid, sequence);
+
 CREATE INDEX conflicts_object_key ON public.conflicts USING btree (object_key);
 
 CREATE INDEX conflicts_open ON public.conflicts USING btree (received_at) WHERE (state = 'open'::text);
@@ -410,6 +470,10 @@ CREATE UNIQUE INDEX patient_links_active ON public.patient_links USING btree (pa
 CREATE INDEX patient_links_b ON public.patient_links USING btree (patient_id_b, issuer_b) WHERE (removed_at IS NULL);
 
 CREATE INDEX patients_name_lower ON public.patients USING btree (lower(patient_name) text_pattern_ops);
+
+CREATE UNIQUE INDEX pending_patient_links_open ON public.pending_patient_links USING btree (patient_id_a, issuer_a, patient_id_b, issuer_b) WHERE (state = 'pending'::text);
+
+CREATE INDEX pending_patient_links_pair ON public.pending_patient_links USING btree (patient_id_a, issuer_a, patient_id_b, issuer_b);
 
 CREATE INDEX replicas_object_key ON public.replicas USING btree (object_key);
 
@@ -578,6 +642,44 @@ BEGIN
             p_data_set_sha256)
     ON CONFLICT (sop_uid) DO NOTHING
     RETURNING id INTO new_id;
+    IF new_id IS NOT NULL THEN
+        INSERT INTO change_pending (action, study_uid, series_uid, sop_uid, source)
+        SELECT 'create', st.study_uid, se.series_uid, p_sop_uid, st.source
+        FROM series se JOIN studies st ON st.id = se.study_fk
+        WHERE se.id = p_series_fk;
+    END IF;
     RETURN new_id;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.vna_sequence_changes(p_max integer)
+ RETURNS bigint
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    last bigint;
+    last_at timestamptz;
+    at timestamptz;
+    n bigint;
+BEGIN
+    -- Waits for a running sequencer to commit.  The statements below take a new snapshot
+    -- (READ COMMITTED), which sees what that sequencer and every writer before it committed.
+    SELECT last_sequence, last_logged_at INTO last, last_at FROM change_sequencer FOR UPDATE;
+    at := greatest(clock_timestamp(), last_at);
+    WITH moved AS (
+        DELETE FROM change_pending
+        WHERE id IN (SELECT id FROM change_pending ORDER BY id LIMIT p_max)
+        RETURNING *
+    )
+    INSERT INTO change_log (sequence, action, study_uid, series_uid, sop_uid, source,
+                            changed_at, logged_at)
+    SELECT last + row_number() OVER (ORDER BY m.id), m.action, m.study_uid, m.series_uid,
+           m.sop_uid, m.source, m.changed_at, at
+    FROM moved m;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        UPDATE change_sequencer SET last_sequence = last + n, last_logged_at = at;
+    END IF;
+    RETURN n;
 END
 $function$;
