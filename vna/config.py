@@ -115,6 +115,15 @@ class QuerySettings:
 
 
 @dataclass(frozen=True)
+class ChangeFeedSettings:
+    """The change feed (``GET /dicom-web/changefeed``)."""
+
+    #: Days an entry stays in the feed; older ones are dropped by the lifecycle scheduler.  A
+    #: consumer away for longer must start again from ``/changefeed/latest``.
+    keep_days: int = 90
+
+
+@dataclass(frozen=True)
 class LifecycleSettings:
     """The lifecycle engine's workers and schedule (``vna lifecycle run``)."""
 
@@ -298,6 +307,7 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     query: QuerySettings = field(default_factory=QuerySettings)
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
+    changefeed: ChangeFeedSettings = field(default_factory=ChangeFeedSettings)
     compression: CompressionSettings = field(default_factory=CompressionSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     sources: tuple[SourceSettings, ...] = ()
@@ -683,6 +693,7 @@ def _validate(s: Settings) -> None:
         ("lifecycle.access_flush_seconds", s.lifecycle.access_flush_seconds),
         ("lifecycle.keep_done_hours", s.lifecycle.keep_done_hours),
         ("lifecycle.restore_days", s.lifecycle.restore_days),
+        ("changefeed.keep_days", s.changefeed.keep_days),
     ):
         if n <= 0:
             raise ConfigError(f"'{key}' must be positive, got {n}")

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vna.catalog import audit, changes
+from vna.catalog import audit
+from vna.catalog import changes as change_log  # `changes` names a correction's values here
 from vna.catalog.patient_links import linked_patient_ids
 from vna.catalog.queries import q
 from vna.dicom.normalise import correct
@@ -462,9 +463,9 @@ async def apply_change(
         # The change feed's update entries: the study's every instance for a study change
         # (set-source changes a study without rewriting objects), else those rewritten.
         if study_uid is not None:
-            await changes.record_study(conn, "update", study_uid)
+            await change_log.record_study(conn, "update", study_uid)
         else:
-            await changes.record_instances(conn, "update", [r.instance_id for r in rewritten])
+            await change_log.record_instances(conn, "update", [r.instance_id for r in rewritten])
         study_uids: list[str | None] = [*sorted({r.study_uid for r in rewritten})]
         if study_uid is not None:
             study_uids = [study_uid]
@@ -575,9 +576,9 @@ async def undo_change(archive: Archive, change_id: int, *, actor: str, origin: s
                     previous["study_source"],
                 )
         if change["study_uid"] is not None:
-            await changes.record_study(conn, "update", change["study_uid"])
+            await change_log.record_study(conn, "update", change["study_uid"])
         else:
-            await changes.record_instances(conn, "update", restored)
+            await change_log.record_instances(conn, "update", restored)
         await conn.execute(q("mark_change_undone"), change_id, actor)
         await audit.record(
             conn,
