@@ -265,6 +265,32 @@ class DestinationSettings:
 
 
 @dataclass(frozen=True)
+class ForwardRuleSettings:
+    """``[[forward]]``: send every instance stored (or replaced, or corrected) that matches
+    to a ``[[destinations]]`` node by C-STORE (``lifecycle.forwarding``).
+
+    A rule matches when every condition it names holds (none named: every instance).
+    """
+
+    name: str
+    #: The name of a ``[[destinations]]`` entry.
+    destination: str
+    #: The instance's study's source (``[[sources]] name``), any of these.
+    sources: tuple[str, ...] = ()
+    #: The series' Modality, any of these (CT, MR...).
+    modalities: tuple[str, ...] = ()
+    #: SOP Class UIDs, any of these.
+    sop_classes: tuple[str, ...] = ()
+    #: Glob on Study Description, case-insensitive (``*THORAX*``).
+    study_description: str = ""
+    #: The AE title that sent the instance by C-STORE, any of these.
+    calling_ae_titles: tuple[str, ...] = ()
+    #: Wait this long after a change before sending it, so that a study arriving over some
+    #: minutes goes out together, after its last instance.
+    delay_seconds: int = 0
+
+
+@dataclass(frozen=True)
 class ReplicaSettings:
     """A secondary object store (another site, region or provider) that every stored object
     is copied to and verified on, for disaster recovery (``vna dr ...``)."""
@@ -316,6 +342,7 @@ class Settings:
     tiering_rules: tuple[TieringRuleSettings, ...] = ()
     dr: DrSettings = field(default_factory=DrSettings)
     replicas: tuple[ReplicaSettings, ...] = ()
+    forward: tuple[ForwardRuleSettings, ...] = ()
 
     @property
     def effective_storage_url(self) -> str:
@@ -732,6 +759,7 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"'{where}.token_sha256' must be 64 lowercase hex digits")
         _validate_source_profile(where, src)
     _validate_destinations(s)
+    _validate_forward(s)
     if s.admin.admin_token_sha256 and not re.match(r"^[0-9a-f]{64}$", s.admin.admin_token_sha256):
         raise ConfigError("'admin.admin_token_sha256' must be 64 lowercase hex digits")
     _validate_lifecycle(s)
@@ -793,6 +821,25 @@ def _validate_destinations(s: Settings) -> None:
             raise ConfigError(f"'{where}.host' must not be empty")
         if not 0 < dest.port <= 65535:
             raise ConfigError(f"'{where}.port' must be between 1 and 65535, got {dest.port}")
+
+
+def _validate_forward(s: Settings) -> None:
+    destinations = {d.name for d in s.destinations}
+    names: set[str] = set()
+    for i, rule in enumerate(s.forward):
+        where = f"forward[{i}]"
+        if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", rule.name):
+            raise ConfigError(f"'{where}.name' must be 1-64 letters, digits, '_', '.' or '-'")
+        if rule.name in names:
+            raise ConfigError(f"'{where}.name': forward rule {rule.name!r} is declared twice")
+        names.add(rule.name)
+        if rule.destination not in destinations:
+            raise ConfigError(
+                f"'{where}.destination': {rule.destination!r} is not a declared [[destinations]]"
+                " name"
+            )
+        if rule.delay_seconds < 0:
+            raise ConfigError(f"'{where}.delay_seconds' must not be negative")
 
 
 def _validate_replicas(s: Settings) -> None:
