@@ -5,6 +5,8 @@
 * ``tier-study``: move a study's objects to a colder tier (queued by tiering evaluation).
 * ``restore``: make an offline object readable again (queued by a retrieve that hit it).
 * ``delete-object``: delete an object no instance refers to any more.
+* ``forward``: send an instance to a ``[[forward]]`` rule's destination
+  (``lifecycle.forwarding``, queued by the scheduler from the change feed).
 * ``replicate`` / ``replica-delete``: copy an instance's object to a replica, verified, or
   delete a copy nothing uses any more (``lifecycle.dr.replication``).
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from lifecycle import retention
+from lifecycle import forwarding, retention
 from lifecycle.compression import compress_instance
 from lifecycle.dr import replication
 from lifecycle.engine import Engine, Handler
@@ -73,6 +75,7 @@ HANDLERS: dict[str, Handler] = {
     "tier-study": tier_study,
     "restore": restore,
     "delete-object": delete_object,
+    forwarding.FORWARD: forwarding.forward_job,
     replication.REPLICATE: replication.replicate_job,
     replication.REPLICA_DELETE: replication.replica_delete_job,
 }

@@ -12,7 +12,9 @@ A tick:
 5. queues copies missing on the replicas every ``dr.sweep_every_seconds``
    (``lifecycle.dr.replication``);
 6. drops finished jobs older than ``lifecycle.keep_done_hours``;
-7. moves committed changes into the change feed (every process: the feed's readers do it too,
+7. queues the forwards the ``[[forward]]`` rules make of the change feed's new entries
+   (``lifecycle.forwarding``);
+8. moves committed changes into the change feed (every process: the feed's readers do it too,
    and the sequencer serialises itself) and drops entries older than
    ``changefeed.keep_days``.
 """
@@ -23,7 +25,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
-from lifecycle import queue, retention, tiering
+from lifecycle import forwarding, queue, retention, tiering
 from lifecycle.dr import replication
 from lifecycle.engine import Engine
 from lifecycle.policy.retention import rules_fingerprint
@@ -45,6 +47,7 @@ class TickReport:
     tiering: tiering.Evaluation | None = None
     changes_sequenced: int = 0
     changes_pruned: int = 0
+    forwards_queued: int = 0
 
 
 async def tick(engine: Engine, *, force_tiering: bool = False) -> TickReport:
@@ -83,6 +86,7 @@ async def tick(engine: Engine, *, force_tiering: bool = False) -> TickReport:
                 archive.db, archive.store, settings.retention_rules, ACTOR, dt.date.today()
             )
             report.deleted = executed.deleted
+            report.forwards_queued = await forwarding.queue_from_feed(engine)
             # Disaster recovery: queue the copies missing on the replicas (safety net).
             await replication.sweep_if_due(engine, force=force_tiering)
             if await _tiering_due(engine, force_tiering):

@@ -18,6 +18,7 @@
 --   0100_pending_patient_links
 --   0120_study_set_source
 --   0170_change_feed
+--   0171_forwarding
 
 CREATE TABLE api_tokens (
     id bigint NOT NULL DEFAULT nextval('api_tokens_id_seq'::regclass),
@@ -137,6 +138,24 @@ CREATE TABLE dr_state (
     changed_by text,
     CONSTRAINT dr_state_pkey PRIMARY KEY (singleton),
     CONSTRAINT dr_state_singleton_check CHECK (singleton)
+);
+
+CREATE TABLE forwards (
+    id bigint NOT NULL DEFAULT nextval('forwards_id_seq'::regclass),
+    destination text NOT NULL,
+    rule text NOT NULL,
+    change_sequence bigint NOT NULL,
+    study_uid text NOT NULL,
+    sop_uid text NOT NULL,
+    state text NOT NULL DEFAULT 'queued'::text,
+    attempts integer NOT NULL DEFAULT 0,
+    status integer,
+    error text,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT forwards_destination_change_sequence_key UNIQUE (destination, change_sequence),
+    CONSTRAINT forwards_pkey PRIMARY KEY (id),
+    CONSTRAINT forwards_state_check CHECK ((state = ANY (ARRAY['queued'::text, 'sent'::text, 'failed'::text])))
 );
 
 CREATE TABLE instance_versions (
@@ -432,6 +451,8 @@ CREATE INDEX conflicts_object_key ON public.conflicts USING btree (object_key);
 CREATE INDEX conflicts_open ON public.conflicts USING btree (received_at) WHERE (state = 'open'::text);
 
 CREATE INDEX dr_drills_store ON public.dr_drills USING btree (store, started_at DESC);
+
+CREATE INDEX forwards_destination_state ON public.forwards USING btree (destination, state);
 
 CREATE INDEX instance_versions_change ON public.instance_versions USING btree (change_fk) WHERE (change_fk IS NOT NULL);
 

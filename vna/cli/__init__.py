@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     from vna.cli.recovery import add_parsers as _add_recovery_commands
 
     _add_dr_commands(sub)  # vna dr status|drill|failover|failback
+
+    from vna.cli.forward import add_parsers as _add_forward_commands
+
+    _add_forward_commands(sub)  # vna forward status
     _add_recovery_commands(sub)  # vna catalogue rebuild, vna verify
 
     add_global_options(parser, top=True)
@@ -146,6 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from vna.cli.dr import run as run_dr
 
             return asyncio.run(run_dr(settings, args))
+        if args.command == "forward":
+            from vna.cli.forward import run as run_forward
+
+            return asyncio.run(run_forward(settings, args))
         if args.command in ("catalogue", "verify"):
             from vna.cli.recovery import run as run_recovery
 
