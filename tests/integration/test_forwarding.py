@@ -1,0 +1,168 @@
+"""Forwarding rules end to end: instances stored over STOW-RS are sent by the lifecycle workers
+to a pynetdicom storage SCP standing in for a second PACS.  Exactly the matching instances
+arrive, byte for byte as archived; refused ones are shown failed with the destination's
+status; a destination that was down gets the backlog once it is up."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from typing import Any
+
+import pytest
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+from lifecycle import forwarding
+from lifecycle.engine import Engine
+from lifecycle.worker import run_once
+from tests.conftest import free_port
+from tests.factory import ct_study, part10
+from tests.integration.lifecycle_support import fetch
+from tests.integration.test_federation_admin import ADMIN_TOKEN, SOURCES, _sha, stow
+from vna.cli.forward import render
+from vna.config import (
+    AdminSettings,
+    DestinationSettings,
+    ForwardRuleSettings,
+    LifecycleSettings,
+    Settings,
+)
+
+pytestmark = pytest.mark.asyncio
+
+PORT = free_port()
+#: Instances with this Instance Number are refused by the destination (out of resources).
+REFUSED_NUMBER = 2
+
+
+@pytest.fixture
+def archive_settings(archive_settings: Settings) -> Settings:
+    return dataclasses.replace(
+        archive_settings,
+        sources=SOURCES,
+        admin=AdminSettings(_sha(ADMIN_TOKEN)),
+        destinations=(DestinationSettings("pacs2", "PACS2", "127.0.0.1", PORT),),
+        forward=(
+            ForwardRuleSettings(
+                name="h1-ct", destination="pacs2", sources=("H1",), modalities=("CT",)
+            ),
+        ),
+        lifecycle=LifecycleSettings(retry_base_seconds=1, retry_max_seconds=1, in_serve=False),
+    )
+
+
+class StorageScp:
+    """A storage SCP recording the data set bytes it receives, as sent on the wire."""
+
+    def __init__(self, refuse_number: int | None = None) -> None:
+        self.received: dict[str, bytes] = {}
+        self.refuse_number = refuse_number
+        self._lock = threading.Lock()
+        ae = AE(ae_title="PACS2")
+        ae.supported_contexts = AllStoragePresentationContexts
+        self.server = ae.start_server(
+            ("127.0.0.1", PORT),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self._store)],
+        )
+
+    def _store(self, event: Any) -> int:
+        ds = event.dataset
+        if self.refuse_number is not None and int(ds.InstanceNumber) == self.refuse_number:
+            return 0xA700
+        with self._lock:
+            self.received[str(ds.SOPInstanceUID)] = event.encoded_dataset(include_meta=False)
+        return 0x0000
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def data_set_bytes(part10_bytes: bytes) -> bytes:
+    """The data set of a Part 10 file: after the preamble, 'DICM' and the File Meta group
+    (whose first element, 12 bytes, gives the group's length)."""
+    import io
+
+    import pydicom
+
+    meta = pydicom.dcmread(io.BytesIO(part10_bytes), stop_before_pixels=True).file_meta
+    return part10_bytes[132 + 12 + int(meta.FileMetaInformationGroupLength) :]
+
+
+async def archived(archive, sop_uid: str) -> bytes:
+    (instance,) = await archive.retriever.find_by_uids([sop_uid])
+    return await archive.retriever.read(instance)
+
+
+async def test_exactly_the_matching_instances_arrive_bit_exact_refusals_are_failed(
+    archive, dicomweb
+):
+    ct = ct_study(patient_id="P1", series=1, slices=3)
+    mr = ct_study(patient_id="P1", series=1, slices=1, modality="MR")
+    other = ct_study(patient_id="P9", series=1, slices=1)
+    scp = StorageScp(refuse_number=REFUSED_NUMBER)
+    try:
+        assert await stow(dicomweb, [part10(ds) for ds in ct + mr], "H1") == 202
+        assert await stow(dicomweb, [part10(ds) for ds in other], "H2") == 202
+        await run_once(archive)
+    finally:
+        scp.stop()
+
+    refused = [ds for ds in ct if int(ds.InstanceNumber) == REFUSED_NUMBER]
+    sent = [ds for ds in ct if int(ds.InstanceNumber) != REFUSED_NUMBER]
+    assert refused and sent
+    # Exactly the H1 CT instances the destination accepted, byte for byte as archived.
+    assert set(scp.received) == {str(ds.SOPInstanceUID) for ds in sent}
+    for ds in sent:
+        stored = await archived(archive, str(ds.SOPInstanceUID))
+        assert scp.received[str(ds.SOPInstanceUID)] == data_set_bytes(stored)
+
+    data = await forwarding.status(Engine(archive))
+    assert data["destinations"]["pacs2"]["sent"] == len(sent)
+    assert data["destinations"]["pacs2"]["failed"] == len(refused)
+    assert data["destinations"]["pacs2"]["queued"] == 0
+    assert [(f["sop_uid"], f["status"]) for f in data["failures"]] == [
+        (str(ds.SOPInstanceUID), "0xA700") for ds in refused
+    ]
+    assert "0xA700" in render(data)
+    # Each one audited: a disclosure for those sent, a failed attempt for those refused.
+    rows = await fetch(archive, "SELECT sop_uid, outcome FROM audit WHERE action = 'forward'")
+    assert sorted((r["sop_uid"], r["outcome"]) for r in rows) == sorted(
+        [(str(ds.SOPInstanceUID), "success") for ds in sent]
+        + [(str(ds.SOPInstanceUID), "failure") for ds in refused]
+    )
+    # A second pass forwards nothing again.
+    await run_once(archive)
+    again = await forwarding.status(Engine(archive))
+    assert again["destinations"] == data["destinations"]
+    # /metrics shows them per destination and state.
+    await archive.refresh_gauges()
+    text = archive.metrics.render().decode()
+    assert 'vna_forward_instances{destination="pacs2",state="failed"} 1.0' in text
+
+
+async def test_a_destination_down_then_up_catches_up(archive, dicomweb):
+    ct = ct_study(patient_id="P1", series=1, slices=2)
+    assert await stow(dicomweb, [part10(ds) for ds in ct], "H1") == 202
+    await run_once(archive)  # nobody listening: kept, not failed
+    data = await forwarding.status(Engine(archive))
+    assert data["destinations"]["pacs2"] == {
+        **data["destinations"]["pacs2"],
+        "queued": 2,
+        "sent": 0,
+        "failed": 0,
+    }
+    jobs = await fetch(archive, "SELECT state, last_error FROM jobs WHERE kind = 'forward'")
+    assert [j["state"] for j in jobs] == ["queued", "queued"]
+
+    scp = StorageScp()
+    try:
+        await asyncio.sleep(1.2)  # the back-off (retry_base_seconds = 1)
+        await run_once(archive)
+    finally:
+        scp.stop()
+    assert set(scp.received) == {str(ds.SOPInstanceUID) for ds in ct}
+    data = await forwarding.status(Engine(archive))
+    assert data["destinations"]["pacs2"]["sent"] == 2
+    assert data["destinations"]["pacs2"]["queued"] == 0
