@@ -1,0 +1,60 @@
+"""``[[forward]]`` rules and ``[changefeed]`` in the configuration, as the README writes them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vna.config import ForwardRuleSettings, load_settings
+from vna.errors import ConfigError
+
+PACS2 = '[[destinations]]\nname = "pacs2"\nae_title = "PACS2"\nhost = "10.2.0.9"\nport = 104\n'
+RULE = """
+[[forward]]
+name = "hosp1-ct-to-pacs2"
+destination = "pacs2"
+sources = ["HOSP1"]
+modalities = ["CT"]
+study_description = "*THORAX*"
+delay_seconds = 300
+"""
+
+
+def load(tmp_path: Path, text: str, environ: dict[str, str] | None = None):
+    path = tmp_path / "vna.toml"
+    path.write_text(text)
+    return load_settings(path, environ=environ or {})
+
+
+def test_a_rule_is_read(tmp_path: Path) -> None:
+    s = load(tmp_path, PACS2 + RULE)
+    assert s.forward == (
+        ForwardRuleSettings(
+            name="hosp1-ct-to-pacs2",
+            destination="pacs2",
+            sources=("HOSP1",),
+            modalities=("CT",),
+            study_description="*THORAX*",
+            delay_seconds=300,
+        ),
+    )
+
+
+def test_a_rule_needs_a_declared_destination(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"forward\[0\]\.destination.*'pacs2'"):
+        load(tmp_path, RULE)
+
+
+def test_rule_names_are_unique(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="declared twice"):
+        load(tmp_path, PACS2 + RULE + RULE)
+
+
+def test_change_feed_retention_from_file_and_environment(tmp_path: Path) -> None:
+    assert load(tmp_path, "").changefeed.keep_days == 90
+    assert load(tmp_path, "[changefeed]\nkeep_days = 30\n").changefeed.keep_days == 30
+    s = load(tmp_path, "", {"VNA_CHANGEFEED_KEEP_DAYS": "7"})
+    assert s.changefeed.keep_days == 7
+    with pytest.raises(ConfigError, match=r"changefeed\.keep_days"):
+        load(tmp_path, "[changefeed]\nkeep_days = 0\n")
