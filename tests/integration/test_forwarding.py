@@ -6,10 +6,19 @@ status; a destination that was down gets the backlog once it is up."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import io
+import json
+import subprocess
 import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
@@ -82,10 +91,6 @@ class StorageScp:
 def data_set_bytes(part10_bytes: bytes) -> bytes:
     """The data set of a Part 10 file: after the preamble, 'DICM' and the File Meta group
     (whose first element, 12 bytes, gives the group's length)."""
-    import io
-
-    import pydicom
-
     meta = pydicom.dcmread(io.BytesIO(part10_bytes), stop_before_pixels=True).file_meta
     return part10_bytes[132 + 12 + int(meta.FileMetaInformationGroupLength) :]
 
@@ -166,3 +171,74 @@ async def test_a_destination_down_then_up_catches_up(archive, dicomweb):
     data = await forwarding.status(Engine(archive))
     assert data["destinations"]["pacs2"]["sent"] == 2
     assert data["destinations"]["pacs2"]["queued"] == 0
+
+
+ORTHANC = Path("/usr/sbin/Orthanc")
+
+
+@contextlib.contextmanager
+def orthanc(tmp_path: Path, dicom_port: int) -> Iterator[str]:
+    """Orthanc without plugins, as a second PACS on ``dicom_port``; yields its REST URL."""
+    http_port = free_port()
+    config = {
+        "Name": "PACS2",
+        "StorageDirectory": str(tmp_path / "orthanc-storage"),
+        "IndexDirectory": str(tmp_path / "orthanc-index"),
+        "HttpPort": http_port,
+        "DicomPort": dicom_port,
+        "DicomAet": "PACS2",
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False,
+        "DicomAlwaysAllowStore": True,
+        "Plugins": [],
+    }
+    path = tmp_path / "orthanc.json"
+    path.write_text(json.dumps(config))
+    log = (tmp_path / "orthanc.log").open("wb")
+    proc = subprocess.Popen([str(ORTHANC), str(path)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{http_port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/system", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("Orthanc did not start") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def orthanc_files(url: str) -> dict[str, bytes]:
+    """Every instance Orthanc holds, as the Part 10 file it stored, by SOP Instance UID."""
+    out = {}
+    with urllib.request.urlopen(f"{url}/instances") as resp:
+        ids = json.load(resp)
+    for i in ids:
+        with urllib.request.urlopen(f"{url}/instances/{i}/file") as resp:
+            data = resp.read()
+        out[str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)] = data
+    return out
+
+
+@pytest.mark.skipif(not ORTHANC.exists(), reason="Orthanc is not installed")
+async def test_orthanc_as_the_destination_receives_the_matching_instances_bit_exact(
+    archive, dicomweb, tmp_path
+):
+    ct = ct_study(patient_id="P1", series=1, slices=2)
+    mr = ct_study(patient_id="P1", series=1, slices=1, modality="MR")
+    assert await stow(dicomweb, [part10(ds) for ds in ct + mr], "H1") == 202
+    with orthanc(tmp_path, PORT) as url:
+        await run_once(archive)
+        received = await asyncio.to_thread(orthanc_files, url)
+    assert set(received) == {str(ds.SOPInstanceUID) for ds in ct}
+    for uid, data in received.items():
+        assert data_set_bytes(data) == data_set_bytes(await archived(archive, uid))
+    data = await forwarding.status(Engine(archive))
+    assert data["destinations"]["pacs2"]["sent"] == 2
