@@ -21,8 +21,12 @@ which is recorded as failed with that status and not sent again.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import uuid
 from typing import Any
+
+import aiohttp
 
 from lifecycle import queue
 from lifecycle.engine import Engine, Reschedule
@@ -74,7 +78,7 @@ async def queue_from_feed(engine: Engine) -> int:
                 for rule in matching_rules(rules, facts):
                     forward_id = await conn.fetchval(
                         q("forward_insert"),
-                        rule.destination,
+                        rule.target,
                         rule.name,
                         r["sequence"],
                         r["study_uid"],
@@ -105,9 +109,10 @@ async def forward_job(engine: Engine, job: Job) -> None:
         f = await conn.fetchrow(q("forward_get"), forward_id)
     if f is None or f["state"] != "queued":
         return  # done by an earlier run of this job
+    rule = next((r for r in settings.forward if r.name == f["rule"]), None)
     dest = next((d for d in settings.destinations if d.name == f["destination"]), None)
-    if dest is None:
-        await _finish(engine, f, "failed", None, "the destination is no longer declared")
+    if rule is None or rule.target != f["destination"] or (rule.destination and dest is None):
+        await _finish(engine, f, "failed", None, "the rule or destination is no longer declared")
         return
     found = await archive.retriever.find_by_uids([f["sop_uid"]])
     if not found:
@@ -118,17 +123,20 @@ async def forward_job(engine: Engine, job: Job) -> None:
         data = await archive.retriever.read(instance)
     except OfflineError as exc:
         raise Reschedule(exc.retry_after_seconds, str(exc)) from exc
-    outgoing = sending.Outgoing(
-        instance.sop_uid, instance.sop_class_uid, instance.transfer_syntax, data
-    )
-    (sent,) = await asyncio.to_thread(
-        sending.send,
-        [outgoing],
-        calling_ae=settings.dimse.ae_title,
-        called_ae=dest.ae_title,
-        host=dest.host,
-        port=dest.port,
-    )
+    if dest is not None:
+        outgoing = sending.Outgoing(
+            instance.sop_uid, instance.sop_class_uid, instance.transfer_syntax, data
+        )
+        (sent,) = await asyncio.to_thread(
+            sending.send,
+            [outgoing],
+            calling_ae=settings.dimse.ae_title,
+            called_ae=dest.ae_title,
+            host=dest.host,
+            port=dest.port,
+        )
+    else:
+        sent = await _post_stow(rule.stow_url, rule.stow_token, instance.sop_uid, data)
     if sent.delivered:
         await _finish(engine, f, "sent", sent.status, sent.error or None)
         return
@@ -138,16 +146,67 @@ async def forward_job(engine: Engine, job: Job) -> None:
             await conn.execute(q("forward_attempted"), forward_id, "queued", None, sent.error)
         lc = settings.lifecycle
         delay = min(lc.retry_base_seconds * 2 ** min(int(f["attempts"]), 20), lc.retry_max_seconds)
-        log.warning("forward to %s: %s; again in %ds", dest.name, sent.error, delay)
-        raise Reschedule(delay, f"destination {dest.name} unreachable: {sent.error}")
+        log.warning("forward to %s: %s; again in %ds", rule.target, sent.error, delay)
+        raise Reschedule(delay, f"destination {rule.target} unreachable: {sent.error}")
     log.warning(
-        "forward of %s to %s refused with 0x%04X %s",
+        "forward of %s to %s refused with %s %s",
         f["sop_uid"],
-        dest.name,
-        sent.status,
+        rule.target,
+        f"0x{sent.status:04X}" if sent.status is not None else "no status",
         sent.error,
     )
     await _finish(engine, f, "failed", sent.status, sent.error or None)
+
+
+#: PS3.18 10.5.3: FailedSOPSequence (0008,1198), its FailureReason (0008,1197).
+_FAILED_SOP_SEQUENCE = "00081198"
+_FAILURE_REASON = "00081197"
+
+
+async def _post_stow(url: str, token: str, sop_uid: str, data: bytes) -> sending.Sent:
+    """STOW-RS (PS3.18 10.5) of one Part 10 file, as archived.  200: stored; a 4xx answer or
+    a FailedSOPSequence: refused, with the FailureReason when given (the C-STORE status
+    codes, PS3.18 Table 10.5.3-1); no answer or a 5xx: the caller retries."""
+    boundary = f"vna-forward-{uuid.uuid4().hex}"
+    body = (
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    headers = {
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        "Accept": "application/dicom+json",
+    }
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as http,
+            http.post(url, data=body, headers=headers) as resp,
+        ):
+            text = await resp.text()
+            code = resp.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return sending.Sent(sop_uid, sending.NO_RESPONSE, f"{url}: {exc}")
+    if code >= 500:
+        return sending.Sent(sop_uid, sending.NO_RESPONSE, f"{url}: HTTP {code}")
+    reason = _failure_reason(text)
+    if code == 200 and reason is None:
+        return sending.Sent(sop_uid, 0)
+    if code in (200, 202) and reason is None:
+        return sending.Sent(sop_uid, 0xB000, f"HTTP {code}")  # stored with warnings
+    return sending.Sent(sop_uid, reason if reason is not None else code, f"HTTP {code}")
+
+
+def _failure_reason(text: str) -> int | None:
+    try:
+        answer = json.loads(text) if text.strip() else {}
+        failed = answer.get(_FAILED_SOP_SEQUENCE, {}).get("Value") or []
+        if not failed:
+            return None
+        return int(failed[0][_FAILURE_REASON]["Value"][0])
+    except (ValueError, AttributeError, KeyError, IndexError, TypeError):
+        return None
 
 
 async def _finish(
@@ -158,6 +217,7 @@ async def _finish(
     DICOM Instances Transferred), a refused one an attempt at one."""
     row = dict(f)
     dest = next((d for d in engine.settings.destinations if d.name == row["destination"]), None)
+    address = f"{dest.host}:{dest.port}" if dest else row["destination"]
     async with engine.archive.db.transaction() as conn:
         await conn.execute(q("forward_attempted"), row["id"], state, status, error)
         await audit.record_access(
@@ -170,7 +230,7 @@ async def _finish(
                 "destination": row["destination"],
                 "rule": row["rule"],
                 "ae_title": dest.ae_title if dest else None,
-                "address": f"{dest.host}:{dest.port}" if dest else None,
+                "address": address,
                 "status": f"0x{status:04X}" if status is not None else None,
                 "error": error,
             },
@@ -189,7 +249,7 @@ async def status(engine: Engine, failures: int = 20) -> dict[str, Any]:
         failed = await conn.fetch(q("forward_failures"), None, failures)
         cursor = await conn.fetchrow(q("lifecycle_state_get"), CURSOR)
     destinations: dict[str, dict[str, Any]] = {
-        rule.destination: {"queued": 0, "sent": 0, "failed": 0, "last": None}
+        rule.target: {"queued": 0, "sent": 0, "failed": 0, "last": None}
         for rule in engine.settings.forward
     }
     for r in rows:
@@ -199,7 +259,7 @@ async def status(engine: Engine, failures: int = 20) -> dict[str, Any]:
         d["last"] = max(filter(None, (d.get("last"), last)))
     return {
         "rules": [
-            {"name": rule.name, "destination": rule.destination} for rule in engine.settings.forward
+            {"name": rule.name, "destination": rule.target} for rule in engine.settings.forward
         ],
         "destinations": destinations,
         "feed_cursor": int(cursor["value"]) if cursor is not None else 0,

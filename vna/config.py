@@ -273,8 +273,12 @@ class ForwardRuleSettings:
     """
 
     name: str
-    #: The name of a ``[[destinations]]`` entry.
-    destination: str
+    #: The name of a ``[[destinations]]`` entry (C-STORE); or empty, with ``stow_url``.
+    destination: str = ""
+    #: A STOW-RS endpoint to POST the instances to instead (``https://pacs2/dicom-web/studies``)
+    #: and the bearer token it takes (empty: none).
+    stow_url: str = ""
+    stow_token: str = ""
     #: The instance's study's source (``[[sources]] name``), any of these.
     sources: tuple[str, ...] = ()
     #: The series' Modality, any of these (CT, MR...).
@@ -288,6 +292,11 @@ class ForwardRuleSettings:
     #: Wait this long after a change before sending it, so that a study arriving over some
     #: minutes goes out together, after its last instance.
     delay_seconds: int = 0
+
+    @property
+    def target(self) -> str:
+        """What the outcome is recorded under: the destination's name, or the STOW-RS URL."""
+        return self.destination or self.stow_url
 
 
 @dataclass(frozen=True)
@@ -833,7 +842,11 @@ def _validate_forward(s: Settings) -> None:
         if rule.name in names:
             raise ConfigError(f"'{where}.name': forward rule {rule.name!r} is declared twice")
         names.add(rule.name)
-        if rule.destination not in destinations:
+        if bool(rule.destination) == bool(rule.stow_url):
+            raise ConfigError(f"'{where}' needs one of 'destination' and 'stow_url'")
+        if rule.stow_url and not re.match(r"^https?://", rule.stow_url):
+            raise ConfigError(f"'{where}.stow_url' must be an http:// or https:// URL")
+        if rule.destination and rule.destination not in destinations:
             raise ConfigError(
                 f"'{where}.destination': {rule.destination!r} is not a declared [[destinations]]"
                 " name"

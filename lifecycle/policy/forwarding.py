@@ -49,7 +49,7 @@ def matching_rules(
     out: list[ForwardRuleSettings] = []
     seen: set[str] = set()
     for rule in rules:
-        if rule.destination not in seen and matches(rule, facts):
+        if rule.target not in seen and matches(rule, facts):
             out.append(rule)
-            seen.add(rule.destination)
+            seen.add(rule.target)
     return out

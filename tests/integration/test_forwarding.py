@@ -7,28 +7,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import io
 import json
+import os
 import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pydicom
 import pytest
+from aiohttp import web
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
 from lifecycle import forwarding
 from lifecycle.engine import Engine
 from lifecycle.worker import run_once
-from tests.conftest import free_port
+from tests.conftest import free_port, with_database
 from tests.factory import ct_study, part10
-from tests.integration.lifecycle_support import fetch
+from tests.integration.lifecycle_support import fetch, ingest, opened
 from tests.integration.test_federation_admin import ADMIN_TOKEN, SOURCES, _sha, stow
+from vna.archive import Archive
 from vna.cli.forward import render
 from vna.config import (
     AdminSettings,
@@ -36,7 +41,9 @@ from vna.config import (
     ForwardRuleSettings,
     LifecycleSettings,
     Settings,
+    SourceSettings,
 )
+from vna.gateway.web import create_app
 
 pytestmark = pytest.mark.asyncio
 
@@ -242,3 +249,71 @@ async def test_orthanc_as_the_destination_receives_the_matching_instances_bit_ex
         assert data_set_bytes(data) == data_set_bytes(await archived(archive, uid))
     data = await forwarding.status(Engine(archive))
     assert data["destinations"]["pacs2"]["sent"] == 2
+
+
+@contextlib.asynccontextmanager
+async def serving(archive: Archive) -> AsyncIterator[str]:
+    """The DICOMweb gateway of ``archive`` on a free loopback port; yields its base URL."""
+    runner = web.AppRunner(create_app(archive))
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/dicom-web"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_second_archive_as_a_stow_rs_destination(
+    archive_settings, pg_admin_url, pg_template, tmp_path
+):
+    """Exactly the matching instances reach the second archive over STOW-RS, byte for byte;
+    one it refuses (it holds other content under that SOP Instance UID) is failed with the
+    FailureReason it answered."""
+    name = f"vna_test_second_{os.getpid()}"
+    admin = await asyncpg.connect(pg_admin_url)
+    await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    second_settings = Settings(
+        data_dir=tmp_path / "second",
+        database_url=with_database(pg_admin_url, name),
+        sources=(SourceSettings(name="VNA1", token_sha256=_sha("t-second")),),
+    )
+    ct = ct_study(patient_id="P1", series=1, slices=3)
+    mr = ct_study(patient_id="P1", series=1, slices=1, modality="MR")
+    try:
+        async with opened(second_settings) as second, serving(second) as second_url:
+            settings = dataclasses.replace(
+                archive_settings,
+                destinations=(),
+                forward=(
+                    ForwardRuleSettings(
+                        name="h1-ct-stow",
+                        stow_url=f"{second_url}/studies",
+                        stow_token="t-second",
+                        sources=("H1",),
+                        modalities=("CT",),
+                    ),
+                ),
+            )
+            # The second archive already holds other content under one of the UIDs.
+            clash = copy.deepcopy(ct[1])
+            clash.SeriesDescription = "SOMETHING ELSE"
+            clash.IssuerOfPatientID = "HOSP1"  # the patient the forwarded ones name
+            await ingest(second, [clash], source=second_settings.sources[0])
+            async with opened(settings) as first, serving(first) as first_url:
+                assert await stow(first_url, [part10(ds) for ds in ct + mr], "H1") == 202
+                await run_once(first)
+                data = await forwarding.status(Engine(first))
+                target = f"{second_url}/studies"
+                assert data["destinations"][target]["sent"] == 2
+                assert data["destinations"][target]["failed"] == 1
+                (failure,) = data["failures"]
+                assert failure["sop_uid"] == str(ct[1].SOPInstanceUID)
+                assert failure["status"] is not None and "409" in failure["error"]
+                for ds in (ct[0], ct[2]):
+                    uid = str(ds.SOPInstanceUID)
+                    assert await archived(second, uid) == await archived(first, uid)
+                assert await second.retriever.find_by_uids([str(mr[0].SOPInstanceUID)]) == []
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

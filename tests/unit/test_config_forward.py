@@ -58,3 +58,15 @@ def test_change_feed_retention_from_file_and_environment(tmp_path: Path) -> None
     assert s.changefeed.keep_days == 7
     with pytest.raises(ConfigError, match=r"changefeed\.keep_days"):
         load(tmp_path, "[changefeed]\nkeep_days = 0\n")
+
+
+def test_a_rule_sends_to_a_destination_or_a_stow_rs_url(tmp_path: Path) -> None:
+    stow = '[[forward]]\nname = "r"\nstow_url = "https://pacs2/dicom-web/studies"\n'
+    s = load(tmp_path, stow + 'stow_token = "secret"\n')
+    assert s.forward[0].target == "https://pacs2/dicom-web/studies"
+    with pytest.raises(ConfigError, match="one of 'destination' and 'stow_url'"):
+        load(tmp_path, PACS2 + stow + 'destination = "pacs2"\n')
+    with pytest.raises(ConfigError, match="one of 'destination' and 'stow_url'"):
+        load(tmp_path, '[[forward]]\nname = "r"\n')
+    with pytest.raises(ConfigError, match="http:// or https://"):
+        load(tmp_path, '[[forward]]\nname = "r"\nstow_url = "ftp://x"\n')
