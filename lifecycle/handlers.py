@@ -7,6 +7,8 @@
 * ``delete-object``: delete an object no instance refers to any more.
 * ``forward``: send an instance to a ``[[forward]]`` rule's destination
   (``lifecycle.forwarding``, queued by the scheduler from the change feed).
+* ``notify``: deliver a study's pending ``[[notifications]]`` events in order
+  (``lifecycle.notifications``).
 * ``replicate`` / ``replica-delete``: copy an instance's object to a replica, verified, or
   delete a copy nothing uses any more (``lifecycle.dr.replication``).
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import logging
 
-from lifecycle import forwarding, retention
+from lifecycle import forwarding, notifications, retention
 from lifecycle.compression import compress_instance
 from lifecycle.dr import replication
 from lifecycle.engine import Engine, Handler
@@ -76,6 +78,7 @@ HANDLERS: dict[str, Handler] = {
     "restore": restore,
     "delete-object": delete_object,
     forwarding.FORWARD: forwarding.forward_job,
+    notifications.NOTIFY: notifications.notify_job,
     replication.REPLICATE: replication.replicate_job,
     replication.REPLICA_DELETE: replication.replica_delete_job,
 }

@@ -13,7 +13,8 @@ A tick:
    (``lifecycle.dr.replication``);
 6. drops finished jobs older than ``lifecycle.keep_done_hours``;
 7. queues the forwards the ``[[forward]]`` rules make of the change feed's new entries
-   (``lifecycle.forwarding``);
+   (``lifecycle.forwarding``) and the ``[[notifications]]`` events
+   (``lifecycle.notifications``);
 8. moves committed changes into the change feed (every process: the feed's readers do it too,
    and the sequencer serialises itself) and drops entries older than
    ``changefeed.keep_days``.
@@ -25,7 +26,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
-from lifecycle import forwarding, queue, retention, tiering
+from lifecycle import forwarding, notifications, queue, retention, tiering
 from lifecycle.dr import replication
 from lifecycle.engine import Engine
 from lifecycle.policy.retention import rules_fingerprint
@@ -48,6 +49,7 @@ class TickReport:
     changes_sequenced: int = 0
     changes_pruned: int = 0
     forwards_queued: int = 0
+    notifications_made: int = 0
 
 
 async def tick(engine: Engine, *, force_tiering: bool = False) -> TickReport:
@@ -87,6 +89,7 @@ async def tick(engine: Engine, *, force_tiering: bool = False) -> TickReport:
             )
             report.deleted = executed.deleted
             report.forwards_queued = await forwarding.queue_from_feed(engine)
+            report.notifications_made = await notifications.queue_from_feed(engine)
             # Disaster recovery: queue the copies missing on the replicas (safety net).
             await replication.sweep_if_due(engine, force=force_tiering)
             if await _tiering_due(engine, force_tiering):

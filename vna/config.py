@@ -19,6 +19,7 @@ import re
 import tomllib
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,6 +300,32 @@ class ForwardRuleSettings:
         return self.destination or self.stow_url
 
 
+#: Events a ``[[notifications]]`` subscription may ask for: the change feed's actions, and
+#: ``study-stable`` (no instance of the study has arrived for ``stable_seconds``).
+NOTIFICATION_EVENTS = ("create", "update", "delete", "reject", "tier", "study-stable")
+
+
+@dataclass(frozen=True)
+class NotificationSettings:
+    """``[[notifications]]``: POST each matching change as a CloudEvents 1.0 JSON envelope,
+    signed with HMAC-SHA256 of the body under ``secret`` (``lifecycle.notifications``)."""
+
+    name: str
+    #: https://..., or http:// to a loopback address.
+    url: str
+    secret: str = ""
+    events: tuple[str, ...] = ("create", "update", "delete", "reject", "study-stable")
+    #: Filters, as for ``[[forward]]``; modality and description apply where the instance is
+    #: still held (a deletion is matched by source only).
+    sources: tuple[str, ...] = ()
+    modalities: tuple[str, ...] = ()
+    study_description: str = ""
+    #: An event not delivered this long after it was made is given up (dead).
+    dead_after_seconds: int = 86400
+    #: ``study-stable`` once no instance of a study has arrived for this long.
+    stable_seconds: int = 300
+
+
 @dataclass(frozen=True)
 class ReplicaSettings:
     """A secondary object store (another site, region or provider) that every stored object
@@ -352,6 +379,7 @@ class Settings:
     dr: DrSettings = field(default_factory=DrSettings)
     replicas: tuple[ReplicaSettings, ...] = ()
     forward: tuple[ForwardRuleSettings, ...] = ()
+    notifications: tuple[NotificationSettings, ...] = ()
 
     @property
     def effective_storage_url(self) -> str:
@@ -769,6 +797,7 @@ def _validate(s: Settings) -> None:
         _validate_source_profile(where, src)
     _validate_destinations(s)
     _validate_forward(s)
+    _validate_notifications(s)
     if s.admin.admin_token_sha256 and not re.match(r"^[0-9a-f]{64}$", s.admin.admin_token_sha256):
         raise ConfigError("'admin.admin_token_sha256' must be 64 lowercase hex digits")
     _validate_lifecycle(s)
@@ -853,6 +882,26 @@ def _validate_forward(s: Settings) -> None:
             )
         if rule.delay_seconds < 0:
             raise ConfigError(f"'{where}.delay_seconds' must not be negative")
+
+
+def _validate_notifications(s: Settings) -> None:
+    names: set[str] = set()
+    for i, n in enumerate(s.notifications):
+        where = f"notifications[{i}]"
+        if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", n.name):
+            raise ConfigError(f"'{where}.name' must be 1-64 letters, digits, '_', '.' or '-'")
+        if n.name in names:
+            raise ConfigError(f"'{where}.name': {n.name!r} is declared twice")
+        names.add(n.name)
+        parsed = urllib.parse.urlparse(n.url)
+        loopback = parsed.hostname in ("127.0.0.1", "::1", "localhost")
+        if not (parsed.scheme == "https" or (parsed.scheme == "http" and loopback)):
+            raise ConfigError(f"'{where}.url' must be https:// (http:// only to loopback)")
+        unknown = set(n.events) - set(NOTIFICATION_EVENTS)
+        if unknown or not n.events:
+            raise ConfigError(f"'{where}.events' must be some of {', '.join(NOTIFICATION_EVENTS)}")
+        if n.dead_after_seconds <= 0 or n.stable_seconds <= 0:
+            raise ConfigError(f"'{where}': dead_after_seconds and stable_seconds must be positive")
 
 
 def _validate_replicas(s: Settings) -> None:

@@ -19,6 +19,7 @@
 --   0120_study_set_source
 --   0170_change_feed
 --   0171_forwarding
+--   0172_notifications
 
 CREATE TABLE api_tokens (
     id bigint NOT NULL DEFAULT nextval('api_tokens_id_seq'::regclass),
@@ -255,6 +256,24 @@ CREATE TABLE lifecycle_state (
     CONSTRAINT lifecycle_state_pkey PRIMARY KEY (key)
 );
 
+CREATE TABLE notifications (
+    id bigint NOT NULL DEFAULT nextval('notifications_id_seq'::regclass),
+    target text NOT NULL,
+    change_sequence bigint NOT NULL,
+    event_type text NOT NULL,
+    study_uid text NOT NULL,
+    data jsonb NOT NULL,
+    event_time timestamp with time zone NOT NULL,
+    state text NOT NULL DEFAULT 'pending'::text,
+    attempts integer NOT NULL DEFAULT 0,
+    last_error text,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT notifications_pkey PRIMARY KEY (id),
+    CONSTRAINT notifications_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'delivered'::text, 'dead'::text]))),
+    CONSTRAINT notifications_target_change_sequence_event_type_key UNIQUE (target, change_sequence, event_type)
+);
+
 CREATE TABLE patient_changes (
     id bigint NOT NULL DEFAULT nextval('patient_changes_id_seq'::regclass),
     kind text NOT NULL,
@@ -479,6 +498,10 @@ CREATE INDEX jobs_state ON public.jobs USING btree (state, kind);
 CREATE INDEX legal_holds_patient ON public.legal_holds USING btree (patient_id, issuer) WHERE (released_at IS NULL);
 
 CREATE INDEX legal_holds_study ON public.legal_holds USING btree (study_uid) WHERE (released_at IS NULL);
+
+CREATE INDEX notifications_created ON public.notifications USING btree (target, created_at);
+
+CREATE INDEX notifications_pending ON public.notifications USING btree (target, study_uid, id) WHERE (state = 'pending'::text);
 
 CREATE INDEX patient_changes_patient ON public.patient_changes USING btree (patient_id, issuer);
 

@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     from vna.cli.forward import add_parsers as _add_forward_commands
 
     _add_forward_commands(sub)  # vna forward status
+
+    from vna.cli.notifications import add_parsers as _add_notification_commands
+
+    _add_notification_commands(sub)  # vna notifications status
     _add_recovery_commands(sub)  # vna catalogue rebuild, vna verify
 
     add_global_options(parser, top=True)
@@ -150,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from vna.cli.dr import run as run_dr
 
             return asyncio.run(run_dr(settings, args))
+        if args.command == "notifications":
+            from vna.cli.notifications import run as run_notifications
+
+            return asyncio.run(run_notifications(settings, args))
         if args.command == "forward":
             from vna.cli.forward import run as run_forward
 
