@@ -138,3 +138,23 @@ async def test_status_from_the_command_line(
     out = capsys.readouterr().out
     assert code == 0, out
     assert "ai" in out and " 2 " in out
+
+
+async def test_an_event_undelivered_past_dead_after_is_given_up(archive_settings, receiver):
+    from tests.integration.lifecycle_support import ingest, opened
+
+    (sub,) = archive_settings.notifications
+    settings = dataclasses.replace(
+        archive_settings,
+        notifications=(dataclasses.replace(sub, dead_after_seconds=1, events=("create",)),),
+    )
+    receiver.failing = True
+    async with opened(settings) as archive:
+        await ingest(archive, ct_study(series=1, slices=1), source=SOURCES[0])
+        await run_once(archive)
+        await asyncio.sleep(1.2)
+        await run_once(archive)
+        data = await notifications.status(Engine(archive))
+    assert data["targets"]["ai"]["dead"] == 1 and data["targets"]["ai"]["pending"] == 0
+    assert data["dead"][0]["error"] == "too old to deliver"
+    assert receiver.events == []

@@ -70,3 +70,15 @@ def test_a_rule_sends_to_a_destination_or_a_stow_rs_url(tmp_path: Path) -> None:
         load(tmp_path, '[[forward]]\nname = "r"\n')
     with pytest.raises(ConfigError, match="http:// or https://"):
         load(tmp_path, '[[forward]]\nname = "r"\nstow_url = "ftp://x"\n')
+
+
+def test_notifications_are_read_and_checked(tmp_path: Path) -> None:
+    sub = '[[notifications]]\nname = "ai"\nsecret = "k"\nmodalities = ["CT"]\n'
+    s = load(tmp_path, sub + 'url = "https://ai.example/events"\n')
+    assert s.notifications[0].url == "https://ai.example/events"
+    assert "study-stable" in s.notifications[0].events
+    assert load(tmp_path, sub + 'url = "http://127.0.0.1:9000/e"\n').notifications
+    with pytest.raises(ConfigError, match="https://"):
+        load(tmp_path, sub + 'url = "http://ai.example/events"\n')
+    with pytest.raises(ConfigError, match="events"):
+        load(tmp_path, sub + 'url = "https://ai.example/e"\nevents = ["created"]\n')
