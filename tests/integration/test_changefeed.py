@@ -273,3 +273,18 @@ async def test_old_entries_are_pruned_by_the_scheduler(archive):
     assert report.ran and report.changes_pruned == 1
     async with archive.db.acquire() as conn:
         assert len(await changes.read(conn)) == 2
+
+
+async def test_a_rejection_recorded_through_the_change_log_api(archive, dicomweb):
+    """The call IOCM rejection makes in its transaction (changes.record_study(conn, "reject",
+    study)) shows each instance rejected, and its earlier entries deleted."""
+    s = ct_study(series=1, slices=2)
+    assert await stow(dicomweb, [part10(ds) for ds in s], "H1") == 202
+    async with archive.db.transaction() as conn:
+        await changes.record_study(conn, "reject", str(s[0].StudyInstanceUID))
+    history = by_instance(await follow(dicomweb))
+    for ds in s:
+        assert history[str(ds.SOPInstanceUID)] == [("create", "deleted"), ("reject", "deleted")]
+    with pytest.raises(ValueError, match="unknown change action"):
+        async with archive.db.transaction() as conn:
+            await changes.record_study(conn, "rejected", str(s[0].StudyInstanceUID))
