@@ -30,6 +30,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from vna.dicom.tcp import transport_handlers
 from vna.errors import ConfigError
 from vna.gateway.dimse.bridge import Gateway
 from vna.gateway.dimse.find import handle_find
@@ -44,7 +45,6 @@ from vna.gateway.dimse.identifier import (
 )
 from vna.gateway.dimse.move_get import handle_get, handle_move
 from vna.gateway.dimse.store import handle_store
-from vna.dicom.tcp import transport_handlers
 from vna.security.audit import ASSOCIATION_REJECTED, AuditTrail
 from vna.security.authn import check_dimse_exposure
 from vna.security.tls import dimse_context
