@@ -5,6 +5,10 @@
 * ``tier-study``: move a study's objects to a colder tier (queued by tiering evaluation).
 * ``restore``: make an offline object readable again (queued by a retrieve that hit it).
 * ``delete-object``: delete an object no instance refers to any more.
+* ``forward``: send an instance to a ``[[forward]]`` rule's destination
+  (``lifecycle.forwarding``, queued by the scheduler from the change feed).
+* ``notify``: deliver a study's pending ``[[notifications]]`` events in order
+  (``lifecycle.notifications``).
 * ``replicate`` / ``replica-delete``: copy an instance's object to a replica, verified, or
   delete a copy nothing uses any more (``lifecycle.dr.replication``).
 * ``commitment-report``: send a Storage Commitment report on a new association (queued with
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import logging
 
-from lifecycle import retention
+from lifecycle import forwarding, notifications, retention
 from lifecycle.compression import compress_instance
 from lifecycle.dr import replication
 from lifecycle.engine import Engine, Handler, Reschedule
@@ -94,6 +98,8 @@ HANDLERS: dict[str, Handler] = {
     "tier-study": tier_study,
     "restore": restore,
     "delete-object": delete_object,
+    forwarding.FORWARD: forwarding.forward_job,
+    notifications.NOTIFY: notifications.notify_job,
     replication.REPLICATE: replication.replicate_job,
     replication.REPLICA_DELETE: replication.replica_delete_job,
     REPORT_JOB: commitment_report,

@@ -40,7 +40,7 @@ from lifecycle.policy.retention import (
     rules_fingerprint,
 )
 from vna.archive import Archive
-from vna.catalog import audit
+from vna.catalog import audit, changes
 from vna.catalog.database import Database
 from vna.catalog.queries import q
 from vna.config import RetentionRuleSettings
@@ -357,6 +357,7 @@ async def execute_item(
             report.pending.append((uid, decision.retain_until))
             return
         history = await conn.fetchrow(q("study_history_delete"), study_id, uid)
+        await changes.record_study(conn, "delete", study_id)  # before its rows go
         await conn.execute(q("study_delete"), study_id)
         await conn.execute(q("patient_delete_if_unused"), study["patient_fk"])
         await _audit(

@@ -11,7 +11,13 @@ A tick:
    evaluate as of another date than last time;
 5. queues copies missing on the replicas every ``dr.sweep_every_seconds``
    (``lifecycle.dr.replication``);
-6. drops finished jobs older than ``lifecycle.keep_done_hours``.
+6. drops finished jobs older than ``lifecycle.keep_done_hours``;
+7. queues the forwards the ``[[forward]]`` rules make of the change feed's new entries
+   (``lifecycle.forwarding``) and the ``[[notifications]]`` events
+   (``lifecycle.notifications``);
+8. moves committed changes into the change feed (every process: the feed's readers do it too,
+   and the sequencer serialises itself) and drops entries older than
+   ``changefeed.keep_days``.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
-from lifecycle import queue, retention, tiering
+from lifecycle import forwarding, notifications, queue, retention, tiering
 from lifecycle.dr import replication
 from lifecycle.engine import Engine
 from lifecycle.policy.retention import rules_fingerprint
+from vna.catalog import changes
 from vna.catalog.queries import q
 
 log = logging.getLogger(__name__)
@@ -39,6 +46,10 @@ class TickReport:
     retention_recomputed: int = 0
     deleted: list[str] = field(default_factory=list)
     tiering: tiering.Evaluation | None = None
+    changes_sequenced: int = 0
+    changes_pruned: int = 0
+    forwards_queued: int = 0
+    notifications_made: int = 0
 
 
 async def tick(engine: Engine, *, force_tiering: bool = False) -> TickReport:
@@ -49,6 +60,8 @@ async def tick(engine: Engine, *, force_tiering: bool = False) -> TickReport:
         report.reaped = await queue.reap_expired(conn, settings.lifecycle.lease_seconds)
     for job_id, state in report.reaped:
         log.warning("job %d: its worker stopped renewing the lease; now %s", job_id, state)
+    async with archive.db.acquire() as conn:
+        report.changes_sequenced = await changes.sequence(conn)
     async with archive.db.session() as lock:
         if not await lock.fetchval(q("scheduler_try_lock"), SCHEDULER_LOCK):
             return report  # another process is on it
@@ -75,6 +88,8 @@ async def tick(engine: Engine, *, force_tiering: bool = False) -> TickReport:
                 archive, settings.retention_rules, ACTOR, dt.date.today()
             )
             report.deleted = executed.deleted
+            report.forwards_queued = await forwarding.queue_from_feed(engine)
+            report.notifications_made = await notifications.queue_from_feed(engine)
             # Disaster recovery: queue the copies missing on the replicas (safety net).
             await replication.sweep_if_due(engine, force=force_tiering)
             if await _tiering_due(engine, force_tiering):
@@ -89,6 +104,8 @@ async def tick(engine: Engine, *, force_tiering: bool = False) -> TickReport:
                     log.info("tiering: moves queued %s", report.tiering.queued)
             async with archive.db.acquire() as conn:
                 await conn.execute(q("job_purge_done"), settings.lifecycle.keep_done_hours)
+                horizon = dt.datetime.now(dt.UTC) - dt.timedelta(days=settings.changefeed.keep_days)
+                report.changes_pruned = await changes.prune(conn, horizon)
         finally:
             await lock.execute(q("scheduler_unlock"), SCHEDULER_LOCK)
     return report

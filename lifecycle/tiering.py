@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from lifecycle.engine import Reschedule
 from lifecycle.policy.tiering import TieringFacts, needs_move, target_tier, tier_rank
+from vna.catalog import changes
 from vna.catalog.database import Database
 from vna.catalog.queries import q
 from vna.config import TieringRuleSettings
@@ -99,8 +100,10 @@ async def move_study(engine: Engine, study_id: int, tier: str) -> int:
             except NotFound:
                 log.warning("instance %d: object %s is missing; not moved", instance_id, key)
                 return
-            async with archive.db.acquire() as conn:
+            async with archive.db.transaction() as conn:
                 status = await conn.execute(q("tier_record"), instance_id, tier, key)
+                if not status.endswith(" 0"):
+                    await changes.record_instances(conn, "tier", [instance_id])
             if status.endswith(" 0"):
                 # Switched to a new object meanwhile; the next evaluation moves that one.
                 log.info("instance %d changed while moving to %s", instance_id, tier)

@@ -19,6 +19,9 @@
 --   0120_study_set_source
 --   0140_hl7_messages
 --   0150_storage_commitment
+--   0170_change_feed
+--   0171_forwarding
+--   0172_notifications
 
 CREATE TABLE api_tokens (
     id bigint NOT NULL DEFAULT nextval('api_tokens_id_seq'::regclass),
@@ -54,6 +57,38 @@ CREATE TABLE audit (
     study_uids text[],
     patient_ids text[],
     CONSTRAINT audit_pkey PRIMARY KEY (id)
+);
+
+CREATE TABLE change_log (
+    sequence bigint NOT NULL,
+    action text NOT NULL,
+    study_uid text NOT NULL,
+    series_uid text NOT NULL,
+    sop_uid text NOT NULL,
+    source text NOT NULL DEFAULT ''::text,
+    changed_at timestamp with time zone NOT NULL,
+    logged_at timestamp with time zone NOT NULL,
+    CONSTRAINT change_log_action_check CHECK ((action = ANY (ARRAY['create'::text, 'update'::text, 'delete'::text, 'reject'::text, 'tier'::text]))),
+    CONSTRAINT change_log_pkey PRIMARY KEY (sequence)
+);
+
+CREATE TABLE change_pending (
+    id bigint NOT NULL DEFAULT nextval('change_pending_id_seq'::regclass),
+    action text NOT NULL,
+    study_uid text NOT NULL,
+    series_uid text NOT NULL,
+    sop_uid text NOT NULL,
+    source text NOT NULL DEFAULT ''::text,
+    changed_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT change_pending_pkey PRIMARY KEY (id)
+);
+
+CREATE TABLE change_sequencer (
+    one boolean NOT NULL DEFAULT true,
+    last_sequence bigint NOT NULL,
+    last_logged_at timestamp with time zone NOT NULL,
+    CONSTRAINT change_sequencer_one_check CHECK (one),
+    CONSTRAINT change_sequencer_pkey PRIMARY KEY (one)
 );
 
 CREATE TABLE commitments (
@@ -128,6 +163,24 @@ CREATE TABLE dr_state (
     changed_by text,
     CONSTRAINT dr_state_pkey PRIMARY KEY (singleton),
     CONSTRAINT dr_state_singleton_check CHECK (singleton)
+);
+
+CREATE TABLE forwards (
+    id bigint NOT NULL DEFAULT nextval('forwards_id_seq'::regclass),
+    destination text NOT NULL,
+    rule text NOT NULL,
+    change_sequence bigint NOT NULL,
+    study_uid text NOT NULL,
+    sop_uid text NOT NULL,
+    state text NOT NULL DEFAULT 'queued'::text,
+    attempts integer NOT NULL DEFAULT 0,
+    status integer,
+    error text,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT forwards_destination_change_sequence_key UNIQUE (destination, change_sequence),
+    CONSTRAINT forwards_pkey PRIMARY KEY (id),
+    CONSTRAINT forwards_state_check CHECK ((state = ANY (ARRAY['queued'::text, 'sent'::text, 'failed'::text])))
 );
 
 CREATE TABLE hl7_messages (
@@ -246,6 +299,24 @@ CREATE TABLE lifecycle_state (
     value text NOT NULL,
     updated_at timestamp with time zone NOT NULL DEFAULT now(),
     CONSTRAINT lifecycle_state_pkey PRIMARY KEY (key)
+);
+
+CREATE TABLE notifications (
+    id bigint NOT NULL DEFAULT nextval('notifications_id_seq'::regclass),
+    target text NOT NULL,
+    change_sequence bigint NOT NULL,
+    event_type text NOT NULL,
+    study_uid text NOT NULL,
+    data jsonb NOT NULL,
+    event_time timestamp with time zone NOT NULL,
+    state text NOT NULL DEFAULT 'pending'::text,
+    attempts integer NOT NULL DEFAULT 0,
+    last_error text,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT notifications_pkey PRIMARY KEY (id),
+    CONSTRAINT notifications_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'delivered'::text, 'dead'::text]))),
+    CONSTRAINT notifications_target_change_sequence_event_type_key UNIQUE (target, change_sequence, event_type)
 );
 
 CREATE TABLE patient_changes (
@@ -435,6 +506,10 @@ CREATE INDEX audit_study ON public.audit USING btree (study_uid);
 
 CREATE INDEX audit_study_uids ON public.audit USING gin (study_uids);
 
+CREATE INDEX change_log_logged_at ON public.change_log USING btree (logged_at);
+
+CREATE INDEX change_log_sop_uid ON public.change_log USING btree (sop_uid, sequence);
+
 CREATE INDEX commitments_pending ON public.commitments USING btree (state) WHERE (state <> 'reported'::text);
 
 CREATE INDEX commitments_requested ON public.commitments USING btree (requested_at DESC);
@@ -444,6 +519,8 @@ CREATE INDEX conflicts_object_key ON public.conflicts USING btree (object_key);
 CREATE INDEX conflicts_open ON public.conflicts USING btree (received_at) WHERE (state = 'open'::text);
 
 CREATE INDEX dr_drills_store ON public.dr_drills USING btree (store, started_at DESC);
+
+CREATE INDEX forwards_destination_state ON public.forwards USING btree (destination, state);
 
 CREATE UNIQUE INDEX hl7_messages_control_id ON public.hl7_messages USING btree (sending_facility, control_id);
 
@@ -474,6 +551,10 @@ CREATE INDEX jobs_state ON public.jobs USING btree (state, kind);
 CREATE INDEX legal_holds_patient ON public.legal_holds USING btree (patient_id, issuer) WHERE (released_at IS NULL);
 
 CREATE INDEX legal_holds_study ON public.legal_holds USING btree (study_uid) WHERE (released_at IS NULL);
+
+CREATE INDEX notifications_created ON public.notifications USING btree (target, created_at);
+
+CREATE INDEX notifications_pending ON public.notifications USING btree (target, study_uid, id) WHERE (state = 'pending'::text);
 
 CREATE INDEX patient_changes_patient ON public.patient_changes USING btree (patient_id, issuer);
 
@@ -658,6 +739,44 @@ BEGIN
             p_data_set_sha256)
     ON CONFLICT (sop_uid) DO NOTHING
     RETURNING id INTO new_id;
+    IF new_id IS NOT NULL THEN
+        INSERT INTO change_pending (action, study_uid, series_uid, sop_uid, source)
+        SELECT 'create', st.study_uid, se.series_uid, p_sop_uid, st.source
+        FROM series se JOIN studies st ON st.id = se.study_fk
+        WHERE se.id = p_series_fk;
+    END IF;
     RETURN new_id;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.vna_sequence_changes(p_max integer)
+ RETURNS bigint
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    last bigint;
+    last_at timestamptz;
+    at timestamptz;
+    n bigint;
+BEGIN
+    -- Waits for a running sequencer to commit.  The statements below take a new snapshot
+    -- (READ COMMITTED), which sees what that sequencer and every writer before it committed.
+    SELECT last_sequence, last_logged_at INTO last, last_at FROM change_sequencer FOR UPDATE;
+    at := greatest(clock_timestamp(), last_at);
+    WITH moved AS (
+        DELETE FROM change_pending
+        WHERE id IN (SELECT id FROM change_pending ORDER BY id LIMIT p_max)
+        RETURNING *
+    )
+    INSERT INTO change_log (sequence, action, study_uid, series_uid, sop_uid, source,
+                            changed_at, logged_at)
+    SELECT last + row_number() OVER (ORDER BY m.id), m.action, m.study_uid, m.series_uid,
+           m.sop_uid, m.source, m.changed_at, at
+    FROM moved m;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        UPDATE change_sequencer SET last_sequence = last + n, last_logged_at = at;
+    END IF;
+    RETURN n;
 END
 $function$;

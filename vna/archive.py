@@ -122,11 +122,15 @@ class Archive:
             row = await conn.fetchrow(q("catalogue_totals"))
             jobs = await conn.fetch(q("lifecycle_queue_depth"))
             pending, failed = await commitments.counts(conn)
+            forwarded = await conn.fetch(q("forward_totals"))
         self.metrics.catalogue_instances.set(row["instances"])
         self.metrics.catalogue_bytes.set(row["bytes"])
         self.metrics.set_lifecycle_jobs((r["kind"], r["state"], r["jobs"]) for r in jobs)
         self.metrics.storage_commitments.labels("pending").set(pending)
         self.metrics.storage_commitments.labels("failed").set(failed)
+        self.metrics.set_forwarded(
+            (r["destination"], r["state"], r["instances"]) for r in forwarded
+        )
         if self.sites is not None and self.sites.targets():
             await refresh_replica_gauges(self.db, self.sites, self.metrics)
 

@@ -19,6 +19,7 @@ import re
 import tomllib
 import types
 import typing
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,15 @@ class QuerySettings:
     max_results: int = 10_000
     #: Results of a QIDO-RS query that gives no ``limit``.
     default_limit: int = 1_000
+
+
+@dataclass(frozen=True)
+class ChangeFeedSettings:
+    """The change feed (``GET /dicom-web/changefeed``)."""
+
+    #: Days an entry stays in the feed; older ones are dropped by the lifecycle scheduler.  A
+    #: consumer away for longer must start again from ``/changefeed/latest``.
+    keep_days: int = 90
 
 
 @dataclass(frozen=True)
@@ -262,6 +272,67 @@ class DestinationSettings:
 
 
 @dataclass(frozen=True)
+class ForwardRuleSettings:
+    """``[[forward]]``: send every instance stored (or replaced, or corrected) that matches
+    to a ``[[destinations]]`` node by C-STORE (``lifecycle.forwarding``).
+
+    A rule matches when every condition it names holds (none named: every instance).
+    """
+
+    name: str
+    #: The name of a ``[[destinations]]`` entry (C-STORE); or empty, with ``stow_url``.
+    destination: str = ""
+    #: A STOW-RS endpoint to POST the instances to instead (``https://pacs2/dicom-web/studies``)
+    #: and the bearer token it takes (empty: none).
+    stow_url: str = ""
+    stow_token: str = ""
+    #: The instance's study's source (``[[sources]] name``), any of these.
+    sources: tuple[str, ...] = ()
+    #: The series' Modality, any of these (CT, MR...).
+    modalities: tuple[str, ...] = ()
+    #: SOP Class UIDs, any of these.
+    sop_classes: tuple[str, ...] = ()
+    #: Glob on Study Description, case-insensitive (``*THORAX*``).
+    study_description: str = ""
+    #: The AE title that sent the instance by C-STORE, any of these.
+    calling_ae_titles: tuple[str, ...] = ()
+    #: Wait this long after a change before sending it, so that a study arriving over some
+    #: minutes goes out together, after its last instance.
+    delay_seconds: int = 0
+
+    @property
+    def target(self) -> str:
+        """What the outcome is recorded under: the destination's name, or the STOW-RS URL."""
+        return self.destination or self.stow_url
+
+
+#: Events a ``[[notifications]]`` subscription may ask for: the change feed's actions, and
+#: ``study-stable`` (no instance of the study has arrived for ``stable_seconds``).
+NOTIFICATION_EVENTS = ("create", "update", "delete", "reject", "tier", "study-stable")
+
+
+@dataclass(frozen=True)
+class NotificationSettings:
+    """``[[notifications]]``: POST each matching change as a CloudEvents 1.0 JSON envelope,
+    signed with HMAC-SHA256 of the body under ``secret`` (``lifecycle.notifications``)."""
+
+    name: str
+    #: https://..., or http:// to a loopback address.
+    url: str
+    secret: str = ""
+    events: tuple[str, ...] = ("create", "update", "delete", "reject", "study-stable")
+    #: Filters, as for ``[[forward]]``; modality and description apply where the instance is
+    #: still held (a deletion is matched by source only).
+    sources: tuple[str, ...] = ()
+    modalities: tuple[str, ...] = ()
+    study_description: str = ""
+    #: An event not delivered this long after it was made is given up (dead).
+    dead_after_seconds: int = 86400
+    #: ``study-stable`` once no instance of a study has arrived for this long.
+    stable_seconds: int = 300
+
+
+@dataclass(frozen=True)
 class ReplicaSettings:
     """A secondary object store (another site, region or provider) that every stored object
     is copied to and verified on, for disaster recovery (``vna dr ...``)."""
@@ -341,6 +412,7 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     query: QuerySettings = field(default_factory=QuerySettings)
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
+    changefeed: ChangeFeedSettings = field(default_factory=ChangeFeedSettings)
     compression: CompressionSettings = field(default_factory=CompressionSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     sources: tuple[SourceSettings, ...] = ()
@@ -350,6 +422,8 @@ class Settings:
     dr: DrSettings = field(default_factory=DrSettings)
     replicas: tuple[ReplicaSettings, ...] = ()
     hl7: Hl7Settings = field(default_factory=Hl7Settings)
+    forward: tuple[ForwardRuleSettings, ...] = ()
+    notifications: tuple[NotificationSettings, ...] = ()
 
     @property
     def effective_storage_url(self) -> str:
@@ -765,6 +839,7 @@ def _validate(s: Settings) -> None:
         ("lifecycle.access_flush_seconds", s.lifecycle.access_flush_seconds),
         ("lifecycle.keep_done_hours", s.lifecycle.keep_done_hours),
         ("lifecycle.restore_days", s.lifecycle.restore_days),
+        ("changefeed.keep_days", s.changefeed.keep_days),
     ):
         if n <= 0:
             raise ConfigError(f"'{key}' must be positive, got {n}")
@@ -803,6 +878,8 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"'{where}.token_sha256' must be 64 lowercase hex digits")
         _validate_source_profile(where, src)
     _validate_destinations(s)
+    _validate_forward(s)
+    _validate_notifications(s)
     if s.admin.admin_token_sha256 and not re.match(r"^[0-9a-f]{64}$", s.admin.admin_token_sha256):
         raise ConfigError("'admin.admin_token_sha256' must be 64 lowercase hex digits")
     _validate_lifecycle(s)
@@ -912,6 +989,49 @@ def _validate_destinations(s: Settings) -> None:
             raise ConfigError(f"'{where}.host' must not be empty")
         if not 0 < dest.port <= 65535:
             raise ConfigError(f"'{where}.port' must be between 1 and 65535, got {dest.port}")
+
+
+def _validate_forward(s: Settings) -> None:
+    destinations = {d.name for d in s.destinations}
+    names: set[str] = set()
+    for i, rule in enumerate(s.forward):
+        where = f"forward[{i}]"
+        if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", rule.name):
+            raise ConfigError(f"'{where}.name' must be 1-64 letters, digits, '_', '.' or '-'")
+        if rule.name in names:
+            raise ConfigError(f"'{where}.name': forward rule {rule.name!r} is declared twice")
+        names.add(rule.name)
+        if bool(rule.destination) == bool(rule.stow_url):
+            raise ConfigError(f"'{where}' needs one of 'destination' and 'stow_url'")
+        if rule.stow_url and not re.match(r"^https?://", rule.stow_url):
+            raise ConfigError(f"'{where}.stow_url' must be an http:// or https:// URL")
+        if rule.destination and rule.destination not in destinations:
+            raise ConfigError(
+                f"'{where}.destination': {rule.destination!r} is not a declared [[destinations]]"
+                " name"
+            )
+        if rule.delay_seconds < 0:
+            raise ConfigError(f"'{where}.delay_seconds' must not be negative")
+
+
+def _validate_notifications(s: Settings) -> None:
+    names: set[str] = set()
+    for i, n in enumerate(s.notifications):
+        where = f"notifications[{i}]"
+        if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", n.name):
+            raise ConfigError(f"'{where}.name' must be 1-64 letters, digits, '_', '.' or '-'")
+        if n.name in names:
+            raise ConfigError(f"'{where}.name': {n.name!r} is declared twice")
+        names.add(n.name)
+        parsed = urllib.parse.urlparse(n.url)
+        loopback = parsed.hostname in ("127.0.0.1", "::1", "localhost")
+        if not (parsed.scheme == "https" or (parsed.scheme == "http" and loopback)):
+            raise ConfigError(f"'{where}.url' must be https:// (http:// only to loopback)")
+        unknown = set(n.events) - set(NOTIFICATION_EVENTS)
+        if unknown or not n.events:
+            raise ConfigError(f"'{where}.events' must be some of {', '.join(NOTIFICATION_EVENTS)}")
+        if n.dead_after_seconds <= 0 or n.stable_seconds <= 0:
+            raise ConfigError(f"'{where}': dead_after_seconds and stable_seconds must be positive")
 
 
 def _validate_replicas(s: Settings) -> None:

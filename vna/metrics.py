@@ -148,6 +148,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        self.forwarded_instances = Gauge(
+            "vna_forward_instances",
+            "Instances forwarded by [[forward]] rules, by destination and state (queued, sent,"
+            " failed); failed ones were refused by the destination (alarm on them)",
+            ["destination", "state"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         self.retrieve_bytes = Counter(
             "vna_retrieve_bytes",
             "Bytes of stored instances read back (WADO-RS, C-MOVE, C-GET, corrections)",
@@ -162,6 +170,13 @@ class Metrics:
         for kind in self._job_kinds:
             for state in JOB_STATES:
                 self.lifecycle_jobs.labels(kind, state).set(current.get((kind, state), 0))
+
+    def set_forwarded(self, counts: Iterable[tuple[str, str, int]]) -> None:
+        """Forwarded instances from (destination, state, instances) rows; absent ones are 0."""
+        current = {(dest, state): n for dest, state, n in counts}
+        for dest in {d for d, _ in current}:
+            for state in ("queued", "sent", "failed"):
+                self.forwarded_instances.labels(dest, state).set(current.get((dest, state), 0))
 
     def render(self) -> bytes:
         if _MULTIPROCESS:

@@ -1,11 +1,11 @@
 """When the archive asks the kernel to acknowledge at once: after the PDU that ends a DIMSE
-message (vna.gateway.dimse.tcp.ends_message), and no other."""
+message (vna.dicom.tcp.ends_message), and no other."""
 
 from __future__ import annotations
 
 import struct
 
-from vna.gateway.dimse.tcp import ends_message
+from vna.dicom.tcp import ends_message
 
 
 def _p_data(*pdvs: tuple[int, bytes]) -> bytes:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vna.catalog import audit
+from vna.catalog import changes as change_log  # `changes` names a correction's values here
 from vna.catalog.patient_links import linked_patient_ids
 from vna.catalog.queries import q
 from vna.dicom.normalise import correct
@@ -493,6 +494,12 @@ async def apply_change(
                 {"instance_id": r.instance_id, "object_key": r.object_key, "sop_uid": r.sop_uid},
             )
         await catalogue(conn)
+        # The change feed's update entries: the study's every instance for a study change
+        # (set-source changes a study without rewriting objects), else those rewritten.
+        if study_uid is not None:
+            await change_log.record_study(conn, "update", study_uid)
+        else:
+            await change_log.record_instances(conn, "update", [r.instance_id for r in rewritten])
         study_uids: list[str | None] = [*sorted({r.study_uid for r in rewritten})]
         if study_uid is not None:
             study_uids = [study_uid]
@@ -540,7 +547,9 @@ async def undo_change(archive: Archive, change_id: int, *, actor: str, origin: s
                     f" {change_id} and were filed as it said; change the study again instead"
                     f" (vna studies {again})"
                 )
+        restored: list[int] = []
         for v in await conn.fetch(q("versions_of_change"), change_id):
+            restored.append(v["instance_fk"])
             if await conn.fetchval(q("restore_version"), v["id"]) is None:
                 raise InvalidRequest(
                     f"instance {v['sop_uid']} changed after change {change_id}:"
@@ -600,6 +609,10 @@ async def undo_change(archive: Archive, change_id: int, *, actor: str, origin: s
                     previous["instance_sources"],
                     previous["study_source"],
                 )
+        if change["study_uid"] is not None:
+            await change_log.record_study(conn, "update", change["study_uid"])
+        else:
+            await change_log.record_instances(conn, "update", restored)
         await conn.execute(q("mark_change_undone"), change_id, actor)
         await audit.record(
             conn,

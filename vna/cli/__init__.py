@@ -83,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     from vna.cli.hl7 import add_parsers as _add_hl7_commands
 
     _add_hl7_commands(sub)  # vna hl7 log|show
+
+    from vna.cli.forward import add_parsers as _add_forward_commands
+
+    _add_forward_commands(sub)  # vna forward status
+
+    from vna.cli.notifications import add_parsers as _add_notification_commands
+
+    _add_notification_commands(sub)  # vna notifications status
     _add_recovery_commands(sub)  # vna catalogue rebuild, vna verify
 
     from vna.cli.commitments import add_parsers as _add_commitment_commands
@@ -157,6 +165,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from vna.cli.hl7 import run as run_hl7
 
             return asyncio.run(run_hl7(settings, args))
+        if args.command == "notifications":
+            from vna.cli.notifications import run as run_notifications
+
+            return asyncio.run(run_notifications(settings, args))
+        if args.command == "forward":
+            from vna.cli.forward import run as run_forward
+
+            return asyncio.run(run_forward(settings, args))
         if args.command in ("catalogue", "verify"):
             from vna.cli.recovery import run as run_recovery
 
@@ -212,9 +228,7 @@ def _add_lifecycle_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
         description="Shows what will be deleted, asks for confirmation on a terminal, then"
         " approves the review in the approver's name and deletes.",
     )
-    approve.add_argument(
-        "review_id", type=int, metavar="REVIEW_ID", help=_REVIEW_ID
-    )
+    approve.add_argument("review_id", type=int, metavar="REVIEW_ID", help=_REVIEW_ID)
     approve.add_argument(
         "--as",
         dest="approver",

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from vna.archive import Archive
 from vna.errors import OfflineError, Unauthorized, VnaError
-from vna.gateway import admin, auth, qido, readiness, stow, wado
+from vna.gateway import admin, auth, changefeed, qido, readiness, stow, wado
 from vna.gateway.request_context import ARCHIVE, PREFIX
 from vna.gateway.status import http_status
 from vna.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -64,6 +64,8 @@ def create_app(archive: Archive) -> web.Application:
     r.add_get(
         f"{p}/studies/{{study}}/series/{{series}}/instances/{{instance}}/metadata", wado.metadata
     )
+    r.add_get(f"{p}/changefeed", changefeed.read_feed)
+    r.add_get(f"{p}/changefeed/latest", changefeed.read_latest)
     admin.register(app)  # /admin: conflicts, patient links, corrections, merges
     return app
 

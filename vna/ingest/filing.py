@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from vna.catalog import changes
 from vna.catalog.queries import q
 from vna.dicom.parse import InstanceHeader
 from vna.errors import InstanceConflict, PatientMismatch
@@ -229,6 +230,7 @@ async def replace_instance(
         v.source,
         v.metadata,
     )
+    await changes.record_instances(conn, "update", [instance_id])
     return int(kept)
 
 

@@ -12,3 +12,9 @@ SELECT kind,
 FROM jobs
 WHERE state IN ('queued', 'running', 'dead')
 GROUP BY 1, 2;
+
+-- name: forward_totals
+-- Forwarded instances by destination and state (migration 0171).
+SELECT destination, state, count(*)::bigint AS instances
+FROM forwards
+GROUP BY 1, 2;

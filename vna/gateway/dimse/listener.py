@@ -31,6 +31,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from vna.commitment.model import PUSH_MODEL
+from vna.dicom.tcp import transport_handlers
 from vna.errors import ConfigError
 from vna.gateway.dimse.bridge import Gateway
 from vna.gateway.dimse.commitment import handle_n_action
@@ -46,7 +47,6 @@ from vna.gateway.dimse.identifier import (
 )
 from vna.gateway.dimse.move_get import handle_get, handle_move
 from vna.gateway.dimse.store import handle_store
-from vna.gateway.dimse.tcp import transport_handlers
 from vna.security.audit import ASSOCIATION_REJECTED, AuditTrail
 from vna.security.authn import check_dimse_exposure
 from vna.security.tls import dimse_context
@@ -196,7 +196,7 @@ class DimseListener:
             (evt.EVT_C_MOVE, handle_move, [gateway]),
             (evt.EVT_C_GET, handle_get, [gateway]),
             (evt.EVT_N_ACTION, handle_n_action, [gateway]),
-            # Without Nagle and with prompt ACKs, as for C-MOVE (vna.gateway.dimse.tcp): C-GET
+            # Without Nagle and with prompt ACKs, as for C-MOVE (vna.dicom.tcp): C-GET
             # sub-operations go back over these associations.
             *transport_handlers(),
         ]

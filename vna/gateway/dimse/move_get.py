@@ -30,18 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-)
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from vna.dicom.sending import storage_contexts
+from vna.dicom.tcp import transport_handlers
 from vna.errors import InvalidRequest, OfflineError, StorageError, VnaError
 from vna.gateway.dimse.bridge import Gateway
 from vna.gateway.dimse.identifier import retrieve_keys
-from vna.gateway.dimse.tcp import transport_handlers
 from vna.gateway.status import CANCEL, PENDING, error_comment, retrieve_failure_status
 from vna.retrieve import RetrieveKeys, StoredInstance
 from vna.security.audit import RETRIEVE, Access, AuditTrail
@@ -54,15 +50,9 @@ log = logging.getLogger(__name__)
 
 #: Number of Remaining/Completed/... Sub-operations are US (PS3.7 9.3.3): at most 65535.
 MAX_SUB_OPERATIONS = 65535
-#: Presentation context IDs are odd numbers 1-255 (PS3.8 9.3.2.2): 128 contexts at most.
-MAX_CONTEXTS = 128
 #: Bytes of a stored object copied in memory before the copy spills to disk, and fetched from
 #: the store per trip to the loop.
 SPOOL_BYTES = 4 << 20
-# Uncompressed little endian syntaxes pynetdicom can re-encode between without changing a value,
-# offered in case the destination does not take the stored one.
-_NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
-_UNCOMPRESSED = (*_NATIVE, DeflatedExplicitVRLittleEndian)
 
 # A yield to pynetdicom's C-MOVE / C-GET service: a status and an optional data set, or (first,
 # for C-MOVE) the destination, or the number of sub-operations.
@@ -101,7 +91,7 @@ def handle_move(event: Any, gateway: Gateway) -> Iterator[_Yield]:
         host,
         port,
     )
-    # TCP options for the sub-operations' association (see vna.gateway.dimse.tcp): without
+    # TCP options for the sub-operations' association (see vna.dicom.tcp): without
     # them each C-STORE waited on Nagle and delayed ACKs, not on the data.
     yield (
         host,
@@ -130,30 +120,9 @@ def handle_get(event: Any, gateway: Gateway) -> Iterator[_Yield]:
 
 
 def sub_operation_contexts(instances: list[StoredInstance]) -> list[PresentationContext]:
-    """The presentation contexts to propose to a C-MOVE destination.
-
-    One context per stored SOP class and transfer syntax, with that syntax alone, so that
-    where the destination accepts it the bytes go as stored (the destination chooses among
-    the syntaxes of a context, PS3.8 9.3.3.2, and may prefer another).  For SOP classes stored
-    uncompressed, one more context offers the little endian syntaxes every storage SCP takes
-    (PS3.5 10.1), which pynetdicom can re-encode to without changing a value.
-    """
-    contexts = []
-    fallbacks = []
-    for sop_class, syntax in dict.fromkeys((i.sop_class_uid, i.transfer_syntax) for i in instances):
-        contexts.append(build_context(sop_class, [syntax]))
-        if syntax in _UNCOMPRESSED and sop_class not in fallbacks:
-            fallbacks.append(sop_class)
-    contexts += [build_context(sop_class, list(_NATIVE)) for sop_class in fallbacks]
-    if len(contexts) > MAX_CONTEXTS:
-        log.warning(
-            "C-MOVE needs %d presentation contexts; only the first %d fit in one association,"
-            " the other instances will fail",
-            len(contexts),
-            MAX_CONTEXTS,
-        )
-        contexts = contexts[:MAX_CONTEXTS]
-    return contexts
+    """The presentation contexts to propose to a C-MOVE destination (vna.dicom.sending, shared
+    with forwarding)."""
+    return storage_contexts(instances)
 
 
 def _instances(

@@ -1,0 +1,319 @@
+"""Forwarding rules end to end: instances stored over STOW-RS are sent by the lifecycle workers
+to a pynetdicom storage SCP standing in for a second PACS.  Exactly the matching instances
+arrive, byte for byte as archived; refused ones are shown failed with the destination's
+status; a destination that was down gets the backlog once it is up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import dataclasses
+import io
+import json
+import os
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pydicom
+import pytest
+from aiohttp import web
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+from lifecycle import forwarding
+from lifecycle.engine import Engine
+from lifecycle.worker import run_once
+from tests.conftest import free_port, with_database
+from tests.factory import ct_study, part10
+from tests.integration.lifecycle_support import fetch, ingest, opened
+from tests.integration.test_federation_admin import ADMIN_TOKEN, SOURCES, _sha, stow
+from vna.archive import Archive
+from vna.cli.forward import render
+from vna.config import (
+    AdminSettings,
+    DestinationSettings,
+    ForwardRuleSettings,
+    LifecycleSettings,
+    Settings,
+    SourceSettings,
+)
+from vna.gateway.web import create_app
+
+pytestmark = pytest.mark.asyncio
+
+PORT = free_port()
+#: Instances with this Instance Number are refused by the destination (out of resources).
+REFUSED_NUMBER = 2
+
+
+@pytest.fixture
+def archive_settings(archive_settings: Settings) -> Settings:
+    return dataclasses.replace(
+        archive_settings,
+        sources=SOURCES,
+        admin=AdminSettings(_sha(ADMIN_TOKEN)),
+        destinations=(DestinationSettings("pacs2", "PACS2", "127.0.0.1", PORT),),
+        forward=(
+            ForwardRuleSettings(
+                name="h1-ct", destination="pacs2", sources=("H1",), modalities=("CT",)
+            ),
+        ),
+        lifecycle=LifecycleSettings(retry_base_seconds=1, retry_max_seconds=1, in_serve=False),
+    )
+
+
+class StorageScp:
+    """A storage SCP recording the data set bytes it receives, as sent on the wire."""
+
+    def __init__(self, refuse_number: int | None = None) -> None:
+        self.received: dict[str, bytes] = {}
+        self.refuse_number = refuse_number
+        self._lock = threading.Lock()
+        ae = AE(ae_title="PACS2")
+        ae.supported_contexts = AllStoragePresentationContexts
+        self.server = ae.start_server(
+            ("127.0.0.1", PORT),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self._store)],
+        )
+
+    def _store(self, event: Any) -> int:
+        ds = event.dataset
+        if self.refuse_number is not None and int(ds.InstanceNumber) == self.refuse_number:
+            return 0xA700
+        with self._lock:
+            self.received[str(ds.SOPInstanceUID)] = event.encoded_dataset(include_meta=False)
+        return 0x0000
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def data_set_bytes(part10_bytes: bytes) -> bytes:
+    """The data set of a Part 10 file: after the preamble, 'DICM' and the File Meta group
+    (whose first element, 12 bytes, gives the group's length)."""
+    meta = pydicom.dcmread(io.BytesIO(part10_bytes), stop_before_pixels=True).file_meta
+    return part10_bytes[132 + 12 + int(meta.FileMetaInformationGroupLength) :]
+
+
+async def archived(archive, sop_uid: str) -> bytes:
+    (instance,) = await archive.retriever.find_by_uids([sop_uid])
+    return await archive.retriever.read(instance)
+
+
+async def test_exactly_the_matching_instances_arrive_bit_exact_refusals_are_failed(
+    archive, dicomweb
+):
+    ct = ct_study(patient_id="P1", series=1, slices=3)
+    mr = ct_study(patient_id="P1", series=1, slices=1, modality="MR")
+    other = ct_study(patient_id="P9", series=1, slices=1)
+    scp = StorageScp(refuse_number=REFUSED_NUMBER)
+    try:
+        assert await stow(dicomweb, [part10(ds) for ds in ct + mr], "H1") == 202
+        assert await stow(dicomweb, [part10(ds) for ds in other], "H2") == 202
+        await run_once(archive)
+    finally:
+        scp.stop()
+
+    refused = [ds for ds in ct if int(ds.InstanceNumber) == REFUSED_NUMBER]
+    sent = [ds for ds in ct if int(ds.InstanceNumber) != REFUSED_NUMBER]
+    assert refused and sent
+    # Exactly the H1 CT instances the destination accepted, byte for byte as archived.
+    assert set(scp.received) == {str(ds.SOPInstanceUID) for ds in sent}
+    for ds in sent:
+        stored = await archived(archive, str(ds.SOPInstanceUID))
+        assert scp.received[str(ds.SOPInstanceUID)] == data_set_bytes(stored)
+
+    data = await forwarding.status(Engine(archive))
+    assert data["destinations"]["pacs2"]["sent"] == len(sent)
+    assert data["destinations"]["pacs2"]["failed"] == len(refused)
+    assert data["destinations"]["pacs2"]["queued"] == 0
+    assert [(f["sop_uid"], f["status"]) for f in data["failures"]] == [
+        (str(ds.SOPInstanceUID), "0xA700") for ds in refused
+    ]
+    assert "0xA700" in render(data)
+    # Each one audited: a disclosure for those sent, a failed attempt for those refused.
+    rows = await fetch(archive, "SELECT sop_uid, outcome FROM audit WHERE action = 'forward'")
+    assert sorted((r["sop_uid"], r["outcome"]) for r in rows) == sorted(
+        [(str(ds.SOPInstanceUID), "success") for ds in sent]
+        + [(str(ds.SOPInstanceUID), "failure") for ds in refused]
+    )
+    # A second pass forwards nothing again.
+    await run_once(archive)
+    again = await forwarding.status(Engine(archive))
+    assert again["destinations"] == data["destinations"]
+    # /metrics shows them per destination and state.
+    await archive.refresh_gauges()
+    text = archive.metrics.render().decode()
+    assert 'vna_forward_instances{destination="pacs2",state="failed"} 1.0' in text
+
+
+async def test_a_destination_down_then_up_catches_up(archive, dicomweb):
+    ct = ct_study(patient_id="P1", series=1, slices=2)
+    assert await stow(dicomweb, [part10(ds) for ds in ct], "H1") == 202
+    await run_once(archive)  # nobody listening: kept, not failed
+    data = await forwarding.status(Engine(archive))
+    assert data["destinations"]["pacs2"] == {
+        **data["destinations"]["pacs2"],
+        "queued": 2,
+        "sent": 0,
+        "failed": 0,
+    }
+    jobs = await fetch(archive, "SELECT state, last_error FROM jobs WHERE kind = 'forward'")
+    assert [j["state"] for j in jobs] == ["queued", "queued"]
+
+    scp = StorageScp()
+    try:
+        await asyncio.sleep(1.2)  # the back-off (retry_base_seconds = 1)
+        await run_once(archive)
+    finally:
+        scp.stop()
+    assert set(scp.received) == {str(ds.SOPInstanceUID) for ds in ct}
+    data = await forwarding.status(Engine(archive))
+    assert data["destinations"]["pacs2"]["sent"] == 2
+    assert data["destinations"]["pacs2"]["queued"] == 0
+
+
+ORTHANC = Path("/usr/sbin/Orthanc")
+
+
+@contextlib.contextmanager
+def orthanc(tmp_path: Path, dicom_port: int) -> Iterator[str]:
+    """Orthanc without plugins, as a second PACS on ``dicom_port``; yields its REST URL."""
+    http_port = free_port()
+    config = {
+        "Name": "PACS2",
+        "StorageDirectory": str(tmp_path / "orthanc-storage"),
+        "IndexDirectory": str(tmp_path / "orthanc-index"),
+        "HttpPort": http_port,
+        "DicomPort": dicom_port,
+        "DicomAet": "PACS2",
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False,
+        "DicomAlwaysAllowStore": True,
+        "Plugins": [],
+    }
+    path = tmp_path / "orthanc.json"
+    path.write_text(json.dumps(config))
+    log = (tmp_path / "orthanc.log").open("wb")
+    proc = subprocess.Popen([str(ORTHANC), str(path)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{http_port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/system", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("Orthanc did not start") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def orthanc_files(url: str) -> dict[str, bytes]:
+    """Every instance Orthanc holds, as the Part 10 file it stored, by SOP Instance UID."""
+    out = {}
+    with urllib.request.urlopen(f"{url}/instances") as resp:
+        ids = json.load(resp)
+    for i in ids:
+        with urllib.request.urlopen(f"{url}/instances/{i}/file") as resp:
+            data = resp.read()
+        out[str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)] = data
+    return out
+
+
+@pytest.mark.skipif(not ORTHANC.exists(), reason="Orthanc is not installed")
+async def test_orthanc_as_the_destination_receives_the_matching_instances_bit_exact(
+    archive, dicomweb, tmp_path
+):
+    ct = ct_study(patient_id="P1", series=1, slices=2)
+    mr = ct_study(patient_id="P1", series=1, slices=1, modality="MR")
+    assert await stow(dicomweb, [part10(ds) for ds in ct + mr], "H1") == 202
+    with orthanc(tmp_path, PORT) as url:
+        await run_once(archive)
+        received = await asyncio.to_thread(orthanc_files, url)
+    assert set(received) == {str(ds.SOPInstanceUID) for ds in ct}
+    for uid, data in received.items():
+        assert data_set_bytes(data) == data_set_bytes(await archived(archive, uid))
+    data = await forwarding.status(Engine(archive))
+    assert data["destinations"]["pacs2"]["sent"] == 2
+
+
+@contextlib.asynccontextmanager
+async def serving(archive: Archive) -> AsyncIterator[str]:
+    """The DICOMweb gateway of ``archive`` on a free loopback port; yields its base URL."""
+    runner = web.AppRunner(create_app(archive))
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/dicom-web"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_second_archive_as_a_stow_rs_destination(
+    archive_settings, pg_admin_url, pg_template, tmp_path
+):
+    """Exactly the matching instances reach the second archive over STOW-RS, byte for byte;
+    one it refuses (it holds other content under that SOP Instance UID) is failed with the
+    FailureReason it answered."""
+    name = f"vna_test_second_{os.getpid()}"
+    admin = await asyncpg.connect(pg_admin_url)
+    await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    second_settings = Settings(
+        data_dir=tmp_path / "second",
+        database_url=with_database(pg_admin_url, name),
+        sources=(SourceSettings(name="VNA1", token_sha256=_sha("t-second")),),
+    )
+    ct = ct_study(patient_id="P1", series=1, slices=3)
+    mr = ct_study(patient_id="P1", series=1, slices=1, modality="MR")
+    try:
+        async with opened(second_settings) as second, serving(second) as second_url:
+            settings = dataclasses.replace(
+                archive_settings,
+                destinations=(),
+                forward=(
+                    ForwardRuleSettings(
+                        name="h1-ct-stow",
+                        stow_url=f"{second_url}/studies",
+                        stow_token="t-second",
+                        sources=("H1",),
+                        modalities=("CT",),
+                    ),
+                ),
+            )
+            # The second archive already holds other content under one of the UIDs.
+            clash = copy.deepcopy(ct[1])
+            clash.SeriesDescription = "SOMETHING ELSE"
+            clash.IssuerOfPatientID = "HOSP1"  # the patient the forwarded ones name
+            await ingest(second, [clash], source=second_settings.sources[0])
+            async with opened(settings) as first, serving(first) as first_url:
+                assert await stow(first_url, [part10(ds) for ds in ct + mr], "H1") == 202
+                await run_once(first)
+                data = await forwarding.status(Engine(first))
+                target = f"{second_url}/studies"
+                assert data["destinations"][target]["sent"] == 2
+                assert data["destinations"][target]["failed"] == 1
+                (failure,) = data["failures"]
+                assert failure["sop_uid"] == str(ct[1].SOPInstanceUID)
+                assert failure["status"] is not None and "409" in failure["error"]
+                for ds in (ct[0], ct[2]):
+                    uid = str(ds.SOPInstanceUID)
+                    assert await archived(second, uid) == await archived(first, uid)
+                assert await second.retriever.find_by_uids([str(mr[0].SOPInstanceUID)]) == []
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
