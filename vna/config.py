@@ -106,6 +106,21 @@ class QuerySettings:
 
 
 @dataclass(frozen=True)
+class RenderSettings:
+    """Rendered images and thumbnails (PS3.18 8.3.5, 10.4.1.1.3; vna.rendering)."""
+
+    #: Bytes of rendered images (JPEG, PNG) kept in memory per server process; the least
+    #: recently used go first.  0 keeps none.
+    cache_bytes: int = 64 * 1024**2
+    #: Threads decoding and encoding images per server process (off the event loop).
+    workers: int = 2
+    #: Longest side, in pixels, of a thumbnail (PS3.18 10.4.1.1.4 leaves the size to the server).
+    thumbnail_size: int = 128
+    #: JPEG quality when the request names none (``quality``, PS3.18 8.3.5.1.2).
+    jpeg_quality: int = 90
+
+
+@dataclass(frozen=True)
 class LifecycleSettings:
     """The lifecycle engine's workers and schedule (``vna lifecycle run``)."""
 
@@ -283,6 +298,7 @@ class Settings:
     dimse: DimseSettings = field(default_factory=DimseSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     query: QuerySettings = field(default_factory=QuerySettings)
+    render: RenderSettings = field(default_factory=RenderSettings)
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     compression: CompressionSettings = field(default_factory=CompressionSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
@@ -567,6 +583,8 @@ def _validate(s: Settings) -> None:
         ("http.max_parts", s.http.max_parts),
         ("query.max_results", s.query.max_results),
         ("query.default_limit", s.query.default_limit),
+        ("render.workers", s.render.workers),
+        ("render.thumbnail_size", s.render.thumbnail_size),
         ("dimse.max_associations", s.dimse.max_associations),
         ("lifecycle.workers", s.lifecycle.workers),
         ("lifecycle.poll_seconds", s.lifecycle.poll_seconds),
@@ -580,6 +598,12 @@ def _validate(s: Settings) -> None:
     ):
         if n <= 0:
             raise ConfigError(f"'{key}' must be positive, got {n}")
+    if s.render.cache_bytes < 0:
+        raise ConfigError(f"'render.cache_bytes' must be 0 or more, got {s.render.cache_bytes}")
+    if not 1 <= s.render.jpeg_quality <= 100:
+        raise ConfigError(
+            f"'render.jpeg_quality' must be between 1 and 100, got {s.render.jpeg_quality}"
+        )
     names: set[str] = set()
     ae_owner: dict[str, str] = {}
     for i, src in enumerate(s.sources):

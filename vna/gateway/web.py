@@ -15,7 +15,7 @@ from aiohttp import web
 
 from vna.archive import Archive
 from vna.errors import OfflineError, Unauthorized, VnaError
-from vna.gateway import admin, auth, qido, readiness, stow, wado
+from vna.gateway import admin, auth, qido, readiness, rendered, stow, wado
 from vna.gateway.request_context import ARCHIVE, PREFIX
 from vna.gateway.status import http_status
 from vna.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -64,6 +64,16 @@ def create_app(archive: Archive) -> web.Application:
     r.add_get(
         f"{p}/studies/{{study}}/series/{{series}}/instances/{{instance}}/metadata", wado.metadata
     )
+    # Rendered images and thumbnails (PS3.18 10.4.1.1.3, 10.4.1.1.4) at every level.
+    instance = f"{p}/studies/{{study}}/series/{{series}}/instances/{{instance}}"
+    for level in (
+        f"{p}/studies/{{study}}",
+        f"{p}/studies/{{study}}/series/{{series}}",
+        instance,
+        f"{instance}/frames/{{frames}}",
+    ):
+        r.add_get(f"{level}/rendered", rendered.rendered)
+        r.add_get(f"{level}/thumbnail", rendered.thumbnail)
     admin.register(app)  # /admin: conflicts, patient links, corrections, merges
     return app
 

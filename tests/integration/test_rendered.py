@@ -1,0 +1,220 @@
+"""WADO-RS rendered resources and thumbnails over real HTTP against a real archive
+(PostgreSQL catalogue, filesystem store): what a viewer gets is the picture pydicom's pixels
+give, at every level, with the same scope, availability and audit rules as retrieves."""
+
+from __future__ import annotations
+
+import copy
+import io
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from tests.factory import split_multipart
+from tests.integration.lifecycle_support import (
+    OfflineColdStore,
+    ingest,
+    move_to_tier,
+    opened,
+    use_store,
+    with_lifecycle,
+)
+from tests.phantom import smooth_ct_study
+from tests.security_support import audit_rows, serving
+from vna.config import Settings, SourceSettings
+from vna.dicom.render import PNG, RenderOptions, Window, render
+from vna.security import tokens
+
+pytestmark = pytest.mark.asyncio
+
+
+async def get(url: str, accept: str | None = None, token: str | None = None):
+    headers = {}
+    if accept:
+        headers["Accept"] = accept
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as r:
+        return r.status, await r.read(), r.headers
+
+
+def pixels(data: bytes) -> np.ndarray[Any, Any]:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def url_of(root: str, ds: Dataset) -> str:
+    return (
+        f"{root}/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}"
+    )
+
+
+def same_study(datasets: list[Dataset]) -> list[Dataset]:
+    study = generate_uid()
+    out = []
+    for ds in datasets:
+        ds = copy.deepcopy(ds)
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = generate_uid()
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        out.append(ds)
+    return out
+
+
+async def test_instances_and_frames_render_as_pydicoms_pixels(
+    archive_settings: Settings, pydicom_test_dir: Path
+) -> None:
+    names = ("CT_small.dcm", "MR_small_jp2klossless.dcm", "examples_palette.dcm", "rtdose.dcm")
+    files = [pydicom.dcmread(pydicom_test_dir / n) for n in names]
+    cr = copy.deepcopy(files[0])
+    cr.PhotometricInterpretation = "MONOCHROME1"
+    cr.SOPInstanceUID = generate_uid()
+    cr.file_meta.MediaStorageSOPInstanceUID = cr.SOPInstanceUID
+    files.append(cr)
+    async with opened(archive_settings) as archive, serving(archive) as root:
+        await ingest(archive, files)
+        for ds in files:
+            status, body, headers = await get(f"{url_of(root, ds)}/rendered", "image/png")
+            assert status == 200, body
+            assert headers["Content-Type"] == PNG
+            assert np.array_equal(pixels(body), pixels(render(ds, 0, RenderOptions(PNG))))
+        # MONOCHROME1 shows inverted: the same pixels as the MONOCHROME2 original, negated.
+        _, normal, _ = await get(f"{url_of(root, files[0])}/rendered", "image/png")
+        _, inverted, _ = await get(f"{url_of(root, cr)}/rendered", "image/png")
+        assert np.array_equal(pixels(inverted), 255 - pixels(normal))
+
+        # Frames in the order asked for, as multipart/related of PNG.
+        dose = files[3]
+        status, body, headers = await get(
+            f"{url_of(root, dose)}/frames/9,2/rendered", 'multipart/related; type="image/png"'
+        )
+        assert status == 200
+        parts = split_multipart(body, headers["Content-Type"])
+        want = [render(dose, i, RenderOptions(PNG)) for i in (8, 1)]
+        assert [pixels(p).tolist() for p in parts] == [pixels(w).tolist() for w in want]
+        # One frame, one image; a window, quality and viewport from the query.
+        status, body, headers = await get(
+            f"{url_of(root, files[0])}/frames/1/rendered?window=40,400&viewport=64,64",
+            "image/png",
+        )
+        assert status == 200 and pixels(body).shape == (64, 64)
+        options = RenderOptions(PNG, window=Window(40, 400), viewport=(64, 64))
+        assert np.array_equal(pixels(body), pixels(render(files[0], 0, options)))
+        status, body, headers = await get(f"{url_of(root, files[0])}/rendered?quality=20")
+        assert status == 200 and headers["Content-Type"] == "image/jpeg"
+        assert body.startswith(b"\xff\xd8")
+
+        status, body, _ = await get(f"{url_of(root, dose)}/frames/16/rendered", "image/png")
+        assert status == 404 and b"frame 16" in body
+        status, body, _ = await get(f"{url_of(root, files[0])}/rendered?window=40", "image/png")
+        assert status == 400 and b"window" in body
+        status, body, _ = await get(f"{url_of(root, files[0])}/rendered", "image/gif")
+        assert status == 406
+
+
+async def test_series_and_study_render_every_instance_and_thumbnails_are_small(
+    archive_settings: Settings, pydicom_test_dir: Path
+) -> None:
+    ct = smooth_ct_study(series=2, slices=5, size=256)
+    report = pydicom.dcmread(pydicom_test_dir / "test-SR.dcm")
+    report.StudyInstanceUID = ct[0].StudyInstanceUID
+    report.PatientID = ct[0].PatientID
+    report.PatientName = ct[0].PatientName
+    async with opened(archive_settings) as archive, serving(archive) as root:
+        await ingest(archive, [*ct, report])
+        study = f"{root}/dicom-web/studies/{ct[0].StudyInstanceUID}"
+        series = f"{study}/series/{ct[0].SeriesInstanceUID}"
+        status, body, headers = await get(f"{series}/rendered", "multipart/related; type=image/png")
+        assert status == 200
+        parts = split_multipart(body, headers["Content-Type"])
+        want = [pixels(render(ds, 0, RenderOptions(PNG))) for ds in ct[:5]]
+        assert [pixels(p).tolist() for p in parts] == [w.tolist() for w in want]
+        # The study's images, the report left out (it has nothing to render).
+        status, body, headers = await get(f"{study}/rendered")
+        assert status == 200 and 'type="image/jpeg"' in headers["Content-Type"]
+        assert len(split_multipart(body, headers["Content-Type"])) == 10
+        # The report itself does not render: 406 with the reason, never a 500.
+        status, body, _ = await get(f"{url_of(root, report)}/rendered", "image/jpeg")
+        assert status == 406 and b"Pixel Data" in body
+
+        # Thumbnails: one small JPEG; the series' is its middle instance.
+        reads = 0
+        real_read = archive.retriever.read
+
+        async def counted(instance: Any) -> bytes:
+            nonlocal reads
+            reads += 1
+            return await real_read(instance)
+
+        archive.retriever.read = counted  # type: ignore[method-assign]
+        for url in (f"{study}/thumbnail", f"{series}/thumbnail", f"{series}/thumbnail"):
+            status, body, headers = await get(url)
+            assert status == 200 and headers["Content-Type"] == "image/jpeg"
+            image = Image.open(io.BytesIO(body))
+            assert max(image.size) <= 128
+        assert reads == 1, "a series thumbnail is rendered once, then cached"
+        status, body, _ = await get(f"{series}/thumbnail", "image/png")
+        assert status == 200
+        middle = render(ct[2], 0, RenderOptions(PNG, viewport=(128, 128)))
+        assert np.array_equal(pixels(body), pixels(middle))
+        status, body, _ = await get(f"{url_of(root, ct[7])}/thumbnail", "image/png")
+        assert status == 200 and pixels(body).shape == (128, 128)
+
+
+async def test_an_encapsulated_pdf_renders_as_application_pdf(archive_settings: Settings) -> None:
+    ds = smooth_ct_study(series=1, slices=1, size=32)[0]
+    for name in ("Rows", "Columns", "PixelData", "BitsAllocated", "BitsStored", "HighBit"):
+        delattr(ds, name)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.104.1"
+    ds.Modality = "DOC"
+    document = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.EncapsulatedDocument = document
+    async with opened(archive_settings) as archive, serving(archive) as root:
+        await ingest(archive, [ds])
+        status, body, headers = await get(f"{url_of(root, ds)}/rendered")
+        assert status == 200 and headers["Content-Type"] == "application/pdf"
+        assert body == document
+        status, _, _ = await get(f"{url_of(root, ds)}/rendered", "image/jpeg")
+        assert status == 406
+
+
+async def test_reader_scope_offline_and_audit_apply_to_rendered_and_thumbnails(
+    archive_settings: Settings,
+) -> None:
+    settings = with_lifecycle(archive_settings, compression={"level": 0})
+    h1, h2 = (smooth_ct_study(patient_id=p, series=1, slices=2, size=32) for p in ("A", "B"))
+    async with opened(settings) as archive, serving(archive) as root:
+        await ingest(archive, h1, SourceSettings(name="H1", issuer_of_patient_id="H1"))
+        await ingest(archive, h2, SourceSettings(name="H2", issuer_of_patient_id="H2"))
+        async with archive.db.transaction() as conn:
+            made = await tokens.create_token(
+                conn, name="h1-viewer", role="reader", read_sources=["H1"], actor="test"
+            )
+        token = made.secret
+        before = len(await audit_rows(archive))
+        status, _, _ = await get(f"{url_of(root, h1[0])}/thumbnail", token=token)
+        assert status == 200
+        status, _, _ = await get(f"{url_of(root, h2[0])}/rendered", token=token)
+        assert status == 404  # another hospital's study is absent to this reader
+        status, _, _ = await get(f"{root}/dicom-web/studies/{h2[0].StudyInstanceUID}/thumbnail")
+        assert status == 401
+        rows = (await audit_rows(archive))[before:]
+        shown = [r for r in rows if r["action"] == "retrieve"]
+        assert len(shown) == 1 and shown[0]["detail"]["rendition"] == "thumbnail"
+        assert list(shown[0]["study_uids"]) == [h1[0].StudyInstanceUID]
+
+        # Offline: 503 with Retry-After, never a picture and never a 500.
+        use_store(archive, OfflineColdStore(archive.settings.data_dir / "objects"))
+        await move_to_tier(archive, h1[0].StudyInstanceUID, "cold")
+        for what in ("thumbnail", "rendered"):
+            status, _, headers = await get(f"{url_of(root, h1[1])}/{what}", token=token)
+            assert status == 503 and int(headers["Retry-After"]) > 0
