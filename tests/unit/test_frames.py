@@ -183,3 +183,23 @@ def test_frame_list() -> None:
     for bad in ("", "0", "1,,2", "-1", "a", "1.5"):
         with pytest.raises(InvalidRequest):
             parse_frame_list(bad)
+
+
+def test_big_endian_and_deflated_objects_have_frames_through_pydicom() -> None:
+    from vna.dicom.frames import parsed_pixels
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, little in (("MR_small_bigendian.dcm", "MR_small.dcm"), ("image_dfl.dcm", None)):
+            (path,) = get_testdata_files(name)
+            data = open(path, "rb").read()
+            parsed = parsed_pixels(data)
+            assert parsed is not None
+            layout, value = parsed
+            start, length = layout.span(1)
+            frame = cut_frame(layout, 1, value[start : start + length])
+            if little is not None:
+                # Native frames go out little endian, whatever the stored byte order.
+                assert frame == pydicom.dcmread(get_testdata_files(little)[0]).PixelData
+            else:
+                assert frame == pydicom.dcmread(path).PixelData

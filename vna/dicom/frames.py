@@ -20,10 +20,15 @@ big-endian syntaxes) have no layout; the retriever then parses the whole object.
 
 from __future__ import annotations
 
+import io
+import mmap
+import os
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
+import pydicom
 from pydicom.datadict import dictionary_VR
 
 from vna.errors import InvalidInstance, InvalidRequest, NotFound
@@ -210,7 +215,27 @@ def _fragment_values(data: bytes, pos: int, end: int) -> list[bytes]:
 # --- building the layout (at ingest) ---------------------------------------------------------
 
 
-def object_layout(data: bytes, transfer_syntax: str) -> ObjectLayout | None:
+def layout_of_file(path: Path, transfer_syntax: str) -> ObjectLayout | None:
+    """The layout of the Part 10 file at ``path``, mapped rather than read: only the pages of
+    element headers are touched (a 150 MB multi-frame costs a few of them)."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size < 132:
+            return None
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return object_layout(mapped, transfer_syntax)
+
+
+def worth_recording(layout: ObjectLayout | None) -> bool:
+    """Whether ingest records the layout: a multi-frame or encapsulated image, or bulk values.
+    A single native frame is the object less its header; its layout is recorded by its
+    first frame retrieve instead (one write less per CT slice at ingest)."""
+    if layout is None:
+        return False
+    p = layout.pixels
+    return bool(layout.bulk) or (p is not None and (p.encapsulated or p.number_of_frames > 1))
+
+
+def object_layout(data: bytes | mmap.mmap, transfer_syntax: str) -> ObjectLayout | None:
     """The layout of a Part 10 file held in ``data``; None when offsets in it do not map onto
     values (deflated, big endian) or it is not framed as this reader expects."""
     if transfer_syntax in _UNMAPPABLE or len(data) < 132 or data[128:132] != b"DICM":
@@ -225,7 +250,7 @@ def object_layout(data: bytes, transfer_syntax: str) -> ObjectLayout | None:
 
 
 class _Walker:
-    def __init__(self, data: bytes, implicit: bool) -> None:
+    def __init__(self, data: bytes | mmap.mmap, implicit: bool) -> None:
         self.data = data
         self.implicit = implicit
         self.pos = 132
@@ -435,3 +460,44 @@ def _frame_fragments(
     if len(groups) != frames:
         raise ValueError("cannot tell the frames of encapsulated pixel data apart")
     return groups
+
+
+def parsed_pixels(data: bytes) -> tuple[PixelLayout, bytes] | None:
+    """For an object without a layout (deflated, big endian): its pixel data parsed by
+    pydicom, as a layout over the value alone (offsets from 0) and the value, native data
+    little endian (PS3.18 8.7.3.5.2: native frames are sent in Explicit VR Little Endian)."""
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    except Exception:  # pydicom raises many types on data it cannot read
+        return None
+    tag = next((t for t in PIXEL_TAGS if t in ds), None)
+    if tag is None:
+        return None
+    elem = ds[tag]
+    value = bytes(elem.value)
+    frames = max(int(ds.get("NumberOfFrames", 1) or 1), 1)
+    if elem.is_undefined_length:
+        # The value as pydicom holds it: the items (offset table first), no delimiter.
+        wrapped = value + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+        walker = _Walker(wrapped, implicit=False)
+        try:
+            _, walker.bot, walker.fragments = walker._fragments(0)
+        except (struct.error, ValueError):
+            return None
+        walker.pixel = (tag, "OB", 0, _UNDEFINED)
+        walker.values[0x00280008] = str(frames).encode()
+        layout = walker.pixel_layout("")
+        return None if layout is None else (layout, wrapped)
+    if not ds.is_little_endian and elem.VR in ("OW", "OF", "OL", "OD", "OV"):
+        width = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}[elem.VR]
+        value = b"".join(value[i : i + width][::-1] for i in range(0, len(value), width))
+    bits = (
+        int(ds.get("Rows", 0))
+        * int(ds.get("Columns", 0))
+        * int(ds.get("SamplesPerPixel", 1))
+        * int(ds.get("BitsAllocated", 8))
+    )
+    if bits == 0:
+        return None
+    frames = min(frames, len(value) * 8 // bits)
+    return PixelLayout(tag, False, frames, 0, len(value), bits), value
