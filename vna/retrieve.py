@@ -89,6 +89,16 @@ class StoredInstance:
     sha256: str
 
 
+@dataclass(frozen=True)
+class MetadataEntry:
+    metadata: dict[str, Any]
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    has_pixel_data: bool
+    layout: ObjectLayout | None
+
+
 class Retriever:
     def __init__(
         self,
@@ -377,13 +387,58 @@ class Retriever:
         parsed = await asyncio.to_thread(parsed_pixels, await self.read(instance))
         return None if parsed is None else parsed[0]
 
-    async def bulk_value(self, instance: StoredInstance, path: tuple[str, ...]) -> bytes:
-        """The bytes of one bulk value (PS3.18 8.6), by its tag path in the data set."""
+    async def bulk_size(self, instance: StoredInstance, path: tuple[str, ...]) -> int:
+        """The length of one bulk value (PS3.18 8.6), by its tag path; NotFound if none."""
+        layout = await self.layout(instance)
+        if layout is None:
+            raise NotFound(f"instance {instance.sop_uid} has no bulk data at {'/'.join(path)}")
+        return layout.bulk_value(path).length
+
+    async def bulk_value(
+        self,
+        instance: StoredInstance,
+        path: tuple[str, ...],
+        start: int = 0,
+        end: int | None = None,
+    ) -> bytes:
+        """Bytes [start, end) of one bulk value, by its tag path: a ranged read of the object."""
         layout = await self.layout(instance)
         if layout is None:
             raise NotFound(f"instance {instance.sop_uid} has no bulk data at {'/'.join(path)}")
         value = layout.bulk_value(path)
-        return await self.read_span(instance, value.offset, value.length)
+        stop = value.length if end is None else min(end, value.length)
+        start = min(start, stop)
+        return await self.read_span(instance, value.offset + start, stop - start)
+
+    async def metadata_entries(
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        scope: PatientScope | None = None,
+    ) -> list[MetadataEntry]:
+        """DICOM JSON of each instance with what its BulkDataURIs need: whether it has pixel
+        data, and the layout of its bulk values where recorded."""
+        rows = await self._rows(
+            ("metadata_of_study", "metadata_of_series", "metadata_of_instance"),
+            study_uid,
+            series_uid,
+            sop_uid,
+            scope,
+        )
+        layouts = await self.bulk_layouts(study_uid, series_uid, sop_uid)
+        return [
+            MetadataEntry(
+                r["metadata"],
+                r["study_uid"],
+                r["series_uid"],
+                r["sop_uid"],
+                bool(r["has_pixel_data"]),
+                layouts.get(r["sop_uid"]),
+            )
+            for r in rows
+        ]
 
     async def read_span(self, instance: StoredInstance, start: int, length: int) -> bytes:
         """Bytes [start, start + length) of the instance as received, reading only the part

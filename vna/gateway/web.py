@@ -15,7 +15,7 @@ from aiohttp import web
 
 from vna.archive import Archive
 from vna.errors import OfflineError, Unauthorized, VnaError
-from vna.gateway import admin, auth, qido, readiness, stow, wado
+from vna.gateway import admin, auth, frames, qido, readiness, stow, wado
 from vna.gateway.request_context import ARCHIVE, PREFIX
 from vna.gateway.status import http_status
 from vna.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -64,6 +64,9 @@ def create_app(archive: Archive) -> web.Application:
     r.add_get(
         f"{p}/studies/{{study}}/series/{{series}}/instances/{{instance}}/metadata", wado.metadata
     )
+    instance = f"{p}/studies/{{study}}/series/{{series}}/instances/{{instance}}"
+    r.add_get(f"{instance}/frames/{{frames}}", frames.frames)
+    r.add_get(f"{instance}/bulk/{{path:.+}}", frames.bulk)
     admin.register(app)  # /admin: conflicts, patient links, corrections, merges
     return app
 
