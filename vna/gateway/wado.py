@@ -113,13 +113,14 @@ async def metadata(request: web.Request) -> web.Response:
     return web.Response(body=json.dumps(items).encode(), status=200, content_type=DICOM_JSON)
 
 
-async def _check_access(request: web.Request, archive: Archive) -> None:
+async def _check_access(request: web.Request, archive: Archive, study: str | None = None) -> None:
     """A reader restricted to some sources sees the studies of others as absent (404, not
-    403: it learns nothing about them); the attempt is audited."""
+    403: it learns nothing about them); the attempt is audited.  ``study``: when the request
+    names it other than in its path (WADO-URI's studyUID)."""
     principal = principal_of(request)
     if principal.readable_sources is None:
         return
-    study = request.match_info["study"]
+    study = study if study is not None else request.match_info["study"]
     source = await archive.retriever.source_of_study(study)
     if source is None or principal.may_read_source(source):
         return  # absent studies are the retriever's 404
@@ -145,16 +146,25 @@ check_access = _check_access
 
 
 async def audit_access(
-    request: web.Request, action: str, instances: int, detail: dict[str, object] | None = None
+    request: web.Request,
+    action: str,
+    instances: int,
+    detail: dict[str, object] | None = None,
+    uids: dict[str, str] | None = None,
 ) -> None:
-    """One audit record of this request, naming the study disclosed (PS3.15 A.5.3.7)."""
-    await _audit(request, action, instances, detail)
+    """One audit record of this request, naming the study disclosed (PS3.15 A.5.3.7);
+    ``uids`` (study, series, instance) when not in the request's path."""
+    await _audit(request, action, instances, detail, uids)
 
 
 async def _audit(
-    request: web.Request, action: str, instances: int, extra: dict[str, object] | None = None
+    request: web.Request,
+    action: str,
+    instances: int,
+    extra: dict[str, object] | None = None,
+    uids: dict[str, str] | None = None,
 ) -> None:
-    m = request.match_info
+    m = uids if uids is not None else request.match_info
     await request.app[AUDIT].record(
         Access(
             actor=principal_of(request).name,
@@ -164,7 +174,7 @@ async def _audit(
             series_uid=m.get("series"),
             sop_uid=m.get("instance"),
             detail={
-                "protocol": "wado-rs",
+                "protocol": "wado-uri" if uids is not None else "wado-rs",
                 "path": request.path,
                 "instances": instances,
                 **(extra or {}),

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from vna.archive import Archive
 from vna.errors import OfflineError, Unauthorized, VnaError
-from vna.gateway import admin, auth, frames, qido, readiness, stow, wado
+from vna.gateway import admin, auth, cors, frames, qido, readiness, stow, wado, wado_uri
 from vna.gateway.request_context import ARCHIVE, PREFIX
 from vna.gateway.status import http_status
 from vna.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -38,6 +38,7 @@ def create_app(archive: Archive) -> web.Application:
         client_max_size=1024**2,
     )
     app[ARCHIVE] = archive
+    cors.register(app)  # [http] cors_origins: preflights answered before authentication
     app[auth.AUTH] = Authenticator(archive.db, archive.settings)
     app[auth.AUDIT] = AuditTrail(archive.db, archive.metrics)
     r = app.router
@@ -67,6 +68,7 @@ def create_app(archive: Archive) -> web.Application:
     instance = f"{p}/studies/{{study}}/series/{{series}}/instances/{{instance}}"
     r.add_get(f"{instance}/frames/{{frames}}", frames.frames)
     r.add_get(f"{instance}/bulk/{{path:.+}}", frames.bulk)
+    wado_uri.register(app)  # GET /wado?requestType=WADO... (PS3.18 9)
     admin.register(app)  # /admin: conflicts, patient links, corrections, merges
     return app
 
