@@ -32,6 +32,10 @@ ENV_PREFIX = "VNA_"
 CONFLICT_POLICIES = ("reject", "replace", "keep-both")
 #: Which patients a source's queries and retrieves reach (vna.security.query_scope).
 QUERY_SCOPES = ("own", "linked", "all")
+#: An origin as browsers send it (RFC 6454 6.1): scheme, host, optional port; nothing else.
+_ORIGIN = re.compile(
+    r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$"
+)
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, 16 chars
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # Modality (0008,0060) is CS: upper-case letters, digits, space and underscore, 16 at most
@@ -58,6 +62,10 @@ class HttpSettings:
     #: Server processes (the GIL binds each to one core); 0: one per core, at most 8.  The
     #: supervisor deals HTTP and DIMSE connections to them (vna.handoff).
     workers: int = 0
+    #: Origins (``https://viewer.example.org``) whose pages may call DICOMweb from a browser
+    #: (CORS: a viewer served from another origin).  None by default; ``"*"`` allows any.
+    #: Environment: ``VNA_HTTP_CORS_ORIGINS`` as a comma-separated list.
+    cors_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -566,6 +574,12 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             f"'http.workers' must be between 0 (one per core) and 64, got {s.http.workers}"
         )
+    for origin in s.http.cors_origins:
+        if origin != "*" and not _ORIGIN.match(origin):
+            raise ConfigError(
+                f"'http.cors_origins': {origin!r} is not an origin"
+                ' (scheme://host[:port], no path, or "*")'
+            )
     if not _AE_TITLE.match(s.dimse.ae_title) or not s.dimse.ae_title.strip():
         raise ConfigError(f"'dimse.ae_title' is not a valid AE title: {s.dimse.ae_title!r}")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

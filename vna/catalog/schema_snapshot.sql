@@ -15,6 +15,9 @@
 --   0070_filing_functions
 --   0080_hierarchy_share_locks
 --   0090_file_new_instances
+--   0100_pending_patient_links
+--   0120_study_set_source
+--   0130_object_layouts
 
 CREATE TABLE api_tokens (
     id bigint NOT NULL DEFAULT nextval('api_tokens_id_seq'::regclass),
@@ -201,6 +204,13 @@ CREATE TABLE lifecycle_state (
     CONSTRAINT lifecycle_state_pkey PRIMARY KEY (key)
 );
 
+CREATE TABLE object_layouts (
+    sha256 text NOT NULL,
+    layout jsonb NOT NULL,
+    recorded_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT object_layouts_pkey PRIMARY KEY (sha256)
+);
+
 CREATE TABLE patient_changes (
     id bigint NOT NULL DEFAULT nextval('patient_changes_id_seq'::regclass),
     kind text NOT NULL,
@@ -216,7 +226,7 @@ CREATE TABLE patient_changes (
     undone_by text,
     undone_at timestamp with time zone,
     study_uid text,
-    CONSTRAINT patient_changes_kind_check CHECK ((kind = ANY (ARRAY['update'::text, 'merge'::text, 'study-update'::text, 'study-move'::text]))),
+    CONSTRAINT patient_changes_kind_check CHECK ((kind = ANY (ARRAY['update'::text, 'merge'::text, 'study-update'::text, 'study-move'::text, 'study-set-source'::text]))),
     CONSTRAINT patient_changes_pkey PRIMARY KEY (id),
     CONSTRAINT patient_changes_state_check CHECK ((state = ANY (ARRAY['applied'::text, 'undone'::text])))
 );
@@ -247,6 +257,27 @@ CREATE TABLE patients (
     updated_at timestamp with time zone NOT NULL DEFAULT now(),
     CONSTRAINT patients_identity UNIQUE (patient_id, issuer),
     CONSTRAINT patients_pkey PRIMARY KEY (id)
+);
+
+CREATE TABLE pending_patient_links (
+    id bigint NOT NULL DEFAULT nextval('pending_patient_links_id_seq'::regclass),
+    patient_id_a text NOT NULL,
+    issuer_a text NOT NULL,
+    patient_id_b text NOT NULL,
+    issuer_b text NOT NULL,
+    sop_uid text NOT NULL,
+    study_uid text NOT NULL,
+    source text NOT NULL,
+    sightings integer NOT NULL DEFAULT 1,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    last_seen_at timestamp with time zone NOT NULL DEFAULT now(),
+    state text NOT NULL DEFAULT 'pending'::text,
+    decided_by text,
+    decided_at timestamp with time zone,
+    link_fk bigint,
+    CONSTRAINT pending_patient_links_check CHECK ((ROW(patient_id_a, issuer_a) < ROW(patient_id_b, issuer_b))),
+    CONSTRAINT pending_patient_links_pkey PRIMARY KEY (id),
+    CONSTRAINT pending_patient_links_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'accepted'::text, 'rejected'::text])))
 );
 
 CREATE TABLE replicas (
@@ -410,6 +441,10 @@ CREATE UNIQUE INDEX patient_links_active ON public.patient_links USING btree (pa
 CREATE INDEX patient_links_b ON public.patient_links USING btree (patient_id_b, issuer_b) WHERE (removed_at IS NULL);
 
 CREATE INDEX patients_name_lower ON public.patients USING btree (lower(patient_name) text_pattern_ops);
+
+CREATE UNIQUE INDEX pending_patient_links_open ON public.pending_patient_links USING btree (patient_id_a, issuer_a, patient_id_b, issuer_b) WHERE (state = 'pending'::text);
+
+CREATE INDEX pending_patient_links_pair ON public.pending_patient_links USING btree (patient_id_a, issuer_a, patient_id_b, issuer_b);
 
 CREATE INDEX replicas_object_key ON public.replicas USING btree (object_key);
 

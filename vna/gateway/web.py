@@ -15,7 +15,18 @@ from aiohttp import web
 
 from vna.archive import Archive
 from vna.errors import OfflineError, Unauthorized, VnaError
-from vna.gateway import admin, auth, qido, readiness, rendered, stow, wado
+from vna.gateway import (
+    admin,
+    auth,
+    cors,
+    frames,
+    qido,
+    readiness,
+    rendered,
+    stow,
+    wado,
+    wado_uri,
+)
 from vna.gateway.request_context import ARCHIVE, PREFIX
 from vna.gateway.status import http_status
 from vna.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -38,6 +49,7 @@ def create_app(archive: Archive) -> web.Application:
         client_max_size=1024**2,
     )
     app[ARCHIVE] = archive
+    cors.register(app)  # [http] cors_origins: preflights answered before authentication
     app[auth.AUTH] = Authenticator(archive.db, archive.settings)
     app[auth.AUDIT] = AuditTrail(archive.db, archive.metrics)
     r = app.router
@@ -64,8 +76,10 @@ def create_app(archive: Archive) -> web.Application:
     r.add_get(
         f"{p}/studies/{{study}}/series/{{series}}/instances/{{instance}}/metadata", wado.metadata
     )
-    # Rendered images and thumbnails (PS3.18 10.4.1.1.3, 10.4.1.1.4) at every level.
     instance = f"{p}/studies/{{study}}/series/{{series}}/instances/{{instance}}"
+    r.add_get(f"{instance}/frames/{{frames}}", frames.frames)
+    r.add_get(f"{instance}/bulk/{{path:.+}}", frames.bulk)
+    # Rendered images and thumbnails (PS3.18 10.4.1.1.3, 10.4.1.1.4) at every level.
     for level in (
         f"{p}/studies/{{study}}",
         f"{p}/studies/{{study}}/series/{{series}}",
@@ -74,6 +88,7 @@ def create_app(archive: Archive) -> web.Application:
     ):
         r.add_get(f"{level}/rendered", rendered.rendered)
         r.add_get(f"{level}/thumbnail", rendered.thumbnail)
+    wado_uri.register(app)  # GET /wado?requestType=WADO... (PS3.18 9)
     admin.register(app)  # /admin: conflicts, patient links, corrections, merges
     return app
 

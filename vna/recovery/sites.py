@@ -25,6 +25,7 @@ from vna.catalog.queries import q
 from vna.config import Settings
 from vna.errors import ConfigError, InvalidInstance, NotFound, StorageError, VnaError
 from vna.recovery.policy import PRIMARY, Outcome, judge_read, read_order, replication_targets
+from vna.storage import seekable
 from vna.storage.base import ObjectStore
 from vna.storage.factory import open_store
 
@@ -81,15 +82,20 @@ class ObjectReader:
     """Hashes an object's stored bytes and decoded content as chunks arrive; optionally
     writes the stored bytes to a file.  Runs in worker threads for large chunks."""
 
-    def __init__(self, compression: str, sink: BinaryIO | None = None) -> None:
+    def __init__(self, compression: str, sink: BinaryIO | None = None, *, key: str = "") -> None:
         self.stored = hashlib.sha256()
         self.content = hashlib.sha256()
         self.stored_size = 0
         self.content_size = 0
         self.sink = sink
         self.error = ""
+        #: The seekable form (vna.storage.seekable) is many frames and a seek table: its
+        #: content digest, not the end of one frame, tells a whole object from a cut one.
+        self.frames = seekable.is_seekable_key(key)
         self.decompressor = (
-            zstandard.ZstdDecompressor().decompressobj() if compression == "zstd" else None
+            zstandard.ZstdDecompressor().decompressobj(read_across_frames=self.frames)
+            if compression == "zstd"
+            else None
         )
 
     def feed(self, chunk: bytes) -> None:
@@ -101,7 +107,7 @@ class ObjectReader:
             self.content.update(chunk)
             self.content_size += len(chunk)
         elif not self.error:
-            if self.decompressor.eof:
+            if self.decompressor.eof and not self.frames:
                 self.error = "data after the end of the compressed frame"
                 return
             try:
@@ -113,7 +119,7 @@ class ObjectReader:
             self.content_size += len(out)
 
     def digest(self) -> Digest:
-        if self.decompressor is not None and not self.error:
+        if self.decompressor is not None and not self.error and not self.frames:
             if not self.decompressor.eof:
                 self.error = "compressed frame is truncated"
             elif self.decompressor.unused_data:
@@ -140,7 +146,7 @@ async def _read(store: ObjectStore, key: str, reader: ObjectReader) -> Digest:
 async def digest_object(store: ObjectStore, key: str, compression: str) -> Digest:
     """Read the object back and hash it (and what it decompresses to).  Raises NotFound when
     absent and StorageError when the store fails."""
-    return await _read(store, key, ObjectReader(compression))
+    return await _read(store, key, ObjectReader(compression, key=key))
 
 
 async def copy_object(
@@ -163,7 +169,7 @@ async def copy_object(
     try:
         with open(tmp, "wb") as sink:  # noqa: ASYNC230 - writes go through to_thread
             try:
-                got = await _read(source, key, ObjectReader(expected.compression, sink))
+                got = await _read(source, key, ObjectReader(expected.compression, sink, key=key))
             finally:
                 await asyncio.to_thread(sink.flush)
         if got.judge(expected) is not Outcome.VERIFIED:
