@@ -24,6 +24,7 @@ from pydicom.errors import InvalidDicomError
 from vna.config import RenderSettings
 from vna.dicom.render import (
     NotRenderable,
+    Region,
     RenderOptions,
     Undecodable,
     Window,
@@ -80,6 +81,7 @@ class Renderer:
         window: Window | None = None,
         quality: int | None = None,
         viewport: tuple[int, int] | None = None,
+        region: Region | None = None,
     ) -> RenderOptions:
         """Render options with the configured defaults for what the request leaves out."""
         return RenderOptions(
@@ -87,6 +89,7 @@ class Renderer:
             window=window,
             quality=quality or self.settings.jpeg_quality,
             viewport=viewport,
+            region=region,
         )
 
     def thumbnail_options(self, media_type: str, viewport: tuple[int, int] | None) -> RenderOptions:

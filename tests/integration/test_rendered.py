@@ -29,7 +29,7 @@ from tests.integration.lifecycle_support import (
 from tests.phantom import smooth_ct_study
 from tests.security_support import audit_rows, serving
 from vna.config import Settings, SourceSettings
-from vna.dicom.render import PNG, RenderOptions, Window, render
+from vna.dicom.render import PNG, Region, RenderOptions, Window, render
 from vna.security import tokens
 
 pytestmark = pytest.mark.asyncio
@@ -218,3 +218,67 @@ async def test_reader_scope_offline_and_audit_apply_to_rendered_and_thumbnails(
         for what in ("thumbnail", "rendered"):
             status, _, headers = await get(f"{url_of(root, h1[1])}/{what}", token=token)
             assert status == 503 and int(headers["Retry-After"]) > 0
+
+
+def wado_uri(root: str, ds: Dataset, **params: str) -> str:
+    query = {
+        "requestType": "WADO",
+        "studyUID": ds.StudyInstanceUID,
+        "seriesUID": ds.SeriesInstanceUID,
+        "objectUID": ds.SOPInstanceUID,
+        **params,
+    }
+    return f"{root}/wado?" + "&".join(f"{k}={v}" for k, v in query.items())
+
+
+async def test_wado_uri_answers_jpeg_and_png_with_its_parameters(
+    archive_settings: Settings, pydicom_test_dir: Path
+) -> None:
+    ct = pydicom.dcmread(pydicom_test_dir / "CT_small.dcm")  # 128 x 128
+    dose = pydicom.dcmread(pydicom_test_dir / "rtdose.dcm")  # 15 frames
+    async with opened(archive_settings) as archive, serving(archive) as root:
+        await ingest(archive, [ct, dose])
+        before = len(await audit_rows(archive))
+        # No contentType: an image answers image/jpeg (PS3.18 9.1.2.1.5).
+        status, body, headers = await get(wado_uri(root, ct))
+        assert status == 200 and headers["Content-Type"] == "image/jpeg"
+        assert body.startswith(b"\xff\xd8")
+        status, body, headers = await get(wado_uri(root, ct, contentType="image/png"))
+        assert np.array_equal(pixels(body), pixels(render(ct, 0, RenderOptions(PNG))))
+        status, body, _ = await get(
+            wado_uri(
+                root,
+                ct,
+                contentType="image/png",
+                windowCenter="40",
+                windowWidth="400",
+                rows="64",
+                columns="64",
+                region="0.0,0.0,1.0,0.5",
+            )
+        )
+        assert status == 200
+        want = render(
+            ct,
+            0,
+            RenderOptions(
+                PNG, window=Window(40, 400), viewport=(64, 64), region=Region(0.0, 0.0, 1.0, 0.5)
+            ),
+        )
+        assert pixels(body).shape == (32, 64)
+        assert np.array_equal(pixels(body), pixels(want))
+        status, body, _ = await get(wado_uri(root, dose, contentType="image/png", frameNumber="9"))
+        assert np.array_equal(pixels(body), pixels(render(dose, 8, RenderOptions(PNG))))
+        shown = [r for r in (await audit_rows(archive))[before:] if r["action"] == "retrieve"]
+        assert len(shown) == 4 and all(r["detail"]["protocol"] == "wado-uri" for r in shown)
+
+        for params, status_wanted, named in [
+            ({"frameNumber": "16", "contentType": "image/png"}, 404, b"frame 16"),
+            ({"windowCenter": "40"}, 400, b"windowWidth"),
+            ({"region": "0.5,0.5,0.2,1"}, 400, b"region"),
+            ({"rows": "0"}, 400, b"rows"),
+        ]:
+            status, body, _ = await get(
+                wado_uri(root, ct if "frameNumber" not in params else dose, **params)
+            )
+            assert (status, named in body) == (status_wanted, True), (params, body)

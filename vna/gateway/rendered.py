@@ -31,15 +31,16 @@ from vna.dicom.render import (
     JPEG,
     PDF,
     CannotRender,
+    Region,
     Window,
 )
 from vna.errors import InvalidRequest
-from vna.gateway.auth import AUDIT, principal_of
 from vna.gateway.media import MULTIPART_RELATED, MediaType, parse_accept, parse_media_type
 from vna.gateway.request_context import ARCHIVE, base_url, caller_source
-from vna.gateway.wado import _check_access
+from vna.gateway.wado import audit_access, check_access
+from vna.gateway.wado_uri import ANSWERS, Answer, WadoUriRequest, uids_of
 from vna.retrieve import StoredInstance
-from vna.security.audit import RETRIEVE, Access
+from vna.security.audit import RETRIEVE
 from vna.security.query_scope import patient_scope
 
 #: VOI LUT Function values of the ``window`` parameter (PS3.18 8.3.5.1.3) and their PS3.3
@@ -215,6 +216,90 @@ async def thumbnail(request: web.Request) -> web.StreamResponse:
     raise refused or CannotRender("nothing in it renders as an image")
 
 
+# --- WADO-URI (PS3.18 9) ------------------------------------------------------------------
+
+
+def register_wado_uri() -> None:
+    """Serve WADO-URI's image content types (PS3.18 9.1.2.1.5) with rendered frames."""
+    for media_type in IMAGE_TYPES:
+        ANSWERS[media_type] = wado_uri_answer(media_type)
+
+
+def wado_uri_answer(media_type: str) -> Answer:
+    """The WADO-URI answer for ``contentType`` image/jpeg or image/png (PS3.18 9.1.2.2.2):
+    ``frameNumber``, ``windowCenter``/``windowWidth``, ``rows``/``columns``, ``region`` and
+    ``imageQuality`` honoured; the same reader, scope, availability and audit as WADO-RS."""
+
+    async def answer(
+        request: web.Request, instance: StoredInstance, parsed: WadoUriRequest
+    ) -> web.StreamResponse:
+        archive = request.app[ARCHIVE]
+        options = archive.renderer.options(
+            media_type,
+            window=_uri_window(parsed.params),
+            quality=_uri_int(parsed.params, "imageQuality", 1, 100),
+            viewport=_uri_viewport(parsed.params),
+            region=_uri_region(parsed.params.get("region")),
+        )
+        frame = _uri_int(parsed.params, "frameNumber", 1, 2**31 - 1) or 1
+        await archive.retriever.ensure_online([instance])
+        ((_, image),) = await archive.renderer.frames(instance, [frame], options)
+        await audit_access(
+            request, RETRIEVE, 1, detail={"rendition": media_type}, uids=uids_of(parsed)
+        )
+        return web.Response(body=image, content_type=media_type)
+
+    return answer
+
+
+def _uri_int(params: dict[str, str], name: str, low: int, high: int) -> int | None:
+    text = params.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be an integer: {text[:20]!r}") from None
+    if not low <= value <= high:
+        raise InvalidRequest(f"{name} must be between {low} and {high}")
+    return value
+
+
+def _uri_window(params: dict[str, str]) -> Window | None:
+    # PS3.18 9.1.2.2.9: windowCenter and windowWidth come together.
+    center, width = params.get("windowCenter"), params.get("windowWidth")
+    if center is None and width is None:
+        return None
+    if center is None or width is None:
+        raise InvalidRequest("windowCenter and windowWidth go together")
+    return parse_window(f"{center},{width}")
+
+
+def _uri_viewport(params: dict[str, str]) -> tuple[int, int] | None:
+    # PS3.18 9.1.2.2.5-6: rows and columns bound the image, the aspect ratio kept.
+    rows = _uri_int(params, "rows", 1, 8192)
+    columns = _uri_int(params, "columns", 1, 8192)
+    if rows is None and columns is None:
+        return None
+    return columns or 0, rows or 0
+
+
+def _uri_region(text: str | None) -> Region | None:
+    """``region=x1,y1,x2,y2``, fractions of the image from its top left (PS3.18 9.1.2.2.7)."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise InvalidRequest(f"region must be four numbers: {text[:60]!r}") from None
+    if len(values) != 4 or not all(0.0 <= v <= 1.0 for v in values):
+        raise InvalidRequest("region must be x1,y1,x2,y2 between 0.0 and 1.0")
+    left, top, right, bottom = values
+    if right <= left or bottom <= top:
+        raise InvalidRequest("region must run from its top left to its bottom right")
+    return Region(left, top, right, bottom)
+
+
 # --- helpers -----------------------------------------------------------------------------------
 
 
@@ -236,7 +321,7 @@ def _negotiate(request: web.Request, *, several: bool) -> Rendition:
 
 async def _find(request: web.Request, archive: Archive) -> list[StoredInstance]:
     m = request.match_info
-    await _check_access(request, archive)
+    await check_access(request, archive)
     scope = patient_scope(caller_source(request))
     return await archive.retriever.find(m["study"], m.get("series"), m.get("instance"), scope=scope)
 
@@ -289,20 +374,4 @@ def _answer(
 async def _audit(request: web.Request, instances: int, *, what: str) -> None:
     # One record per request naming the study disclosed (PS3.15 A.5.3.7): a thumbnail shows
     # a patient's images as surely as the instance does.
-    m = request.match_info
-    await request.app[AUDIT].record(
-        Access(
-            actor=principal_of(request).name,
-            origin=request.remote or "",
-            action=RETRIEVE,
-            study_uids=[m["study"]],
-            series_uid=m.get("series"),
-            sop_uid=m.get("instance"),
-            detail={
-                "protocol": "wado-rs",
-                "path": request.path,
-                "instances": instances,
-                "rendition": what,
-            },
-        )
-    )
+    await audit_access(request, RETRIEVE, instances, detail={"rendition": what})

@@ -4,9 +4,9 @@ The older single-object retrieve EMR portals and older viewers use.  ``contentTy
 what comes back (PS3.18 9.1.2.1.5 / 9.1.2.2.1): ``application/dicom`` is the stored object,
 bit-exact, in its stored transfer syntax; the image types (``image/jpeg``, ``image/png``, the
 default for images when ``contentType`` is absent) are rendered answers, added to
-``ANSWERS`` by the rendering module (issue 17 item 4); until then they are 406 naming the
-type.  Every answer goes through the same reader, access rule, query scope, availability and
-audit as WADO-RS.
+``ANSWERS`` by the rendering module (``vna.gateway.rendered.register_wado_uri``).  Every
+answer goes through the same reader, access rule, query scope, availability and audit as
+WADO-RS.
 """
 
 from __future__ import annotations

@@ -89,6 +89,7 @@ def create_app(archive: Archive) -> web.Application:
         r.add_get(f"{level}/rendered", rendered.rendered)
         r.add_get(f"{level}/thumbnail", rendered.thumbnail)
     wado_uri.register(app)  # GET /wado?requestType=WADO... (PS3.18 9)
+    rendered.register_wado_uri()  # its image/jpeg and image/png answers
     admin.register(app)  # /admin: conflicts, patient links, corrections, merges
     return app
 
