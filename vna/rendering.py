@@ -12,6 +12,7 @@ concurrent requests for one picture render it once.
 from __future__ import annotations
 
 import asyncio
+import copy
 import io
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
@@ -19,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate
 from pydicom.errors import InvalidDicomError
 
 from vna.config import RenderSettings
@@ -121,11 +123,7 @@ class Renderer:
             pending = asyncio.get_running_loop().create_future()
             self._pending[flight] = pending
             try:
-                data = await self.retriever.read(instance)
-                loop = asyncio.get_running_loop()
-                rendered = await loop.run_in_executor(
-                    self._pool, _render_frames, data, missing, options
-                )
+                rendered = await self._render(instance, missing, options)
                 pending.set_result(rendered)
             except BaseException as exc:
                 pending.set_exception(exc)
@@ -139,6 +137,33 @@ class Renderer:
             return rendered
         found.update(rendered)
         return [(f, found[f]) for f in frames]  # type: ignore[misc]
+
+    async def _render(
+        self, instance: StoredInstance, frames: Sequence[int] | None, options: RenderOptions
+    ) -> list[tuple[int, bytes]]:
+        """Render from the header and the frames' own bytes when the object's layout is known
+        (a frame of a 300-frame object costs one ranged read, not the object), else from the
+        whole object (deflated or big endian data, whose offsets are not the object's)."""
+        loop = asyncio.get_running_loop()
+        layout = await self.retriever.layout(instance)
+        pixels = layout.pixels if layout is not None else None
+        if pixels is None:
+            data = await self.retriever.read(instance)
+            return await loop.run_in_executor(self._pool, _render_frames, data, frames, options)
+        count = pixels.number_of_frames
+        wanted = list(range(1, count + 1)) if frames is None else list(frames)
+        past = [f for f in wanted if not 1 <= f <= count]
+        if past:
+            # PS3.18 10.4.1.1.2 (frame list): a frame the instance does not have is not found.
+            raise NotFound(f"frame {past[0]} is not in the instance, which has {count} frame(s)")
+        # Everything before the Pixel Data value: the header, up to the element's own tag,
+        # which is where pydicom stops reading (stop_before_pixels).
+        header_end = pixels.starts[0] if pixels.encapsulated else pixels.value_offset
+        header = await self.retriever.read_span(instance, 0, header_end)
+        values = await self.retriever.frames(instance, wanted)
+        return await loop.run_in_executor(
+            self._pool, _render_frame_values, header, pixels.encapsulated, wanted, values, options
+        )
 
     async def document(self, instance: StoredInstance) -> tuple[str, bytes] | None:
         """The encapsulated document an instance holds (its MIME type and bytes), or None."""
@@ -169,6 +194,32 @@ def _render_frames(
         # PS3.18 10.4.1.1.2 (frame list): a frame the instance does not have is not found.
         raise NotFound(f"frame {past[0]} is not in the instance, which has {count} frame(s)")
     return [(f, render(dataset, f - 1, options)) for f in wanted]
+
+
+def _render_frame_values(
+    header: bytes,
+    encapsulated: bool,
+    frames: list[int],
+    values: list[bytes],
+    options: RenderOptions,
+) -> list[tuple[int, bytes]]:
+    """Each frame rendered from the header and its own bytes, as a one-frame data set: the
+    decoders see exactly what a whole-object decode would give them for that frame."""
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(header), stop_before_pixels=True)
+    except (InvalidDicomError, ValueError, EOFError, KeyError) as exc:
+        raise Undecodable(f"the stored instance's header could not be parsed: {exc}") from exc
+    out = []
+    for number, value in zip(frames, values, strict=True):
+        one = copy.copy(dataset)
+        one.NumberOfFrames = 1
+        # PS3.5 A.4: one frame in its own fragment, after an empty Basic Offset Table.
+        one.PixelData = encapsulate([value]) if encapsulated else value
+        if encapsulated:
+            one["PixelData"].VR = "OB"
+            one["PixelData"].is_undefined_length = True
+        out.append((number, render(one, 0, options)))
+    return out
 
 
 def _document(data: bytes) -> tuple[str, bytes] | None:

@@ -28,6 +28,7 @@ from tests.integration.lifecycle_support import (
 )
 from tests.phantom import smooth_ct_study
 from tests.security_support import audit_rows, serving
+from vna import rendering
 from vna.config import Settings, SourceSettings
 from vna.dicom.render import PNG, Region, RenderOptions, Window, render
 from vna.security import tokens
@@ -91,8 +92,15 @@ async def test_instances_and_frames_render_as_pydicoms_pixels(
         _, inverted, _ = await get(f"{url_of(root, cr)}/rendered", "image/png")
         assert np.array_equal(pixels(inverted), 255 - pixels(normal))
 
-        # Frames in the order asked for, as multipart/related of PNG.
+        # Frames in the order asked for, as multipart/related of PNG; each rendered from the
+        # header and its own bytes, never a read of the whole object.
         dose = files[3]
+
+        async def whole(instance: Any) -> bytes:
+            raise AssertionError(f"whole object {instance.sop_uid} read to render a frame")
+
+        real_read = archive.retriever.read
+        archive.retriever.read = whole  # type: ignore[method-assign]
         status, body, headers = await get(
             f"{url_of(root, dose)}/frames/9,2/rendered", 'multipart/related; type="image/png"'
         )
@@ -100,6 +108,7 @@ async def test_instances_and_frames_render_as_pydicoms_pixels(
         parts = split_multipart(body, headers["Content-Type"])
         want = [render(dose, i, RenderOptions(PNG)) for i in (8, 1)]
         assert [pixels(p).tolist() for p in parts] == [pixels(w).tolist() for w in want]
+        archive.retriever.read = real_read  # type: ignore[method-assign]
         # One frame, one image; a window, quality and viewport from the query.
         status, body, headers = await get(
             f"{url_of(root, files[0])}/frames/1/rendered?window=40,400&viewport=64,64",
@@ -121,7 +130,7 @@ async def test_instances_and_frames_render_as_pydicoms_pixels(
 
 
 async def test_series_and_study_render_every_instance_and_thumbnails_are_small(
-    archive_settings: Settings, pydicom_test_dir: Path
+    archive_settings: Settings, pydicom_test_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ct = smooth_ct_study(series=2, slices=5, size=256)
     report = pydicom.dcmread(pydicom_test_dir / "test-SR.dcm")
@@ -146,21 +155,21 @@ async def test_series_and_study_render_every_instance_and_thumbnails_are_small(
         assert status == 406 and b"Pixel Data" in body
 
         # Thumbnails: one small JPEG; the series' is its middle instance.
-        reads = 0
-        real_read = archive.retriever.read
+        renders = 0
+        real_render = rendering.render
 
-        async def counted(instance: Any) -> bytes:
-            nonlocal reads
-            reads += 1
-            return await real_read(instance)
+        def counted(*args: Any, **kwargs: Any) -> bytes:
+            nonlocal renders
+            renders += 1
+            return real_render(*args, **kwargs)
 
-        archive.retriever.read = counted  # type: ignore[method-assign]
+        monkeypatch.setattr(rendering, "render", counted)
         for url in (f"{study}/thumbnail", f"{series}/thumbnail", f"{series}/thumbnail"):
             status, body, headers = await get(url)
             assert status == 200 and headers["Content-Type"] == "image/jpeg"
             image = Image.open(io.BytesIO(body))
             assert max(image.size) <= 128
-        assert reads == 1, "a series thumbnail is rendered once, then cached"
+        assert renders == 1, "a series thumbnail is rendered once, then cached"
         status, body, _ = await get(f"{series}/thumbnail", "image/png")
         assert status == 200
         middle = render(ct[2], 0, RenderOptions(PNG, viewport=(128, 128)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -234,3 +235,41 @@ def _synthetic(
     ds.PixelRepresentation = 1 if signed else 0
     ds.PixelData = pixels
     return ds
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "CT_small.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_RLE.dcm",
+        "examples_palette.dcm",
+        "examples_ybr_color.dcm",  # 30 JPEG baseline frames, YBR_FULL_422
+        "rtdose.dcm",
+        "SC_rgb_rle_2frame.dcm",
+        "JPEG2000.dcm",
+    ],
+)
+def test_a_frame_renders_from_the_header_and_its_own_bytes_as_from_the_whole_object(name):
+    from vna.dicom.frames import cut_frame, object_layout
+    from vna.rendering import _render_frame_values
+
+    path = get_testdata_file(name)
+    assert path is not None
+    data = Path(path).read_bytes()
+    ds = pydicom.dcmread(path)
+    layout = object_layout(data, str(ds.file_meta.TransferSyntaxUID))
+    assert layout is not None and layout.pixels is not None
+    pixels = layout.pixels
+    last = pixels.number_of_frames
+    header = data[: pixels.starts[0] if pixels.encapsulated else pixels.value_offset]
+    values = []
+    for number in (1, last):
+        start, length = pixels.span(number)
+        values.append(cut_frame(pixels, number, data[start : start + length]))
+    options = RenderOptions(media_type=PNG)
+    got = _render_frame_values(header, pixels.encapsulated, [1, last], values, options)
+    assert [n for n, _ in got] == [1, last]
+    for (number, image), index in zip(got, (0, last - 1), strict=True):
+        assert image == render(ds, index, options), (name, number)
