@@ -291,3 +291,18 @@ async def test_wado_uri_answers_jpeg_and_png_with_its_parameters(
                 wado_uri(root, ct if "frameNumber" not in params else dose, **params)
             )
             assert (status, named in body) == (status_wanted, True), (params, body)
+
+
+async def test_a_syntax_no_decoder_reads_is_406_with_the_reason(
+    archive_settings: Settings, pydicom_test_dir: Path
+) -> None:
+    # 12-bit JPEG Extended: none of the permissively licensed decoders reads it.
+    ds = pydicom.dcmread(pydicom_test_dir / "JPGExtended.dcm")
+    async with opened(archive_settings) as archive, serving(archive) as root:
+        await ingest(archive, [ds])
+        for what in ("rendered", "thumbnail", "frames/1/rendered"):
+            status, body, _ = await get(f"{url_of(root, ds)}/{what}")
+            assert status == 406, (what, body)
+            assert b"JPEG Extended" in body and b"12-bit" in body
+        status, body, _ = await get(wado_uri(root, ds, contentType="image/jpeg"))
+        assert status == 406 and b"12-bit" in body
