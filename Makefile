@@ -61,6 +61,11 @@ clean:
 bench: $(BIN)/.installed
 	$(BIN)/python bench/ingest.py $(ARGS)
 
+# Viewer side-by-side benchmark (open to first frame, frames/s, /rendered, multi-frame frame)
+.PHONY: bench-viewer
+bench-viewer: $(BIN)/.installed
+	$(BIN)/python bench/viewer.py $(ARGS)
+
 # DIMSE side-by-side benchmark (C-STORE, C-MOVE with dcmtk); pass options with ARGS=...
 .PHONY: bench-dimse
 bench-dimse: $(BIN)/.installed
