@@ -147,7 +147,10 @@ class Renderer:
         loop = asyncio.get_running_loop()
         layout = await self.retriever.layout(instance)
         pixels = layout.pixels if layout is not None else None
-        if pixels is None:
+        if pixels is None or pixels.number_of_frames == 0:
+            # No layout maps, or it counts no whole frame (a truncated value, or one it sizes
+            # otherwise than the decoder, like native YBR_FULL_422: PS3.3 C.7.6.3.1.2): the
+            # decoder reads the whole object and says what is wrong, if anything.
             data = await self.retriever.read(instance)
             return await loop.run_in_executor(self._pool, _render_frames, data, frames, options)
         count = pixels.number_of_frames
