@@ -78,7 +78,8 @@ def render_text(status: dict[str, Any]) -> str:
         for job in status["dead_jobs"]:
             error = (job["last_error"] or "").splitlines()[0][:100] if job["last_error"] else ""
             out.append(
-                f"  {job['id']:>8} {job['kind']:<16} after {job['attempts']} attempt(s): {error}"
+                f"  {job['id']:>8} {job['kind']:<16} after {_n(job['attempts'], 'attempt')}:"
+                f" {error}"
             )
     out.append("")
     out.append("tier        instances     stored bytes")
@@ -88,7 +89,7 @@ def render_text(status: dict[str, Any]) -> str:
     if c["original_bytes"]:
         share = 100 * c["saved_bytes"] / c["original_bytes"]
         out.append(
-            f"compression {c['compressed_instances']} instances compressed:"
+            f"compression {_n(c['compressed_instances'], 'instance')} compressed:"
             f" {human_bytes(c['original_bytes'])} -> {human_bytes(c['stored_bytes'])}"
             f" (saved {human_bytes(c['saved_bytes'])}, {share:.1f}%);"
             f" {c['uncompressed_instances']} stored as received"
@@ -98,15 +99,15 @@ def render_text(status: dict[str, Any]) -> str:
     r = status["retention"]
     out.append("")
     out.append(
-        f"retention   {r['studies']} studies: {r['due']} due now, {r['due_30']} in 30 days,"
+        f"retention   {_n(r['studies'], 'study')}: {r['due']} due now, {r['due_30']} in 30 days,"
         f" {r['due_90']} in 90 days, {r['due_365']} in a year; {r['indefinite']} kept"
         f" indefinitely; {r['stale']} awaiting computation"
     )
     for row in status["next_due"]:
         rules = ", ".join(x for x in row["rules"] if x)
-        out.append(f"  due on {row['due_on']}: {row['studies']} studies ({rules})")
+        out.append(f"  due on {row['due_on']}: {_n(row['studies'], 'study')} ({rules})")
     h = status["holds"]
-    out.append(f"legal holds {h['patients']} patients, {h['studies']} studies")
+    out.append(f"legal holds {_n(h['patients'], 'patient')}, {_n(h['studies'], 'study')}")
     if status["reviews"]:
         out.append("reviews")
         for rv in status["reviews"]:
@@ -116,6 +117,12 @@ def render_text(status: dict[str, Any]) -> str:
                 f" skipped {rv['skipped']}"
             )
     return "\n".join(out)
+
+
+def _n(count: int, noun: str) -> str:
+    """``1 study``, ``2 studies``: a count with its noun in the right number."""
+    many = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return f"{count} {noun if count == 1 else many}"
 
 
 def human_bytes(n: int | float) -> str:

@@ -154,6 +154,24 @@ resource "aws_s3_bucket_lifecycle_configuration" "dr" {
     }
   }
 
+  # Readiness probe objects (health/, see s3.tf) arrive here by replication; they go as they
+  # go on the primary.
+  rule {
+    id     = "expire-readiness-probes"
+    status = "Enabled"
+    filter {
+      prefix = "health/"
+    }
+
+    expiration {
+      days = 1
+    }
+
+    noncurrent_version_expiration {
+      noncurrent_days = 1
+    }
+  }
+
   depends_on = [aws_s3_bucket_versioning.dr]
 }
 

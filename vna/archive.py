@@ -140,14 +140,15 @@ def _prepare_incoming(root: Path) -> Path:
     file before answering), so a crashed process's leftovers are safe to drop.  Each process
     has its own subdirectory because several server processes may share one data directory.
     """
-    root.mkdir(parents=True, exist_ok=True)
+    # Uploads being received are patient data too: the archive's user only, like the store.
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
     for sub in root.iterdir():
         pid = sub.name.split(".")[0]
         if sub.is_dir() and pid.isdigit() and not _process_alive(int(pid)):
             shutil.rmtree(sub, ignore_errors=True)
     # The random part keeps a recycled pid, or two archives in one process, apart.
     mine = root / f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
-    mine.mkdir()
+    mine.mkdir(mode=0o700)
     return mine
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from vna.dicom.coercion import CoercionRule, rule_problem
 from vna.errors import ConfigError
+from vna.storage.factory import parse_store_url
 from vna.tiers import TIERS
 
 ENV_PREFIX = "VNA_"
@@ -45,7 +46,9 @@ _MODALITY = re.compile(r"^[A-Z0-9_ ]{1,16}$")
 
 @dataclass(frozen=True)
 class HttpSettings:
+    #: Address DICOMweb listens on (0.0.0.0: every interface; needs API tokens).
     host: str = "127.0.0.1"
+    #: TCP port of DICOMweb, /healthz and /metrics.
     port: int = 8080
     #: Bytes; a larger STOW-RS request body is refused with 413.
     max_request_bytes: int = 64 * 1024**3
@@ -54,8 +57,9 @@ class HttpSettings:
     #: Serve DICOMweb without API tokens to clients other than loopback ones.  Without it,
     #: ``vna serve`` refuses a non-loopback ``host`` until a token exists (vna tokens create).
     allow_unauthenticated: bool = False
-    #: PEM certificate chain and private key: HTTPS instead of HTTP.
+    #: PEM certificate chain: HTTPS instead of HTTP (with tls_key).
     tls_cert: Path | None = None
+    #: PEM private key of tls_cert.
     tls_key: Path | None = None
     #: Seconds a token lookup is remembered: a revoked token stops working within this delay.
     token_cache_seconds: int = 5
@@ -75,16 +79,20 @@ class DimseSettings:
     #: non-loopback address with no sources declared is refused at start-up unless
     #: ``allow_any_caller`` is set.
     host: str = ""
+    #: TCP port of DIMSE (104 is the registered dicom port, 2762 dicom-tls).
     port: int = 11112
+    #: The archive's own AE title (called AE title; Modifying System of coercions).
     ae_title: str = "VNA"
+    #: Associations served at once by one server process.
     max_associations: int = 32
     #: Seconds of silence before an association is aborted.
     network_timeout: int = 60
     #: Start the DIMSE listener with ``vna serve``; 0 disables it.
     enabled: bool = True
     #: DICOM TLS (PS3.15 B.12, BCP 195 TLS secure transport profile) on ``port`` (2762 is the
-    #: registered dicom-tls port): PEM certificate chain and private key of the archive.
+    #: registered dicom-tls port): PEM certificate chain of the archive (with tls_key).
     tls_cert: Path | None = None
+    #: PEM private key of tls_cert.
     tls_key: Path | None = None
     #: PEM CA certificates: when set, a caller must present a certificate one of them signed.
     tls_ca: Path | None = None
@@ -110,6 +118,7 @@ class IngestSettings:
 class QuerySettings:
     #: Upper bound on results of one QIDO-RS / C-FIND query.
     max_results: int = 10_000
+    #: Results of a QIDO-RS query that gives no ``limit``.
     default_limit: int = 1_000
 
 
@@ -142,6 +151,7 @@ class LifecycleSettings:
     lease_seconds: int = 300
     #: First retry delay of a failed job; doubles per attempt up to ``retry_max_seconds``.
     retry_base_seconds: int = 30
+    #: Longest retry delay of a failed job.
     retry_max_seconds: int = 3600
     #: How often tiering is evaluated over the whole catalogue.
     evaluate_every_seconds: int = 3600
@@ -292,11 +302,15 @@ class DrSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    #: The archive's data directory: embedded catalogue (pg/), objects (objects/), scratch.
     data_dir: Path = Path("vna-data")
-    #: Empty: embedded PostgreSQL under ``data_dir/pg``.
+    #: The catalogue: postgresql://USER:PASSWORD@HOST/DB; empty: embedded PostgreSQL under
+    #: ``data_dir/pg``.
     database_url: str = ""
-    #: Empty: ``file://<data_dir>/objects``.
+    #: The object store: file:///PATH or s3://BUCKET?region=...; empty:
+    #: ``file://<data_dir>/objects``.
     storage_url: str = ""
+    #: Log level of the servers (DEBUG, INFO, WARNING, ERROR); commands: -v.
     log_level: str = "INFO"
     #: This server's name when several servers of one deployment share ``data_dir`` (a shared
     #: volume) and an external catalogue (``database_url``).  Empty: one ``vna serve`` per
@@ -388,6 +402,96 @@ def environment_keys() -> list[str]:
         elif _is_scalar(hints[f.name]):
             keys.append(f"{ENV_PREFIX}{f.name}".upper())
     return keys
+
+
+#: Variables of the project's test suite and benchmarks: not the archive's, not misspelt.
+_TOOL_VARIABLES = frozenset(
+    {"VNA_TEST_DATABASE_URL", "VNA_BENCH_DATABASE_URL", "VNA_SOAK_SECONDS", "VNA_CHECKOV"}
+)
+
+
+@dataclass(frozen=True)
+class EnvironmentVariable:
+    name: str
+    #: The value when the variable is unset (and the file does not set the key), as text.
+    default: str
+    meaning: str
+
+
+def environment_variables() -> list[EnvironmentVariable]:
+    """Every variable the archive reads, with its default and meaning (the ``#:`` comment of
+    its field here, so the documentation cannot drift from the code)."""
+    out = [
+        EnvironmentVariable("VNA_CONFIG", "", "path of the TOML configuration file"),
+        EnvironmentVariable(
+            "VNA_CONFIG_TOML", "", "the whole TOML configuration in one variable (no file)"
+        ),
+    ]
+    hints = typing.get_type_hints(Settings)
+    top_docs = _field_docs(Settings)
+    for f in dataclasses.fields(Settings):
+        if f.name in _SECTIONS:
+            cls = _SECTIONS[f.name]
+            docs = _field_docs(cls)
+            for sub in dataclasses.fields(cls):
+                out.append(
+                    EnvironmentVariable(
+                        f"{ENV_PREFIX}{f.name}_{sub.name}".upper(),
+                        _default_text(sub),
+                        docs.get(sub.name, ""),
+                    )
+                )
+        elif _is_scalar(hints[f.name]):
+            out.append(
+                EnvironmentVariable(
+                    f"{ENV_PREFIX}{f.name}".upper(), _default_text(f), top_docs.get(f.name, "")
+                )
+            )
+    return out
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``VNA_*`` variables set that the archive does not read (a misspelt ``VNA_HTTP_PROT``
+    would otherwise be ignored in silence), each with the known name it is closest to."""
+    import difflib
+
+    env = os.environ if environ is None else environ
+    known = environment_keys()
+    found = []
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in known or name in _TOOL_VARIABLES:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        found.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return found
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """The ``#:`` comment lines above each field of a settings class, joined."""
+    import inspect
+
+    docs: dict[str, str] = {}
+    pending: list[str] = []
+    for line in inspect.getsource(cls).splitlines():
+        text = line.strip()
+        if text.startswith("#:"):
+            pending.append(text[2:].strip())
+            continue
+        field_line = re.match(r"^([a-z_][a-z0-9_]*)\s*:", text)
+        if field_line and pending:
+            docs[field_line.group(1)] = " ".join(" ".join(pending).replace("``", "").split())
+        if not text.startswith("#"):
+            pending = []
+    return docs
+
+
+def _default_text(f: dataclasses.Field[Any]) -> str:
+    if f.default is dataclasses.MISSING or f.default is None:
+        return ""
+    value = f.default
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def load_settings(
@@ -586,8 +690,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"'log_level' must be DEBUG, INFO, WARNING or ERROR, got {s.log_level!r}")
     if s.database_url and not s.database_url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("'database_url' must be a postgresql:// URL")
-    if s.storage_url and not s.storage_url.startswith(("file://", "s3://")):
-        raise ConfigError("'storage_url' must start with file:// or s3://")
+    if s.storage_url:
+        # Everything a store would refuse at start-up, refused here with the key's name.
+        parse_store_url(s.storage_url, "'storage_url'")
+    _validate_ports(s)
     if s.node_name and not _NAME.match(s.node_name):
         raise ConfigError("'node_name' must be 1-64 letters, digits, '_', '.' or '-'")
     for key, n in (
@@ -660,6 +766,18 @@ def _validate(s: Settings) -> None:
     _validate_replicas(s)
 
 
+def _validate_ports(s: Settings) -> None:
+    """DICOMweb and DIMSE cannot share a port (port 0: any free port, chosen apart), unless
+    they listen on two different specific addresses."""
+    if not s.dimse.enabled or s.http.port == 0 or s.http.port != s.dimse.port:
+        return
+    wildcard = ("", "0.0.0.0", "::", "*")
+    if s.http.host == s.dimse.host or s.http.host in wildcard or s.dimse.host in wildcard:
+        raise ConfigError(
+            f"'dimse.port' {s.dimse.port} is also 'http.port': DICOMweb and DIMSE need two ports"
+        )
+
+
 def _validate_tls(s: Settings) -> None:
     """Certificates and keys go in pairs; the files themselves are read at start-up."""
     for section, cert, key in (
@@ -722,8 +840,7 @@ def _validate_replicas(s: Settings) -> None:
         if replica.name in names:
             raise ConfigError(f"'{where}.name': replica {replica.name!r} is declared twice")
         names.add(replica.name)
-        if not replica.storage_url.startswith(("file://", "s3://")):
-            raise ConfigError(f"'{where}.storage_url' must start with file:// or s3://")
+        parse_store_url(replica.storage_url, f"'{where}.storage_url'")
         url = replica.storage_url.rstrip("/")
         if url in urls:
             raise ConfigError(f"'{where}.storage_url' is the same store as {urls[url]}")

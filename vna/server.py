@@ -18,7 +18,12 @@ from vna.errors import ConfigError
 from vna.gateway.dimse import DimseListener
 from vna.gateway.handoff_site import HandoffSite
 from vna.gateway.web import PREFIX, create_app
-from vna.security.authn import Authenticator, check_dimse_exposure, check_http_exposure
+from vna.security.authn import (
+    Authenticator,
+    check_dimse_exposure,
+    check_http_exposure,
+    is_loopback_host,
+)
 from vna.security.tls import http_context
 from vna.server_lock import ServerLock
 
@@ -146,9 +151,8 @@ async def _serve(
                 else "DICOMweb and /admin serve loopback clients only,",
             )
         if not settings.sources and not worker:
-            log.warning(
-                "no sources declared: every sender is accepted and stored as source DEFAULT"
-            )
+            # Once per server (the first worker), whatever the number of workers.
+            log.warning(_no_sources_notice(settings))
         stop = _stop_event()
         freeze_startup_objects()
         lifecycle = None
@@ -173,6 +177,17 @@ async def _serve(
             await runner.cleanup()
         await archive.close()
         log.info("stopped")
+
+
+def _no_sources_notice(settings: Settings) -> str:
+    """What an archive without sources accepts, and from where (closed by default)."""
+    notice = "no sources declared: every sender is accepted and stored as source DEFAULT"
+    if not settings.dimse.enabled:
+        return notice
+    host = settings.dimse_host
+    if is_loopback_host(host):
+        return f"{notice}; DIMSE listens on {host} only (declare [[sources]] to accept others)"
+    return f"{notice}; DIMSE accepts any calling AE title on {host} (dimse.allow_any_caller)"
 
 
 def _stop_event() -> asyncio.Event:

@@ -162,3 +162,19 @@ def test_a_node_name_needs_a_shared_catalogue(tmp_path: Path) -> None:
         "vna: configuration error: 'node_name' needs a shared catalogue: set database_url"
         " (an embedded PostgreSQL belongs to one server)"
     ]
+
+
+def test_serve_says_once_that_dimse_is_loopback_only(
+    tmp_path: Path, database_url: str, servers: list[Server]
+) -> None:
+    """Closed by default (issue 23, item 4), said at start-up, once for all workers."""
+    server = Server(tmp_path / "data", database_url, VNA_HTTP_WORKERS="2")
+    servers.append(server)
+    proc = server.start()
+    server.wait_ready()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    server.proc = None
+    said = [line for line in err.splitlines() if "no sources declared" in line]
+    assert len(said) == 1, err
+    assert "DIMSE listens on 127.0.0.1 only" in said[0]

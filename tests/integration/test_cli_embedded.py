@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
 from tests.factory import ct_study
 
 VNA = Path(sys.executable).with_name("vna")
@@ -141,3 +142,34 @@ def test_interrupted_import_says_how_far_it_got_and_a_rerun_continues(workdir: P
     assert m, rerun.stdout
     assert int(m.group(2)) >= stored
     assert int(m.group(1)) + int(m.group(2)) == total
+
+
+def test_serve_tags_each_log_line_with_its_worker_once(workdir: Path) -> None:
+    env = {
+        **ENV,
+        "VNA_HTTP_WORKERS": "2",
+        "VNA_HTTP_PORT": str(free_port()),
+        "VNA_DIMSE_PORT": str(free_port()),
+        "VNA_DIMSE_HOST": "127.0.0.1",
+    }
+    log_path = workdir / "serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([str(VNA), "serve"], cwd=workdir, env=env, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while "2 workers serving" not in log_path.read_text():
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = log_path.read_text().splitlines()
+    listening = [line for line in lines if "DICOMweb listening on" in line]
+    assert sorted(re.findall(r"\[worker (\d)\]", " ".join(listening))) == ["0", "1"]
+    for line in lines:
+        assert line.count("[worker ") <= 1, line
+        if "vna.supervisor" in line:
+            assert "[worker" not in line, line  # the supervisor's own lines carry no tag

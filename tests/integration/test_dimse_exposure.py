@@ -291,3 +291,20 @@ async def test_objects_are_readable_by_the_archive_user_only(tmp_path: Path) -> 
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     for path in dirs:
         assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+
+
+async def test_uploads_being_received_are_private_too(archive_settings: Settings) -> None:
+    previous = os.umask(0o022)
+    try:
+        archive = await Archive.open(archive_settings)
+    finally:
+        os.umask(previous)
+    try:
+        for path in (
+            archive.incoming,
+            archive.incoming.parent,
+            archive.settings.data_dir / "objects",
+        ):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    finally:
+        await archive.close()

@@ -83,7 +83,7 @@ def test_lifecycle_commands(cli, archive_settings: Settings, tmp_path: Path, cap
 
     assert cli("lifecycle", "run", "--once") == 0
     out = capsys.readouterr().out
-    assert "done 4 job(s) (instance-stored 4)" in out and "retention computed" in out
+    assert "done 4 jobs (instance-stored 4)" in out and "retention computed" in out
 
     assert cli("hold", "set", "--patient", "HELD", "--reason", "court order 12/26") == 0
     assert "legal hold 1 set on the patient HELD" in capsys.readouterr().out
@@ -98,7 +98,7 @@ def test_lifecycle_commands(cli, archive_settings: Settings, tmp_path: Path, cap
 
     page = tmp_path / "review.html"
     assert cli("retention", "review", "--format", "html", "--output", str(page)) == 0
-    assert f"retention review {review['review'] + 1}: 1 studies due" in capsys.readouterr().out
+    assert f"retention review {review['review'] + 1}: 1 study due" in capsys.readouterr().out
     html = page.read_text()
     assert "<svg" in html and "court order 12/26" in html and "<script" not in html
 
@@ -106,7 +106,7 @@ def test_lifecycle_commands(cli, archive_settings: Settings, tmp_path: Path, cap
     rows = capsys.readouterr().out.splitlines()
     assert rows[0].startswith("state,study_uid") and len(rows) == 3
 
-    assert cli("retention", "approve", str(review["review"])) == 0
+    assert cli("retention", "approve", str(review["review"]), "--as", "Jane Roe", "--yes") == 0
     assert "deleted 1 study" in capsys.readouterr().out
 
     assert cli("retention", "show", str(review["review"])) == 0
@@ -118,18 +118,18 @@ def test_lifecycle_commands(cli, archive_settings: Settings, tmp_path: Path, cap
     assert status["compression"]["compressed_instances"] == 2
     assert status["holds"]["patients"] == 1
     assert cli("lifecycle", "status") == 0
-    assert "legal holds 1 patients" in capsys.readouterr().out
+    assert "legal holds 1 patient," in capsys.readouterr().out
 
     assert cli("hold", "release", "1", "--reason", "case closed") == 0
     assert "released" in capsys.readouterr().out
     assert cli("lifecycle", "retry", "--all-dead") == 0
-    assert "queued again: 0 job(s)" in capsys.readouterr().out
+    assert "queued again: 0 jobs" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["retention", "approve", "999"], "vna: no retention review 999"),
+        (["retention", "approve", "999", "--as", "J", "--yes"], "vna: no retention review 999"),
         (["retention", "review", "--as-of", "31/12/2030"], "vna: --as-of must be a date"),
         (["hold", "release", "42"], "vna: no legal hold 42"),
         (["hold", "set", "--study", "1.2.3", "--reason", "x"], "vna: study 1.2.3 is not in"),

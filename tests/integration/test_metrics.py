@@ -119,6 +119,7 @@ async def test_dimse_associations_and_operations(
 
     assert value("vna_dimse_associations_total", result="accepted") == 1
     assert value("vna_dimse_associations_total", result="rejected-called-ae") == 1
+    assert value("vna_dimse_associations_total", result="rejected-other") == 0  # counted once
     assert value("vna_dimse_operations_total", operation="C-ECHO", status="0000") == 1
     assert value("vna_dimse_operations_total", operation="C-STORE", status="0000") == 1
     # The final answer only: the pending match is not an operation.

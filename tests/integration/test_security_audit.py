@@ -282,6 +282,7 @@ async def test_every_access_is_audited_and_exported(
     lines = out.splitlines()
     assert lines[0].startswith("at (UTC)") and len(lines) == 1 + 4  # store, query, metadata, C-GET
     assert any("C-GET" in line and "PAT002" in line for line in lines)
+    assert any(uid2 in line for line in lines[1:])  # the whole UID, not cut short
     code, _, err = await vna(capsys, config, "audit", "--since", "yesterday")
     assert code == 1 and "--since 'yesterday' is not a date" in err
 

@@ -14,6 +14,7 @@ from tests.factory import ct_study, part10, stow_body
 from vna.config import Settings, SourceSettings
 
 TOKEN = "token-hosp1"
+KEEP_TOKEN = "token-keep"
 
 
 @pytest.fixture
@@ -23,12 +24,20 @@ def archive_settings(archive_settings: Settings) -> Settings:
         issuer_of_patient_id="HOSP1",
         token_sha256=hashlib.sha256(TOKEN.encode()).hexdigest(),
     )
-    return dataclasses.replace(archive_settings, sources=(source,))
+    keep = SourceSettings(
+        name="KEEP",
+        issuer_of_patient_id="HOSP1",
+        token_sha256=hashlib.sha256(KEEP_TOKEN.encode()).hexdigest(),
+        on_conflict="keep-both",
+    )
+    return dataclasses.replace(archive_settings, sources=(source, keep))
 
 
-async def stow(url: str, parts: list[bytes]) -> tuple[int, list[str], dict[str, Any]]:
+async def stow(
+    url: str, parts: list[bytes], token: str = TOKEN
+) -> tuple[int, list[str], dict[str, Any]]:
     body, content_type = stow_body(parts)
-    headers = {"Content-Type": content_type, "Authorization": f"Bearer {TOKEN}"}
+    headers = {"Content-Type": content_type, "Authorization": f"Bearer {token}"}
     async with (
         aiohttp.ClientSession() as http,
         http.post(f"{url}/studies", data=body, headers=headers) as resp,
@@ -67,3 +76,12 @@ async def test_a_refusal_and_a_coercion_in_one_request_both_say_why(archive, dic
     text = " ".join(warnings)
     assert "1 instance stored with WarningReason B000" in text
     assert "not a DICOM Part 10 file" in text
+
+
+async def test_a_quarantined_version_says_so(archive, dicomweb):
+    (ds,) = ct_study(series=1, slices=1)
+    assert (await stow(dicomweb, [part10(ds)], KEEP_TOKEN))[0] == 202
+    ds.StudyDescription = "ANOTHER VERSION"
+    status, warnings, _ = await stow(dicomweb, [part10(ds)], KEEP_TOKEN)
+    assert status == 202
+    assert any("quarantined as conflict" in w for w in warnings), warnings

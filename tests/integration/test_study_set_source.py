@@ -117,6 +117,15 @@ async def test_set_source_from_an_ae_title_refiles_audits_and_undoes(
     before = {ds.SOPInstanceUID: await stored_object(archive, ds) for ds in sent["hosp1"]}
     assert await filing(archive, uid) == ("P7^^^", "DEFAULT", ["DEFAULT"])
 
+    # A look first: nothing changes.
+    code, out, err = await vna(
+        "studies", "set-source", "--from-ae", "HOSP1PACS", "--source", "HOSP1", "--dry-run"
+    )
+    assert code == 0, err
+    assert f"would file study {uid} (P7, source DEFAULT) as HOSP1 under P7^^^HOSP1" in out
+    assert "would re-file 2 of 2 studies" in out
+    assert await filing(archive, uid) == ("P7^^^", "DEFAULT", ["DEFAULT"])
+
     code, out, err = await vna(
         "studies", "set-source", "--from-ae", "HOSP1PACS", "--source", "HOSP1"
     )

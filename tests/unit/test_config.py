@@ -464,7 +464,9 @@ def test_cli_config_check_prints_effective_values(tmp_path: Path) -> None:
 def test_cli_config_env_lists_variables(tmp_path: Path) -> None:
     result = run_vna("config", "env", cwd=tmp_path)
     assert result.returncode == 0
-    assert result.stdout.split() == environment_keys()
+    header, *lines = result.stdout.splitlines()
+    assert header.split() == ["variable", "default", "meaning"]
+    assert [line.split()[0] for line in lines] == environment_keys()
 
 
 def test_cors_origins_none_by_default_read_from_file_and_environment(tmp_path: Path) -> None:

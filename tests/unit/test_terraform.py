@@ -299,10 +299,12 @@ def test_readiness_probes_reach_the_tasks_and_expire(cfg: Config) -> None:
         _ref(r["security_group_id"], "aws_security_group") == "nlb" and r["from_port"] == 8080
         for r in egress.values()
     )
-    rules = _by_bucket(cfg, "aws_s3_bucket_lifecycle_configuration")["primary"]["rule"]
-    (probes,) = [r for r in rules if "health/" in str(r.get("filter"))]
-    assert probes["expiration"][0]["days"] == 1
-    assert probes["noncurrent_version_expiration"][0]["noncurrent_days"] == 1
+    # On the primary, and on the DR bucket the primary replicates them to.
+    for bucket in ("primary", "dr"):
+        rules = _by_bucket(cfg, "aws_s3_bucket_lifecycle_configuration")[bucket]["rule"]
+        (probes,) = [r for r in rules if "health/" in str(r.get("filter"))]
+        assert probes["expiration"][0]["days"] == 1, bucket
+        assert probes["noncurrent_version_expiration"][0]["noncurrent_days"] == 1, bucket
 
 
 def test_cross_region_replication_to_dr_bucket(cfg: Config) -> None:

@@ -22,6 +22,7 @@ source's name; the same undo puts both back.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vna.admin.patients import Identity, apply_change, identity_values
@@ -148,13 +149,30 @@ async def move_study(
     )
 
 
-async def set_source(
-    archive: Archive, study_uid: str, source_name: str, *, actor: str, origin: str = ""
-) -> int:
-    """Re-file the study under the declared source ``source_name``: its patient becomes
-    PatientID with the source's issuer of patient ID (a patient already in the archive under
-    that identity, or a new one with the study's demographics), and its instances are filed as
-    that source.  Returns the change id (for ``undo_change``)."""
+@dataclass(frozen=True)
+class SourcePlan:
+    """What ``set_source`` would do to one study (``vna studies set-source --dry-run``)."""
+
+    study_uid: str
+    current: Identity
+    target: Identity
+    #: The sources the study's instances are filed as now.
+    sources: tuple[str, ...]
+    source: str
+    #: Whether the target identity is a patient already in the archive (the study joins it).
+    joins_patient: bool
+
+
+async def plan_set_source(archive: Archive, study_uid: str, source_name: str) -> SourcePlan:
+    """Check a re-attribution without changing anything; InvalidRequest or NotFound say why
+    it cannot be done."""
+    plan, *_ = await _plan_set_source(archive, study_uid, source_name)
+    return plan
+
+
+async def _plan_set_source(
+    archive: Archive, study_uid: str, source_name: str
+) -> tuple[SourcePlan, Any, list[Any], Any, Any]:
     _check(study_uid)
     source = archive.settings.source_named(source_name)
     if source is None:
@@ -167,18 +185,39 @@ async def set_source(
         current = Identity(study["patient_id"], study["issuer"])
         # A source that declares no issuer keeps the one the study has.
         target = Identity(current.patient_id, source.issuer_of_patient_id or current.issuer)
-        sources = await conn.fetch(q("instance_sources_of_study"), study["id"])
+        sources = list(await conn.fetch(q("instance_sources_of_study"), study["id"]))
         study_source = await conn.fetchval(q("study_source"), study["id"])
         if target == current and all(r["source"] == source.name for r in sources):
             raise InvalidRequest(
                 f"study {study_uid} is already filed as source {source.name} under {current}"
             )
         dst = await conn.fetchrow(q("find_patient_row"), target.patient_id, target.issuer)
-        instances = (
-            await conn.fetch(q("instances_of_study_row"), study["id"])
-            if (target != current)
-            else []
-        )
+    plan = SourcePlan(
+        study_uid=study_uid,
+        current=current,
+        target=target,
+        sources=tuple(sorted({r["source"] for r in sources})) or (study_source,),
+        source=source.name,
+        joins_patient=dst is not None and target != current,
+    )
+    return plan, study, sources, study_source, dst
+
+
+async def set_source(
+    archive: Archive, study_uid: str, source_name: str, *, actor: str, origin: str = ""
+) -> int:
+    """Re-file the study under the declared source ``source_name``: its patient becomes
+    PatientID with the source's issuer of patient ID (a patient already in the archive under
+    that identity, or a new one with the study's demographics), and its instances are filed as
+    that source.  Returns the change id (for ``undo_change``)."""
+    plan, study, sources, study_source, dst = await _plan_set_source(
+        archive, study_uid, source_name
+    )
+    current, target = plan.current, plan.target
+    instances: list[Any] = []
+    if target != current:
+        async with archive.db.acquire() as conn:
+            instances = list(await conn.fetch(q("instances_of_study_row"), study["id"]))
     if target == current:
         header_values: dict[str, str | None] = {}  # the objects already say it
     elif dst is not None:
@@ -199,9 +238,8 @@ async def set_source(
                 study["sex"],
             )
             await conn.execute(q("move_studies"), [study["id"]], target_fk)
-        await conn.execute(q("set_study_source"), study["id"], source.name)
+        await conn.execute(q("set_study_source"), study["id"], plan.source)
 
-    previous_sources = sorted({r["source"] for r in sources}) or [study_source]
     return await apply_change(
         archive,
         kind="study-set-source",
@@ -217,7 +255,7 @@ async def set_source(
             "instance_sources": [r["source"] for r in sources],
         },
         changes={
-            "source": {"from": ", ".join(previous_sources), "to": source.name},
+            "source": {"from": ", ".join(plan.sources), "to": plan.source},
             "into": str(target),
         },
         catalogue=catalogue,

@@ -14,12 +14,13 @@ from vna.admin import conflicts as c
 from vna.admin import patients as p
 from vna.admin import studies as st_admin
 from vna.admin.patients import Identity
+from vna.cli.options import PATIENT_HELP, add_format, patient_option
 from vna.config import Settings
 from vna.dicom.corrections import STUDY_ATTRIBUTES
 from vna.errors import InvalidRequest
 
 COMMANDS = ("patients", "studies", "conflicts")
-_IDENTITY = "patient identity: ID^^^ISSUER (or ID alone, for no issuer)"
+_IDENTITY = PATIENT_HELP
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,13 +28,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     pts = pt.add_subparsers(dest="patients_command", required=True)
     ls = pts.add_parser("list", help="patients (with their linked identities)")
     ls.add_argument("patient", nargs="?", metavar="PATIENT", help=_IDENTITY)
-    ls.add_argument("--json", action="store_true")
+    add_format(ls)
     lk = pts.add_parser("link", help="declare two identities the same person")
     lk.add_argument("a", metavar="PATIENT", help=_IDENTITY)
     lk.add_argument("b", metavar="OTHER", help=_IDENTITY)
-    lk.add_argument("--reason", default="")
+    lk.add_argument("--reason", default="", help="why (kept in the audit trail)")
     ul = pts.add_parser("unlink", help="remove a link")
-    ul.add_argument("link_id", type=int, metavar="LINK_ID")
+    ul.add_argument("link_id", type=int, metavar="LINK_ID", help="as listed by vna patients links")
     lks = pts.add_parser(
         "links", help="the links of a patient and every identity reached, or --pending ones"
     )
@@ -43,7 +44,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         action="store_true",
         help="links the archive proposes (a second source sent an identical instance)",
     )
-    lks.add_argument("--json", action="store_true")
+    add_format(lks)
     al = pts.add_parser("accept-link", help="accept a pending link: the identities are linked")
     al.add_argument("pending_id", type=int, metavar="PENDING_ID", help="from links --pending")
     al.add_argument("--reason", default="", help="recorded with the link")
@@ -61,17 +62,19 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     mg.add_argument("target", metavar="TARGET", help=_IDENTITY)
     for name in ("undo", "unmerge"):
         un = pts.add_parser(name, help="undo a correction or merge")
-        un.add_argument("change_id", type=int, metavar="CHANGE_ID")
+        un.add_argument(
+            "change_id", type=int, metavar="CHANGE_ID", help="as listed by vna patients changes"
+        )
     ch = pts.add_parser("changes", help="corrections and merges, newest first")
-    ch.add_argument("--json", action="store_true")
+    add_format(ch)
 
     st = sub.add_parser("studies", help="studies: show, correct, move to another patient, undo")
     sts = st.add_subparsers(dest="studies_command", required=True)
     sh = sts.add_parser("show", help="a study's attributes, patient and changes")
-    sh.add_argument("study_uid", metavar="STUDY_UID")
-    sh.add_argument("--json", action="store_true")
+    sh.add_argument("study_uid", metavar="STUDY_UID", help="StudyInstanceUID")
+    add_format(sh)
     su = sts.add_parser("update", help="correct study attributes in the catalogue and the objects")
-    su.add_argument("study_uid", metavar="STUDY_UID")
+    su.add_argument("study_uid", metavar="STUDY_UID", help="StudyInstanceUID")
     su.add_argument(
         "--set",
         dest="values",
@@ -81,9 +84,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help=f"one of {', '.join(STUDY_ATTRIBUTES)} (repeat for several)",
     )
     sm = sts.add_parser("move", help="file the study under another patient (IOCM reconciliation)")
-    sm.add_argument("study_uid", metavar="STUDY_UID")
-    sm.add_argument("--to-patient", required=True, metavar="PATIENT_ID", help="PatientID")
-    sm.add_argument("--issuer", default="", help="IssuerOfPatientID (omit: none)")
+    sm.add_argument("study_uid", metavar="STUDY_UID", help="StudyInstanceUID")
+    sm.add_argument("--to-patient", required=True, metavar="PATIENT", help=f"target {_IDENTITY}")
+    sm.add_argument(
+        "--issuer", help="IssuerOfPatientID of --to-patient (or write ID^^^ISSUER; omit: none)"
+    )
     ss = sts.add_parser(
         "set-source",
         help="re-file studies under a declared source, with its issuer of patient ID",
@@ -97,20 +102,33 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="every study filed as DEFAULT that this calling AE title sent (DIMSE)",
     )
     ss.add_argument("--source", required=True, help="the declared source to file them as")
+    ss.add_argument(
+        "--dry-run", action="store_true", help="list what would be re-filed; change nothing"
+    )
     sn = sts.add_parser("undo", help="undo a study correction, move or set-source")
-    sn.add_argument("change_id", type=int, metavar="CHANGE_ID")
+    sn.add_argument("change_id", type=int, metavar="CHANGE_ID", help="as shown by vna studies show")
 
     cf = sub.add_parser("conflicts", help="quarantined versions of archived instances")
     cfs = cf.add_subparsers(dest="conflicts_command", required=True)
     cl = cfs.add_parser("list", help="conflicts (open ones unless --state)")
-    cl.add_argument("--state", choices=(*c.STATES, "all"), default="open")
-    cl.add_argument("--json", action="store_true")
+    cl.add_argument(
+        "--state", choices=(*c.STATES, "all"), default="open", help="which conflicts (open)"
+    )
+    add_format(cl)
     cs = cfs.add_parser("show", help="a conflict and how it differs from the archived version")
-    cs.add_argument("conflict_id", type=int, metavar="CONFLICT_ID")
-    cs.add_argument("--json", action="store_true")
+    cs.add_argument(
+        "conflict_id", type=int, metavar="CONFLICT_ID", help="as listed by vna conflicts list"
+    )
+    add_format(cs)
     cr = cfs.add_parser("resolve", help="accept (replace the archived version) or discard")
-    cr.add_argument("conflict_id", type=int, metavar="CONFLICT_ID")
-    cr.add_argument("action", choices=c.ACTIONS)
+    cr.add_argument(
+        "conflict_id", type=int, metavar="CONFLICT_ID", help="as listed by vna conflicts list"
+    )
+    cr.add_argument(
+        "action",
+        choices=c.ACTIONS,
+        help="accept: the quarantined version replaces the archived one; discard: drop it",
+    )
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -132,7 +150,7 @@ async def _conflicts(archive: Any, args: argparse.Namespace, actor: str) -> int:
     cmd = args.conflicts_command
     if cmd == "list":
         rows = await c.list_conflicts(archive.db, None if args.state == "all" else args.state)
-        if args.json:
+        if args.format == "json":
             _print_json(rows)
         else:
             _table(
@@ -142,7 +160,7 @@ async def _conflicts(archive: Any, args: argparse.Namespace, actor: str) -> int:
         return 0
     if cmd == "show":
         shown = await c.show_conflict(archive.db, args.conflict_id)
-        if args.json:
+        if args.format == "json":
             _print_json(shown)
             return 0
         conflict = shown["conflict"]
@@ -171,7 +189,7 @@ async def _patients(archive: Any, args: argparse.Namespace, actor: str) -> int:
     if cmd == "list":
         who = Identity.parse(args.patient) if args.patient else None
         rows = await p.find_patients(archive.db, who)
-        if args.json:
+        if args.format == "json":
             _print_json(rows)
         else:
             for r in rows:
@@ -197,7 +215,7 @@ async def _patients(archive: Any, args: argparse.Namespace, actor: str) -> int:
         return 0
     if cmd == "links" and args.pending:
         pending = await p.pending_links(archive.db)
-        if args.json:
+        if args.format == "json":
             _print_json(pending)
             return 0
         if not pending:
@@ -224,7 +242,7 @@ async def _patients(archive: Any, args: argparse.Namespace, actor: str) -> int:
         if not args.patient:
             raise InvalidRequest("name a PATIENT (ID^^^ISSUER), or list --pending links")
         links = await p.links_of(archive.db, Identity.parse(args.patient))
-        if args.json:
+        if args.format == "json":
             _print_json(links)
         else:
             for link in links["links"]:
@@ -264,7 +282,7 @@ async def _patients(archive: Any, args: argparse.Namespace, actor: str) -> int:
         print(f"change {args.change_id} undone")
         return 0
     rows = await p.list_changes(archive.db)
-    if args.json:
+    if args.format == "json":
         _print_json(rows)
     else:
         _table(
@@ -289,7 +307,7 @@ async def _studies(archive: Any, args: argparse.Namespace, actor: str) -> int:
     cmd = args.studies_command
     if cmd == "show":
         shown = await st_admin.show_study(archive.db, args.study_uid)
-        if args.json:
+        if args.format == "json":
             _print_json(shown)
             return 0
         study = shown["study"]
@@ -313,7 +331,8 @@ async def _studies(archive: Any, args: argparse.Namespace, actor: str) -> int:
         print(f"change {change}: study {args.study_uid} updated (undo: vna studies undo {change})")
         return 0
     if cmd == "move":
-        target = Identity(args.to_patient.strip(), args.issuer.strip())
+        patient_id, issuer = patient_option(args.to_patient, args.issuer, "--to-patient")
+        target = Identity(patient_id, issuer or "")
         change = await st_admin.move_study(archive, args.study_uid, target, actor=actor)
         print(
             f"change {change}: study {args.study_uid} moved to patient {target}"
@@ -340,6 +359,14 @@ async def _set_source(archive: Any, args: argparse.Namespace, actor: str) -> int
     failed = 0
     for uid in uids:
         try:
+            if args.dry_run:
+                plan = await st_admin.plan_set_source(archive, uid, args.source)
+                joins = " (an existing patient)" if plan.joins_patient else ""
+                print(
+                    f"would file study {uid} ({plan.current}, source {', '.join(plan.sources)})"
+                    f" as {plan.source} under {plan.target}{joins}"
+                )
+                continue
             change = await st_admin.set_source(archive, uid, args.source, actor=actor)
         except InvalidRequest as exc:
             if len(uids) == 1:
@@ -353,7 +380,8 @@ async def _set_source(archive: Any, args: argparse.Namespace, actor: str) -> int
         )
     done = len(uids) - failed
     if len(uids) > 1:
-        print(f"re-filed {done} of {len(uids)} {'study' if len(uids) == 1 else 'studies'}")
+        verb = "would re-file" if args.dry_run else "re-filed"
+        print(f"{verb} {done} of {len(uids)} {'study' if len(uids) == 1 else 'studies'}")
     return 0 if done or not uids else 1
 
 

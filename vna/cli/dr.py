@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from vna.cli.options import add_format
 from vna.config import Settings
 from vna.errors import InvalidRequest
 
@@ -24,7 +25,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = sub.add_parser("dr", help="disaster recovery: replication status, drills, failover")
     drs = p.add_subparsers(dest="dr_command", required=True)
     st = drs.add_parser("status", help="per replica: replicated, backlog, RPO, last checks")
-    st.add_argument("--format", choices=("text", "json"), default="text")
+    add_format(st)
     drill = drs.add_parser(
         "drill", help="serve from a replica as if the primary store were lost; report RPO/RTO"
     )
@@ -36,7 +37,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     drill.add_argument(
         "--max-rpo", type=float, metavar="SECONDS", help="fail the drill above this RPO"
     )
-    drill.add_argument("--format", choices=("text", "json"), default="text")
+    add_format(drill)
     fo = drs.add_parser("failover", help="make a replica the active store (reads and writes)")
     fo.add_argument("--to", required=True, metavar="NAME", help="the replica to serve from")
     fo.add_argument(

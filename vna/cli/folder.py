@@ -64,8 +64,9 @@ async def run_import(
 
     use_io_threads(settings)
     summary = ImportSummary()
-    archive = await Archive.open(settings)
+    archive: Archive | None = None
     try:
+        archive = await Archive.open(settings)
         sender = Sender(source=source, protocol="import", actor=f"user:{getpass.getuser()}")
         await import_paths(
             archive.ingester,
@@ -76,7 +77,8 @@ async def run_import(
             summary=summary,
         )
     except (asyncio.CancelledError, KeyboardInterrupt):
-        # Ctrl-C: the files in hand were finished (import_paths waits for them).
+        # Ctrl-C (while the archive opens, too): the files in hand were finished
+        # (import_paths waits for them).
         bar.close()
         print(
             f"vna: import interrupted after {summary.seen} of {total} files: {_counts(summary)};"
@@ -88,7 +90,8 @@ async def run_import(
         raise
     finally:
         bar.close()
-        await archive.close()
+        if archive is not None:
+            await archive.close()
     print(_counts(summary))
     _list("skipped (not DICOM)", [str(p) for p in summary.not_dicom])
     _list("failed", [f"{path}: {reason}" for path, reason in summary.failed])

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from lifecycle import queue, report, retention, status
+from lifecycle.policy.deletion import Verdict
 from lifecycle.worker import run_workers
 from vna.archive import Archive
+from vna.cli.options import plural
 from vna.config import Settings
 from vna.errors import InvalidRequest
 
@@ -66,7 +68,7 @@ async def lifecycle_run(
         tick = summary.ticks[0] if summary.ticks else None
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(summary.done.items()))
         print(
-            f"done {sum(summary.done.values())} job(s)"
+            f"done {plural(sum(summary.done.values()), 'job')}"
             + (f" ({kinds})" if kinds else "")
             + f"; retried {sum(summary.retried.values())}; dead {sum(summary.dead.values())};"
             f" waiting {sum(summary.rescheduled.values())}"
@@ -75,7 +77,8 @@ async def lifecycle_run(
             moves = tick.tiering.queued if tick.tiering else {}
             queued = ", ".join(f"{n} to {tier}" for tier, n in sorted(moves.items())) or "none"
             print(
-                f"retention computed for {tick.retention_recomputed} studies; approved deletions"
+                f"retention computed for {plural(tick.retention_recomputed, 'study')};"
+                " approved deletions"
                 f" carried out: {len(tick.deleted)}; study moves queued: {queued}"
             )
     return 1 if summary.dead else 0
@@ -98,7 +101,7 @@ async def lifecycle_retry(settings: Settings, *, job_ids: list[int], all_dead: b
     async with opened(settings) as archive, archive.db.acquire() as conn:
         requeued = await queue.requeue_dead(conn, job_ids, all_dead)
     missing = sorted(set(job_ids) - set(requeued))
-    print(f"queued again: {len(requeued)} job(s)")
+    print(f"queued again: {plural(len(requeued), 'job')}")
     if missing:
         raise InvalidRequest(f"not dead jobs (or no such jobs): {', '.join(map(str, missing))}")
     return 0
@@ -117,16 +120,67 @@ async def retention_review(
     _emit(text, output)
     if output is not None:
         print(
-            f"retention review {review.id}: {len(review.due)} studies due, {len(review.held)} held"
-            f" back; written to {output}"
+            f"retention review {review.id}: {plural(len(review.due), 'study')} due,"
+            f" {len(review.held)} held back; written to {output}"
         )
     return 0
 
 
-async def retention_approve(settings: Settings, *, review_id: int) -> int:
+async def retention_approve(
+    settings: Settings,
+    *,
+    review_id: int,
+    approver: str | None = None,
+    yes: bool = False,
+    dry_run: bool = False,
+) -> int:
+    """Show what approving the review deletes, confirm (on a terminal, unless ``yes``), approve
+    in the name of ``approver`` (a person: the Unix account running this says little), and
+    delete."""
+    terminal = sys.stdin.isatty()
+    if approver is not None and not approver.strip():
+        raise InvalidRequest("--as needs the name of the person approving the deletions")
+    if approver is None and not terminal and not dry_run:
+        raise InvalidRequest(
+            "--as NAME is required when not on a terminal: the person approving the deletions,"
+            " recorded in the audit trail"
+        )
+    if not yes and not terminal and not dry_run:
+        raise InvalidRequest(
+            "not on a terminal, so nothing can be confirmed: give --yes to approve (or"
+            " --dry-run to see what would be deleted)"
+        )
     async with opened(settings) as archive:
+        plan = await retention.plan_approval(archive, settings.retention_rules, review_id)
+        print(report.render_plan(review_id, plan))
+        if dry_run:
+            print("dry run: nothing approved, nothing deleted")
+            return 0
+        if approver is None:
+            approver = (
+                await asyncio.to_thread(input, "your name, recorded as the approver: ")
+            ).strip()
+            if not approver:
+                raise InvalidRequest("no approver named; nothing approved")
+        if not yes:
+            deleting = sum(1 for p in plan if p.verdict is Verdict.DELETE)
+            answer = await asyncio.to_thread(
+                input,
+                f"approve review {review_id} as {approver} and delete"
+                f" {report.studies(deleting)} now? [y/N] ",
+            )
+            if answer.strip().lower() not in ("y", "yes"):
+                print("not approved; nothing deleted")
+                return 1
         result = await retention.approve(
-            archive.db, archive.store, settings.retention_rules, review_id, actor()
+            archive,
+            settings.retention_rules,
+            review_id,
+            approver.strip(),
+            detail={
+                "confirmed": "--yes" if yes else "on the terminal",
+                "os_user": getpass.getuser(),
+            },
         )
     print(report.render_approval(result))
     return 0
@@ -191,7 +245,8 @@ async def hold_list(settings: Settings, *, include_released: bool, fmt: str) -> 
             else "active"
         )
         print(
-            f"{h['id']:>5}  {h['scope']:<7} {_target(h)}  ({h['studies']} studies)  {state};"
+            f"{h['id']:>5}  {h['scope']:<7} {_target(h)}  ({plural(h['studies'], 'study')})"
+            f"  {state};"
             f" set by {h['set_by']} {h['set_at']:%Y-%m-%d}: {h['reason']}"
         )
     return 0

@@ -14,15 +14,19 @@ PATIENT_HELP = "patient: ID^^^ISSUER (or ID alone, for no issuer)"
 
 
 def add_format(
-    parser: argparse.ArgumentParser, choices: Sequence[str] = ("text", "json"), default: str = ""
+    parser: argparse.ArgumentParser,
+    choices: Sequence[str] = ("text", "json"),
+    default: str = "",
+    explain: str = "",
 ) -> None:
-    """``--format CHOICE`` and ``--json`` (the same as ``--format json``)."""
+    """``--format CHOICE`` and ``--json`` (the same as ``--format json``); ``explain`` says
+    what the less obvious choices hold."""
     default = default or choices[0]
     parser.add_argument(
         "--format",
         choices=tuple(choices),
         default=default,
-        help=f"output format ({default})",
+        help=f"output format ({default})" + (f"; {explain}" if explain else ""),
     )
     if "json" in choices:
         parser.add_argument(
@@ -57,3 +61,27 @@ def plural(count: int, singular: str, plural_form: str = "") -> str:
     consonant_y = singular.endswith("y") and singular[-2:-1] not in ("a", "e", "o", "u")
     many = plural_form or (singular[:-1] + "ies" if consonant_y else singular + "s")
     return f"{count:,} {singular if count == 1 else many}"
+
+
+def add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``--config`` and ``-v`` on the top parser and on every subcommand, so that both
+    ``vna --config FILE serve`` and ``vna serve --config FILE`` work.  Below the top, the
+    defaults are SUPPRESS: a subcommand that was not given the option leaves the value given
+    before it (argparse copies only what the subparser set)."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None if top else argparse.SUPPRESS,
+        help="TOML configuration file (or VNA_CONFIG)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if top else argparse.SUPPRESS,
+        help="more output: -v progress lines (INFO), -vv debugging",
+    )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                add_global_options(child, top=False)

@@ -12,6 +12,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from vna.cli.options import add_format, plural
 from vna.config import Settings
 from vna.errors import InvalidRequest
 
@@ -49,7 +50,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         action="store_true",
         help="do not copy objects into the active store when --from is another store",
     )
-    rb.add_argument("--jobs", type=int, default=REBUILD_JOBS, help="objects at once")
+    rb.add_argument(
+        "--jobs", type=int, default=REBUILD_JOBS, help=f"objects at once ({REBUILD_JOBS})"
+    )
 
     vf = sub.add_parser("verify", help="fixity: read objects and compare them with the catalogue")
     amount = vf.add_mutually_exclusive_group()
@@ -66,7 +69,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         action="store_true",
         help="copy good versions of missing or damaged objects back from the replicas",
     )
-    vf.add_argument("--format", choices=("text", "json"), default="text")
+    add_format(vf)
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -121,7 +124,8 @@ async def _rebuild(archive: Archive, args: argparse.Namespace, actor: str) -> in
 
     def progress(r: rebuild.RebuildReport) -> None:
         print(
-            f"  {r.objects:,} objects: {r.instances:,} instances, {r.failed_count:,} failed",
+            f"  {plural(r.objects, 'object')}: {plural(r.instances, 'instance')},"
+            f" {r.failed_count:,} failed",
             file=sys.stderr,
             flush=True,
         )
@@ -143,16 +147,17 @@ async def _rebuild(archive: Archive, args: argparse.Namespace, actor: str) -> in
         if owned:
             await source.close()
     print(
-        f"catalogue rebuilt from {url}: {report.objects:,} objects read,"
-        f" {report.instances:,} instances filed ({report.bytes / 1e6:.1f} MB) in"
-        f" {report.studies:,} studies of {report.patients:,} patients;"
-        f" {report.versions:,} earlier versions, {report.duplicates:,} duplicate objects,"
+        f"catalogue rebuilt from {url}: {plural(report.objects, 'object')} read,"
+        f" {plural(report.instances, 'instance')} filed ({report.bytes / 1e6:.1f} MB) in"
+        f" {plural(report.studies, 'study')} of {plural(report.patients, 'patient')};"
+        f" {plural(report.versions, 'earlier version')},"
+        f" {plural(report.duplicates, 'duplicate object')},"
         f" {report.already:,} already catalogued, {report.copied:,} copied into the active"
         f" store, {report.failed_count:,} not indexed"
     )
     if report.without_metadata:
         print(
-            f"  {report.without_metadata:,} objects carried no archive metadata: received"
+            f"  {plural(report.without_metadata, 'object')} carried no archive metadata: received"
             f" times unknown; filed under source {rebuild.UNKNOWN_SOURCE} unless the study"
             " had another"
         )

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from vna.cli.options import PATIENT_HELP, add_format, patient_option, plural
 from vna.config import DEFAULT_SOURCE, Settings
 from vna.errors import InvalidRequest
 from vna.security import tokens
@@ -32,7 +33,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     tks = tk.add_subparsers(dest="tokens_command", required=True)
     cr = tks.add_parser("create", help="create a token and print it (once)")
     cr.add_argument("name", metavar="NAME", help="what the audit trail calls its user")
-    cr.add_argument("--role", required=True, choices=tokens.ROLES)
+    cr.add_argument(
+        "--role",
+        required=True,
+        choices=tokens.ROLES,
+        help="reader: query and retrieve; source: store as --source; admin: everything",
+    )
     cr.add_argument("--source", help="the declared source a source token stores as")
     cr.add_argument(
         "--read-sources",
@@ -42,26 +48,27 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     cr.add_argument("--expires-days", type=int, metavar="DAYS", help="expire after DAYS days")
     ls = tks.add_parser("list", help="tokens (live ones unless --all)")
     ls.add_argument("--all", action="store_true", help="revoked tokens too")
-    ls.add_argument("--format", choices=("table", "json"), default="table")
+    add_format(ls, ("table", "json"))
     rv = tks.add_parser("revoke", help="revoke a token (within http.token_cache_seconds)")
-    rv.add_argument("name", metavar="NAME")
+    rv.add_argument("name", metavar="NAME", help="the token's name (vna tokens list)")
 
     au = sub.add_parser(
         "audit", help="the audit trail: who stored, read, changed or deleted what, when"
     )
-    au.add_argument("--patient", metavar="ID", help="PatientID")
-    au.add_argument("--issuer", metavar="ISSUER", help="IssuerOfPatientID")
+    au.add_argument("--patient", metavar="PATIENT", help=PATIENT_HELP)
+    au.add_argument(
+        "--issuer", metavar="ISSUER", help="IssuerOfPatientID (or write --patient ID^^^ISSUER)"
+    )
     au.add_argument("--study", metavar="UID", help="StudyInstanceUID")
     au.add_argument("--user", metavar="NAME", help="token name, AE title or user:NAME")
     au.add_argument("--action", help="store, query, retrieve, metadata, patient-merge, ...")
     au.add_argument("--since", metavar="T", help="from T: 2025-01-31, 2025-01-31T08:00, 24h, 7d")
     au.add_argument("--until", metavar="T", help="before T (same forms)")
     au.add_argument("--limit", type=int, default=100_000, help="rows at most (100000)")
-    au.add_argument(
-        "--format",
-        choices=("table", "jsonl"),
-        default="table",
-        help="jsonl: one DICOM audit message (PS3.15 A.5) per line",
+    add_format(
+        au,
+        ("table", "jsonl", "json"),
+        explain="jsonl: one DICOM audit message (PS3.15 A.5) per line; json: them as one array",
     )
 
 
@@ -164,9 +171,12 @@ def _audit_filter(args: argparse.Namespace) -> AuditFilter:
     if args.limit <= 0:
         raise InvalidRequest("--limit must be positive")
     now = dt.datetime.now(dt.UTC)
+    patient_id, issuer = (
+        patient_option(args.patient, args.issuer) if args.patient else (None, args.issuer)
+    )
     return AuditFilter(
-        patient_id=args.patient,
-        issuer=args.issuer,
+        patient_id=patient_id,
+        issuer=issuer,
         study_uid=args.study,
         actor=args.user,
         action=args.action,
@@ -199,40 +209,50 @@ def _print_audit(rows: list[dict[str, Any]], fmt: str, ae_title: str) -> None:
         for row in rows:
             print(json.dumps(audit_message(row, ae_title), default=_json_default))
         return
-    print(
-        f"{'at (UTC)':<19}  {'actor':<16} {'origin':<15} {'action':<16} {'outcome':<7}"
-        f" {'patient':<20} {'study':<30} detail"
-    )
-    for r in rows:
-        print(
-            f"{r['at'].astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}  {_cut(r['actor'], 16):<16}"
-            f" {_cut(r['origin'] or '-', 15):<15} {_cut(r['action'], 16):<16}"
-            f" {r['outcome']:<7} {_cut(_patient(r), 20):<20} {_cut(_study(r), 30):<30}"
-            f" {_summary(r['detail'] or {})}"
+    if fmt == "json":
+        messages = [audit_message(row, ae_title) for row in rows]
+        print(json.dumps(messages, default=_json_default, indent=2))
+        return
+    header = ("at (UTC)", "actor", "origin", "action", "outcome", "patient", "study", "detail")
+    table = [
+        (
+            f"{r['at'].astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}",
+            str(r["actor"]),
+            str(r["origin"] or "-"),
+            str(r["action"]),
+            str(r["outcome"]),
+            _patient(r),
+            _study(r),
+            _summary(r["detail"] or {}),
         )
+        for r in rows
+    ]
+    # Columns as wide as their longest value: an action or a UID cut short is one an auditor
+    # cannot search for.
+    lines: list[tuple[str, ...]] = [header, *table]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    for line in lines:
+        cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
+        print("  ".join([*cells, line[-1]]).rstrip())
 
 
 def _patient(row: Mapping[str, Any]) -> str:
     if row["patient_id"]:
         return f"{row['patient_id']}^^^{row['issuer']}" if row["issuer"] else row["patient_id"]
     ids = row.get("patient_ids") or []
-    return f"{len(ids)} patients" if ids else "-"
+    return plural(len(ids), "patient") if ids else "-"
 
 
 def _study(row: Mapping[str, Any]) -> str:
     if row["study_uid"]:
         return str(row["study_uid"])
     uids = row.get("study_uids") or []
-    return f"{len(uids)} studies" if uids else "-"
+    return plural(len(uids), "study") if uids else "-"
 
 
 def _summary(detail: Mapping[str, Any]) -> str:
     keys = _SUMMARY_KEYS
     return " ".join(f"{k}={detail[k]}" for k in keys if detail.get(k) not in (None, ""))
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _when(value: dt.datetime | None) -> str:

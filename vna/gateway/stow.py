@@ -230,8 +230,9 @@ def _response(
         # PS3.18 10.5.3: a 202 for instances stored with warnings; the header says why in
         # words (WarningReason B000 is only a code).
         warnings.append(
-            f'299 vna "{n} instance{"" if n == 1 else "s"} stored with WarningReason B000'
-            f' (coercion of data elements): {_header_safe(text)}"'
+            # The text names the coercion (or, for keep-both, the quarantine) itself.
+            f'299 vna "{n} instance{"" if n == 1 else "s"} stored with WarningReason B000:'
+            f' {_header_safe(text)}"'
         )
 
     body: dict[str, Any] = {}

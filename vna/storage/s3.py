@@ -34,6 +34,7 @@ from vna.storage.base import (
     check_sha256,
     validate_key,
 )
+from vna.storage.factory import RESTORE_TIERS, STORAGE_CLASSES
 from vna.tiers import TIERS
 
 #: Objects up to this size go up in one PUT; larger ones in parts of this size.
@@ -50,21 +51,9 @@ _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 #: Errors of reading or copying an offline object without a restored copy.
 _OFFLINE = {"InvalidObjectState", "ObjectNotInActiveTierError"}
 
-STORAGE_CLASSES = frozenset(
-    {
-        "STANDARD",
-        "STANDARD_IA",
-        "ONEZONE_IA",
-        "INTELLIGENT_TIERING",
-        "GLACIER_IR",
-        "GLACIER",
-        "DEEP_ARCHIVE",
-    }
-)
 #: Classes whose objects must be restored before they can be read.
 OFFLINE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 DEFAULT_TIER_CLASSES = {"hot": "STANDARD", "warm": "STANDARD_IA", "cold": "GLACIER"}
-RESTORE_TIERS = ("Expedited", "Standard", "Bulk")
 #: Typical restore times in seconds, from the S3 documentation (Restoring an archived object:
 #: GLACIER expedited 1-5 min, standard 3-5 h, bulk 5-12 h; DEEP_ARCHIVE standard within 12 h,
 #: bulk within 48 h), taken at the upper end for Retry-After.
@@ -325,6 +314,9 @@ class S3Store(ObjectStore):
             tier=self._tier_of(storage_class),
             available=storage_class not in OFFLINE_CLASSES or restored,
             restore_in_progress='ongoing-request="true"' in restore,
+            # Present only on a bucket with Object Lock (and to a caller allowed to read it).
+            object_lock_until=resp.get("ObjectLockRetainUntilDate"),
+            object_legal_hold=resp.get("ObjectLockLegalHoldStatus") == "ON",
         )
 
     async def delete(self, key: str) -> None:

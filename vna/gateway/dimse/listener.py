@@ -46,7 +46,7 @@ from vna.gateway.dimse.move_get import handle_get, handle_move
 from vna.gateway.dimse.store import handle_store
 from vna.gateway.dimse.tcp import transport_handlers
 from vna.security.audit import ASSOCIATION_REJECTED, AuditTrail
-from vna.security.authn import check_dimse_exposure, is_loopback_host
+from vna.security.authn import check_dimse_exposure
 from vna.security.tls import dimse_context
 
 if TYPE_CHECKING:
@@ -215,13 +215,6 @@ class DimseListener:
             self.port,
             " (DICOM TLS)" if ssl_context is not None else "",
         )
-        if not settings.sources:
-            log.warning(
-                "no sources declared: DIMSE accepts any calling AE title, as source DEFAULT,%s",
-                f" from anywhere on {address[0]} (dimse.allow_any_caller)"
-                if not is_loopback_host(address[0])
-                else f" on {address[0]} only (declare [[sources]] to accept other machines)",
-            )
         self._previous_tempdir = tempfile.tempdir
         _check_temporary_directory(self.archive.incoming)
 
