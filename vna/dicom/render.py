@@ -138,13 +138,29 @@ def display_pixels(
         # RGB (planar configuration already undone by the decoder) or YBR turned RGB.
         bits = int(dataset.get("BitsStored", dataset.get("BitsAllocated", 8)))
         return _to_8_bits(pixels, bits)
-    values = apply_modality_lut(pixels, dataset).astype(np.float64)
+    values = _modality_values(dataset, pixels)
     out = _voi(dataset, values, window)
     if photometric == "MONOCHROME1":
         # Minimum values shown white (PS3.3 C.7.6.3.1.2): rendered images show what a viewer
         # shows, so the image is inverted after the VOI.
         out = 255.0 - out
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _modality_values(dataset: Dataset, pixels: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The Modality LUT (PS3.3 C.11.1): Rescale Slope and Intercept in single precision
+    (24 bits of mantissa hold any stored value exactly; half the memory traffic of double),
+    or the Modality LUT Sequence through pydicom."""
+    if "ModalityLUTSequence" in dataset:
+        return apply_modality_lut(pixels, dataset).astype(np.float32)
+    slope = _first(dataset.get("RescaleSlope")) or 1.0
+    intercept = _first(dataset.get("RescaleIntercept")) or 0.0
+    values = pixels.astype(np.float32)
+    if slope != 1.0:
+        values *= np.float32(slope)
+    if intercept != 0.0:
+        values += np.float32(intercept)
+    return values
 
 
 def render(dataset: Dataset, frame: int, options: RenderOptions) -> bytes:
