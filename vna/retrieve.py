@@ -40,6 +40,8 @@ from vna.storage.base import ObjectStore
 log = logging.getLogger(__name__)
 #: Decompress in a worker thread above this many input bytes (a few ms of CPU).
 _THREAD_THRESHOLD = 256 * 1024
+#: Decompress a range in a worker thread above this many compressed bytes.
+_RANGE_THREAD_THRESHOLD = 1 << 20
 #: Flush access times early once this many instances are waiting.
 _MAX_PENDING_TOUCHES = 50_000
 #: Offline checks of one retrieve done at once (HeadObject requests).
@@ -624,9 +626,10 @@ class Retriever:
 
 
 async def _off_loop(func: Any, *args: Any) -> Any:
-    """Decompression of more than a few hundred KiB in a worker thread (zstandard releases
-    the GIL); less inline, where a thread hop would cost more than it saves."""
-    if len(args[0]) > _THREAD_THRESHOLD:
+    """Decompression of more than a MiB in a worker thread (zstandard releases the GIL); less
+    inline: a frame's few zstd frames take about a millisecond, less than a thread hop costs
+    on a busy machine (measured with bench/frames.py)."""
+    if len(args[0]) > _RANGE_THREAD_THRESHOLD:
         return await asyncio.to_thread(func, *args)
     return func(*args)
 

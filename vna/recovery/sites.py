@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import struct
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ from vna.storage.base import ObjectStore
 from vna.storage.factory import open_store
 
 log = logging.getLogger(__name__)
+#: Bytes kept from the end of a seekable object to check its seek table: 8 bytes a frame of
+#: 256 KiB, so enough for 32 GiB of original bytes.
+_TAIL = 1024 * 1024
 #: Hash and decompress in a worker thread above this many bytes per chunk.
 _THREAD_THRESHOLD = 256 * 1024
 
@@ -92,6 +96,9 @@ class ObjectReader:
         #: The seekable form (vna.storage.seekable) is many frames and a seek table: its
         #: content digest, not the end of one frame, tells a whole object from a cut one.
         self.frames = seekable.is_seekable_key(key)
+        #: The last bytes stored (seekable form): its seek table, checked at the end, since
+        #: a decoder passes over that skippable frame and ranged reads depend on it.
+        self.tail = b""
         self.decompressor = (
             zstandard.ZstdDecompressor().decompressobj(read_across_frames=self.frames)
             if compression == "zstd"
@@ -101,6 +108,8 @@ class ObjectReader:
     def feed(self, chunk: bytes) -> None:
         self.stored.update(chunk)
         self.stored_size += len(chunk)
+        if self.frames:
+            self.tail = (self.tail + chunk)[-_TAIL:]
         if self.sink is not None:
             self.sink.write(chunk)
         if self.decompressor is None:
@@ -118,7 +127,21 @@ class ObjectReader:
             self.content.update(out)
             self.content_size += len(out)
 
+    def _check_seek_table(self) -> None:
+        try:
+            n = seekable.table_size(self.tail[-seekable.FOOTER_SIZE :], "object")
+            if n > len(self.tail):
+                raise StorageError("seek table larger than kept")
+            table = seekable.parse_table(self.tail[-n:], "object")
+        except (StorageError, struct.error) as exc:
+            self.error = f"damaged seek table: {exc}"
+            return
+        if table.size != self.content_size or table.compressed[-1] + n != self.stored_size:
+            self.error = "seek table does not describe the object"
+
     def digest(self) -> Digest:
+        if self.decompressor is not None and not self.error and self.frames:
+            self._check_seek_table()
         if self.decompressor is not None and not self.error and not self.frames:
             if not self.decompressor.eof:
                 self.error = "compressed frame is truncated"
