@@ -22,8 +22,27 @@ $(CHECKOV_VENV)/bin/checkov:
 run: $(BIN)/.installed
 	$(BIN)/vna serve
 
-test: $(BIN)/.installed $(CHECKOV_VENV)/bin/checkov
+test: $(BIN)/.installed $(CHECKOV_VENV)/bin/checkov ohif
 	$(BIN)/python -m pytest -q -ra
+
+# The OHIF viewer's built site (npm package @ohif/app, its dist/) for the viewer acceptance
+# test (tests/acceptance/test_ohif_viewer.py), fetched once into the ignored .cache/.  Without
+# npm or the registry the test is skipped with the reason; nothing else depends on it.
+OHIF_VERSION := 3.13.2
+OHIF_DIR := .cache/ohif
+.PHONY: ohif
+ohif:
+	@if [ "$$(cat $(OHIF_DIR)/VERSION 2>/dev/null)" = "$(OHIF_VERSION)" ] \
+	    && [ -f $(OHIF_DIR)/package/dist/index.html ]; then :; \
+	elif command -v npm >/dev/null 2>&1; then \
+	  rm -rf $(OHIF_DIR) && mkdir -p $(OHIF_DIR) && cd $(OHIF_DIR) \
+	  && npm pack --silent @ohif/app@$(OHIF_VERSION) >/dev/null \
+	  && tar xzf ohif-app-$(OHIF_VERSION).tgz && rm -f ohif-app-$(OHIF_VERSION).tgz \
+	  && echo $(OHIF_VERSION) > VERSION \
+	  || echo "make: could not fetch @ohif/app; the OHIF acceptance test will be skipped" >&2; \
+	else \
+	  echo "make: npm is missing; the OHIF acceptance test will be skipped" >&2; \
+	fi
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check vna lifecycle tests
@@ -41,6 +60,11 @@ clean:
 .PHONY: bench
 bench: $(BIN)/.installed
 	$(BIN)/python bench/ingest.py $(ARGS)
+
+# Viewer side-by-side benchmark (open to first frame, frames/s, /rendered, multi-frame frame)
+.PHONY: bench-viewer
+bench-viewer: $(BIN)/.installed
+	$(BIN)/python bench/viewer.py $(ARGS)
 
 # DIMSE side-by-side benchmark (C-STORE, C-MOVE with dcmtk); pass options with ARGS=...
 .PHONY: bench-dimse

@@ -1,10 +1,12 @@
 """Background zstandard compression of one stored instance.
 
-The object is compressed as a whole, as it streams from the store, into a temporary file; the
+The object is compressed as it streams from the store, into a temporary file, in the
+zstandard seekable form (vna.storage.seekable: independent frames of fixed size and a seek
+table, so a frame or bulk value is read without decompressing the whole object); the
 result is decompressed again and must reproduce the catalogued SHA-256 of the original before
 anything changes, so a retrieve is bit-exact by construction (and the zstandard frame carries
 its own checksum for every later read).  The compressed object goes under a key of its own
-(``<original key>.zst``); the catalogue row is switched to it in one transaction that also
+(``<original key>.szst``); the catalogue row is switched to it in one transaction that also
 queues the deletion of the original, which happens after ``lifecycle.delete_grace_seconds`` so
 that a retrieve that looked up the old key just before the switch can still read it.
 """
@@ -25,10 +27,11 @@ from lifecycle.policy.compression import plan, worth_keeping
 from lifecycle.queue import enqueue
 from vna.catalog.queries import q
 from vna.errors import InvalidInstance, StorageError
+from vna.storage import seekable
 from vna.storage.base import content_key
 
 log = logging.getLogger(__name__)
-SUFFIX = ".zst"
+SUFFIX = seekable.SEEKABLE_SUFFIX
 
 if TYPE_CHECKING:
     from lifecycle.engine import Engine
@@ -55,16 +58,14 @@ class _Compressor:
         self.file: BinaryIO = open(path, "wb")
         self.original = hashlib.sha256()
         self.compressed = hashlib.sha256()
-        self.stream = zstandard.ZstdCompressor(
-            level=level, write_checksum=True, write_content_size=True
-        ).compressobj(size=size)
+        self.stream = seekable.SeekableWriter(level)
 
     def feed(self, chunk: bytes) -> None:
         self.original.update(chunk)
-        self._write(self.stream.compress(chunk))
+        self._write(self.stream.feed(chunk))
 
     def finish(self) -> None:
-        self._write(self.stream.flush())
+        self._write(self.stream.finish())
         self.file.flush()
         self.file.close()
 
@@ -80,7 +81,7 @@ class _Compressor:
 def _digest_of_decompressed(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        reader = zstandard.ZstdDecompressor().stream_reader(f)
+        reader = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
         while chunk := reader.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
@@ -174,3 +175,74 @@ async def compress_instance(engine: Engine, instance_id: int) -> CompressionResu
             await archive.store.delete(new_key)
         return CompressionResult(False, reason="instance changed while compressing")
     return CompressionResult(True, row["size"], compressed_size)
+
+
+async def recompress_object(engine: Engine, old_key: str) -> CompressionResult:
+    """Rewrite an object compressed before the seekable form (one zstandard frame, ``.zst``)
+    in the seekable form, so that frames and bulk values of it are ranged reads.
+
+    Queued by a retrieve that had to decompress such an object whole (vna.retrieve) and by
+    ``vna lifecycle`` for the ones left.  Checked as compression is: the new object must
+    decompress to the catalogued SHA-256 before the catalogue switches to it; the old one is
+    deleted after the grace period.  Objects in colder tiers are left (a rewrite there costs a
+    restore or an early-deletion fee); they are converted if they come back.
+    """
+    archive = engine.archive
+    async with archive.db.acquire() as conn:
+        row = await conn.fetchrow(q("recompression_instance"), old_key)
+    if row is None or seekable.is_seekable_key(old_key):
+        return CompressionResult(False, reason="no instance keeps this single-frame object")
+    if row["tier"] != "hot":
+        return CompressionResult(False, reason=f"in the {row['tier']} tier")
+    level = engine.settings.compression.level or 3
+    tmp = archive.incoming / f"recompress-{uuid.uuid4().hex}.szst"
+    compressor = _Compressor(tmp, level, row["size"])
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        try:
+            async for chunk in archive.store.iter_chunks(old_key):
+                out = await asyncio.to_thread(decompressor.decompress, chunk)
+                await asyncio.to_thread(compressor.feed, out)
+            await asyncio.to_thread(compressor.finish)
+        except zstandard.ZstdError as exc:
+            compressor.abort()
+            raise FixityError(f"object {old_key} does not decompress: {exc}") from exc
+        except BaseException:
+            compressor.abort()
+            raise
+        if compressor.original.hexdigest() != row["sha256"]:
+            raise FixityError(
+                f"object {old_key} does not decompress to the catalogued SHA-256 {row['sha256']}"
+                " (fixity failure); not rewritten"
+            )
+        if await asyncio.to_thread(_digest_of_decompressed, tmp) != row["sha256"]:
+            raise StorageError(f"seekable form of {old_key} does not decompress to the original")
+        new_key = content_key(row["sha256"], suffix=SUFFIX)
+        info = await archive.store.stat(old_key)
+        metadata = dict((info.metadata or {}) if info else {})
+        if await archive.store.stat(new_key) is None:
+            await archive.store.put_file(
+                new_key,
+                tmp,
+                sha256=compressor.compressed.hexdigest(),
+                metadata=metadata,
+                consume=True,
+            )
+    finally:
+        tmp.unlink(missing_ok=True)
+    stored = await archive.store.stat(new_key)
+    if stored is None:
+        raise StorageError(f"object {new_key} is not the one just written; not switched to it")
+    async with archive.db.transaction() as conn:
+        switched = await conn.fetchval(q("recompression_switch"), old_key, new_key, stored.size)
+        if switched:
+            await enqueue(
+                conn,
+                "delete-object",
+                {"object_key": old_key},
+                dedup_key=f"delete:{old_key}",
+                delay_seconds=engine.settings.lifecycle.delete_grace_seconds,
+            )
+    if not switched:
+        return CompressionResult(False, reason="instance changed while recompressing")
+    return CompressionResult(True, row["size"], stored.size)

@@ -4,6 +4,8 @@
   compute the study's retain-until date, then compress the instance if the policy says so.
 * ``tier-study``: move a study's objects to a colder tier (queued by tiering evaluation).
 * ``restore``: make an offline object readable again (queued by a retrieve that hit it).
+* ``recompress``: rewrite a single-frame compressed object in the seekable form (queued by a
+  frame or bulk data retrieve that had to decompress it whole).
 * ``delete-object``: delete an object no instance refers to any more.
 * ``forward``: send an instance to a ``[[forward]]`` rule's destination
   (``lifecycle.forwarding``, queued by the scheduler from the change feed).
@@ -22,7 +24,7 @@ from __future__ import annotations
 import logging
 
 from lifecycle import forwarding, notifications, retention
-from lifecycle.compression import compress_instance
+from lifecycle.compression import compress_instance, recompress_object
 from lifecycle.dr import replication
 from lifecycle.engine import Engine, Handler, Reschedule
 from lifecycle.queue import Job
@@ -73,6 +75,12 @@ async def restore(engine: Engine, job: Job) -> None:
     await restore_object(engine, str(_field(job, "object_key")))
 
 
+async def recompress(engine: Engine, job: Job) -> None:
+    result = await recompress_object(engine, str(_field(job, "object_key")))
+    if not result.compressed:
+        log.info("object %s not recompressed: %s", job.payload.get("object_key"), result.reason)
+
+
 async def delete_object(engine: Engine, job: Job) -> None:
     await retention.delete_object_if_unused(engine.archive, str(_field(job, "object_key")))
 
@@ -100,6 +108,7 @@ HANDLERS: dict[str, Handler] = {
     "delete-object": delete_object,
     forwarding.FORWARD: forwarding.forward_job,
     notifications.NOTIFY: notifications.notify_job,
+    "recompress": recompress,
     replication.REPLICATE: replication.replicate_job,
     replication.REPLICA_DELETE: replication.replica_delete_job,
     REPORT_JOB: commitment_report,

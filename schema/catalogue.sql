@@ -17,6 +17,7 @@
 --   0090_file_new_instances
 --   0100_pending_patient_links
 --   0120_study_set_source
+--   0130_object_layouts
 --   0140_hl7_messages
 --   0150_storage_commitment
 --   0170_change_feed
@@ -317,6 +318,13 @@ CREATE TABLE notifications (
     CONSTRAINT notifications_pkey PRIMARY KEY (id),
     CONSTRAINT notifications_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'delivered'::text, 'dead'::text]))),
     CONSTRAINT notifications_target_change_sequence_event_type_key UNIQUE (target, change_sequence, event_type)
+);
+
+CREATE TABLE object_layouts (
+    sha256 text NOT NULL,
+    layout jsonb NOT NULL,
+    recorded_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT object_layouts_pkey PRIMARY KEY (sha256)
 );
 
 CREATE TABLE patient_changes (

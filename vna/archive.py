@@ -23,6 +23,7 @@ from vna.ingest.pipeline import Ingester
 from vna.metrics import Metrics
 from vna.recovery.replicas import refresh_replica_gauges
 from vna.recovery.sites import Sites, read_active_store
+from vna.rendering import Renderer
 from vna.retrieve import Retriever
 from vna.storage.base import ObjectStore
 
@@ -40,6 +41,8 @@ class Archive:
     #: This process's scratch directory for uploads being received (on the data volume, so
     #: the filesystem store can rename instead of copy).
     incoming: Path
+    #: Rendered images and thumbnails, read through ``retriever`` (vna.rendering).
+    renderer: Renderer
     embedded: EmbeddedPostgres | None = field(default=None, repr=False)
     #: Every configured store (primary and replicas) and which one is active (``store``).
     sites: Sites | None = field(default=None, repr=False)
@@ -74,6 +77,14 @@ class Archive:
             raise
         incoming = _prepare_incoming(settings.incoming_dir)
         metrics = Metrics()
+        retriever = Retriever(
+            db,
+            store,
+            restore_days=settings.lifecycle.restore_days,
+            access_flush_seconds=settings.lifecycle.access_flush_seconds,
+            fallbacks=sites.fallbacks() if settings.dr.read_fallback else (),
+            metrics=metrics,
+        )
         return cls(
             settings=settings,
             db=db,
@@ -87,15 +98,9 @@ class Archive:
                 scratch_dir=incoming,
                 modifying_system=settings.dimse.ae_title,
             ),
-            retriever=Retriever(
-                db,
-                store,
-                restore_days=settings.lifecycle.restore_days,
-                access_flush_seconds=settings.lifecycle.access_flush_seconds,
-                fallbacks=sites.fallbacks() if settings.dr.read_fallback else (),
-                metrics=metrics,
-            ),
+            retriever=retriever,
             incoming=incoming,
+            renderer=Renderer(retriever, settings.render),
             embedded=embedded,
             sites=sites,
         )
@@ -110,6 +115,7 @@ class Archive:
                 await self.store.close()
             await self.db.close()
         finally:
+            self.renderer.close()
             self.ingester.close()
             shutil.rmtree(self.incoming, ignore_errors=True)
             if self.embedded is not None:

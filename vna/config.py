@@ -34,6 +34,10 @@ ENV_PREFIX = "VNA_"
 CONFLICT_POLICIES = ("reject", "replace", "keep-both")
 #: Which patients a source's queries and retrieves reach (vna.security.query_scope).
 QUERY_SCOPES = ("own", "linked", "all")
+#: An origin as browsers send it (RFC 6454 6.1): scheme, host, optional port; nothing else.
+_ORIGIN = re.compile(
+    r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$"
+)
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, 16 chars
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # Modality (0008,0060) is CS: upper-case letters, digits, space and underscore, 16 at most
@@ -63,6 +67,10 @@ class HttpSettings:
     #: Server processes (the GIL binds each to one core); 0: one per core, at most 8.  The
     #: supervisor deals HTTP and DIMSE connections to them (vna.handoff).
     workers: int = 0
+    #: Origins (``https://viewer.example.org``) whose pages may call DICOMweb from a browser
+    #: (CORS: a viewer served from another origin).  None by default; ``"*"`` allows any.
+    #: Environment: ``VNA_HTTP_CORS_ORIGINS`` as a comma-separated list.
+    cors_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,21 @@ class ChangeFeedSettings:
     #: Days an entry stays in the feed; older ones are dropped by the lifecycle scheduler.  A
     #: consumer away for longer must start again from ``/changefeed/latest``.
     keep_days: int = 90
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Rendered images and thumbnails (PS3.18 8.3.5, 10.4.1.1.3; vna.rendering)."""
+
+    #: Bytes of rendered images (JPEG, PNG) kept in memory per server process; the least
+    #: recently used go first.  0 keeps none.
+    cache_bytes: int = 64 * 1024**2
+    #: Threads decoding and encoding images per server process (off the event loop).
+    workers: int = 2
+    #: Longest side, in pixels, of a thumbnail (PS3.18 10.4.1.1.4 leaves the size to the server).
+    thumbnail_size: int = 128
+    #: JPEG quality when the request names none (``quality``, PS3.18 8.3.5.1.2).
+    jpeg_quality: int = 90
 
 
 @dataclass(frozen=True)
@@ -411,6 +434,7 @@ class Settings:
     dimse: DimseSettings = field(default_factory=DimseSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     query: QuerySettings = field(default_factory=QuerySettings)
+    render: RenderSettings = field(default_factory=RenderSettings)
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     changefeed: ChangeFeedSettings = field(default_factory=ChangeFeedSettings)
     compression: CompressionSettings = field(default_factory=CompressionSettings)
@@ -810,6 +834,12 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             f"'http.workers' must be between 0 (one per core) and 64, got {s.http.workers}"
         )
+    for origin in s.http.cors_origins:
+        if origin != "*" and not _ORIGIN.match(origin):
+            raise ConfigError(
+                f"'http.cors_origins': {origin!r} is not an origin"
+                ' (scheme://host[:port], no path, or "*")'
+            )
     if not _AE_TITLE.match(s.dimse.ae_title) or not s.dimse.ae_title.strip():
         raise ConfigError(f"'dimse.ae_title' is not a valid AE title: {s.dimse.ae_title!r}")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -829,6 +859,8 @@ def _validate(s: Settings) -> None:
         ("http.max_parts", s.http.max_parts),
         ("query.max_results", s.query.max_results),
         ("query.default_limit", s.query.default_limit),
+        ("render.workers", s.render.workers),
+        ("render.thumbnail_size", s.render.thumbnail_size),
         ("dimse.max_associations", s.dimse.max_associations),
         ("lifecycle.workers", s.lifecycle.workers),
         ("lifecycle.poll_seconds", s.lifecycle.poll_seconds),
@@ -843,6 +875,12 @@ def _validate(s: Settings) -> None:
     ):
         if n <= 0:
             raise ConfigError(f"'{key}' must be positive, got {n}")
+    if s.render.cache_bytes < 0:
+        raise ConfigError(f"'render.cache_bytes' must be 0 or more, got {s.render.cache_bytes}")
+    if not 1 <= s.render.jpeg_quality <= 100:
+        raise ConfigError(
+            f"'render.jpeg_quality' must be between 1 and 100, got {s.render.jpeg_quality}"
+        )
     names: set[str] = set()
     ae_owner: dict[str, str] = {}
     for i, src in enumerate(s.sources):

@@ -78,6 +78,11 @@ class InstanceTooLarge(VnaError):
     """The instance exceeds the configured size limit."""
 
 
+class CannotRender(VnaError):
+    """The instance cannot be rendered as asked (PS3.18 8.3.5): its pixel data cannot be
+    decoded here, or it holds nothing to render as that media type; the message says why."""
+
+
 class Unauthorized(VnaError):
     """No valid credential was presented."""
 

@@ -23,25 +23,46 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import zstandard
 
 from vna.catalog.database import Database
 from vna.catalog.patient_links import PatientScope, ScopedIdentities, scope_identities
 from vna.catalog.queries import q
+from vna.dicom.frames import ObjectLayout, PixelLayout, cut_frame, object_layout, parsed_pixels
 from vna.dicom.uids import is_valid_uid
 from vna.errors import InvalidRequest, NotFound, OfflineError, StorageError, VnaError
 from vna.metrics import Metrics
+from vna.storage import seekable
 from vna.storage.base import ObjectStore
 
 log = logging.getLogger(__name__)
 #: Decompress in a worker thread above this many input bytes (a few ms of CPU).
 _THREAD_THRESHOLD = 256 * 1024
+#: Decompress a range in a worker thread above this many compressed bytes.
+_RANGE_THREAD_THRESHOLD = 1 << 20
 #: Flush access times early once this many instances are waiting.
 _MAX_PENDING_TOUCHES = 50_000
 #: Offline checks of one retrieve done at once (HeadObject requests).
 _STAT_CONCURRENCY = 16
+#: Layouts and seek tables kept in memory (both are functions of immutable content).
+_CACHED_LAYOUTS = 4096
+_CACHED_SEEK_TABLES = 4096
+
+
+class _Lru(dict[str, Any]):
+    """A small bounded cache: the oldest entry goes when full."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def put(self, key: str, value: Any) -> None:
+        self.pop(key, None)
+        if len(self) >= self.capacity:
+            del self[next(iter(self))]
+        self[key] = value
 
 
 @dataclass(frozen=True)
@@ -70,6 +91,16 @@ class StoredInstance:
     sha256: str
 
 
+@dataclass(frozen=True)
+class MetadataEntry:
+    metadata: dict[str, Any]
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    has_pixel_data: bool
+    layout: ObjectLayout | None
+
+
 class Retriever:
     def __init__(
         self,
@@ -94,6 +125,8 @@ class Retriever:
         self.restore_days = restore_days
         self.access_flush_seconds = access_flush_seconds
         self._touched: set[str] = set()
+        self._layouts = _Lru(_CACHED_LAYOUTS)
+        self._seek_tables = _Lru(_CACHED_SEEK_TABLES)
         self._flusher: asyncio.Task[None] | None = None
         self._flush_now = asyncio.Event()
 
@@ -238,7 +271,9 @@ class Retriever:
         if not self.read_only:
             self._touch(instance.sop_uid)
         stream = _chained(first, chunks)
-        if instance.compression == "zstd":
+        if instance.compression == "zstd" and seekable.is_seekable_key(instance.object_key):
+            stream = _decompressed(stream, instance, across_frames=True)
+        elif instance.compression == "zstd":
             stream = _decompressed(stream, instance)
         elif fallback:
             stream = _verified(stream, instance)
@@ -306,6 +341,227 @@ class Retriever:
     async def read(self, instance: StoredInstance) -> bytes:
         chunks = [c async for c in await self.open(instance)]
         return b"".join(chunks)
+
+    # --- frames and bulk data: byte ranges of the original object ------------------------------
+
+    async def layout(self, instance: StoredInstance) -> ObjectLayout | None:
+        """Where the instance's frames and bulk values sit (vna.dicom.frames): recorded at
+        ingest, else taken from the whole object once and recorded (objects stored before
+        layouts were, single-frame images).  None when offsets do not map onto the object's
+        values (deflated, big endian): ``frames`` then parses the whole object."""
+        cached = self._layouts.get(instance.sha256)
+        if cached is not None:
+            return cached if isinstance(cached, ObjectLayout) else None
+        async with self.db.acquire() as conn:
+            doc = await conn.fetchval(q("object_layout"), instance.sha256)
+        layout = ObjectLayout.from_json(doc) if doc is not None else None
+        if layout is None:
+            data = await self.read(instance)  # verified as it streams
+            layout = await asyncio.to_thread(object_layout, data, instance.transfer_syntax)
+            if layout is not None and not self.read_only:
+                async with self.db.acquire() as conn:
+                    await conn.execute(q("record_object_layout"), instance.sha256, layout.to_json())
+        self._layouts.put(instance.sha256, layout if layout is not None else False)
+        return layout
+
+    async def bulk_layouts(
+        self, study_uid: str, series_uid: str | None, sop_uid: str | None
+    ) -> dict[str, ObjectLayout]:
+        """The recorded layouts of the instances of a study, series or instance (those that
+        have one), by SOP Instance UID: the BulkDataURIs of their metadata."""
+        async with self.db.acquire() as conn:
+            rows = await conn.fetch(q("bulk_layouts_of_study"), study_uid, series_uid, sop_uid)
+        out = {}
+        for row in rows:
+            layout = ObjectLayout.from_json(row["layout"])
+            if layout is not None:
+                out[row["sop_uid"]] = layout
+        return out
+
+    async def frames(self, instance: StoredInstance, numbers: Sequence[int]) -> list[bytes]:
+        """Frames ``numbers`` (1-based, in the order asked, repeats kept) of the instance's
+        pixel data: each one ranged read of the object (PS3.5 A.4 for encapsulated data)."""
+        layout = await self.layout(instance)
+        if layout is None:
+            parsed = await asyncio.to_thread(parsed_pixels, await self.read(instance))
+            if parsed is None:
+                raise NotFound(f"instance {instance.sop_uid} has no pixel data")
+            pixels, value = parsed
+            out = []
+            for n in numbers:
+                start, length = pixels.span(n)
+                out.append(cut_frame(pixels, n, value[start : start + length]))
+            return out
+        if layout.pixels is None:
+            raise NotFound(f"instance {instance.sop_uid} has no pixel data")
+        pixels = layout.pixels
+        spans = [pixels.span(n) for n in numbers]  # NotFound for a frame past the last
+        return list(
+            await asyncio.gather(
+                *(self._frame(instance, pixels, n, s) for n, s in zip(numbers, spans, strict=True))
+            )
+        )
+
+    async def _frame(
+        self, instance: StoredInstance, pixels: PixelLayout, number: int, span: tuple[int, int]
+    ) -> bytes:
+        data = await self.read_span(instance, *span)
+        return cut_frame(pixels, number, data)
+
+    async def pixel_layout(self, instance: StoredInstance) -> PixelLayout | None:
+        """The pixel layout of an instance (number of frames, native or encapsulated)."""
+        layout = await self.layout(instance)
+        if layout is not None:
+            return layout.pixels
+        parsed = await asyncio.to_thread(parsed_pixels, await self.read(instance))
+        return None if parsed is None else parsed[0]
+
+    async def bulk_size(self, instance: StoredInstance, path: tuple[str, ...]) -> int:
+        """The length of one bulk value (PS3.18 8.6), by its tag path; NotFound if none."""
+        layout = await self.layout(instance)
+        if layout is None:
+            raise NotFound(f"instance {instance.sop_uid} has no bulk data at {'/'.join(path)}")
+        return layout.bulk_value(path).length
+
+    async def bulk_value(
+        self,
+        instance: StoredInstance,
+        path: tuple[str, ...],
+        start: int = 0,
+        end: int | None = None,
+    ) -> bytes:
+        """Bytes [start, end) of one bulk value, by its tag path: a ranged read of the object."""
+        layout = await self.layout(instance)
+        if layout is None:
+            raise NotFound(f"instance {instance.sop_uid} has no bulk data at {'/'.join(path)}")
+        value = layout.bulk_value(path)
+        stop = value.length if end is None else min(end, value.length)
+        start = min(start, stop)
+        return await self.read_span(instance, value.offset + start, stop - start)
+
+    async def metadata_entries(
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        scope: PatientScope | None = None,
+    ) -> list[MetadataEntry]:
+        """DICOM JSON of each instance with what its BulkDataURIs need: whether it has pixel
+        data, and the layout of its bulk values where recorded."""
+        rows = await self._rows(
+            ("metadata_of_study", "metadata_of_series", "metadata_of_instance"),
+            study_uid,
+            series_uid,
+            sop_uid,
+            scope,
+        )
+        layouts = await self.bulk_layouts(study_uid, series_uid, sop_uid)
+        return [
+            MetadataEntry(
+                r["metadata"],
+                r["study_uid"],
+                r["series_uid"],
+                r["sop_uid"],
+                bool(r["has_pixel_data"]),
+                layouts.get(r["sop_uid"]),
+            )
+            for r in rows
+        ]
+
+    async def read_span(self, instance: StoredInstance, start: int, length: int) -> bytes:
+        """Bytes [start, start + length) of the instance as received, reading only the part
+        of the object that holds them.
+
+        What protects them: a range of an uncompressed object cannot be checked against the
+        whole object's digest, so it is as the store keeps it (S3 checks ChecksumSHA256 on
+        write, the filesystem store fsyncs; fixity runs check whole objects); a range of a
+        seekable compressed object is checked frame by frame by the zstandard checksums and
+        the seek table's sizes.  A single-frame compressed object (written before the
+        seekable form) is decompressed whole and checked as ``open`` checks it, and its
+        conversion to the seekable form is queued.
+        """
+        if start < 0 or length < 0 or start + length > instance.size:
+            raise StorageError(
+                f"range {start}+{length} is outside instance {instance.sop_uid}"
+                f" of {instance.size} bytes"
+            )
+        if not self.read_only:
+            self._touch(instance.sop_uid)
+        try:
+            if instance.compression == "none":
+                data = await self._ranged(instance, start, length)
+                if len(data) != length:
+                    raise StorageError(f"object {instance.object_key} is shorter than catalogued")
+                return data
+            if instance.compression != "zstd":
+                raise StorageError(f"unknown object compression {instance.compression!r}")
+            if not seekable.is_seekable_key(instance.object_key):
+                await self._queue_reformat(instance)
+                return (await self.read(instance))[start : start + length]
+            table = await self._seek_table(instance)
+            if table.size != instance.size:
+                raise StorageError(f"object {instance.object_key}: seek table size mismatch")
+            first, last = table.frames_for(start, length)
+            compressed = await self._ranged(
+                instance,
+                table.compressed[first],
+                table.compressed[last] - table.compressed[first],
+            )
+            data = await _off_loop(
+                seekable.decompress_frames, compressed, table, first, last, instance.object_key
+            )
+            skip = start - table.decompressed[first]
+            return data[skip : skip + length]
+        except OfflineError as exc:
+            raise await self._offline([instance]) from exc
+
+    async def _seek_table(self, instance: StoredInstance) -> seekable.SeekTable:
+        key = instance.object_key
+        cached = self._seek_tables.get(key)
+        if cached is not None:
+            return cast(seekable.SeekTable, cached)
+        size = instance.size  # a lower bound is enough: only the tail is read
+        info = await self.store.stat(key)
+        if info is None:
+            raise NotFound(f"object {key} not in store {self.store.name}")
+        size = info.size
+        footer = await self._ranged(instance, size - seekable.FOOTER_SIZE, seekable.FOOTER_SIZE)
+        n = seekable.table_size(footer, key)
+        table = seekable.parse_table(await self._ranged(instance, size - n, n), key)
+        self._seek_tables.put(key, table)
+        return table
+
+    async def _ranged(self, instance: StoredInstance, start: int, length: int) -> bytes:
+        """A byte range of the stored object from the store, or a fallback store that has it."""
+        try:
+            return await self.store.read_range(instance.object_key, start, length)
+        except (NotFound, StorageError) as exc:
+            if not self.fallbacks:
+                raise
+            failure = exc
+        for store in self.fallbacks:
+            try:
+                data = await store.read_range(instance.object_key, start, length)
+            except (NotFound, StorageError, OfflineError):
+                continue
+            if self.metrics is not None:
+                reason = "missing" if isinstance(failure, NotFound) else "error"
+                self.metrics.retrieve_fallbacks.labels(store.name, reason).inc()
+            return data
+        raise failure
+
+    async def _queue_reformat(self, instance: StoredInstance) -> None:
+        """Queue the rewrite of a single-frame compressed object in the seekable form (once
+        per object however many reads ask), so that its next frames are ranged reads."""
+        if self.read_only or instance.object_key in self._seek_tables:
+            return
+        self._seek_tables.put(instance.object_key, None)
+        try:
+            async with self.db.acquire() as conn:
+                await conn.execute(q("enqueue_recompression"), instance.object_key)
+        except VnaError as exc:
+            log.warning("could not queue recompression of %s: %s", instance.object_key, exc)
 
     async def ensure_online(self, instances: Iterable[StoredInstance]) -> None:
         """Raise OfflineError (after queueing their restores) if any of these instances sits in
@@ -396,6 +652,15 @@ class Retriever:
         await self.flush_access_times()
 
 
+async def _off_loop(func: Any, *args: Any) -> Any:
+    """Decompression of more than a MiB in a worker thread (zstandard releases the GIL); less
+    inline: a frame's few zstd frames take about a millisecond, less than a thread hop costs
+    on a busy machine (measured with bench/frames.py)."""
+    if len(args[0]) > _RANGE_THREAD_THRESHOLD:
+        return await asyncio.to_thread(func, *args)
+    return func(*args)
+
+
 async def _opened(store: ObjectStore, key: str) -> tuple[bytes, AsyncIterator[bytes]]:
     chunks = store.iter_chunks(key)
     try:
@@ -451,11 +716,14 @@ async def _chained(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
 
 
 async def _decompressed(
-    chunks: AsyncIterator[bytes], instance: StoredInstance
+    chunks: AsyncIterator[bytes], instance: StoredInstance, *, across_frames: bool = False
 ) -> AsyncIterator[bytes]:
     """The original bytes of a zstandard-compressed object, verified as they stream: the frame
-    checksum (written at compression) catches corruption, the catalogued size truncation."""
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    checksum (written at compression) catches corruption, the catalogued size truncation.
+    ``across_frames``: the seekable form (vna.storage.seekable), many frames and a seek table
+    in a skippable frame that the decoder passes over; each frame has its checksum, and a
+    missing frame shows as a short size."""
+    decompressor = zstandard.ZstdDecompressor().decompressobj(read_across_frames=across_frames)
     produced = 0
     try:
         async for chunk in chunks:
@@ -475,7 +743,7 @@ async def _decompressed(
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
             await aclose()
-    if not decompressor.eof or produced != instance.size:
+    if (not across_frames and not decompressor.eof) or produced != instance.size:
         raise StorageError(
             f"compressed object {instance.object_key} is truncated: {produced} of"
             f" {instance.size} bytes"

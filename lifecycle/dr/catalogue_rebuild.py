@@ -1,11 +1,11 @@
 """Rebuild the catalogue from the objects alone (``vna catalogue rebuild --from STORE_URL``).
 
 Every object the archive stores is a Part 10 file (or its zstandard-compressed form, key
-suffix ``.zst``) under its content address, with the metadata ingest gave it
-(``vna-source``, ``vna-ingested-at`` and, where ingest normalised the header,
-``vna-received-sha256``: the hash of the data set as received, otherwise the stored one's).
-Each object is read, checked against its key (the SHA-256 of the instance's bytes), parsed
-(header only) and filed with the same repository functions the ingest pipeline uses
+suffix ``.zst``, or ``.szst`` for the seekable form) under its content address, with the
+metadata ingest gave it (``vna-source``, ``vna-ingested-at`` and, where ingest normalised
+the header, ``vna-received-sha256``: the hash of the data set as received, otherwise the
+stored one's).  Each object is read, checked against its key (the SHA-256 of the instance's
+bytes), parsed (header only) and filed with the same repository functions the ingest pipeline uses
 (``vna.ingest.filing``): patient, study, series and instance rows, and the ``instance-stored``
 job, so retention, compression and replication follow as for a new instance.
 
@@ -50,7 +50,7 @@ from vna.recovery.sites import Digest, Expected, ObjectReader, Sites
 from vna.storage.base import PROBE_PREFIX, ObjectStore
 
 log = logging.getLogger(__name__)
-_KEY = re.compile(r"^sha256/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{64})(\.zst)?$")
+_KEY = re.compile(r"^sha256/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{64})(\.zst|\.szst)?$")
 #: Studies filed from objects without the archive's metadata (written before it existed, or
 #: by a tool) are filed under this source name.
 UNKNOWN_SOURCE = "UNKNOWN"
@@ -229,7 +229,7 @@ async def _index(
 
 async def _download(store: ObjectStore, key: str, compression: str, path: Path) -> Digest:
     with open(path, "wb") as sink:  # noqa: ASYNC230 - writes go through to_thread
-        reader = ObjectReader(compression, sink)
+        reader = ObjectReader(compression, sink, key=key)
         async for chunk in store.iter_chunks(key):
             await asyncio.to_thread(reader.feed, chunk)
     return reader.digest()
@@ -268,7 +268,9 @@ def _parse(path: Path, key: str, digest: Digest, metadata: dict[str, str]) -> _P
     )
     return _Parsed(
         version=version,
-        found=FoundObject(key, digest.content_sha256, key.endswith(".zst"), version_time),
+        found=FoundObject(
+            key, digest.content_sha256, key.endswith((".zst", ".szst")), version_time
+        ),
         received_at=version_time,
         has_metadata="vna-ingested-at" in metadata,
     )

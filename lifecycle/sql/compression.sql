@@ -11,3 +11,19 @@ FROM instances WHERE id = $1;
 UPDATE instances SET object_key = $2, compression = 'zstd', stored_size = $3
 WHERE id = $1 AND object_key = $4 AND compression = 'none' AND tier = 'hot'
 RETURNING id;
+
+-- name: recompression_instance
+-- An instance that keeps a single-frame compressed object (``.zst``), to rewrite it seekable.
+SELECT sha256, size, tier FROM instances
+WHERE object_key = $1 AND compression = 'zstd'
+LIMIT 1;
+
+-- name: recompression_switch
+-- Every instance keeping the single-frame object $1 now keeps its seekable form $2 ($3 bytes
+-- stored), if still hot and compressed (a tier move meanwhile leaves it as it is).  The count.
+WITH moved AS (
+    UPDATE instances SET object_key = $2, stored_size = $3
+    WHERE object_key = $1 AND compression = 'zstd' AND tier = 'hot'
+    RETURNING id
+)
+SELECT count(*) FROM moved;

@@ -109,6 +109,12 @@ class OfflineColdStore(FilesystemStore):
         async for chunk in super().iter_chunks(key, chunk_size):
             yield chunk
 
+    async def read_range(self, key: str, start: int, length: int) -> bytes:
+        info = await self.stat(key)
+        if info is not None and not info.available:
+            raise OfflineError(f"{key} is offline", retry_after_seconds=5 * 3600)
+        return await super().read_range(key, start, length)
+
     async def restore(self, key: str, days: int) -> ObjectInfo:
         self.restored.add(key)
         info = await self.stat(key)

@@ -198,7 +198,7 @@ async def test_retrieve_errors_are_specific(archive, dicomweb):
     assert status == 406
 
 
-async def test_metadata_is_dicom_json_without_pixel_data(archive, dicomweb):
+async def test_metadata_is_dicom_json_with_pixel_data_by_reference(archive, dicomweb):
     study = ct_study(series=1, slices=2, patient_name="ÖZ^ÄDA")
     study[0].SpecificCharacterSet = study[1].SpecificCharacterSet = "ISO_IR 192"
     await stow(dicomweb, [part10(ds) for ds in study])
@@ -211,7 +211,10 @@ async def test_metadata_is_dicom_json_without_pixel_data(archive, dicomweb):
     items = json.loads(body)
     assert len(items) == 2
     assert items[0]["00100010"]["Value"][0]["Alphabetic"] == "ÖZ^ÄDA"
-    assert all("7FE00010" not in item for item in items)
+    # Pixel Data is not inlined: a BulkDataURI stands for it (PS3.18 F.2.6).
+    for item in items:
+        assert set(item["7FE00010"]) == {"vr", "BulkDataURI"}
+        assert item["7FE00010"]["BulkDataURI"].startswith(dicomweb)
     assert {item["00080018"]["Value"][0] for item in items} == {ds.SOPInstanceUID for ds in study}
 
 

@@ -694,3 +694,30 @@ async def test_filesystem_tier_move_to_another_filesystem_keeps_metadata(
     assert info is not None and info.tier == "cold"
     assert dict(info.metadata or {}) == {"vna-source": "HOSP1"}
     assert await store.get_bytes(key) == data
+
+
+# --- ranged reads (frames and bulk data read only what they serve) ---------------------------
+
+
+async def test_read_range_returns_exactly_the_bytes_asked_for(store: ObjectStore) -> None:
+    data = bytes(range(256)) * 40  # 10240 bytes
+    key = content_key(sha(data))
+    await store.put_bytes(key, data, sha256=sha(data))
+    for start, length in [(0, 1), (0, 10240), (1, 255), (5000, 777), (10239, 1), (17, 0)]:
+        assert await store.read_range(key, start, length) == data[start : start + length]
+    # A range running past the end stops at the end; one starting past it is empty.
+    assert await store.read_range(key, 10200, 100) == data[10200:]
+    assert await store.read_range(key, 20000, 10) == b""
+
+
+async def test_read_range_of_an_absent_object(store: ObjectStore) -> None:
+    with pytest.raises(NotFound):
+        await store.read_range(content_key("0" * 64), 0, 10)
+
+
+async def test_read_range_refuses_a_negative_range(store: ObjectStore) -> None:
+    data = b"0123456789"
+    key = content_key(sha(data))
+    await store.put_bytes(key, data, sha256=sha(data))
+    with pytest.raises(InvalidRequest):
+        await store.read_range(key, -1, 5)

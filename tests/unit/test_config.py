@@ -207,6 +207,7 @@ def _valid_value_for(variable: str) -> str:
         "VNA_HTTP_HOST": "0.0.0.0",
         "VNA_DIMSE_HOST": "127.0.0.2",
         "VNA_ADMIN_ADMIN_TOKEN_SHA256": "ab" * 32,
+        "VNA_HTTP_CORS_ORIGINS": "https://viewer.example.org",
     }
     if variable in special:
         return special[variable]
@@ -490,3 +491,25 @@ def test_commitment_keys_validated(tmp_path: Path) -> None:
     assert s.dimse.commit_requires_replicas == 1
     assert s.dimse.commit_timeout_seconds == 60
     assert load_settings(None, environ={}).dimse.commit_requires_replicas == 0
+
+
+def test_cors_origins_none_by_default_read_from_file_and_environment(tmp_path: Path) -> None:
+    assert load_settings(None, environ={}).http.cors_origins == ()
+    s = load_text(
+        tmp_path,
+        '[http]\ncors_origins = ["https://viewer.example.org", "http://localhost:3000"]\n',
+    )
+    assert s.http.cors_origins == ("https://viewer.example.org", "http://localhost:3000")
+    s = load_text(
+        tmp_path, "", {"VNA_HTTP_CORS_ORIGINS": "https://a.example.org, https://b.example.org:8443"}
+    )
+    assert s.http.cors_origins == ("https://a.example.org", "https://b.example.org:8443")
+    assert load_text(tmp_path, '[http]\ncors_origins = ["*"]\n').http.cors_origins == ("*",)
+
+
+@pytest.mark.parametrize(
+    "origin", ["viewer.example.org", "https://viewer.example.org/", "https://v.org/ohif", "ftp://x"]
+)
+def test_cors_origins_must_be_origins(tmp_path: Path, origin: str) -> None:
+    with pytest.raises(ConfigError, match="cors_origins"):
+        load_text(tmp_path, f'[http]\ncors_origins = ["{origin}"]\n')

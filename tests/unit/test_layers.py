@@ -26,7 +26,10 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
     ("adapters and workers", frozenset({"vna.gateway", "lifecycle"})),
     ("engine", frozenset({"vna.admin", "vna.security", "vna.commitment"})),
     ("wiring", frozenset({"vna.archive"})),
-    ("services", frozenset({"vna.ingest", "vna.retrieve", "vna.recovery", "vna.handoff"})),
+    (
+        "services",
+        frozenset({"vna.ingest", "vna.retrieve", "vna.rendering", "vna.recovery", "vna.handoff"}),
+    ),
     ("settings", frozenset({"vna.config", "vna.metrics"})),
     ("catalogue and storage", frozenset({"vna.catalog", "vna.storage"})),
     ("dicom", frozenset({"vna.dicom"})),

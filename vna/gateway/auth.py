@@ -8,6 +8,7 @@ route                      permission    roles
 =========================  ============  =====================================
 ``POST /dicom-web/...``    store         source
 ``GET /dicom-web/...``     read          reader, admin (source: read_sources)
+``GET /wado`` (WADO-URI)   read          reader, admin (source: read_sources)
 ``/admin/...``             admin         admin
 ``/healthz``, ``/metrics`` none          anyone (no patient data)
 =========================  ============  =====================================
@@ -45,6 +46,8 @@ _PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
 STORE, READ, ADMIN = "store", "read", "admin"
 _DICOMWEB = "/dicom-web"
 _ADMIN = "/admin"
+#: WADO-URI (PS3.18 9), outside the DICOMweb prefix where its clients look for it.
+_WADO_URI = "/wado"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -53,6 +56,8 @@ def required_permission(request: web.Request) -> str | None:
     path = request.path
     if path == _DICOMWEB or path.startswith(_DICOMWEB + "/"):
         return STORE if request.method == "POST" else READ
+    if path == _WADO_URI:
+        return READ
     if path == _ADMIN or path.startswith(_ADMIN + "/"):
         return ADMIN
     return None

@@ -107,3 +107,121 @@ def part_header(content_type: str, location: str | None = None) -> bytes:
     if location:
         lines.append(f"Content-Location: {location}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+
+
+OCTET_STREAM = "application/octet-stream"
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+#: Native syntaxes whose frames are the little-endian bytes of Explicit VR Little Endian
+#: (the archive sends big-endian native frames swapped, vna.dicom.frames.parsed_pixels).
+_NATIVE = frozenset(
+    {
+        "1.2.840.10008.1.2",
+        EXPLICIT_VR_LITTLE_ENDIAN,
+        "1.2.840.10008.1.2.1.99",
+        "1.2.840.10008.1.2.2",
+    }
+)
+#: The media type of frames in each compressed syntax (PS3.18 8.7.3.5.4, Table 8.7.3-5).
+FRAME_MEDIA_TYPES: dict[str, str] = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg",
+    "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg",
+    "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls",
+    "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2",
+    "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.4.92": "image/jpx",
+    "1.2.840.10008.1.2.4.93": "image/jpx",
+    "1.2.840.10008.1.2.4.201": "image/jphc",
+    "1.2.840.10008.1.2.4.202": "image/jphc",
+    "1.2.840.10008.1.2.4.203": "image/jphc",
+    "1.2.840.10008.1.2.4.110": "image/jxl",
+    "1.2.840.10008.1.2.4.111": "image/jxl",
+    "1.2.840.10008.1.2.4.112": "image/jxl",
+    "1.2.840.10008.1.2.5": "image/dicom-rle",
+    "1.2.840.10008.1.2.4.100": "video/mpeg2",
+    "1.2.840.10008.1.2.4.101": "video/mpeg2",
+    "1.2.840.10008.1.2.4.102": "video/mp4",
+    "1.2.840.10008.1.2.4.103": "video/mp4",
+    "1.2.840.10008.1.2.4.104": "video/mp4",
+    "1.2.840.10008.1.2.4.105": "video/mp4",
+    "1.2.840.10008.1.2.4.106": "video/mp4",
+    "1.2.840.10008.1.2.4.107": "video/H265",
+    "1.2.840.10008.1.2.4.108": "video/H265",
+}
+#: Older names some clients still send (PS3.18 kept them as synonyms in earlier editions).
+_SYNONYMS = {"image/x-jls": "image/jls", "image/x-dicom-rle": "image/dicom-rle"}
+
+
+@dataclass(frozen=True)
+class FrameRendition:
+    """How frames (or bulk pixel data) go out: as stored, always (the archive does not
+    transcode), under this media type, in a multipart/related answer or a single part."""
+
+    media_type: str
+    transfer_syntax: str
+    multipart: bool
+
+    def content_type(self) -> str:
+        return f"{self.media_type}; transfer-syntax={self.transfer_syntax}"
+
+
+def stored_frame_type(transfer_syntax: str) -> str:
+    """The media type of the frames of an instance stored in this syntax."""
+    if transfer_syntax in _NATIVE:
+        return OCTET_STREAM
+    return FRAME_MEDIA_TYPES.get(transfer_syntax, OCTET_STREAM)
+
+
+def negotiate_frames(
+    accept: list[MediaType], stored_syntax: str, frames: int
+) -> FrameRendition | str:
+    """The rendition of ``frames`` frames of an instance stored in ``stored_syntax`` that the
+    Accept header allows, or the reason none does (for the 406).
+
+    PS3.18 8.7.3.5: native frames are application/octet-stream (Explicit VR Little Endian);
+    compressed frames are their syntax's media type, which a client gets by asking for it, for
+    ``transfer-syntax=*`` or for the stored syntax.  A client asking octet-stream with
+    ``transfer-syntax=*`` (OHIF does) gets the stored bytes labelled with their syntax.  A
+    single-part answer (Accept without multipart/related) carries exactly one frame.
+    """
+    native = stored_syntax in _NATIVE
+    syntax = EXPLICIT_VR_LITTLE_ENDIAN if native else stored_syntax
+    own_type = stored_frame_type(stored_syntax)
+    reasons: list[str] = []
+    for media in accept:
+        multipart = media.type in (MULTIPART_RELATED, "multipart/*", "*/*")
+        if multipart:
+            inner = media.params.get("type", "*/*").lower()
+        else:
+            inner = media.type
+        inner = _SYNONYMS.get(inner, inner)
+        asked = media.params.get("transfer-syntax")
+        if not multipart and frames != 1:
+            reasons.append(f"{inner} is a single-part answer, for one frame ({frames} asked)")
+            continue
+        wildcard = inner in ("*/*", "image/*", "video/*", "application/*")
+        if wildcard and inner != "*/*" and not own_type.startswith(inner[:-1]):
+            reasons.append(f"frames are stored as {own_type}, not {inner}")
+            continue
+        if wildcard or inner == own_type:
+            if asked in (None, "*", stored_syntax) or (native and asked in _NATIVE):
+                return FrameRendition(own_type, syntax, multipart)
+            reasons.append(_cannot(stored_syntax, asked))
+            continue
+        if inner == OCTET_STREAM:
+            if asked == "*" or asked == stored_syntax or (native and asked in (None, *_NATIVE)):
+                return FrameRendition(OCTET_STREAM, syntax, multipart)
+            reasons.append(_cannot(stored_syntax, asked or EXPLICIT_VR_LITTLE_ENDIAN))
+            continue
+        reasons.append(f"frames are stored as {own_type}, not {inner}")
+    detail = "; ".join(dict.fromkeys(reasons)) or "nothing acceptable was asked for"
+    return (
+        f"frames of this instance are {own_type} in transfer syntax {stored_syntax}"
+        f" (the archive does not transcode): {detail}"
+    )
+
+
+def _cannot(stored: str, asked: str) -> str:
+    return f"transfer syntax {asked} would need transcoding from {stored}"

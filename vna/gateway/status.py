@@ -8,6 +8,7 @@ statuses).  STOW-RS reuses the storage ones as FailureReason (PS3.18 10.5.3).
 from __future__ import annotations
 
 from vna.errors import (
+    CannotRender,
     ConfigError,
     Forbidden,
     InstanceConflict,
@@ -34,6 +35,8 @@ _HTTP: dict[type[VnaError], int] = {
     Unauthorized: 401,
     Forbidden: 403,
     NotFound: 404,
+    # Rendered media a stored instance cannot yield (PS3.18 8.3.5: Not Acceptable).
+    CannotRender: 406,
     InstanceConflict: 409,
     StudyMismatch: 409,
     PatientMismatch: 409,

@@ -14,6 +14,7 @@ from aiohttp import web
 from vna.archive import Archive
 from vna.errors import NotFound
 from vna.gateway.auth import AUDIT, principal_of
+from vna.gateway.bulk_uris import with_bulk_data_uris
 from vna.gateway.media import (
     DICOM,
     DICOM_JSON,
@@ -101,21 +102,25 @@ async def metadata(request: web.Request) -> web.Response:
         raise web.HTTPNotAcceptable(text=f"metadata is served as {DICOM_JSON} only\n")
     await _check_access(request, archive)
     scope = patient_scope(caller_source(request))
-    items = await archive.retriever.metadata(
+    entries = await archive.retriever.metadata_entries(
         m["study"], m.get("series"), m.get("instance"), scope=scope
     )
-    await _audit(request, METADATA, len(items))
-    # Headers as indexed at ingest; Pixel Data and bulk values over 64 KiB are left out.
+    await _audit(request, METADATA, len(entries))
+    # Headers as indexed at ingest; Pixel Data and bulk values are not in them: each gets a
+    # BulkDataURI instead (PS3.18 F.2.6), answered by vna.gateway.frames.
+    root = base_url(request)
+    items = [with_bulk_data_uris(e, root) for e in entries]
     return web.Response(body=json.dumps(items).encode(), status=200, content_type=DICOM_JSON)
 
 
-async def _check_access(request: web.Request, archive: Archive) -> None:
+async def _check_access(request: web.Request, archive: Archive, study: str | None = None) -> None:
     """A reader restricted to some sources sees the studies of others as absent (404, not
-    403: it learns nothing about them); the attempt is audited."""
+    403: it learns nothing about them); the attempt is audited.  ``study``: when the request
+    names it other than in its path (WADO-URI's studyUID)."""
     principal = principal_of(request)
     if principal.readable_sources is None:
         return
-    study = request.match_info["study"]
+    study = study if study is not None else request.match_info["study"]
     source = await archive.retriever.source_of_study(study)
     if source is None or principal.may_read_source(source):
         return  # absent studies are the retriever's 404
@@ -136,8 +141,30 @@ async def _check_access(request: web.Request, archive: Archive) -> None:
     raise NotFound(f"study {study} is not in the archive")
 
 
-async def _audit(request: web.Request, action: str, instances: int) -> None:
-    m = request.match_info
+#: For the other WADO handlers (frames, bulk data, WADO-URI): the same rule.
+check_access = _check_access
+
+
+async def audit_access(
+    request: web.Request,
+    action: str,
+    instances: int,
+    detail: dict[str, object] | None = None,
+    uids: dict[str, str] | None = None,
+) -> None:
+    """One audit record of this request, naming the study disclosed (PS3.15 A.5.3.7);
+    ``uids`` (study, series, instance) when not in the request's path."""
+    await _audit(request, action, instances, detail, uids)
+
+
+async def _audit(
+    request: web.Request,
+    action: str,
+    instances: int,
+    extra: dict[str, object] | None = None,
+    uids: dict[str, str] | None = None,
+) -> None:
+    m = uids if uids is not None else request.match_info
     await request.app[AUDIT].record(
         Access(
             actor=principal_of(request).name,
@@ -146,6 +173,11 @@ async def _audit(request: web.Request, action: str, instances: int) -> None:
             study_uids=[m["study"]],
             series_uid=m.get("series"),
             sop_uid=m.get("instance"),
-            detail={"protocol": "wado-rs", "path": request.path, "instances": instances},
+            detail={
+                "protocol": "wado-uri" if uids is not None else "wado-rs",
+                "path": request.path,
+                "instances": instances,
+                **(extra or {}),
+            },
         )
     )

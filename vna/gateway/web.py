@@ -15,7 +15,19 @@ from aiohttp import web
 
 from vna.archive import Archive
 from vna.errors import OfflineError, Unauthorized, VnaError
-from vna.gateway import admin, auth, changefeed, qido, readiness, stow, wado
+from vna.gateway import (
+    admin,
+    auth,
+    changefeed,
+    cors,
+    frames,
+    qido,
+    readiness,
+    rendered,
+    stow,
+    wado,
+    wado_uri,
+)
 from vna.gateway.request_context import ARCHIVE, PREFIX
 from vna.gateway.status import http_status
 from vna.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -38,6 +50,7 @@ def create_app(archive: Archive) -> web.Application:
         client_max_size=1024**2,
     )
     app[ARCHIVE] = archive
+    cors.register(app)  # [http] cors_origins: preflights answered before authentication
     app[auth.AUTH] = Authenticator(archive.db, archive.settings)
     app[auth.AUDIT] = AuditTrail(archive.db, archive.metrics)
     r = app.router
@@ -66,6 +79,20 @@ def create_app(archive: Archive) -> web.Application:
     )
     r.add_get(f"{p}/changefeed", changefeed.read_feed)
     r.add_get(f"{p}/changefeed/latest", changefeed.read_latest)
+    instance = f"{p}/studies/{{study}}/series/{{series}}/instances/{{instance}}"
+    r.add_get(f"{instance}/frames/{{frames}}", frames.frames)
+    r.add_get(f"{instance}/bulk/{{path:.+}}", frames.bulk)
+    # Rendered images and thumbnails (PS3.18 10.4.1.1.3, 10.4.1.1.4) at every level.
+    for level in (
+        f"{p}/studies/{{study}}",
+        f"{p}/studies/{{study}}/series/{{series}}",
+        instance,
+        f"{instance}/frames/{{frames}}",
+    ):
+        r.add_get(f"{level}/rendered", rendered.rendered)
+        r.add_get(f"{level}/thumbnail", rendered.thumbnail)
+    wado_uri.register(app)  # GET /wado?requestType=WADO... (PS3.18 9)
+    rendered.register_wado_uri()  # its image/jpeg and image/png answers
     admin.register(app)  # /admin: conflicts, patient links, corrections, merges
     return app
 

@@ -40,6 +40,7 @@ from vna.catalog.patient_links import filed_identity, record_pending_link
 from vna.catalog.queries import q
 from vna.config import IngestSettings, SourceSettings
 from vna.dicom.corrections import STUDY_ATTRIBUTES
+from vna.dicom.frames import layout_of_file, worth_recording
 from vna.dicom.normalise import Normalised, correct, normalise
 from vna.dicom.parse import (
     InstanceHeader,
@@ -378,6 +379,7 @@ class Ingester:
                 path, ex.sha256, ex.data_set_sha256, ex.size, written=False, stamp=ex.stamp
             )
         key = content_key(obj.sha256)
+        layout = await self._cpu_bound(layout_of_file, obj.path, h.transfer_syntax)
         try:
             await self.store.put_file(
                 key,
@@ -390,6 +392,13 @@ class Ingester:
         finally:
             if obj.written:
                 obj.path.unlink(missing_ok=True)
+        if worth_recording(layout):
+            assert layout is not None
+            # Frames and bulk values of this object are then one ranged read each (WADO-RS,
+            # vna.retrieve).  After the object is durable, keyed by its content: a crash
+            # before filing leaves a row that the same bytes would write again.
+            async with self.db.acquire() as conn:
+                await conn.execute(q("record_object_layout"), obj.sha256, layout.to_json())
 
         version = filing.Version(
             header=h,

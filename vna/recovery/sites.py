@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import struct
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,10 +26,14 @@ from vna.catalog.queries import q
 from vna.config import Settings
 from vna.errors import ConfigError, InvalidInstance, NotFound, StorageError, VnaError
 from vna.recovery.policy import PRIMARY, Outcome, judge_read, read_order, replication_targets
+from vna.storage import seekable
 from vna.storage.base import ObjectStore
 from vna.storage.factory import open_store
 
 log = logging.getLogger(__name__)
+#: Bytes kept from the end of a seekable object to check its seek table: 8 bytes a frame of
+#: 256 KiB, so enough for 32 GiB of original bytes.
+_TAIL = 1024 * 1024
 #: Hash and decompress in a worker thread above this many bytes per chunk.
 _THREAD_THRESHOLD = 256 * 1024
 
@@ -81,27 +86,37 @@ class ObjectReader:
     """Hashes an object's stored bytes and decoded content as chunks arrive; optionally
     writes the stored bytes to a file.  Runs in worker threads for large chunks."""
 
-    def __init__(self, compression: str, sink: BinaryIO | None = None) -> None:
+    def __init__(self, compression: str, sink: BinaryIO | None = None, *, key: str = "") -> None:
         self.stored = hashlib.sha256()
         self.content = hashlib.sha256()
         self.stored_size = 0
         self.content_size = 0
         self.sink = sink
         self.error = ""
+        #: The seekable form (vna.storage.seekable) is many frames and a seek table: its
+        #: content digest, not the end of one frame, tells a whole object from a cut one.
+        self.frames = seekable.is_seekable_key(key)
+        #: The last bytes stored (seekable form): its seek table, checked at the end, since
+        #: a decoder passes over that skippable frame and ranged reads depend on it.
+        self.tail = b""
         self.decompressor = (
-            zstandard.ZstdDecompressor().decompressobj() if compression == "zstd" else None
+            zstandard.ZstdDecompressor().decompressobj(read_across_frames=self.frames)
+            if compression == "zstd"
+            else None
         )
 
     def feed(self, chunk: bytes) -> None:
         self.stored.update(chunk)
         self.stored_size += len(chunk)
+        if self.frames:
+            self.tail = (self.tail + chunk)[-_TAIL:]
         if self.sink is not None:
             self.sink.write(chunk)
         if self.decompressor is None:
             self.content.update(chunk)
             self.content_size += len(chunk)
         elif not self.error:
-            if self.decompressor.eof:
+            if self.decompressor.eof and not self.frames:
                 self.error = "data after the end of the compressed frame"
                 return
             try:
@@ -112,8 +127,22 @@ class ObjectReader:
             self.content.update(out)
             self.content_size += len(out)
 
+    def _check_seek_table(self) -> None:
+        try:
+            n = seekable.table_size(self.tail[-seekable.FOOTER_SIZE :], "object")
+            if n > len(self.tail):
+                raise StorageError("seek table larger than kept")
+            table = seekable.parse_table(self.tail[-n:], "object")
+        except (StorageError, struct.error) as exc:
+            self.error = f"damaged seek table: {exc}"
+            return
+        if table.size != self.content_size or table.compressed[-1] + n != self.stored_size:
+            self.error = "seek table does not describe the object"
+
     def digest(self) -> Digest:
-        if self.decompressor is not None and not self.error:
+        if self.decompressor is not None and not self.error and self.frames:
+            self._check_seek_table()
+        if self.decompressor is not None and not self.error and not self.frames:
             if not self.decompressor.eof:
                 self.error = "compressed frame is truncated"
             elif self.decompressor.unused_data:
@@ -140,7 +169,7 @@ async def _read(store: ObjectStore, key: str, reader: ObjectReader) -> Digest:
 async def digest_object(store: ObjectStore, key: str, compression: str) -> Digest:
     """Read the object back and hash it (and what it decompresses to).  Raises NotFound when
     absent and StorageError when the store fails."""
-    return await _read(store, key, ObjectReader(compression))
+    return await _read(store, key, ObjectReader(compression, key=key))
 
 
 async def copy_object(
@@ -163,7 +192,7 @@ async def copy_object(
     try:
         with open(tmp, "wb") as sink:  # noqa: ASYNC230 - writes go through to_thread
             try:
-                got = await _read(source, key, ObjectReader(expected.compression, sink))
+                got = await _read(source, key, ObjectReader(expected.compression, sink, key=key))
             finally:
                 await asyncio.to_thread(sink.flush)
         if got.judge(expected) is not Outcome.VERIFIED:

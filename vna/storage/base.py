@@ -143,6 +143,14 @@ class ObjectStore(abc.ABC):
         """Stream the object; raises NotFound before the first chunk if absent."""
 
     @abc.abstractmethod
+    async def read_range(self, key: str, start: int, length: int) -> bytes:
+        """``length`` bytes of the object from offset ``start`` (fewer only where the object
+        ends first; none past its end).  Raises NotFound, and OfflineError for an offline
+        object.  What protects the bytes is the caller's concern: a range cannot be checked
+        against the whole object's digest (vna.retrieve says what checks each kind of read).
+        """
+
+    @abc.abstractmethod
     async def stat(self, key: str) -> ObjectInfo | None:
         """Size and class of the object, or None if absent."""
 

@@ -247,6 +247,8 @@ class S3Store(ObjectStore):
             return await self._client.get_object(Bucket=self.bucket, Key=self._key(key), **extra)
         except (ClientError, BotoCoreError) as exc:
             code = _error_code(exc)
+            if code == "InvalidRange":
+                return None  # a range starting past the end (416): nothing there
             if code in _NOT_FOUND:
                 raise NotFound(f"object {key} not in store {self.name}") from None
             if code in _OFFLINE:
@@ -273,6 +275,21 @@ class S3Store(ObjectStore):
                 if not chunk:
                     return
                 yield chunk
+
+    async def read_range(self, key: str, start: int, length: int) -> bytes:
+        if start < 0 or length < 0:
+            raise InvalidRequest(f"invalid byte range {start}+{length} of object {key}")
+        if length == 0:
+            return b""
+        resp = await self._get(key, Range=f"bytes={start}-{start + length - 1}")
+        if resp is None:
+            return b""
+        try:
+            async with resp["Body"] as body:
+                data: bytes = await body.read()
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise StorageError(f"S3 store {self.name}: read failed: {exc}") from exc
+        return data[:length]
 
     async def stat(self, key: str) -> ObjectInfo | None:
         try:

@@ -168,3 +168,10 @@ WHERE i.sop_uid = ANY($1::text[])
        OR (p.patient_id, p.issuer) IN (SELECT * FROM unnest($4::text[], $5::text[])))
 ORDER BY st.id, se.series_number NULLS LAST, se.id, i.instance_number NULLS LAST, i.id
 LIMIT $2;
+
+-- name: enqueue_recompression
+-- A frame or bulk value read from an object compressed before the seekable form: queue its
+-- rewrite (lifecycle.compression.recompress_object), once however many readers ask.
+INSERT INTO jobs (kind, payload, dedup_key)
+VALUES ('recompress', jsonb_build_object('object_key', $1::text), 'recompress:' || $1::text)
+ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING;
