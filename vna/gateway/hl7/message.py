@@ -199,9 +199,12 @@ def read_message(body: bytes) -> Parsed:
             head=_head(first, field_sep, encoding_chars),
         ) from exc
     # Segments end with CR (2.5.4); LF and CR LF from interface engines are taken as CR.
-    text = _SEGMENT_END.sub("\r", text.strip())
+    # An empty segment (two CRs in a row) carries nothing, and python-hl7 fails on it when it
+    # looks segments up, long after parsing: drop it here.
+    text = "\r".join(seg for seg in _SEGMENT_END.sub("\r", text.strip()).split("\r") if seg)
     try:
         message = hl7.parse(text)
+        message.segment("MSH")  # the lookups below must not fail later on this message
     except Exception as exc:  # python-hl7 raises assorted errors on malformed text
         refusal = _refuse("AR", SEGMENT_SEQUENCE_ERROR, f"not an HL7 message: {exc}")
         raise Unreadable(refusal) from exc
