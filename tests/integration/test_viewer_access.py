@@ -223,4 +223,3 @@ async def test_offline_frames_and_wado_uri_are_503_and_queue_one_restore(
             got = await call("GET", wado_uri(root, ds), accept="*/*")
             assert got.status == 200 and got.body == sent[ds.SOPInstanceUID]
             assert (await call("GET", f"{inst}/frames/1", accept=OHIF)).status == 200
-
