@@ -262,3 +262,88 @@ def test_cors_preflight_for_a_viewer_on_another_origin(cors_process):
         timeout=10,
     )
     assert r.status_code == 403 and "Access-Control-Allow-Origin" not in r.headers
+
+
+SOURCES_CONFIG = """
+[[sources]]
+name = "H1"
+issuer_of_patient_id = "HOSP1"
+
+[[sources]]
+name = "H2"
+issuer_of_patient_id = "HOSP2"
+"""
+
+
+@pytest.fixture
+def sources_process() -> Iterator[ArchiveProcess]:
+    root = Path(tempfile.mkdtemp(prefix="vna-accept-"))
+    config = root / "vna.toml"
+    config.write_text(SOURCES_CONFIG)
+    server = ArchiveProcess(root / "data", config=config)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.shutdown()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _token(server: ArchiveProcess, name: str, *options: str) -> str:
+    import subprocess
+
+    from tests.acceptance.conftest import VNA
+
+    done = subprocess.run(
+        [str(VNA), "--config", str(server.config), "tokens", "create", name, *options],
+        env=server.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_reader_restricted_to_a_source_gets_404_for_the_others(sources_process):
+    server = sources_process
+    h1 = _token(server, "h1", "--role", "source", "--source", "H1")
+    h2 = _token(server, "h2", "--role", "source", "--source", "H2")
+    viewer = _token(server, "viewer", "--role", "reader", "--read-sources", "H1")
+    studies = {}
+    for name, token in (("H1", h1), ("H2", h2)):
+        ds = _multiframe(frames=3, size=8, bits=16)
+        ds.EncapsulatedDocument = bytes(range(256)) * 8  # 2 KiB: bulk data
+        DICOMwebClient(server.url, headers={"Authorization": f"Bearer {token}"}).store_instances(
+            [ds]
+        )
+        studies[name] = ds
+
+    def get(path: str, accept: str) -> requests.Response:
+        return requests.get(
+            path,
+            headers={"Authorization": f"Bearer {viewer}", "Accept": accept},
+            timeout=30,
+        )
+
+    for name, status in (("H1", 200), ("H2", 404)):
+        ds = studies[name]
+        inst = (
+            f"{server.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+            f"/instances/{ds.SOPInstanceUID}"
+        )
+        wado = (
+            f"{server.base}/wado?requestType=WADO&studyUID={ds.StudyInstanceUID}"
+            f"&seriesUID={ds.SeriesInstanceUID}&objectUID={ds.SOPInstanceUID}"
+            "&contentType=application/dicom"
+        )
+        for url, accept in (
+            (f"{inst}/frames/2", "multipart/related; type=application/octet-stream"),
+            (f"{inst}/bulk/00420011", "application/octet-stream"),
+            (f"{inst}/bulk/7FE00010", "multipart/related; type=application/octet-stream"),
+            (wado, "*/*"),
+        ):
+            assert get(url, accept).status_code == status, (name, url)
+    # Without a token: 401, whatever the study.
+    assert requests.get(f"{inst}/frames/1", timeout=30).status_code == 401
