@@ -128,6 +128,10 @@ def test_frames_of_every_pydicom_test_file_match_pydicom() -> None:
             if layout is None or layout.pixels is None:
                 continue
             p = layout.pixels
+            # Every frame the file claims is found (YBR_FULL_422 once counted none).
+            claimed = str(ds.get("NumberOfFrames") or 1)
+            if claimed.isdigit():
+                assert p.number_of_frames == int(claimed), path
             if p.encapsulated:
                 expected = list(generate_frames(ds.PixelData, number_of_frames=p.number_of_frames))
             elif p.frame_bits % 8 == 0:

@@ -159,6 +159,15 @@ class ObjectLayout:
         return cls(pixels, bulk)
 
 
+def native_samples(samples_per_pixel: int, photometric: str) -> int:
+    """Samples a native frame holds per pixel.  YBR_FULL_422 keeps Cb and Cr for every second
+    pixel only, so a frame of three-sample pixels holds two samples per pixel (PS3.3
+    C.7.6.3.1.2, PS3.5 8.2.1 for the native encoding)."""
+    if samples_per_pixel == 3 and photometric.strip(" \x00") == "YBR_FULL_422":
+        return 2
+    return samples_per_pixel
+
+
 def check_frame_number(number: int, number_of_frames: int) -> None:
     # PS3.18 8.7.3... a frame list naming a frame the instance does not have: 404 naming it.
     if number < 1 or number > number_of_frames:
@@ -393,10 +402,11 @@ class _Walker:
         tag, vr, offset, length = self.pixel
         frames = max(self._int(0x00280008, 1), 1)
         if length != _UNDEFINED:
+            photometric = self.values.get(0x00280004, b"").decode("ascii", "replace")
             bits = (
                 self._int(0x00280010, 0)
                 * self._int(0x00280011, 0)
-                * self._int(0x00280002, 1)
+                * native_samples(self._int(0x00280002, 1), photometric)
                 * self._int(0x00280100, 8 if vr == "OB" else 16)
             )
             if bits == 0:
@@ -494,7 +504,9 @@ def parsed_pixels(data: bytes) -> tuple[PixelLayout, bytes] | None:
     bits = (
         int(ds.get("Rows", 0))
         * int(ds.get("Columns", 0))
-        * int(ds.get("SamplesPerPixel", 1))
+        * native_samples(
+            int(ds.get("SamplesPerPixel", 1)), str(ds.get("PhotometricInterpretation", ""))
+        )
         * int(ds.get("BitsAllocated", 8))
     )
     if bits == 0:
