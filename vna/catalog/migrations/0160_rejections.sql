@@ -38,18 +38,25 @@ ALTER TABLE instances
 -- Few rows are rejected: the admin listing and the retention review find them by this index.
 CREATE INDEX instances_rejected ON instances (rejection_fk) WHERE rejection_fk IS NOT NULL;
 
+-- The active note rejecting an instance of SOP Instance UID p_sop_uid filed in series
+-- p_series_fk (NULL: none).  Only a note of the instance's own study counts, so a note cannot
+-- reach into another study.  Used when an instance arrives and when a note is undone.
+CREATE FUNCTION vna_active_rejection(p_sop_uid text, p_series_fk bigint) RETURNS bigint
+LANGUAGE sql STABLE AS $$
+    SELECT min(r.note_fk)
+    FROM rejected_instances r
+    JOIN rejection_notes n ON n.id = r.note_fk AND n.undone_at IS NULL
+    JOIN series se ON se.id = p_series_fk
+    JOIN studies st ON st.id = se.study_fk AND st.study_uid = r.study_uid
+    WHERE r.sop_uid = p_sop_uid
+$$;
+
 -- An instance arriving after the note that rejects it is filed rejected (IHE RAD TF-2
 -- RAD-66: the archive must not make instances of a received rejection note available).
--- Only a note of the instance's own study counts, so a note cannot reach into another study.
 CREATE FUNCTION vna_instance_rejection() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    SELECT min(r.note_fk) INTO NEW.rejection_fk
-    FROM rejected_instances r
-    JOIN rejection_notes n ON n.id = r.note_fk AND n.undone_at IS NULL
-    JOIN series se ON se.id = NEW.series_fk
-    JOIN studies st ON st.id = se.study_fk AND st.study_uid = r.study_uid
-    WHERE r.sop_uid = NEW.sop_uid;
+    NEW.rejection_fk := vna_active_rejection(NEW.sop_uid, NEW.series_fk);
     RETURN NEW;
 END
 $$;
