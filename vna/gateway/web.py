@@ -15,7 +15,7 @@ from aiohttp import web
 
 from vna.archive import Archive
 from vna.errors import OfflineError, Unauthorized, VnaError
-from vna.gateway import admin, auth, qido, readiness, stow, wado
+from vna.gateway import admin, auth, qido, readiness, rejection, stow, wado
 from vna.gateway.request_context import ARCHIVE, PREFIX
 from vna.gateway.status import http_status
 from vna.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -48,6 +48,8 @@ def create_app(archive: Archive) -> web.Application:
 
     r.add_post(f"{p}/studies", stow.store_instances)
     r.add_post(f"{p}/studies/{{study}}", stow.store_instances)
+    r.add_post(f"{p}/studies/{{study}}/reject/{{code}}", rejection.reject)
+    r.add_post(f"{p}/studies/{{study}}/series/{{series}}/reject/{{code}}", rejection.reject)
 
     r.add_get(f"{p}/studies", qido.search_studies)
     r.add_get(f"{p}/series", qido.search_series)

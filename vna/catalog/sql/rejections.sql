@@ -83,7 +83,7 @@ ORDER BY n.received_at, st.study_uid, se.series_uid, i.instance_number NULLS LAS
 -- name: rejection_study
 -- The study a note is made for (POST .../reject): the attributes the note copies.
 SELECT st.study_uid, st.study_date, st.study_time, st.accession_number, st.study_id,
-       st.referring_physician, p.patient_id, p.issuer, p.patient_name, p.birth_date, p.sex
+       st.referring_physician, st.source, p.patient_id, p.issuer, p.patient_name, p.birth_date, p.sex
 FROM studies st
 JOIN patients p ON p.id = st.patient_fk
 WHERE st.study_uid = $1;
