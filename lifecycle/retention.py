@@ -22,7 +22,7 @@ from typing import Any
 
 import asyncpg
 
-from lifecycle import queue
+from lifecycle import queue, rejections
 from lifecycle.policy.deletion import Hold, Reviewed, StudyNow, Verdict, check_deletion
 from lifecycle.policy.retention import (
     RetentionDecision,
@@ -127,6 +127,8 @@ class Review:
     items: list[dict[str, Any]]
     approved_by: str | None = None
     approved_at: dt.datetime | None = None
+    #: Instances withdrawn by IOCM rejection notes (lifecycle.rejections), with the reason.
+    rejected: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def due(self) -> list[dict[str, Any]]:
@@ -145,7 +147,9 @@ async def create_review(
     async with db.transaction() as conn:
         head = await conn.fetchrow(q("review_create"), as_of, actor, rules_fingerprint(rules))
         await conn.execute(q("review_fill"), head["id"], as_of, rules_fingerprint(rules))
+        await rejections.fill_review(conn, head["id"])
         counts = await conn.fetchrow(q("review_counts"), head["id"])
+        rejected = await rejections.review_items(conn, head["id"])
         await _audit(
             conn,
             actor,
@@ -155,6 +159,7 @@ async def create_review(
                 "as_of": as_of.isoformat(),
                 "due": counts["due"],
                 "held": counts["held"],
+                "rejected_instances": len(rejected),
             },
         )
     return await load_review(db, head["id"])
@@ -166,6 +171,7 @@ async def load_review(db: Database, review_id: int) -> Review:
         if head is None:
             raise NotFound(f"no retention review {review_id}")
         items = [dict(r) for r in await conn.fetch(q("review_items"), review_id)]
+        rejected = await rejections.review_items(conn, review_id)
     return Review(
         id=head["id"],
         as_of=head["as_of"],
@@ -176,6 +182,7 @@ async def load_review(db: Database, review_id: int) -> Review:
         items=items,
         approved_by=head["approved_by"],
         approved_at=head["approved_at"],
+        rejected=rejected,
     )
 
 
@@ -190,6 +197,9 @@ class ApprovalReport:
     pending: list[tuple[str, dt.date]] = field(default_factory=list)
     #: (study UID, reason) of each study left alone.
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: SOP Instance UIDs of the rejected instances deleted, and (UID, reason) of those left.
+    deleted_instances: list[str] = field(default_factory=list)
+    skipped_instances: list[tuple[str, str]] = field(default_factory=list)
 
 
 async def approve(
@@ -221,6 +231,15 @@ async def approve(
     report = ApprovalReport(review_id)
     for study_id in study_ids:
         await execute_item(db, store, rules, review_id, study_id, actor, today, report)
+    report.deleted_bytes += await rejections.execute_review(
+        db,
+        store,
+        review_id,
+        actor,
+        report.deleted_instances,
+        report.skipped_instances,
+        delete_object_if_unused,
+    )
     return report
 
 

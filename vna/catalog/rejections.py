@@ -29,9 +29,7 @@ class Recorded:
     ignored: int
 
 
-async def record_note(
-    conn: asyncpg.Connection, note: RejectionNote, actor: str
-) -> Recorded | None:
+async def record_note(conn: asyncpg.Connection, note: RejectionNote, actor: str) -> Recorded | None:
     """Record ``note`` and withdraw the instances of its study it names; None when the note
     was recorded before (a resend changes nothing, and a note undone stays undone)."""
     note_id = await conn.fetchval(

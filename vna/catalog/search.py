@@ -319,8 +319,7 @@ def _constrain(
 VISIBLE: dict[Level, str] = {
     "instance": "i.rejection_fk IS NULL",
     "series": (
-        "EXISTS (SELECT 1 FROM instances vi WHERE vi.series_fk = se.id"
-        " AND vi.rejection_fk IS NULL)"
+        "EXISTS (SELECT 1 FROM instances vi WHERE vi.series_fk = se.id AND vi.rejection_fk IS NULL)"
     ),
     "study": (
         "EXISTS (SELECT 1 FROM series vs JOIN instances vi ON vi.series_fk = vs.id"
