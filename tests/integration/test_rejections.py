@@ -1,0 +1,315 @@
+"""IOCM rejection notes against a real archive: a Key Object Selection Document titled with a
+rejection code (PS3.16 CID 7011) withdraws the instances it names from QIDO-RS, WADO-RS,
+C-FIND, C-MOVE and C-GET; a retention review lists them with the reason and its approval
+deletes them (objects and replica copies); the note stays.  Notes are made here with pydicom,
+by hand, as a PACS would send them."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
+from pynetdicom import build_role, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from lifecycle import retention
+from tests.conftest import free_port
+from tests.factory import ct_study, part10, split_multipart, stow_body
+from tests.integration.test_dimse import (
+    Start,
+    StorageSCP,
+    association,
+    find,
+    move,
+    scu,
+    split_part10,
+    start_archive,  # noqa: F401 - fixture
+    store,
+    study_keys,
+)
+from vna.admin import rejections
+from vna.archive import Archive
+from vna.config import DestinationSettings, RetentionRuleSettings
+from vna.gateway.web import create_app
+from vna.security import tokens
+
+pytestmark = pytest.mark.asyncio
+
+KOS = "1.2.840.10008.5.1.4.1.1.88.59"
+ACCEPT_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+
+def rejection_note(
+    study: list[Dataset], rejected: list[Dataset], code: str = "113001"
+) -> Dataset:
+    """A KOS rejection note as a PACS sends it (IHE RAD TF-3 4.66; PS3.3 A.35.4)."""
+    meanings = {"113001": "Rejected for Quality Reasons", "113039": "Data Retention Policy Expired"}
+    first = study[0]
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = KOS
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = KOS
+    for keyword in (
+        "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
+        "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName",
+    ):  # fmt: skip
+        setattr(ds, keyword, getattr(first, keyword))
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "KO"
+    ds.SeriesNumber = 99
+    ds.InstanceNumber = 1
+    ds.ValueType = "CONTAINER"
+    title = Dataset()
+    title.CodeValue = code
+    title.CodingSchemeDesignator = "DCM"
+    title.CodeMeaning = meanings[code]
+    ds.ConceptNameCodeSequence = DicomSequence([title])
+    by_series: dict[str, list[Dataset]] = {}
+    for r in rejected:
+        by_series.setdefault(r.SeriesInstanceUID, []).append(r)
+    evidence = Dataset()
+    evidence.StudyInstanceUID = first.StudyInstanceUID
+    series_items = []
+    for series_uid, items in by_series.items():
+        s = Dataset()
+        s.SeriesInstanceUID = series_uid
+        refs = []
+        for r in items:
+            ref = Dataset()
+            ref.ReferencedSOPClassUID = r.SOPClassUID
+            ref.ReferencedSOPInstanceUID = r.SOPInstanceUID
+            refs.append(ref)
+        s.ReferencedSOPSequence = DicomSequence(refs)
+        series_items.append(s)
+    evidence.ReferencedSeriesSequence = DicomSequence(series_items)
+    ds.CurrentRequestedProcedureEvidenceSequence = DicomSequence([evidence])
+    return ds
+
+
+async def serve_dicomweb(archive: Archive) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(create_app(archive))
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}/dicom-web"
+
+
+async def http_get(url: str, accept: str = "application/dicom+json", token: str = "") -> Any:
+    headers = {"Accept": accept}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as r:
+        return r.status, await r.read(), r.headers.get("Content-Type", "")
+
+
+async def qido_uids(url: str, token: str = "") -> set[str]:
+    status, body, _ = await http_get(url, token=token)
+    if status == 204:
+        return set()
+    assert status == 200, body
+    import json
+
+    return {m["00080018"]["Value"][0] for m in json.loads(body)}
+
+
+async def stow(url: str, datasets: list[Dataset]) -> int:
+    body, content_type = stow_body([part10(ds) for ds in datasets])
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(f"{url}/studies", data=body, headers={"Content-Type": content_type})
+        await resp.read()
+        return resp.status
+
+
+def get_series(port: int, study_uid: str, series_uid: str) -> tuple[int, set[str]]:
+    """C-GET of a series; the final status's completed count and the UIDs received."""
+    got: set[str] = set()
+
+    def on_store(event: Any) -> int:
+        got.add(str(event.request.AffectedSOPInstanceUID))
+        Path(event.dataset_path).unlink()
+        return 0x0000
+
+    contexts = [
+        (StudyRootQueryRetrieveInformationModelGet, [ImplicitVRLittleEndian]),
+        (CTImageStorage, [ExplicitVRLittleEndian]),
+    ]
+    role = build_role(CTImageStorage, scp_role=True)
+    with association(
+        port, contexts, ext_neg=[role], handlers=[(evt.EVT_C_STORE, on_store)]
+    ) as assoc:
+        last = None
+        for status, _ in assoc.send_c_get(
+            study_keys("SERIES", StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid),
+            StudyRootQueryRetrieveInformationModelGet,
+        ):
+            last = status
+        assert last is not None
+        return int(last.NumberOfCompletedSuboperations), got
+
+
+def store_note(port: int, note: Dataset) -> int:
+    with association(port, [(KOS, [ExplicitVRLittleEndian])]) as assoc:
+        assert assoc.is_established
+        return int(assoc.send_c_store(note).Status)
+
+
+@pytest.fixture
+def destination() -> Any:
+    scp = StorageSCP()
+    try:
+        yield scp
+    finally:
+        scp.stop()
+
+
+@pytest.fixture
+async def iocm(start_archive: Start, destination: StorageSCP) -> AsyncIterator[Any]:  # noqa: F811
+    """An archive with its DIMSE listener, its DICOMweb gateway and a move destination."""
+    archive, listener = await start_archive(
+        destinations=(
+            DestinationSettings(
+                name="ws", ae_title="TESTDEST", host="127.0.0.1", port=destination.port
+            ),
+        )
+    )
+    runner, url = await serve_dicomweb(archive)
+    try:
+        yield archive, listener, url, destination
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_note_for_3_of_10_hides_exactly_those_everywhere_and_review_deletes_them(
+    iocm: Any,
+) -> None:
+    archive, listener, url, destination = iocm
+    study = ct_study(series=2, slices=5)
+    study_uid = study[0].StudyInstanceUID
+    series1, series2 = study[0].SeriesInstanceUID, study[5].SeriesInstanceUID
+    rejected = [study[1], study[3], study[7]]
+    kept = [ds for ds in study if ds not in rejected]
+    gone = {ds.SOPInstanceUID for ds in rejected}
+    assert await scu(store, listener.port, study) == [0] * 10
+
+    note = rejection_note(study, rejected)
+    assert await scu(store_note, listener.port, note) == 0x0000  # received by C-STORE
+
+    # QIDO-RS: the rejected instances are not found; the note is, as an ordinary instance.
+    found = await qido_uids(f"{url}/studies/{study_uid}/instances")
+    assert found == {ds.SOPInstanceUID for ds in kept} | {note.SOPInstanceUID}
+    status, body, _ = await http_get(f"{url}/studies?StudyInstanceUID={study_uid}")
+    import json
+
+    (match,) = json.loads(body)
+    assert match["00201208"]["Value"] == [8]  # Number of Study Related Instances: 7 + the note
+    for ds in rejected:
+        path = f"{url}/studies/{study_uid}/series/{ds.SeriesInstanceUID}/instances"
+        assert ds.SOPInstanceUID not in await qido_uids(f"{path}?SOPInstanceUID={ds.SOPInstanceUID}")
+
+    # WADO-RS: 404 for a rejected instance; the study without them.
+    one = rejected[0]
+    status, _, _ = await http_get(
+        f"{url}/studies/{study_uid}/series/{one.SeriesInstanceUID}/instances/{one.SOPInstanceUID}",
+        ACCEPT_DICOM,
+    )
+    assert status == 404
+    status, _, _ = await http_get(
+        f"{url}/studies/{study_uid}/series/{one.SeriesInstanceUID}/instances/{one.SOPInstanceUID}"
+        "/metadata"
+    )
+    assert status == 404
+    status, payload, ctype = await http_get(f"{url}/studies/{study_uid}", ACCEPT_DICOM)
+    assert status == 200
+    served = {split_part10(p)[0].MediaStorageSOPInstanceUID for p in split_multipart(payload, ctype)}
+    assert served == {ds.SOPInstanceUID for ds in kept} | {note.SOPInstanceUID}
+
+    # C-FIND at IMAGE level.
+    images, final = await scu(
+        find,
+        listener.port,
+        StudyRootQueryRetrieveInformationModelFind,
+        study_keys("IMAGE", StudyInstanceUID=study_uid, SeriesInstanceUID=series1, SOPInstanceUID=""),
+    )
+    assert final == 0
+    assert {i.SOPInstanceUID for i in images} == {ds.SOPInstanceUID for ds in study[:5]} - gone
+
+    # C-MOVE of series 1: the three kept ones only; of a rejected instance: nothing.
+    last = await scu(
+        move,
+        listener.port,
+        StudyRootQueryRetrieveInformationModelMove,
+        study_keys("SERIES", StudyInstanceUID=study_uid, SeriesInstanceUID=series1),
+        "TESTDEST",
+    )
+    assert last.Status == 0 and last.NumberOfCompletedSuboperations == 3
+    await scu(
+        move,
+        listener.port,
+        StudyRootQueryRetrieveInformationModelMove,
+        study_keys(
+            "IMAGE",
+            StudyInstanceUID=study_uid,
+            SeriesInstanceUID=series1,
+            SOPInstanceUID=study[1].SOPInstanceUID,
+        ),
+        "TESTDEST",
+    )
+    assert set(destination.received) == {ds.SOPInstanceUID for ds in study[:5]} - gone
+
+    # C-GET of series 2: four of five.
+    completed, got = await scu(get_series, listener.port, study_uid, series2)
+    assert completed == 4 and got == {ds.SOPInstanceUID for ds in study[5:]} - gone
+
+    # An administrator sees what is withdrawn, and why.
+    listed = await rejections.list_rejected(archive.db, study_uid)
+    assert {r["sop_uid"] for r in listed} == gone
+    assert {r["meaning"] for r in listed} == {"Rejected for Quality Reasons"}
+
+    # The retention review lists them with the reason (no study is due under a 100-year rule).
+    rules = (RetentionRuleSettings(name="forever", retain_years=100),)
+    review = await retention.create_review(archive.db, rules, dt.date.today(), "records")
+    assert review.due == []
+    assert {r["sop_uid"]: r["meaning"] for r in review.rejected} == dict.fromkeys(
+        gone, "Rejected for Quality Reasons"
+    )
+    keys = {r["object_key"] for r in await _instances(archive, gone)}
+    assert all([await archive.store.stat(k) is not None for k in keys])
+
+    report = await retention.approve(archive.db, archive.store, rules, review.id, "records")
+    assert set(report.deleted_instances) == gone
+    assert [await archive.store.stat(k) for k in keys] == [None] * 3
+    assert await _instances(archive, gone) == []
+    # The note stays, and so does every kept instance.
+    found = await qido_uids(f"{url}/studies/{study_uid}/instances")
+    assert found == {ds.SOPInstanceUID for ds in kept} | {note.SOPInstanceUID}
+
+
+async def _instances(archive: Archive, uids: set[str]) -> list[Any]:
+    async with archive.db.acquire() as conn:
+        return list(
+            await conn.fetch(
+                "SELECT sop_uid, object_key FROM instances WHERE sop_uid = ANY($1::text[])",
+                list(uids),
+            )
+        )
