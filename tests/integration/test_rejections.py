@@ -313,3 +313,126 @@ async def _instances(archive: Archive, uids: set[str]) -> list[Any]:
                 list(uids),
             )
         )
+
+
+async def test_a_note_received_before_its_instances_applies_when_they_arrive(
+    archive: Archive, dicomweb: str
+) -> None:
+    study = ct_study(series=1, slices=10)
+    study_uid = study[0].StudyInstanceUID
+    rejected = study[2:5]
+    note = rejection_note(study, rejected, code="113039")
+    assert await stow(dicomweb, [note]) == 200  # received by STOW-RS, nothing to withdraw yet
+    assert await qido_uids(f"{dicomweb}/studies/{study_uid}/instances") == {note.SOPInstanceUID}
+
+    assert await stow(dicomweb, study) == 200
+    found = await qido_uids(f"{dicomweb}/studies/{study_uid}/instances")
+    assert found == {ds.SOPInstanceUID for ds in study if ds not in rejected} | {
+        note.SOPInstanceUID
+    }
+    one = rejected[0]
+    status, _, _ = await http_get(
+        f"{dicomweb}/studies/{study_uid}/series/{one.SeriesInstanceUID}"
+        f"/instances/{one.SOPInstanceUID}",
+        ACCEPT_DICOM,
+    )
+    assert status == 404
+    (listed,) = await rejections.list_notes(archive.db)
+    assert (listed["referenced"], listed["rejected"], listed["not_held"]) == (3, 3, 0)
+    assert listed["meaning"] == "Data Retention Policy Expired"
+
+
+async def test_a_note_cannot_withdraw_instances_of_another_study(
+    archive: Archive, dicomweb: str
+) -> None:
+    victim = ct_study(series=1, slices=3, patient_id="OTHER")
+    own = ct_study(series=1, slices=2)
+    assert await stow(dicomweb, victim + own) == 200
+    # A note in one study naming another study's instances (IHE: a note rejects within its
+    # own study); the archive keeps serving them.
+    note = rejection_note(own, victim)
+    note.CurrentRequestedProcedureEvidenceSequence[0].StudyInstanceUID = victim[0].StudyInstanceUID
+    assert await stow(dicomweb, [note]) == 200
+    uid = victim[0].StudyInstanceUID
+    assert await qido_uids(f"{dicomweb}/studies/{uid}/instances") == {
+        ds.SOPInstanceUID for ds in victim
+    }
+
+
+async def test_reject_endpoint_for_admins_only_and_undo_brings_them_back(
+    archive: Archive, dicomweb: str
+) -> None:
+    study = ct_study(series=2, slices=3)
+    study_uid = study[0].StudyInstanceUID
+    series_uid = study[0].SeriesInstanceUID
+    async with archive.db.transaction() as conn:
+        admin = await tokens.create_token(conn, name="ops", role="admin", actor="test")
+        reader = await tokens.create_token(conn, name="ris", role="reader", actor="test")
+        source = await tokens.create_token(
+            conn, name="pacs", role="source", source="DEFAULT", actor="test"
+        )
+
+    async def post(path: str, token: str) -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as http:
+            resp = await http.post(
+                f"{dicomweb}{path}", headers={"Authorization": f"Bearer {token}"}
+            )
+            body = await resp.read()
+            return resp.status, body
+
+    body, content_type = stow_body([part10(ds) for ds in study])
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(
+            f"{dicomweb}/studies",
+            data=body,
+            headers={"Content-Type": content_type, "Authorization": f"Bearer {source.secret}"},
+        )
+        assert resp.status == 200
+
+    target = f"/studies/{study_uid}/series/{series_uid}/reject/113001^DCM"
+    for token in (reader.secret, source.secret):
+        status, _ = await post(target, token)
+        assert status == 403
+    everything = {ds.SOPInstanceUID for ds in study}
+    all_url = f"{dicomweb}/studies/{study_uid}/instances"
+    assert await qido_uids(all_url, admin.secret) == everything
+
+    status, raw = await post(target, admin.secret)
+    assert status == 200, raw
+    import json
+
+    answer = json.loads(raw)
+    note_uid = answer["rejectionNote"]
+    assert answer["rejected"] == 3
+    assert await qido_uids(all_url, admin.secret) == (
+        {ds.SOPInstanceUID for ds in study[3:]} | {note_uid}
+    )
+    # The note is a valid KOS of the study, served like any instance.
+    (note,) = [
+        m
+        for m in json.loads(
+            (await http_get(f"{dicomweb}/studies/{study_uid}/metadata", token=admin.secret))[1]
+        )
+        if m["00080018"]["Value"] == [note_uid]
+    ]
+    assert note["00080016"]["Value"] == [KOS]
+    assert note["0040A043"]["Value"][0]["00080100"]["Value"] == ["113001"]
+    evidence = note["0040A375"]["Value"][0]["00081115"]["Value"][0]["00081199"]["Value"]
+    assert {e["00081155"]["Value"][0] for e in evidence} == {
+        ds.SOPInstanceUID for ds in study[:3]
+    }
+    # Unknown code, unknown study.
+    assert (await post(f"/studies/{study_uid}/reject/999999^DCM", admin.secret))[0] == 400
+    assert (await post(f"/studies/1.2.3.4/reject/113001^DCM", admin.secret))[0] == 404
+
+    undone = await rejections.undo(archive.db, note_uid, actor="ops", reason="wrong series")
+    assert set(undone["visibleAgain"]) == {ds.SOPInstanceUID for ds in study[:3]}
+    assert await qido_uids(all_url, admin.secret) == everything | {note_uid}
+    async with archive.db.acquire() as conn:
+        actions = [
+            r["action"]
+            for r in await conn.fetch(
+                "SELECT action FROM audit WHERE action LIKE 'reject%' ORDER BY id"
+            )
+        ]
+    assert actions == ["reject", "reject-undo"]
