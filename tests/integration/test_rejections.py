@@ -436,3 +436,63 @@ async def test_reject_endpoint_for_admins_only_and_undo_brings_them_back(
             )
         ]
     assert actions == ["reject", "reject-undo"]
+
+
+async def test_approval_empties_the_replica_and_a_legal_hold_wins(
+    archive_settings: Any, tmp_path: Path
+) -> None:
+    from lifecycle.worker import run_once
+    from tests.integration.lifecycle_support import fetch, ingest, opened, with_lifecycle
+    from vna.config import ReplicaSettings
+    from vna.storage.factory import open_store
+
+    replica_root = tmp_path / "replica"
+    rules = (RetentionRuleSettings(name="forever", retain_years=100),)
+    settings = with_lifecycle(
+        dataclasses.replace(archive_settings, replicas=(ReplicaSettings("dr", replica_root.as_uri()),)),
+        compression={"level": 0},
+        lifecycle={"delete_grace_seconds": 0},
+        retention_rules=rules,
+    )
+    async with opened(settings) as archive:
+        held_study = ct_study(series=1, slices=3, patient_id="HELD")
+        study = ct_study(series=1, slices=4)
+        await ingest(archive, held_study + study)
+        await ingest(
+            archive,
+            [rejection_note(study, study[:2]), rejection_note(held_study, held_study[:1])],
+        )
+        await run_once(archive)  # replication of every object
+        replica = await open_store(replica_root.as_uri(), name="dr")
+        rejected_keys = {
+            r["object_key"]
+            for r in await fetch(
+                archive,
+                "SELECT object_key FROM instances WHERE sop_uid = ANY($1::text[])",
+                [ds.SOPInstanceUID for ds in study[:2]],
+            )
+        }
+        assert rejected_keys <= {k async for k in replica.iter_keys()}
+        await retention.set_hold(
+            archive.db, actor="legal", reason="litigation", study_uid=held_study[0].StudyInstanceUID
+        )
+
+        review = await retention.create_review(archive.db, rules, dt.date.today(), "records")
+        states = {r["sop_uid"]: r["state"] for r in review.rejected}
+        assert states == {
+            study[0].SOPInstanceUID: "due",
+            study[1].SOPInstanceUID: "due",
+            held_study[0].SOPInstanceUID: "held",
+        }
+        report = await retention.approve(archive.db, archive.store, rules, review.id, "records")
+        assert set(report.deleted_instances) == {ds.SOPInstanceUID for ds in study[:2]}
+        await run_once(archive)  # the replica deletions
+        on_replica = {k async for k in replica.iter_keys()}
+        assert on_replica.isdisjoint(rejected_keys)
+        assert len(on_replica) == 3 + 2 + 2  # held study, the two kept, the two notes
+        # The held instance is still archived (withdrawn), and listed again next time.
+        again = await retention.create_review(archive.db, rules, dt.date.today(), "records")
+        assert [(r["sop_uid"], r["state"]) for r in again.rejected] == [
+            (held_study[0].SOPInstanceUID, "held")
+        ]
+        await replica.close()
