@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -57,9 +58,7 @@ KOS = "1.2.840.10008.5.1.4.1.1.88.59"
 ACCEPT_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 
-def rejection_note(
-    study: list[Dataset], rejected: list[Dataset], code: str = "113001"
-) -> Dataset:
+def rejection_note(study: list[Dataset], rejected: list[Dataset], code: str = "113001") -> Dataset:
     """A KOS rejection note as a PACS sends it (IHE RAD TF-3 4.66; PS3.3 A.35.4)."""
     meanings = {"113001": "Rejected for Quality Reasons", "113039": "Data Retention Policy Expired"}
     first = study[0]
@@ -128,8 +127,6 @@ async def qido_uids(url: str, token: str = "") -> set[str]:
     if status == 204:
         return set()
     assert status == 200, body
-    import json
-
     return {m["00080018"]["Value"][0] for m in json.loads(body)}
 
 
@@ -219,13 +216,13 @@ async def test_a_note_for_3_of_10_hides_exactly_those_everywhere_and_review_dele
     found = await qido_uids(f"{url}/studies/{study_uid}/instances")
     assert found == {ds.SOPInstanceUID for ds in kept} | {note.SOPInstanceUID}
     status, body, _ = await http_get(f"{url}/studies?StudyInstanceUID={study_uid}")
-    import json
-
     (match,) = json.loads(body)
     assert match["00201208"]["Value"] == [8]  # Number of Study Related Instances: 7 + the note
     for ds in rejected:
         path = f"{url}/studies/{study_uid}/series/{ds.SeriesInstanceUID}/instances"
-        assert ds.SOPInstanceUID not in await qido_uids(f"{path}?SOPInstanceUID={ds.SOPInstanceUID}")
+        assert ds.SOPInstanceUID not in await qido_uids(
+            f"{path}?SOPInstanceUID={ds.SOPInstanceUID}"
+        )
 
     # WADO-RS: 404 for a rejected instance; the study without them.
     one = rejected[0]
@@ -241,7 +238,9 @@ async def test_a_note_for_3_of_10_hides_exactly_those_everywhere_and_review_dele
     assert status == 404
     status, payload, ctype = await http_get(f"{url}/studies/{study_uid}", ACCEPT_DICOM)
     assert status == 200
-    served = {split_part10(p)[0].MediaStorageSOPInstanceUID for p in split_multipart(payload, ctype)}
+    served = {
+        split_part10(p)[0].MediaStorageSOPInstanceUID for p in split_multipart(payload, ctype)
+    }
     assert served == {ds.SOPInstanceUID for ds in kept} | {note.SOPInstanceUID}
 
     # C-FIND at IMAGE level.
@@ -249,7 +248,9 @@ async def test_a_note_for_3_of_10_hides_exactly_those_everywhere_and_review_dele
         find,
         listener.port,
         StudyRootQueryRetrieveInformationModelFind,
-        study_keys("IMAGE", StudyInstanceUID=study_uid, SeriesInstanceUID=series1, SOPInstanceUID=""),
+        study_keys(
+            "IMAGE", StudyInstanceUID=study_uid, SeriesInstanceUID=series1, SOPInstanceUID=""
+        ),
     )
     assert final == 0
     assert {i.SOPInstanceUID for i in images} == {ds.SOPInstanceUID for ds in study[:5]} - gone
@@ -399,8 +400,6 @@ async def test_reject_endpoint_for_admins_only_and_undo_brings_them_back(
 
     status, raw = await post(target, admin.secret)
     assert status == 200, raw
-    import json
-
     answer = json.loads(raw)
     note_uid = answer["rejectionNote"]
     assert answer["rejected"] == 3
@@ -418,12 +417,10 @@ async def test_reject_endpoint_for_admins_only_and_undo_brings_them_back(
     assert note["00080016"]["Value"] == [KOS]
     assert note["0040A043"]["Value"][0]["00080100"]["Value"] == ["113001"]
     evidence = note["0040A375"]["Value"][0]["00081115"]["Value"][0]["00081199"]["Value"]
-    assert {e["00081155"]["Value"][0] for e in evidence} == {
-        ds.SOPInstanceUID for ds in study[:3]
-    }
+    assert {e["00081155"]["Value"][0] for e in evidence} == {ds.SOPInstanceUID for ds in study[:3]}
     # Unknown code, unknown study.
     assert (await post(f"/studies/{study_uid}/reject/999999^DCM", admin.secret))[0] == 400
-    assert (await post(f"/studies/1.2.3.4/reject/113001^DCM", admin.secret))[0] == 404
+    assert (await post("/studies/1.2.3.4/reject/113001^DCM", admin.secret))[0] == 404
 
     undone = await rejections.undo(archive.db, note_uid, actor="ops", reason="wrong series")
     assert set(undone["visibleAgain"]) == {ds.SOPInstanceUID for ds in study[:3]}
@@ -449,7 +446,9 @@ async def test_approval_empties_the_replica_and_a_legal_hold_wins(
     replica_root = tmp_path / "replica"
     rules = (RetentionRuleSettings(name="forever", retain_years=100),)
     settings = with_lifecycle(
-        dataclasses.replace(archive_settings, replicas=(ReplicaSettings("dr", replica_root.as_uri()),)),
+        dataclasses.replace(
+            archive_settings, replicas=(ReplicaSettings("dr", replica_root.as_uri()),)
+        ),
         compression={"level": 0},
         lifecycle={"delete_grace_seconds": 0},
         retention_rules=rules,
