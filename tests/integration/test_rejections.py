@@ -495,3 +495,36 @@ async def test_approval_empties_the_replica_and_a_legal_hold_wins(
             (held_study[0].SOPInstanceUID, "held")
         ]
         await replica.close()
+
+
+async def test_a_catalogue_rebuild_withdraws_the_rejected_instances_again(
+    archive_settings: Any,
+) -> None:
+    from lifecycle.dr import catalogue_rebuild
+    from tests.integration.lifecycle_support import ingest, opened
+
+    async with opened(archive_settings) as archive:
+        study = ct_study(series=1, slices=5)
+        note = rejection_note(study, study[:2])
+        # The note first for this study: a rebuild files objects in no particular order.
+        await ingest(archive, [note, *study])
+        runner, url = await serve_dicomweb(archive)
+        try:
+            path = f"{url}/studies/{study[0].StudyInstanceUID}/instances"
+            expected = {ds.SOPInstanceUID for ds in study[2:]} | {note.SOPInstanceUID}
+            assert await qido_uids(path) == expected
+            async with archive.db.acquire() as conn:
+                await conn.execute(
+                    "TRUNCATE patients, studies, series, instances, instance_versions, jobs,"
+                    " replicas, study_retention, rejection_notes, rejected_instances"
+                    " RESTART IDENTITY CASCADE"
+                )
+            assert await qido_uids(path) == set()
+            assert archive.sites is not None
+            report = await catalogue_rebuild.rebuild(
+                archive.db, archive.sites, archive.store, scratch_dir=archive.incoming, actor="t"
+            )
+            assert report.instances == 6
+            assert await qido_uids(path) == expected
+        finally:
+            await runner.cleanup()
