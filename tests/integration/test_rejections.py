@@ -528,3 +528,32 @@ async def test_a_catalogue_rebuild_withdraws_the_rejected_instances_again(
             assert await qido_uids(path) == expected
         finally:
             await runner.cleanup()
+
+
+async def test_command_line_lists_and_undoes(
+    archive: Archive, dicomweb: str, tmp_path: Path, capsys: Any
+) -> None:
+    from tests.security_support import config_file, vna
+
+    study = ct_study(series=1, slices=4)
+    note = rejection_note(study, study[:3])
+    assert await stow(dicomweb, [*study, note]) == 200
+    config = config_file(archive.settings, tmp_path / "vna.toml")
+
+    code, out, _ = await vna(capsys, config, "rejections", "list")
+    assert code == 0
+    assert note.SOPInstanceUID in out and "Rejected for Quality Reasons" in out
+    code, out, _ = await vna(capsys, config, "rejections", "instances", "--format", "json")
+    assert {r["sop_uid"] for r in json.loads(out)} == {ds.SOPInstanceUID for ds in study[:3]}
+
+    code, out, _ = await vna(capsys, config, "rejections", "undo", note.SOPInstanceUID)
+    assert code == 0 and "3 instances visible again" in out
+    code, _, err = await vna(capsys, config, "rejections", "undo", note.SOPInstanceUID)
+    assert code == 1 and "undone already" in err and "Traceback" not in err
+    code, _, err = await vna(capsys, config, "rejections", "undo", "1.2.3")
+    assert code == 1 and "no rejection note 1.2.3" in err
+    path = f"{dicomweb}/studies/{study[0].StudyInstanceUID}/instances"
+    assert await qido_uids(path) == {ds.SOPInstanceUID for ds in study} | {note.SOPInstanceUID}
+    # Sent again, an undone note changes nothing.
+    assert await stow(dicomweb, [note]) == 200
+    assert len(await qido_uids(path)) == 5
