@@ -422,7 +422,22 @@ async def test_reject_endpoint_for_admins_only_and_undo_brings_them_back(
     assert (await post(f"/studies/{study_uid}/reject/999999^DCM", admin.secret))[0] == 400
     assert (await post("/studies/1.2.3.4/reject/113001^DCM", admin.secret))[0] == 404
 
-    undone = await rejections.undo(archive.db, note_uid, actor="ops", reason="wrong series")
+    # Administrators list and undo over /admin; a reader may do neither.
+    root = dicomweb.removesuffix("/dicom-web")
+    async with aiohttp.ClientSession() as http:
+        as_admin = {"Authorization": f"Bearer {admin.secret}"}
+        as_reader = {"Authorization": f"Bearer {reader.secret}"}
+        async with http.get(f"{root}/admin/rejections/instances", headers=as_reader) as r:
+            assert r.status == 403
+        async with http.get(f"{root}/admin/rejections/instances", headers=as_admin) as r:
+            listed = await r.json()
+        assert {i["sop_uid"] for i in listed} == {ds.SOPInstanceUID for ds in study[:3]}
+        undo_url = f"{root}/admin/rejections/{note_uid}/undo"
+        async with http.post(undo_url, headers=as_reader, json={}) as r:
+            assert r.status == 403
+        async with http.post(undo_url, headers=as_admin, json={"reason": "wrong series"}) as r:
+            assert r.status == 200
+            undone = await r.json()
     assert set(undone["visibleAgain"]) == {ds.SOPInstanceUID for ds in study[:3]}
     assert await qido_uids(all_url, admin.secret) == everything | {note_uid}
     async with archive.db.acquire() as conn:
