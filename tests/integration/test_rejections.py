@@ -572,3 +572,30 @@ async def test_command_line_lists_and_undoes(
     # Sent again, an undone note changes nothing.
     assert await stow(dicomweb, [note]) == 200
     assert len(await qido_uids(path)) == 5
+
+
+async def test_an_instance_filed_while_its_note_is_being_recorded_is_withdrawn(
+    archive: Archive,
+) -> None:
+    """The note and the instance on two associations at once: the instance's filing waits for
+    the note's transaction and is filed withdrawn (migration 0160's advisory locks)."""
+    import asyncio
+
+    from tests.integration.lifecycle_support import ingest
+    from vna.catalog import rejections as catalogue
+    from vna.dicom.iocm import rejection_note as recognise
+    from vna.dicom.parse import dicom_json
+
+    study = ct_study(series=1, slices=3)
+    await ingest(archive, study[:2])
+    parsed = recognise(dicom_json(rejection_note(study, study[2:])))
+    assert parsed is not None
+    async with archive.db.transaction() as conn:
+        recorded = await catalogue.record_note(conn, parsed, "test")
+        assert recorded is not None and recorded.not_held == 1
+        arriving = asyncio.create_task(ingest(archive, study[2:]))
+        await asyncio.sleep(1.0)
+        assert not arriving.done()  # waits for the note's transaction
+    await arriving
+    listed = await rejections.list_rejected(archive.db, study[0].StudyInstanceUID)
+    assert [r["sop_uid"] for r in listed] == [study[2].SOPInstanceUID]

@@ -44,6 +44,7 @@ async def record_note(conn: asyncpg.Connection, note: RejectionNote, actor: str)
     if note_id is None:
         return None
     own = note.own_study
+    await conn.fetchval(q("rejection_lock_uids"), [r.sop_uid for r in own])
     await conn.execute(
         q("rejected_instances_insert"),
         note_id,

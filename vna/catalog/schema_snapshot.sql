@@ -681,6 +681,7 @@ CREATE OR REPLACE FUNCTION public.vna_instance_rejection()
  LANGUAGE plpgsql
 AS $function$
 BEGIN
+    PERFORM pg_advisory_xact_lock_shared(160, hashtext(NEW.sop_uid));
     NEW.rejection_fk := vna_active_rejection(NEW.sop_uid, NEW.series_fk);
     RETURN NEW;
 END

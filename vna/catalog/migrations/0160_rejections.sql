@@ -53,9 +53,16 @@ $$;
 
 -- An instance arriving after the note that rejects it is filed rejected (IHE RAD TF-2
 -- RAD-66: the archive must not make instances of a received rejection note available).
+-- A note and its instances may arrive at once on two associations: the note takes an
+-- exclusive advisory lock per SOP Instance UID it names before recording them
+-- (rejection_lock_uids), an arriving instance a shared one on its own UID here, held to the
+-- end of each transaction.  Whichever commits second sees the other: the note's apply runs
+-- after the instance's commit, or the lookup below (a statement of its own, so a snapshot
+-- taken after the lock) after the note's.
 CREATE FUNCTION vna_instance_rejection() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM pg_advisory_xact_lock_shared(160, hashtext(NEW.sop_uid));
     NEW.rejection_fk := vna_active_rejection(NEW.sop_uid, NEW.series_fk);
     RETURN NEW;
 END

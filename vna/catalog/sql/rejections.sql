@@ -10,6 +10,12 @@ VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (note_sop_uid) DO NOTHING
 RETURNING id;
 
+-- name: rejection_lock_uids
+-- Exclusive advisory locks on the UIDs a note names, in one order (the arrival trigger of
+-- migration 0160 takes shared ones): see vna_instance_rejection.
+SELECT count(pg_advisory_xact_lock(160, h))
+FROM (SELECT DISTINCT hashtext(u) AS h FROM unnest($1::text[]) AS u ORDER BY 1) AS k;
+
 -- name: rejected_instances_insert
 -- $2 the note's study; $3 SOP Instance UIDs and $4 their series UIDs, pairwise.
 INSERT INTO rejected_instances (note_fk, sop_uid, study_uid, series_uid)
