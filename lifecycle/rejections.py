@@ -3,7 +3,7 @@
 An IOCM rejection note (``vna.admin.rejections``) withdraws instances from every reader but
 deletes nothing: IHE RAD TF-1 IOCM leaves the archive to remove them "according to its
 policies", and here that is the records manager's two-phase review.  ``vna retention review``
-lists every withdrawn instance with the note's reason (the title of PS3.16 CID 7011) and any
+lists every withdrawn instance with the note's reason (the title of PS3.16 CID 7010) and any
 legal hold on its study or patient; approval deletes each listed one that is due, in a
 transaction of its own, after checking again that it is still withdrawn by an active note (an
 undo in between wins) and that no legal hold covers it now (a hold wins).  Its object and the

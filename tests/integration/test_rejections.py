@@ -1,5 +1,5 @@
 """IOCM rejection notes against a real archive: a Key Object Selection Document titled with a
-rejection code (PS3.16 CID 7011) withdraws the instances it names from QIDO-RS, WADO-RS,
+rejection code (PS3.16 CID 7010) withdraws the instances it names from QIDO-RS, WADO-RS,
 C-FIND, C-MOVE and C-GET; a retention review lists them with the reason and its approval
 deletes them (objects and replica copies); the note stays.  Notes are made here with pydicom,
 by hand, as a PACS would send them."""

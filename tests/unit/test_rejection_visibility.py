@@ -1,6 +1,6 @@
 """The visibility rule of IOCM rejection (migration 0160) is one predicate,
 ``rejection_fk IS NULL``, and every named block of the search and retrieve paths that reads
-instances tests it: a new query that forgets it would serve rejected images (IHE RAD TF-2
+instances tests it: a new query that forgets it would serve rejected images (IHE RAD TF-3
 RAD-66).  A block that reads instances without it must be named here, with the reason."""
 
 from __future__ import annotations

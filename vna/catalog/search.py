@@ -313,9 +313,9 @@ def _constrain(
 
 
 #: The visibility rule at each level (migration 0160): an instance is visible unless an IOCM
-#: rejection note withdrew it (IHE RAD TF-2 RAD-66; ``i.rejection_fk IS NULL``, the rule the
-#: retrieve queries of sql/retrieve.sql test too); a series or study while it has a visible
-#: instance, so one whose every instance is rejected is not found at all.
+#: rejection note withdrew it (IHE RAD TF-3 4.66.4.1.3, RAD-66; ``i.rejection_fk IS NULL``,
+#: the rule the retrieve queries of sql/retrieve.sql test too); a series or study while it
+#: has a visible instance, so one whose every instance is rejected is not found at all.
 VISIBLE: dict[Level, str] = {
     "instance": "i.rejection_fk IS NULL",
     "series": (

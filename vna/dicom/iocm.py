@@ -3,7 +3,8 @@
 IHE RAD TF-1 (Imaging Object Change Management) withdraws instances with a Key Object
 Selection Document (PS3.3 A.35.4, SOP Class 1.2.840.10008.5.1.4.1.1.88.59) whose document
 title, the Concept Name Code Sequence of its root CONTAINER (PS3.3 C.17.3), is one of the
-rejection codes of PS3.16 CID 7011 "Rejected for Quality Reasons" and its siblings.  The
+rejection titles of PS3.16 CID 7010 "Key Object Selection Document Title" (IHE RAD TF-3
+4.66.4.1.3, RAD-66 Rejection Note Stored).  The
 instances it withdraws are those of its Current Requested Procedure Evidence Sequence
 (PS3.3 C.17.2.1: Study -> Referenced Series Sequence -> Referenced SOP Sequence).
 """
@@ -23,8 +24,9 @@ from vna.errors import InvalidRequest
 
 KEY_OBJECT_SELECTION = "1.2.840.10008.5.1.4.1.1.88.59"
 
-#: PS3.16 CID 7011 "Rejected for Quality Reasons" and the IOCM rejection titles beside it
-#: (IHE RAD TF-3 Table 4.66.4.1.3-1 uses these four; all are coded in scheme DCM).
+#: The IOCM rejection titles among PS3.16 CID 7010 "Key Object Selection Document Title" (the
+#: four IHE RAD TF-3 4.66.4.1.3 names; scheme DCM).  CID 7011 holds the finer quality reasons
+#: a note may carry in its content, which do not change what is withdrawn.
 REJECTION_CODES: dict[str, str] = {
     "113001": "Rejected for Quality Reasons",
     "113037": "Rejected for Patient Safety Reasons",
@@ -70,9 +72,9 @@ class RejectionNote:
 
     @property
     def own_study(self) -> tuple[Reference, ...]:
-        """The references within the note's own study: the only ones the archive applies, so a
-        note filed in one patient's study cannot withdraw another patient's images (IHE RAD
-        TF-3 4.66.4.1.3: the rejected instances belong to the study of the note)."""
+        """The references within the note's own study: the only ones the archive applies (its
+        own rule, not IHE's), so a note filed in one patient's study cannot withdraw another
+        patient's images; a PACS files a rejection note in the study it rejects in."""
         return tuple(r for r in self.references if r.study_uid == self.study_uid)
 
 
@@ -158,7 +160,7 @@ def build_rejection_note(
     now: dt.datetime,
     manufacturer: str = "VNA",
 ) -> Dataset:
-    """A Key Object Selection Document rejecting ``references`` for ``code`` (CID 7011), in
+    """A Key Object Selection Document rejecting ``references`` for ``code`` (CID 7010), in
     the study ``study`` describes (``STUDY_KEYWORDS``), ready to be written as Part 10.
 
     Modules of PS3.3 A.35.4: Patient, General Study, Key Object Document Series (C.17.6),
@@ -167,7 +169,7 @@ def build_rejection_note(
     item per reference), SOP Common.
     """
     if code not in REJECTION_CODES:
-        raise InvalidRequest(f"{code} is not a rejection code of CID 7011")
+        raise InvalidRequest(f"{code} is not a rejection code of CID 7010")
     if not references:
         raise InvalidRequest("a rejection note needs at least one instance to reject")
     ds = Dataset()

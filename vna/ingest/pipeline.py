@@ -485,7 +485,7 @@ class Ingester:
     async def _apply_rejection(
         self, note: RejectionNote, sender: Sender, h: InstanceHeader
     ) -> None:
-        """An IOCM rejection note is filed: withdraw the instances it names (IHE RAD TF-2
+        """An IOCM rejection note is filed: withdraw the instances it names (IHE RAD TF-3
         RAD-66).  After the note's own filing, which may have been one statement (the common
         path), in a transaction of its own; a resent note (a duplicate) is recorded here if an
         interruption left it unrecorded, and changes nothing otherwise.  A failure here fails

@@ -1,4 +1,4 @@
--- IOCM rejection notes (IHE RAD TF-1 Vol. 1 IOCM; PS3.16 CID 7011): a Key Object Selection
+-- IOCM rejection notes (IHE RAD TF-1 Vol. 1 IOCM; PS3.16 CID 7010): a Key Object Selection
 -- Document titled "Rejected for Quality Reasons" (113001), "Rejected for Patient Safety
 -- Reasons" (113037), "Incorrect Modality Worklist Entry" (113038) or "Data Retention Policy
 -- Expired" (113039) withdraws the instances it references from every query and retrieve.
@@ -15,7 +15,7 @@ CREATE TABLE rejection_notes (
     note_sop_uid text NOT NULL UNIQUE,
     study_uid text NOT NULL,
     series_uid text NOT NULL,
-    code text NOT NULL,          -- (code, DCM) of CID 7011, e.g. 113001
+    code text NOT NULL,          -- (code, DCM) of CID 7010, e.g. 113001
     meaning text NOT NULL,
     actor text NOT NULL,
     received_at timestamptz NOT NULL DEFAULT now(),
@@ -51,8 +51,8 @@ LANGUAGE sql STABLE AS $$
     WHERE r.sop_uid = p_sop_uid
 $$;
 
--- An instance arriving after the note that rejects it is filed rejected (IHE RAD TF-2
--- RAD-66: the archive must not make instances of a received rejection note available).
+-- An instance arriving after the note that rejects it is filed rejected (IHE RAD TF-3
+-- 4.66.4.1.3, RAD-66: instances a received rejection note names are not made available).
 -- A note and its instances may arrive at once on two associations: the note takes an
 -- exclusive advisory lock per SOP Instance UID it names before recording them
 -- (rejection_lock_uids), an arriving instance a shared one on its own UID here, held to the
