@@ -19,6 +19,7 @@ from aiohttp import web
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
+    UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -54,7 +55,7 @@ from vna.security import tokens
 
 pytestmark = pytest.mark.asyncio
 
-KOS = "1.2.840.10008.5.1.4.1.1.88.59"
+KOS = UID("1.2.840.10008.5.1.4.1.1.88.59")
 ACCEPT_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 
