@@ -29,7 +29,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check vna lifecycle tests
 	$(BIN)/ruff format --check vna lifecycle tests
 
-# Rewrite vna/catalog/schema_snapshot.sql from a scratch database after adding a migration.
+# Rewrite schema/catalogue.sql from a scratch database after adding a migration.
 .PHONY: schema-snapshot
 schema-snapshot: $(BIN)/.installed
 	$(BIN)/python -m vna.catalog.schema --write

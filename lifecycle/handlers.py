@@ -63,9 +63,7 @@ async def restore(engine: Engine, job: Job) -> None:
 
 
 async def delete_object(engine: Engine, job: Job) -> None:
-    await retention.delete_object_if_unused(
-        engine.archive.db, engine.archive.store, str(_field(job, "object_key"))
-    )
+    await retention.delete_object_if_unused(engine.archive, str(_field(job, "object_key")))
 
 
 HANDLERS: dict[str, Handler] = {

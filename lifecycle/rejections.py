@@ -23,13 +23,13 @@ from vna.catalog import audit
 from vna.catalog.database import Database
 from vna.catalog.queries import q
 from vna.errors import VnaError
-from vna.storage.base import ObjectStore
 
 log = logging.getLogger(__name__)
 
-#: Deletes a stored object and queues its replicas' copies for deletion, unless the catalogue
-#: still names it (lifecycle.retention.delete_object_if_unused, handed in by the approval).
-DeleteObject = Callable[[Database, ObjectStore, str], Awaitable[bool]]
+#: Deletes an object nothing names any more from the active store and every other store
+#: (lifecycle.retention.delete_everywhere, handed in by the approval); raises VnaError when
+#: the active store fails, and leaves a failed replica to its deletion job.
+DeleteObject = Callable[[str], Awaitable[object]]
 
 
 async def fill_review(conn: asyncpg.Connection, review_id: int) -> None:
@@ -43,7 +43,6 @@ async def review_items(conn: asyncpg.Connection, review_id: int) -> list[dict[st
 
 async def execute_review(
     db: Database,
-    store: ObjectStore,
     review_id: int,
     actor: str,
     deleted: list[str],
@@ -57,14 +56,13 @@ async def execute_review(
     freed = 0
     for row in rows:
         freed += await _execute_item(
-            db, store, review_id, row["instance_fk"], actor, (deleted, skipped), delete_object
+            db, review_id, row["instance_fk"], actor, (deleted, skipped), delete_object
         )
     return freed
 
 
 async def _execute_item(
     db: Database,
-    store: ObjectStore,
     review_id: int,
     instance_id: int,
     actor: str,
@@ -122,7 +120,7 @@ async def _execute_item(
     done: list[int] = []
     for job_id, key in jobs:
         try:
-            await delete_object(db, store, key)
+            await delete_object(key)
             done.append(job_id)
         except VnaError as exc:
             log.warning("object %s left to the deletion job %d: %s", key, job_id, exc)

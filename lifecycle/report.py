@@ -15,8 +15,11 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from lifecycle.page_style import BASE_STYLE
-from lifecycle.retention import ApprovalReport, Review
+from markupsafe import Markup
+
+from lifecycle.html_pages import render_page
+from lifecycle.policy.deletion import Verdict
+from lifecycle.retention import ApprovalReport, PlannedDeletion, Review
 from lifecycle.status import human_bytes
 
 FORMATS = ("table", "json", "csv", "html")
@@ -168,10 +171,34 @@ def _text_rows(items: list[dict[str, Any]], with_hold: bool = False) -> str:
     return "\n".join(lines)
 
 
+def render_plan(review_id: int, plan: list[PlannedDeletion]) -> str:
+    """What approving a review would do, study by study (before the confirmation)."""
+    deleting = [p for p in plan if p.verdict is Verdict.DELETE]
+    stores = ", ".join(plan[0].stores) if plan else ""
+    out = [
+        f"approving review {review_id} deletes {_studies(len(deleting))}"
+        f" ({sum(p.instances for p in deleting):,} instances,"
+        f" {human_bytes(sum(p.bytes for p in deleting))}): every object of each, earlier"
+        " versions and compression originals included, from every store"
+        f" ({stores}): {_copies(sum(p.objects for p in deleting))}"
+    ]
+    labels = {Verdict.DELETE: "delete", Verdict.PENDING: "later", Verdict.SKIP: "keep"}
+    for p in plan:
+        patient = p.patient_id + (f" ({p.issuer})" if p.issuer else "")
+        line = f"  {labels[p.verdict]:7} {p.study_uid}  {patient}"
+        if p.verdict is Verdict.DELETE:
+            line += f"  {p.instances:,} instances, {human_bytes(p.bytes)}, {_copies(p.objects)}"
+        else:
+            line += f"  {p.reason}"
+        out.append(line)
+    return "\n".join(out)
+
+
 def render_approval(report: ApprovalReport) -> str:
     out = [
         f"review {report.review_id}: deleted {_studies(len(report.deleted))}"
-        f" ({human_bytes(report.deleted_bytes)})"
+        f" ({human_bytes(report.deleted_bytes)}; {_copies(report.deleted_objects)} removed from"
+        " the stores)"
     ]
     if report.pending:
         first = min(d for _, d in report.pending)
@@ -182,6 +209,12 @@ def render_approval(report: ApprovalReport) -> str:
     if report.skipped:
         out.append(f"{_studies(len(report.skipped))} left alone:")
         out.extend(f"  {uid}: {reason}" for uid, reason in report.skipped)
+    if report.left_to_jobs:
+        out.append(
+            f"{_copies(len(report.left_to_jobs))} could not be removed yet; their deletion jobs"
+            " retry (`vna lifecycle status`):"
+        )
+        out.extend(f"  {store} {key}: {err}" for store, key, err in report.left_to_jobs[:20])
     if report.deleted_instances or report.skipped_instances:
         out.append(f"deleted {len(report.deleted_instances)} rejected instances")
     if report.skipped_instances:
@@ -242,103 +275,40 @@ def render_csv(review: Review) -> str:
 
 # --- HTML -------------------------------------------------------------------------------------
 
-_STYLE = (
-    BASE_STYLE
-    + """
-.held { background: #fff6e0; }
-code { background: #f3f3f3; padding: 0 .3em; }
-"""
-)
-
 
 def render_html(review: Review) -> str:
-    e = html.escape
-    due, held = review.due, review.held
-    due_bytes = sum(i["bytes"] for i in due)
+    """The page for a records manager (``templates/retention_review.html``)."""
+    due = review.due
     by_year = sorted(summary(due, _year), key=lambda g: g["key"])
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>Retention review {review.id} as of {review.as_of}</title>",
-        f"<style>{_STYLE}</style></head><body>",
-        f"<h1>Retention review {review.id}: studies due for deletion as of {review.as_of}</h1>",
-        f'<p class="muted">{e(_heading(review))}. Rule set {e(review.rules_fingerprint)}.'
-        " Each study is kept through its retention date and falls due the day after;"
-        " nothing is deleted until the review is approved, and an approval re-checks every"
-        " study (legal holds, rules, contents) before deleting it.</p>",
-        '<div class="figures">',
-        _figure("studies due", f"{len(due):,}"),
-        _figure("size", human_bytes(due_bytes)),
-        _figure("stored", human_bytes(sum(i["stored_bytes"] for i in due))),
-        _figure("held back by legal holds", f"{len(held):,}"),
-        "</div>",
-        "<h2>Due for deletion by year of study</h2>",
-        svg_bar_chart(
-            [
-                (g["key"], g["bytes"], f"{human_bytes(g['bytes'])}, {_studies(g['studies'])}")
-                for g in by_year
-            ],
-            title="Size of the studies due, by year of the study date",
-        ),
-        _summary_table("By rule", "rule", summary(due, lambda i: i["rule"])),
-        _summary_table("By source", "source", summary(due, lambda i: i["source"])),
-        _summary_table("By year of study", "year", by_year),
-    ]
-    if held:
-        parts.append("<h2>Held back by a legal hold</h2>")
-        parts.append(
-            "<p>These studies are due under their rule but will not be deleted while the hold"
-            " lasts.</p>"
-        )
-        parts.append(_items_table(held, css="held"))
-    parts.append("<h2>Studies due for deletion</h2>")
-    parts.append(_items_table(due) if due else "<p>None.</p>")
-    if review.state == "open" and due:
-        parts.append(f"<p>To approve: <code>vna retention approve {review.id}</code></p>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-def _figure(label: str, value: str) -> str:
-    return f'<div class="figure"><b>{html.escape(value)}</b>{html.escape(label)}</div>'
-
-
-def _summary_table(title: str, what: str, groups: list[dict[str, Any]]) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(g['key'] or '-')}</td><td class=n>{g['studies']:,}</td>"
-        f"<td class=n>{g['instances']:,}</td>"
-        f"<td class=n>{html.escape(human_bytes(g['bytes']))}</td></tr>"
-        for g in groups
+    chart = svg_bar_chart(
+        [
+            (g["key"], g["bytes"], f"{human_bytes(g['bytes'])}, {_studies(g['studies'])}")
+            for g in by_year
+        ],
+        title="Size of the studies due, by year of the study date",
     )
-    return (
-        f"<h2>{html.escape(title)}</h2><table><tr><th>{html.escape(what)}</th>"
-        f"<th class=n>studies</th><th class=n>instances</th><th class=n>size</th></tr>"
-        f"{rows or '<tr><td colspan=4>none</td></tr>'}</table>"
+    return render_page(
+        "retention_review.html",
+        review=review,
+        heading=_heading(review),
+        due=due,
+        held=review.held,
+        due_bytes=sum(i["bytes"] for i in due),
+        due_stored_bytes=sum(i["stored_bytes"] for i in due),
+        chart=Markup(chart),  # built below with every text escaped
+        by_rule=summary(due, lambda i: i["rule"]),
+        by_source=summary(due, lambda i: i["source"]),
+        by_year=by_year,
     )
 
 
-def _items_table(items: list[dict[str, Any]], css: str = "") -> str:
-    e = html.escape
-    head = (
-        "<tr><th>study date</th><th>patient</th><th>accession / study UID</th><th>description</th>"
-        "<th>modalities</th><th>source</th><th>rule</th><th>kept until</th>"
-        "<th class=n>instances</th><th class=n>size</th><th>status</th></tr>"
-    )
-    rows = []
-    for i in items:
-        status = i["hold"] if i["state"] == "held" else (i["outcome"] or i["state"])
-        patient = i["patient_id"] + (f" ({i['issuer']})" if i["issuer"] else "")
-        rows.append(
-            f'<tr class="{css}"><td>{e(str(i["study_date"] or "-"))}</td>'
-            f"<td>{e(patient)}<br><span class=muted>{e(i['patient_name'])}</span></td>"
-            f"<td>{e(i['accession_number'])}<br><span class=muted>{e(i['study_uid'])}</span></td>"
-            f"<td>{e(i['study_description'])}</td>"
-            f"<td>{e(', '.join(i['modalities']))}</td><td>{e(i['source'])}</td>"
-            f"<td>{e(i['rule'])}<br><span class=muted>{e(i['basis'])}</span></td>"
-            f"<td>{e(str(i['retain_until']))}</td><td class=n>{i['instances']:,}</td>"
-            f"<td class=n>{e(human_bytes(i['bytes']))}</td><td>{e(status or '')}</td></tr>"
-        )
-    return f"<table>{head}{''.join(rows)}</table>"
+def studies(n: int) -> str:
+    """``1 study``, ``3 studies``."""
+    return _studies(n)
+
+
+def _copies(n: int) -> str:
+    return f"{n:,} object copy" if n == 1 else f"{n:,} object copies"
 
 
 def _studies(n: int) -> str:

@@ -17,13 +17,21 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar, cast
 
 import asyncpg
 
 from lifecycle import queue, rejections
-from lifecycle.policy.deletion import Hold, Reviewed, StudyNow, Verdict, check_deletion
+from lifecycle.dr import replication
+from lifecycle.policy.deletion import (
+    Hold,
+    ObjectLock,
+    Reviewed,
+    StudyNow,
+    Verdict,
+    check_deletion,
+)
 from lifecycle.policy.retention import (
     RetentionDecision,
     StudyFacts,
@@ -31,14 +39,17 @@ from lifecycle.policy.retention import (
     retention,
     rules_fingerprint,
 )
+from vna.archive import Archive
 from vna.catalog import audit
 from vna.catalog.database import Database
 from vna.catalog.queries import q
 from vna.config import RetentionRuleSettings
 from vna.errors import InvalidRequest, NotFound, VnaError
-from vna.storage.base import ObjectStore
+from vna.recovery.sites import store_urls
+from vna.storage.base import ObjectStore, content_key
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 BATCH = 5000
 
 
@@ -172,18 +183,13 @@ async def load_review(db: Database, review_id: int) -> Review:
             raise NotFound(f"no retention review {review_id}")
         items = [dict(r) for r in await conn.fetch(q("review_items"), review_id)]
         rejected = await rejections.review_items(conn, review_id)
-    return Review(
-        id=head["id"],
-        as_of=head["as_of"],
-        created_at=head["created_at"],
-        created_by=head["created_by"],
-        rules_fingerprint=head["rules_fingerprint"],
-        state=head["state"],
-        items=items,
-        approved_by=head["approved_by"],
-        approved_at=head["approved_at"],
-        rejected=rejected,
-    )
+    return _from_row(Review, head, items=items, rejected=rejected)
+
+
+def _from_row(cls: type[_T], row: Any, **given: Any) -> _T:
+    """A dataclass from the catalogue row's columns of the same names (and ``given``)."""
+    names = [f.name for f in fields(cast(Any, cls)) if f.init and f.name not in given]
+    return cls(**{name: row[name] for name in names}, **given)
 
 
 # --- approval and deletion --------------------------------------------------------------------
@@ -194,58 +200,121 @@ class ApprovalReport:
     review_id: int
     deleted: list[str] = field(default_factory=list)
     deleted_bytes: int = 0
+    #: Objects removed, on every store together (the same object on two stores counts twice).
+    deleted_objects: int = 0
     pending: list[tuple[str, dt.date]] = field(default_factory=list)
     #: (study UID, reason) of each study left alone.
     skipped: list[tuple[str, str]] = field(default_factory=list)
     #: SOP Instance UIDs of the rejected instances deleted, and (UID, reason) of those left.
     deleted_instances: list[str] = field(default_factory=list)
     skipped_instances: list[tuple[str, str]] = field(default_factory=list)
+    #: (store, object key, error) of each copy left to a deletion job (a store failed).
+    left_to_jobs: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PlannedDeletion:
+    """What approving a review would do to one of its studies, judged now."""
+
+    study_uid: str
+    patient_id: str
+    issuer: str
+    instances: int
+    bytes: int
+    verdict: Verdict
+    reason: str
+    #: Copies the stores hold of the study's objects (current, earlier versions, compression
+    #: originals, quarantined versions), and the stores they are deleted from.
+    objects: int
+    stores: tuple[str, ...]
+
+
+async def plan_approval(
+    archive: Archive,
+    rules: Sequence[RetentionRuleSettings],
+    review_id: int,
+    today: dt.date | None = None,
+) -> list[PlannedDeletion]:
+    """What ``approve`` would delete, keep pending or leave alone, by the same guards, without
+    changing anything (``vna retention approve --dry-run`` and its confirmation)."""
+    today = today or dt.date.today()
+    review = await load_review(archive.db, review_id)
+    if review.state not in ("open", "approved"):
+        raise InvalidRequest(f"retention review {review_id} is {review.state}")
+    planned = []
+    for item in review.items:
+        if item["state"] not in ("due", "pending"):
+            continue
+        # A transaction that writes nothing: the study's row lock (as a deletion takes it) is
+        # held only while its facts are read.
+        async with archive.db.transaction() as conn:
+            _, now, contents, _, copies = await _study_now(conn, archive, item["study_fk"], rules)
+        check = check_deletion(_reviewed(item), now, today)
+        planned.append(
+            PlannedDeletion(
+                study_uid=item["study_uid"],
+                patient_id=item["patient_id"],
+                issuer=item["issuer"],
+                instances=contents["instances"] if contents else 0,
+                bytes=contents["bytes"] if contents else 0,
+                verdict=check.verdict,
+                reason=check.reason,
+                objects=sum(copies.values()),
+                stores=tuple(_stores(archive)),
+            )
+        )
+    return planned
 
 
 async def approve(
-    db: Database,
-    store: ObjectStore,
+    archive: Archive,
     rules: Sequence[RetentionRuleSettings],
     review_id: int,
     actor: str,
     today: dt.date | None = None,
+    *,
+    detail: dict[str, Any] | None = None,
 ) -> ApprovalReport:
-    """Approve a review and delete what it lists that is due today (see the module notes).
+    """Approve a review and delete what it lists that is due today (see the module notes);
+    ``actor`` is the approver recorded on the review and on every deletion, ``detail`` goes
+    into the approval's audit row.
 
     Re-running an approval carries on where an interrupted one stopped.
     """
     today = today or dt.date.today()
-    review = await load_review(db, review_id)
-    async with db.transaction() as conn:
+    review = await load_review(archive.db, review_id)
+    async with archive.db.transaction() as conn:
         if review.state == "open":
             await conn.execute(q("review_approve"), review_id, actor)
             await _audit(
                 conn,
                 actor,
                 "retention-approve",
-                detail={"review": review_id, "as_of": review.as_of.isoformat()},
+                detail={
+                    "review": review_id,
+                    "as_of": review.as_of.isoformat(),
+                    **(detail or {}),
+                },
             )
         study_ids = [
             r["study_fk"] for r in await conn.fetch(q("review_items_to_execute"), review_id)
         ]
     report = ApprovalReport(review_id)
     for study_id in study_ids:
-        await execute_item(db, store, rules, review_id, study_id, actor, today, report)
+        await execute_item(archive, rules, review_id, study_id, actor, today, report)
     report.deleted_bytes += await rejections.execute_review(
-        db,
-        store,
+        archive.db,
         review_id,
         actor,
         report.deleted_instances,
         report.skipped_instances,
-        delete_object_if_unused,
+        lambda key: delete_everywhere(archive, key),
     )
     return report
 
 
 async def execute_pending(
-    db: Database,
-    store: ObjectStore,
+    archive: Archive,
     rules: Sequence[RetentionRuleSettings],
     actor: str,
     today: dt.date | None = None,
@@ -254,7 +323,7 @@ async def execute_pending(
     today = today or dt.date.today()
     report = ApprovalReport(0)
     while True:
-        async with db.acquire() as conn:
+        async with archive.db.acquire() as conn:
             rows = await conn.fetch(q("review_pending_due"), today, 500)
         if not rows:
             return report
@@ -262,7 +331,7 @@ async def execute_pending(
         for row in rows:
             before = len(report.deleted) + len(report.skipped)
             await execute_item(
-                db, store, rules, row["review_fk"], row["study_fk"], actor, today, report
+                archive, rules, row["review_fk"], row["study_fk"], actor, today, report
             )
             progressed |= len(report.deleted) + len(report.skipped) > before
         if not progressed:
@@ -270,8 +339,7 @@ async def execute_pending(
 
 
 async def execute_item(
-    db: Database,
-    store: ObjectStore,
+    archive: Archive,
     rules: Sequence[RetentionRuleSettings],
     review_id: int,
     study_id: int,
@@ -280,14 +348,14 @@ async def execute_item(
     report: ApprovalReport,
 ) -> None:
     """Delete one reviewed study if every guard still passes (``lifecycle.policy.deletion``);
-    record the outcome either way."""
-    deleted_jobs: list[tuple[int, str]] = []
-    async with db.transaction() as conn:
+    record the outcome either way.  Deleted means deleted: every object the study holds or
+    held goes, on every store, before this returns."""
+    async with archive.db.transaction() as conn:
         item = await conn.fetchrow(q("review_item_lock"), review_id, study_id)
         if item is None or item["state"] not in ("due", "pending"):
             return  # carried out (or refused) by a concurrent approval
         uid = item["study_uid"]
-        study, now, contents = await _study_now(conn, study_id, rules)
+        study, now, contents, keys, copies = await _study_now(conn, archive, study_id, rules)
         check = check_deletion(_reviewed(item), now, today)
         if check.verdict is Verdict.SKIP:
             await conn.execute(
@@ -317,6 +385,7 @@ async def execute_item(
             study_uid=uid,
             detail={
                 "review": review_id,
+                "approved_by": item["approved_by"],
                 "rule": decision.rule,
                 "retain_until": str(decision.retain_until),
                 "basis": decision.basis,
@@ -326,13 +395,15 @@ async def execute_item(
                 "sop_classes": list(contents["sop_classes"]),
                 "earlier_versions": history["versions"],
                 "quarantined_conflicts": history["conflicts"],
+                "object_copies": sum(copies.values()),
+                "stores": list(_stores(archive)),
             },
         )
-        keys = [*contents["object_keys"], *history["object_keys"]]
-        deleted_jobs = [
-            (r["id"], r["object_key"])
-            for r in await conn.fetch(q("enqueue_object_deletes"), keys, 0.0)
-        ]
+        # The safety net for a crash between this commit and the deletions below: a worker
+        # carries these out.  A compression original already has its job (queued for after
+        # the grace period); it is done now too.
+        await conn.execute(q("enqueue_object_deletes"), keys, 0.0)
+        jobs = await conn.fetch(q("object_delete_jobs"), keys)
         await conn.execute(
             q("review_item_finish"),
             review_id,
@@ -342,62 +413,155 @@ async def execute_item(
         )
         report.deleted.append(uid)
         report.deleted_bytes += contents["bytes"]
-    # The catalogue no longer names the objects: remove them now.  The queued jobs are the
-    # safety net for a crash right here (a worker carries them out).
+    # The catalogue no longer names the objects: remove them now, everywhere.
     done: list[int] = []
-    for job_id, key in deleted_jobs:
+    for job in jobs:
         try:
-            await delete_object_if_unused(db, store, key)
-            done.append(job_id)
-        except VnaError as exc:
-            log.warning("object %s left to the deletion job %d: %s", key, job_id, exc)
+            _, failed = await delete_everywhere(archive, job["object_key"])
+        except VnaError as exc:  # the active store: the job stays queued and retries
+            log.warning(
+                "object %s left to the deletion job %d: %s", job["object_key"], job["id"], exc
+            )
+            report.left_to_jobs.append((archive.store.name, job["object_key"], str(exc)))
+            continue
+        # Counted from what the stores held when the study was judged (a delete of a copy
+        # that is not there succeeds too).
+        report.deleted_objects += max(copies.get(job["object_key"], 0) - len(failed), 0)
+        report.left_to_jobs.extend((store, job["object_key"], err) for store, err in failed)
+        if not failed:
+            done.append(job["id"])
     if done:
-        async with db.acquire() as conn:
+        async with archive.db.acquire() as conn:
             await queue.mark_done(conn, done)
 
 
 def _reviewed(item: Any) -> Reviewed:
-    return Reviewed(
-        rule=item["rule"],
-        rule_fingerprint=item["rule_fingerprint"],
-        retain_until=item["retain_until"],
-        instances=item["instances"],
-        max_instance_id=item["max_instance_id"],
-    )
+    return _from_row(Reviewed, item)
+
+
+def _stores(archive: Archive) -> dict[str, ObjectStore | None]:
+    """Every store by name, the active one first; None for one that could not be opened."""
+    stores: dict[str, ObjectStore | None] = {archive.store.name: archive.store}
+    if archive.sites is not None:
+        for name in store_urls(archive.settings):
+            if name not in stores:
+                stores[name] = (
+                    None if name in archive.sites.unavailable else archive.sites.get(name)
+                )
+    return stores
 
 
 async def _study_now(
-    conn: asyncpg.Connection, study_id: int, rules: Sequence[RetentionRuleSettings]
-) -> tuple[Any, StudyNow, Any]:
+    conn: asyncpg.Connection,
+    archive: Archive,
+    study_id: int,
+    rules: Sequence[RetentionRuleSettings],
+) -> tuple[Any, StudyNow, Any, list[str], dict[str, int]]:
     """The study's row (locked against a legal hold being set meanwhile), the facts its
-    deletion is judged by, and its contents."""
+    deletion is judged by, its contents, the keys of every object it holds or held, and how
+    many copies of each the stores hold."""
     study = await conn.fetchrow(q("study_lock_for_delete"), study_id)
     if study is None:
-        return None, StudyNow(exists=False), None
+        return None, StudyNow(exists=False), None, [], {}
     holds = await conn.fetch(
         q("active_holds_of_study"), study["study_uid"], study["patient_id"], study["issuer"]
     )
     facts = await load_facts(conn, [study_id])
     contents = await conn.fetchrow(q("study_contents"), study_id)
+    keys = await study_object_keys(conn, study_id, study["study_uid"])
+    locks, unchecked, copies = await _object_locks(archive, keys)
     now = StudyNow(
         exists=True,
         holds=[Hold(h["id"], h["scope"], h["reason"]) for h in holds],
         decision=retention(facts[study_id], rules),
         instances=contents["instances"],
         max_instance_id=contents["max_id"],
+        locks=locks,
+        unchecked_stores=unchecked,
     )
-    return study, now, contents
+    return study, now, contents, keys, copies
 
 
-async def delete_object_if_unused(db: Database, store: ObjectStore, key: str) -> bool:
-    async with db.acquire() as conn:
+async def study_object_keys(conn: asyncpg.Connection, study_id: int, study_uid: str) -> list[str]:
+    """Every object the study holds or held: its instances' current objects, their earlier
+    versions, its quarantined versions, and the uncompressed original of each (the content
+    address of its SHA-256: compression leaves it for a grace period, lifecycle.compression)."""
+    keys: set[str] = set()
+    for r in await conn.fetch(q("study_objects"), study_id, study_uid):
+        keys.add(r["object_key"])
+        keys.add(content_key(r["sha256"]))
+    return sorted(keys)
+
+
+async def _object_locks(
+    archive: Archive, keys: Sequence[str]
+) -> tuple[list[ObjectLock], list[str], dict[str, int]]:
+    """The objects under S3 Object Lock now, on any store; the stores that could not be asked;
+    and how many copies of each object the stores hold."""
+    locks: list[ObjectLock] = []
+    unchecked: list[str] = []
+    copies: dict[str, int] = {}
+    now = dt.datetime.now(dt.UTC)
+    for name, store in _stores(archive).items():
+        if store is None:
+            unchecked.append(name)
+            continue
+        try:
+            for key in keys:
+                info = await store.stat(key)
+                if info is None:
+                    continue
+                copies[key] = copies.get(key, 0) + 1
+                if info.object_legal_hold:
+                    locks.append(ObjectLock(name, key, None))
+                elif info.object_lock_until is not None and info.object_lock_until > now:
+                    locks.append(ObjectLock(name, key, info.object_lock_until))
+        except VnaError as exc:
+            log.warning("store %s: cannot check Object Lock: %s", name, exc)
+            unchecked.append(name)
+    return locks, unchecked, copies
+
+
+async def delete_everywhere(archive: Archive, key: str) -> tuple[int, list[tuple[str, str]]]:
+    """Delete an object nothing refers to any more from the active store and from every other
+    store at once; (copies deleted, [(store, error)] of those left to a deletion job).  An
+    object in use again (the same bytes stored since) is kept everywhere."""
+    async with archive.db.acquire() as conn:
+        if await conn.fetchval(q("object_key_in_use"), key):
+            return 0, []
+    store = archive.store
+    await store.delete(key)
+    others = [name for name in _stores(archive) if name != store.name]
+    async with archive.db.acquire() as conn:
+        # Queued first, so a store that fails (or a crash) still gets its deletion later.
+        jobs = {
+            r["store"]: r["id"]
+            for r in await conn.fetch(q("enqueue_replica_deletes"), key, store.name, others)
+        }
+    deleted, failed, done = 1, [], []
+    for name in others:
+        try:
+            await replication.delete_copy(archive, name, key)
+        except VnaError as exc:
+            failed.append((name, str(exc)))
+            continue
+        deleted += 1
+        if name in jobs:
+            done.append(jobs[name])
+    if done:
+        async with archive.db.acquire() as conn:
+            await queue.mark_done(conn, done)
+    return deleted, failed
+
+
+async def delete_object_if_unused(archive: Archive, key: str) -> bool:
+    """The ``delete-object`` job: an object nothing refers to any more (a compression
+    original after its grace period, a deletion an approval could not finish)."""
+    async with archive.db.acquire() as conn:
         if await conn.fetchval(q("object_key_in_use"), key):
             return False
-    await store.delete(key)
-    async with db.acquire() as conn:
-        # Disaster recovery: the copies on the replicas go too (lifecycle/dr/replication.py).
-        await conn.execute(q("enqueue_replica_deletes"), key, store.name)
-    return True
+    deleted, _ = await delete_everywhere(archive, key)
+    return deleted > 0
 
 
 # --- legal holds ------------------------------------------------------------------------------

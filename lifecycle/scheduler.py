@@ -72,7 +72,7 @@ async def tick(engine: Engine, *, force_tiering: bool = False) -> TickReport:
                 )
             # Deletions always at the real date, whatever --as-of says.
             executed = await retention.execute_pending(
-                archive.db, archive.store, settings.retention_rules, ACTOR, dt.date.today()
+                archive, settings.retention_rules, ACTOR, dt.date.today()
             )
             report.deleted = executed.deleted
             # Disaster recovery: queue the copies missing on the replicas (safety net).

@@ -19,7 +19,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -510,10 +510,7 @@ def _parse_toml(text: str, origin: str) -> dict[str, Any]:
 
 def _build(document: dict[str, Any], env: Mapping[str, str]) -> Settings:
     hints = typing.get_type_hints(Settings)
-    known = {f.name for f in dataclasses.fields(Settings)}
-    for key in document:
-        if key not in known:
-            raise ConfigError(f"unknown configuration key '{key}'")
+    _refuse_unknown(document, dataclasses.fields(Settings), "")
     values: dict[str, Any] = {}
     for f in dataclasses.fields(Settings):
         if f.name in _SECTIONS:
@@ -524,11 +521,7 @@ def _build(document: dict[str, Any], env: Mapping[str, str]) -> Settings:
         elif f.name in _TABLE_ARRAYS:
             values[f.name] = _build_tables(f.name, _TABLE_ARRAYS[f.name], document.get(f.name, []))
         else:
-            env_name = f"{ENV_PREFIX}{f.name}".upper()
-            if env_name in env:
-                values[f.name] = _coerce(env[env_name], hints[f.name], env_name, from_env=True)
-            elif f.name in document:
-                values[f.name] = _coerce(document[f.name], hints[f.name], f.name, from_env=False)
+            _take(values, f.name, hints[f.name], document, env, "")
     settings = Settings(**values)
     _validate(settings)
     return settings
@@ -536,18 +529,39 @@ def _build(document: dict[str, Any], env: Mapping[str, str]) -> Settings:
 
 def _build_section(name: str, cls: type, table: dict[str, Any], env: Mapping[str, str]) -> Any:
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in table:
-        if key not in known:
-            raise ConfigError(f"unknown configuration key '{name}.{key}'")
+    _refuse_unknown(table, dataclasses.fields(cls), f"{name}.")
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        env_name = f"{ENV_PREFIX}{name}_{f.name}".upper()
-        if env_name in env:
-            values[f.name] = _coerce(env[env_name], hints[f.name], env_name, from_env=True)
-        elif f.name in table:
-            values[f.name] = _coerce(table[f.name], hints[f.name], f"{name}.{f.name}", False)
+        _take(values, f.name, hints[f.name], table, env, f"{name}.")
     return cls(**values)
+
+
+def _refuse_unknown(
+    table: Mapping[str, Any], fields: Iterable[dataclasses.Field[Any]], where: str
+) -> None:
+    """ConfigError naming the first key of ``table`` that is none of ``fields`` (``where``:
+    the path before the key, ``""`` at the top, ``"http."``, ``"sources[0]."``)."""
+    known = {f.name for f in fields}
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"unknown configuration key '{where}{key}'")
+
+
+def _take(
+    values: dict[str, Any],
+    key: str,
+    hint: Any,
+    table: Mapping[str, Any],
+    env: Mapping[str, str],
+    where: str,
+) -> None:
+    """Set ``values[key]`` from its environment variable (``VNA_KEY``, ``VNA_HTTP_PORT`` for
+    ``where="http."``) if set, else from the file's ``table``; neither: left to the default."""
+    env_name = f"{ENV_PREFIX}{where.replace('.', '_')}{key}".upper()
+    if env_name in env:
+        values[key] = _coerce(env[env_name], hint, env_name, from_env=True)
+    elif key in table:
+        values[key] = _coerce(table[key], hint, f"{where}{key}", from_env=False)
 
 
 def _build_tables(name: str, cls: Any, raw: Any) -> tuple[Any, ...]:
@@ -556,7 +570,6 @@ def _build_tables(name: str, cls: Any, raw: Any) -> tuple[Any, ...]:
         raise ConfigError(f"'{name}' must be an array of tables ([[{name}]])")
     hints = typing.get_type_hints(cls)
     fields = dataclasses.fields(cls)
-    known = {f.name for f in fields}
     required = [
         f.name
         for f in fields
@@ -567,9 +580,7 @@ def _build_tables(name: str, cls: Any, raw: Any) -> tuple[Any, ...]:
         where = f"{name}[{i}]"
         if not isinstance(table, dict):
             raise ConfigError(f"'{where}' must be a table")
-        for key in table:
-            if key not in known:
-                raise ConfigError(f"unknown configuration key '{where}.{key}'")
+        _refuse_unknown(table, fields, f"{where}.")
         for key in required:
             if key not in table:
                 raise ConfigError(f"'{where}.{key}' is required")

@@ -102,27 +102,11 @@ class DrillResult:
         return asdict(self)
 
 
-async def drill(
-    archive: Archive,
-    *,
-    replica: str | None = None,
-    full: bool = False,
-    sample: int | None = None,
-    actor: str,
-    max_rpo_seconds: float | None = None,
-    external_grace_seconds: float = EXTERNAL_GRACE_SECONDS,
-) -> DrillResult:
+async def drill(archive: Archive, **options: Any) -> DrillResult:
     """Run a failover drill against a replica (see the module notes); recorded in the
-    catalogue (``dr_drills``) and the audit trail.  Reads only the replica."""
-    result = await measure_drill(
-        archive,
-        replica=replica,
-        full=full,
-        sample=sample,
-        actor=actor,
-        max_rpo_seconds=max_rpo_seconds,
-        external_grace_seconds=external_grace_seconds,
-    )
+    catalogue (``dr_drills``) and the audit trail.  Reads only the replica.  ``options`` are
+    :func:`measure_drill`'s, which checks them."""
+    result = await measure_drill(archive, **options)
     await record_drill(archive, result)
     return result
 

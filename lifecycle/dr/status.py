@@ -41,6 +41,20 @@ async def collect_status(archive: Archive) -> dict[str, Any]:
             entry["jobs"] = jobs.get(replica.name, {})
             drill = await conn.fetchrow(q("drill_last"), replica.name)
             entry["last_drill"] = _drill_summary(drill) if drill else None
+            # A drill that found a copy damaged outweighs the copy's record of being verified
+            # until it is verified again.
+            entry["unrepaired_defects"] = [
+                {
+                    "drill": r["drill"],
+                    "drill_finished_at": _iso(r["finished_at"]),
+                    "sop_uid": r["sop_uid"],
+                    "study_uid": r["study_uid"],
+                    "object_key": r["object_key"],
+                    "outcome": r["outcome"],
+                    "detail": r["detail"],
+                }
+                for r in await conn.fetch(q("drill_open_defects"), replica.name)
+            ]
             replicas.append(entry)
         failover = None
         if sites.active != PRIMARY:

@@ -9,8 +9,9 @@ is the one recorded.  The approval re-checks at the moment of deletion what the 
 4. it is due today (approved ahead of its date: left pending, deleted on the day after);
 5. its contents are the ones reviewed (no instance added or replaced since);
 6. no object of it is protected by S3 Object Lock (a retention period or a legal hold set on
-   the object in the bucket): the bucket would refuse, or keep the bytes under a delete
-   marker, so the catalogue must not forget the study.
+   the object in the bucket) on any store: the bucket would refuse, or keep the bytes under a
+   delete marker, so the catalogue must not forget the study; and every store could be asked
+   (a store that does not answer cannot say that nothing of the study is locked on it).
 
 Pure: facts in, verdict out; ``lifecycle.retention`` loads the facts and applies the verdict.
 """
@@ -73,6 +74,8 @@ class StudyNow:
     instances: int = 0
     max_instance_id: int = 0
     locks: Sequence[ObjectLock] = ()
+    #: Stores that could not be asked about Object Lock (unreachable).
+    unchecked_stores: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,11 @@ def check_deletion(reviewed: Reviewed, now: StudyNow, today: dt.date) -> Deletio
             Verdict.SKIP,
             f"contents changed since the review ({reviewed.instances} instances reviewed,"
             f" {now.instances} now)",
+        )
+    if now.unchecked_stores:
+        names = ", ".join(now.unchecked_stores)
+        return DeletionCheck(
+            Verdict.SKIP, f"store {names} did not answer: S3 Object Lock could not be checked"
         )
     if now.locks:
         first = now.locks[0]

@@ -49,16 +49,19 @@ ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING
 RETURNING id;
 
 -- name: enqueue_replica_deletes
--- After object $1 was deleted from the active store $2 (lifecycle/retention.py): delete it
--- from every replica holding a copy and, while failed over, from the primary too (which is
--- not tracked in `replicas`; failback carries these jobs out if the primary is still down).
+-- After object $1 was deleted from the active store $2 (lifecycle/retention.py): a deletion job
+-- for every other store $3 (the replicas and, while failed over, the primary) and any store
+-- recorded with a copy, carried out at once by the deleter; a job left queued is a store that
+-- failed (failback carries out the primary's).  The (store, job id) of each job queued.
 INSERT INTO jobs (kind, payload, dedup_key)
 SELECT 'replica-delete', jsonb_build_object('store', s.store, 'object_key', $1::text),
        'replica-delete:' || s.store || ':' || $1
-FROM (SELECT store FROM replicas WHERE object_key = $1 AND store <> $2
+FROM (SELECT store FROM replicas WHERE object_key = $1
       UNION
-      SELECT 'primary' WHERE $2 <> 'primary') s
-ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING;
+      SELECT unnest($3::text[])) s
+WHERE s.store <> $2
+ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING
+RETURNING id, payload ->> 'store' AS store;
 
 -- name: replication_jobs_by_store
 SELECT kind, payload ->> 'store' AS store, state, count(*) AS jobs
@@ -110,6 +113,24 @@ SELECT id, started_at, finished_at, mode, checked, verified, defects, rpo_second
        rto_seconds, lost_instances
 FROM dr_drills WHERE store = $1
 ORDER BY started_at DESC LIMIT 1;
+
+-- name: drill_open_defects
+-- The copies the last drill of store $1 found damaged or missing that have not been verified
+-- again since (re-copied by replication after `vna verify --store` forgot them) and still
+-- belong to an instance: `vna dr status` must not call them verified.
+WITH last AS (
+    SELECT id, finished_at, report FROM dr_drills WHERE store = $1
+    ORDER BY started_at DESC LIMIT 1
+)
+SELECT last.id AS drill, last.finished_at, d ->> 'sop_uid' AS sop_uid,
+       d ->> 'study_uid' AS study_uid, d ->> 'object_key' AS object_key,
+       d ->> 'outcome' AS outcome, d ->> 'detail' AS detail
+FROM last, jsonb_array_elements(last.report -> 'defects') AS d
+WHERE EXISTS (SELECT 1 FROM instances i WHERE i.object_key = d ->> 'object_key')
+  AND NOT EXISTS (SELECT 1 FROM replicas r
+                  WHERE r.store = $1 AND r.object_key = d ->> 'object_key'
+                    AND r.verified_at > last.finished_at)
+ORDER BY study_uid, sop_uid;
 
 -- name: failback_batch
 SELECT i.id, i.sop_uid, i.object_key, i.compression, i.sha256, i.size, i.stored_size,

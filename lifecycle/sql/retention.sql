@@ -114,7 +114,12 @@ ORDER BY retain_until, review_fk, study_fk
 LIMIT $2;
 
 -- name: review_item_lock
-SELECT * FROM retention_review_items WHERE review_fk = $1 AND study_fk = $2 FOR UPDATE;
+-- With the review's approver: a deletion carried out later (a look-ahead review's, by the
+-- scheduler) still names the person who approved it.
+SELECT it.*, rv.approved_by
+FROM retention_review_items it JOIN retention_reviews rv ON rv.id = it.review_fk
+WHERE it.review_fk = $1 AND it.study_fk = $2
+FOR UPDATE OF it;
 
 -- name: review_item_finish
 UPDATE retention_review_items SET state = $3, outcome = $4, done_at = now()
@@ -156,6 +161,20 @@ FROM series se
 LEFT JOIN instances i ON i.series_fk = se.id
 WHERE se.study_fk = $1;
 
+-- name: study_objects
+-- Every object the study holds or held, with the SHA-256 of its Part 10 file: its instances,
+-- their earlier versions, and its quarantined versions still open.
+SELECT i.object_key, i.sha256
+FROM instances i JOIN series se ON se.id = i.series_fk
+WHERE se.study_fk = $1
+UNION
+SELECT v.object_key, v.sha256
+FROM instance_versions v JOIN instances i ON i.id = v.instance_fk
+JOIN series se ON se.id = i.series_fk
+WHERE se.study_fk = $1
+UNION
+SELECT c.object_key, c.sha256 FROM conflicts c WHERE c.study_uid = $2 AND c.state <> 'discarded';
+
 -- name: study_history_delete
 -- Earlier versions of the study's instances and the conflicting versions quarantined for it
 -- (0020_federation) hold the same images: they go with the study.  Returns their objects.
@@ -194,6 +213,15 @@ WHERE NOT EXISTS (SELECT 1 FROM instances WHERE object_key = k)
   AND NOT EXISTS (SELECT 1 FROM conflicts WHERE object_key = k AND state <> 'discarded')
 ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING
 RETURNING id, payload ->> 'object_key' AS object_key;
+
+-- name: object_delete_jobs
+-- The queued deletion jobs of these objects: those just queued by enqueue_object_deletes and
+-- those already waiting (a compression original's grace period).
+SELECT id, payload ->> 'object_key' AS object_key
+FROM jobs
+WHERE kind = 'delete-object' AND state = 'queued'
+  AND dedup_key = ANY (SELECT 'delete:' || k FROM unnest($1::text[]) AS k)
+ORDER BY id;
 
 -- name: hold_insert
 INSERT INTO legal_holds (scope, patient_id, issuer, study_uid, reason, set_by)

@@ -306,3 +306,58 @@ def test_failover_and_failback_commands(
     assert "2 present, 0 copied" in out and "active store is now primary" in out
     code, _, err = vna("dr", "failback")
     assert code == 1 and "not failed over" in err
+
+
+# --- status after a failed drill ----------------------------------------------------------------
+
+
+def test_status_reports_the_defects_of_the_last_drill_until_repaired(
+    archive_settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replica_root = tmp_path / "replica"
+    settings = with_replica(archive_settings, replica_root.as_uri())
+    config = tmp_path / "vna.toml"
+    config.write_text(
+        f'data_dir = "{settings.data_dir}"\ndatabase_url = "{settings.database_url}"\n'
+        f'[[replicas]]\nname = "dr"\nstorage_url = "{replica_root.as_uri()}"\n'
+    )
+
+    def vna(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = main(["--config", str(config), *args])
+        return code, capsys.readouterr().out
+
+    async def load() -> list[dict]:
+        async with opened(settings) as archive:
+            await ingest(archive, smooth_ct_study(patient_id="P1", series=1, slices=3, size=64))
+            await run_once(archive)  # replicated: nothing in the backlog
+            return await fetch(archive, "SELECT sop_uid, object_key FROM instances ORDER BY id")
+
+    instances = asyncio.run(load())
+    code, out = vna("dr", "status")
+    assert code == 0 and "(every instance has a verified copy)" in out and "DEFECTS" not in out
+
+    # One copy on the replica rots; its record still says verified.
+    damaged = instances[1]
+    (path,) = [
+        p for p in replica_root.rglob("*") if p.name == damaged["object_key"].rsplit("/")[-1]
+    ]
+    path.write_bytes(b"not the image" * 50)
+    code, out = vna("dr", "drill", "--full")
+    assert code == 1 and "FAILED" in out
+
+    code, out = vna("dr", "status")
+    assert "every instance has a verified copy" not in out
+    assert "(every instance has a recorded copy, but 1 of them failed the last drill)" in out
+    assert "DEFECTS        1 copy on dr failed drill #1" in out
+    assert f"corrupt {damaged['sop_uid']}" in out
+    code, out = vna("dr", "status", "--format", "json")
+    (replica,) = json.loads(out)["replicas"]
+    assert [d["sop_uid"] for d in replica["unrepaired_defects"]] == [damaged["sop_uid"]]
+
+    # Repaired as the status says: the copy is forgotten, copied again, verified.
+    assert vna("verify", "--store", "dr", "--all")[0] == 1  # reports the damage
+    assert vna("lifecycle", "run", "--once")[0] == 0
+    code, out = vna("dr", "status")
+    assert "(every instance has a verified copy)" in out and "  DEFECTS  " not in out
+    assert "last drill     #1" in out and "1 DEFECTS" in out  # the drill's own record stands

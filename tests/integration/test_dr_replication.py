@@ -123,9 +123,7 @@ async def test_rewritten_objects_copied_again_and_deletions_propagate(
         review = await retention.create_review(
             archive.db, settings.retention_rules, dt.date.today(), "test"
         )
-        report = await retention.approve(
-            archive.db, archive.store, settings.retention_rules, review.id, "test"
-        )
+        report = await retention.approve(archive, settings.retention_rules, review.id, "test")
         assert len(report.deleted) == 1
         await run_once(archive)
         assert {k async for k in replica.iter_keys()} == set()

@@ -106,7 +106,7 @@ def test_lifecycle_commands(cli, archive_settings: Settings, tmp_path: Path, cap
     rows = capsys.readouterr().out.splitlines()
     assert rows[0].startswith("state,study_uid") and len(rows) == 3
 
-    assert cli("retention", "approve", str(review["review"])) == 0
+    assert cli("retention", "approve", str(review["review"]), "--as", "Jane Roe", "--yes") == 0
     assert "deleted 1 study" in capsys.readouterr().out
 
     assert cli("retention", "show", str(review["review"])) == 0
@@ -129,7 +129,7 @@ def test_lifecycle_commands(cli, archive_settings: Settings, tmp_path: Path, cap
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["retention", "approve", "999"], "vna: no retention review 999"),
+        (["retention", "approve", "999", "--as", "J", "--yes"], "vna: no retention review 999"),
         (["retention", "review", "--as-of", "31/12/2030"], "vna: --as-of must be a date"),
         (["hold", "release", "42"], "vna: no legal hold 42"),
         (["hold", "set", "--study", "1.2.3", "--reason", "x"], "vna: study 1.2.3 is not in"),

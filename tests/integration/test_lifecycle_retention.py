@@ -133,9 +133,7 @@ async def test_review_hold_approve_audit(archive_settings: Settings) -> None:
         objects_of_a = [r["object_key"] for r in await instances_of(archive, u["A"])]
 
         # Approve the first review (listed B and B2 before the hold).
-        report = await retention.approve(
-            archive.db, archive.store, changed_rules, first.id, "user:records"
-        )
+        report = await retention.approve(archive, changed_rules, first.id, "user:records")
         assert report.deleted == [u["A"]]
         assert [uid for uid, _ in report.pending] == [u["D"]]
         skipped = dict(report.skipped)
@@ -169,18 +167,24 @@ async def test_review_hold_approve_audit(archive_settings: Settings) -> None:
         assert "retention-approve" in actions and "legal-hold-set" in actions
 
         # Approving again changes nothing: what was done is done, what was refused stays so.
-        again = await retention.approve(
-            archive.db, archive.store, changed_rules, first.id, "user:records"
-        )
+        again = await retention.approve(archive, changed_rules, first.id, "user:records")
         assert again.deleted == [] and again.skipped == []
 
         # D falls due on its date; the scheduler's part deletes it then, not before.
-        early = await retention.execute_pending(archive.db, archive.store, RULES, "lifecycle")
+        early = await retention.execute_pending(archive, RULES, "lifecycle")
         assert early.deleted == [] and await study_exists(archive, u["D"])
         when = TODAY + dt.timedelta(days=31)
-        later = await retention.execute_pending(archive.db, archive.store, RULES, "lifecycle", when)
+        later = await retention.execute_pending(archive, RULES, "lifecycle", when)
         assert later.deleted == [u["D"]]
         assert not await study_exists(archive, u["D"])
+        (on_its_date,) = await fetch(
+            archive,
+            "SELECT actor, detail FROM audit WHERE action = 'retention-delete' AND study_uid = $1",
+            u["D"],
+        )
+        # Carried out by the scheduler, approved by the person who approved the review.
+        assert on_its_date["actor"] == "lifecycle"
+        assert on_its_date["detail"]["approved_by"] == "user:records"
 
         items = {
             i["study_uid"]: i for i in (await retention.load_review(archive.db, first.id)).items
@@ -278,9 +282,7 @@ async def test_deletion_takes_earlier_versions_with_it(archive_settings: Setting
         await run_once(archive)
 
         review = await retention.create_review(archive.db, RULES, TODAY, "user:records")
-        report = await retention.approve(
-            archive.db, archive.store, RULES, review.id, "user:records"
-        )
+        report = await retention.approve(archive, RULES, review.id, "user:records")
         assert report.deleted == [str(s[0].StudyInstanceUID)]
         assert await fetch(archive, "SELECT * FROM instance_versions") == []
         for key in first_keys:
@@ -331,7 +333,5 @@ async def test_a_patient_hold_covers_linked_identities(archive_settings: Setting
             str(there[0].StudyInstanceUID),
         }
         # Approving the review made before the hold deletes neither.
-        report = await retention.approve(
-            archive.db, archive.store, RULES, before.id, "user:records"
-        )
+        report = await retention.approve(archive, RULES, before.id, "user:records")
         assert report.deleted == [] and len(report.skipped) == 2

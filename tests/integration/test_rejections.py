@@ -298,7 +298,7 @@ async def test_a_note_for_3_of_10_hides_exactly_those_everywhere_and_review_dele
     keys = {r["object_key"] for r in await _instances(archive, gone)}
     assert all([await archive.store.stat(k) is not None for k in keys])
 
-    report = await retention.approve(archive.db, archive.store, rules, review.id, "records")
+    report = await retention.approve(archive, rules, review.id, "records")
     assert set(report.deleted_instances) == gone
     assert [await archive.store.stat(k) for k in keys] == [None] * 3
     assert await _instances(archive, gone) == []
@@ -499,7 +499,7 @@ async def test_approval_empties_the_replica_and_a_legal_hold_wins(
             study[1].SOPInstanceUID: "due",
             held_study[0].SOPInstanceUID: "held",
         }
-        report = await retention.approve(archive.db, archive.store, rules, review.id, "records")
+        report = await retention.approve(archive, rules, review.id, "records")
         assert set(report.deleted_instances) == {ds.SOPInstanceUID for ds in study[:2]}
         await run_once(archive)  # the replica deletions
         on_replica = {k async for k in replica.iter_keys()}

@@ -1,4 +1,4 @@
-"""vna/catalog/schema_snapshot.sql is the schema the migrations produce: the current body of
+"""schema/catalogue.sql is the schema the migrations produce: the current body of
 every SQL function and every table, readable in one place without replaying the migrations."""
 
 from __future__ import annotations

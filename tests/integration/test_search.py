@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 
 from vna.catalog.database import Database
-from vna.catalog.search import COLUMNS, search, search_page
+from vna.catalog.search import COLUMNS, search_page
 from vna.dicom.qido_params import (
     MatchKind,
     Query,
@@ -289,7 +289,8 @@ async def run(
 ) -> list[dict[str, Any]]:
     query = parse_qido(level, params or [], study_uid=study, series_uid=series)
     async with db.acquire() as conn:
-        return await search(conn, query, max_results=max_results, default_limit=default_limit)
+        page = await search_page(conn, query, max_results=max_results, default_limit=default_limit)
+        return page.results
 
 
 def value(result: dict[str, Any], tag: str) -> Any:
@@ -549,7 +550,7 @@ async def test_query_from_identifier(catalogue: Database) -> None:
     query = query_from_identifier("STUDY", ds)
     assert isinstance(query, Query)
     async with catalogue.acquire() as conn:
-        results = await search(conn, query, max_results=10, default_limit=10)
+        results = (await search_page(conn, query, max_results=10, default_limit=10)).results
     assert uids(results) == [S2]
     assert value(results[0], "00101010") == "052Y"  # asked for by an empty key
 
@@ -627,7 +628,7 @@ async def test_every_parsed_query_runs(catalogue: Database) -> None:
     assert any(query.include_fields or query.include_all for query in queries)
     async with catalogue.acquire() as conn:
         for query in queries:
-            results = await search(conn, query, max_results=10, default_limit=5)
+            results = (await search_page(conn, query, max_results=10, default_limit=5)).results
             assert len(results) <= min(query.limit or 5, 10)
             for result in results:
                 assert "0020000D" in result

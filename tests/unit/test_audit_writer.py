@@ -19,7 +19,9 @@ def _sources() -> list[Path]:
     for package in ("vna", "lifecycle"):
         files += (ROOT / package).rglob("*.py")
         files += (ROOT / package).rglob("*.sql")
-    return [f for f in files if "migrations" not in f.parts]
+    # The migrations' filing functions write store rows in the same statement, for ingest's
+    # cost (see vna/catalog/audit.py); the schema snapshot lists their bodies.
+    return [f for f in files if "migrations" not in f.parts and f.name != "catalogue.sql"]
 
 
 def test_only_the_audit_module_writes_audit_rows() -> None:

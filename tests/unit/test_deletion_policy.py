@@ -146,6 +146,14 @@ def _now(**changes: Any) -> StudyNow:
                 " object and 1 more)",
             ),
         ),
+        (
+            "a store that cannot be asked about locks",
+            _now(unchecked_stores=["dr"]),
+            TODAY,
+            DeletionCheck(
+                Verdict.SKIP, "store dr did not answer: S3 Object Lock could not be checked"
+            ),
+        ),
     ],
 )  # fmt: skip
 def test_deletion_guards(case: str, now: StudyNow, today: dt.date, expected: DeletionCheck) -> None:

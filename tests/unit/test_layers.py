@@ -21,7 +21,8 @@ TOP_PACKAGES = ("vna", "lifecycle")
 # from a layer above.  Packages named together in one ``independent`` group may not import
 # each other either (the two protocol families and the lifecycle engine stand side by side).
 LAYERS: list[tuple[str, frozenset[str]]] = [
-    ("entry points", frozenset({"vna.cli", "vna.server", "vna.supervisor", "vna.server_lock"})),
+    ("command line", frozenset({"vna.cli"})),
+    ("servers", frozenset({"vna.server", "vna.supervisor", "vna.server_lock"})),
     ("adapters and workers", frozenset({"vna.gateway", "lifecycle"})),
     ("engine", frozenset({"vna.admin", "vna.security"})),
     ("wiring", frozenset({"vna.archive"})),
@@ -219,6 +220,13 @@ def test_pure_rule_modules_import_no_io(graph: dict[str, set[str]]) -> None:
         if package_of(imported, IO_IMPORTS)
     ]
     assert not offenders, "pure rule modules doing I/O:\n" + "\n".join(offenders)
+
+
+def test_command_modules_live_in_the_command_line_package(graph: dict[str, set[str]]) -> None:
+    # A command module beside the core it drives is how recovery -> archive -> recovery began.
+    stray = [m for m in graph if m.rsplit(".", 1)[-1].endswith("commands") and m != "vna.cli"]
+    stray = [m for m in stray if not package_of(m, ["vna.cli"])]
+    assert not stray, f"command modules outside vna/cli: {stray}"
 
 
 def test_a_reversed_arrow_is_caught(graph: dict[str, set[str]]) -> None:

@@ -74,7 +74,23 @@ class Identity:
         return f"{self.patient_id}^^^{self.issuer}" if self.issuer else self.patient_id
 
 
+def link_identities(row: Any) -> tuple[Identity, Identity]:
+    """The two identities of a patient link or pending link row."""
+    return (
+        Identity(row["patient_id_a"], row["issuer_a"]),
+        Identity(row["patient_id_b"], row["issuer_b"]),
+    )
+
+
 # --- finding and linking ------------------------------------------------------------------------
+
+
+async def patient_row(conn: asyncpg.Connection, identity: Identity) -> Any:
+    """The patients row of ``identity``; NotFound when the archive does not hold it."""
+    row = await conn.fetchrow(q("find_patient_row"), identity.patient_id, identity.issuer)
+    if row is None:
+        raise NotFound(f"patient {identity} is not in the archive")
+    return row
 
 
 async def find_patients(
@@ -107,8 +123,7 @@ async def link(
     first, second = sorted((a, b))
     async with db.transaction() as conn:
         for who in (first, second):
-            if await conn.fetchrow(q("find_patient_row"), who.patient_id, who.issuer) is None:
-                raise NotFound(f"patient {who} is not in the archive")
+            await patient_row(conn, who)
         link_id = await conn.fetchval(
             q("insert_link"),
             first.patient_id,
@@ -128,16 +143,15 @@ async def link(
                     second.issuer,
                 )
             )
-        for who, other in ((first, second), (second, first)):
-            await audit.record(
-                conn,
-                actor=actor,
-                origin=origin,
-                action="patient-link",
-                patient_id=who.patient_id,
-                issuer=who.issuer,
-                detail={"link": link_id, "with": str(other), "reason": reason},
-            )
+        await _audit_both(
+            conn,
+            first,
+            second,
+            actor=actor,
+            origin=origin,
+            action="patient-link",
+            detail={"link": link_id, "reason": reason},
+        )
     return int(link_id)
 
 
@@ -146,18 +160,14 @@ async def unlink(db: Database, link_id: int, *, actor: str, origin: str = "") ->
         row = await conn.fetchrow(q("remove_link"), link_id, actor)
         if row is None:
             raise NotFound(f"no active patient link {link_id}")
-        a = Identity(row["patient_id_a"], row["issuer_a"])
-        b = Identity(row["patient_id_b"], row["issuer_b"])
-        for who, other in ((a, b), (b, a)):
-            await audit.record(
-                conn,
-                actor=actor,
-                origin=origin,
-                action="patient-unlink",
-                patient_id=who.patient_id,
-                issuer=who.issuer,
-                detail={"link": link_id, "with": str(other)},
-            )
+        await _audit_both(
+            conn,
+            *link_identities(row),
+            actor=actor,
+            origin=origin,
+            action="patient-unlink",
+            detail={"link": link_id},
+        )
 
 
 async def links_of(db: Database, identity: Identity) -> dict[str, Any]:
@@ -200,8 +210,7 @@ async def accept_pending_link(
     ``includelinked``); returns the patient link's id.  Nothing is re-filed."""
     async with db.transaction() as conn:
         row = await _open_pending(conn, pending_id)
-        a = Identity(row["patient_id_a"], row["issuer_a"])
-        b = Identity(row["patient_id_b"], row["issuer_b"])
+        a, b = link_identities(row)
         why = reason or (
             f"accepted pending link {pending_id}: source {row['source']} sent instance"
             f" {row['sop_uid']} identical to one filed under the other identity"
@@ -213,18 +222,7 @@ async def accept_pending_link(
             link_id = await conn.fetchval(
                 q("find_active_link"), a.patient_id, a.issuer, b.patient_id, b.issuer
             )
-        await conn.execute(q("decide_pending_link"), pending_id, "accepted", actor, link_id)
-        for who, other in ((a, b), (b, a)):
-            await audit.record(
-                conn,
-                actor=actor,
-                origin=origin,
-                action="patient-link-accept",
-                patient_id=who.patient_id,
-                issuer=who.issuer,
-                study_uid=row["study_uid"],
-                detail={"pending_link": pending_id, "link": link_id, "with": str(other)},
-            )
+        await _decide_pending(conn, row, "accepted", link_id, actor=actor, origin=origin)
     return int(link_id)
 
 
@@ -235,20 +233,7 @@ async def reject_pending_link(
     propose them again."""
     async with db.transaction() as conn:
         row = await _open_pending(conn, pending_id)
-        a = Identity(row["patient_id_a"], row["issuer_a"])
-        b = Identity(row["patient_id_b"], row["issuer_b"])
-        await conn.execute(q("decide_pending_link"), pending_id, "rejected", actor, None)
-        for who, other in ((a, b), (b, a)):
-            await audit.record(
-                conn,
-                actor=actor,
-                origin=origin,
-                action="patient-link-reject",
-                patient_id=who.patient_id,
-                issuer=who.issuer,
-                study_uid=row["study_uid"],
-                detail={"pending_link": pending_id, "with": str(other)},
-            )
+        await _decide_pending(conn, row, "rejected", None, actor=actor, origin=origin)
 
 
 async def _open_pending(conn: asyncpg.Connection, pending_id: int) -> Any:
@@ -258,6 +243,59 @@ async def _open_pending(conn: asyncpg.Connection, pending_id: int) -> Any:
     if row["state"] != "pending":
         raise InvalidRequest(f"pending link {pending_id} was {row['state']} already")
     return row
+
+
+async def _decide_pending(
+    conn: asyncpg.Connection,
+    row: Any,
+    state: str,
+    link_id: int | None,
+    *,
+    actor: str,
+    origin: str,
+) -> None:
+    """Record an administrator's decision on a pending link (``row``, locked by
+    ``_open_pending``), with an audit row for each of its two identities."""
+    pending_id = row["id"]
+    await conn.execute(q("decide_pending_link"), pending_id, state, actor, link_id)
+    detail = {"pending_link": pending_id}
+    if state == "accepted":
+        detail["link"] = link_id
+    await _audit_both(
+        conn,
+        *link_identities(row),
+        actor=actor,
+        origin=origin,
+        action={"accepted": "patient-link-accept", "rejected": "patient-link-reject"}[state],
+        study_uid=row["study_uid"],
+        detail=detail,
+    )
+
+
+async def _audit_both(
+    conn: asyncpg.Connection,
+    a: Identity,
+    b: Identity,
+    *,
+    actor: str,
+    origin: str,
+    action: str,
+    detail: dict[str, Any],
+    study_uid: str | None = None,
+) -> None:
+    """One audit row for each of the two identities a link decision is about, each naming
+    the other (``with``): either patient's trail shows the decision."""
+    for who, other in ((a, b), (b, a)):
+        await audit.record(
+            conn,
+            actor=actor,
+            origin=origin,
+            action=action,
+            patient_id=who.patient_id,
+            issuer=who.issuer,
+            study_uid=study_uid,
+            detail={**detail, "with": str(other)},
+        )
 
 
 # --- corrections and merges ---------------------------------------------------------------------
@@ -295,9 +333,7 @@ async def update_patient(
     if not values:
         raise InvalidRequest("nothing to update")
     async with archive.db.acquire() as conn:
-        patient = await conn.fetchrow(q("find_patient_row"), identity.patient_id, identity.issuer)
-        if patient is None:
-            raise NotFound(f"patient {identity} is not in the archive")
+        patient = await patient_row(conn, identity)
         target = Identity(
             values.get("PatientID", patient["patient_id"]),
             values.get("IssuerOfPatientID", patient["issuer"]),
@@ -309,7 +345,7 @@ async def update_patient(
                     f"patient {target} already exists: merge {identity} into it instead"
                 )
     header_values = _header_values(values)
-    previous = {"patient": _patient_json(patient)}
+    previous = {"patient": patient_json(patient)}
 
     async def catalogue(conn: asyncpg.Connection) -> None:
         await conn.execute(
@@ -323,7 +359,8 @@ async def update_patient(
         )
 
     async with archive.db.acquire() as conn:
-        instances = await conn.fetch(q("instances_of_patient"), patient["id"])
+        studies = await conn.fetch(q("studies_of_patient"), patient["id"])
+        instances = await conn.fetch(q("instances_of_studies"), [s["id"] for s in studies])
     return await apply_change(
         archive,
         kind="update",
@@ -347,16 +384,13 @@ async def merge_patients(
     if source == target:
         raise InvalidRequest("a patient cannot be merged into itself")
     async with archive.db.acquire() as conn:
-        src = await conn.fetchrow(q("find_patient_row"), source.patient_id, source.issuer)
-        dst = await conn.fetchrow(q("find_patient_row"), target.patient_id, target.issuer)
-        for who, row in ((source, src), (target, dst)):
-            if row is None:
-                raise NotFound(f"patient {who} is not in the archive")
+        src = await patient_row(conn, source)
+        dst = await patient_row(conn, target)
         studies = await conn.fetch(q("studies_of_patient"), src["id"])
-        instances = await conn.fetch(q("instances_of_patient"), src["id"])
+        study_ids = [s["id"] for s in studies]
+        instances = await conn.fetch(q("instances_of_studies"), study_ids)
     if not studies:
         raise InvalidRequest(f"patient {source} has no studies to merge")
-    study_ids = [s["id"] for s in studies]
 
     async def catalogue(conn: asyncpg.Connection) -> None:
         await conn.execute(q("move_studies"), study_ids, dst["id"])
@@ -368,7 +402,7 @@ async def merge_patients(
         source=source,
         target=target,
         header_values=identity_values(dst),
-        previous={"patient": _patient_json(src), "target_fk": dst["id"], "studies": study_ids},
+        previous={"patient": patient_json(src), "target_fk": dst["id"], "studies": study_ids},
         changes={"into": str(target), "studies": [s["study_uid"] for s in studies]},
         catalogue=catalogue,
         actor=actor,
@@ -649,9 +683,12 @@ def _new(values: Mapping[str, str | None], keyword: str, old: str) -> str:
     return (values[keyword] or "") if keyword in values else old
 
 
-def _patient_json(row: Any) -> dict[str, Any]:
+def patient_json(row: Any, *, pk: str = "id") -> dict[str, Any]:
+    """A patient as a change's ``previous`` keeps it for ``undo_change``, from a row with the
+    patients columns and the patient's row id in column ``pk`` (a study row joined to its
+    patient has it as ``patient_row``)."""
     return {
-        "id": row["id"],
+        "id": row[pk],
         "patient_id": row["patient_id"],
         "issuer": row["issuer"],
         "patient_name": row["patient_name"],

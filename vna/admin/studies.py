@@ -25,7 +25,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vna.admin.patients import Identity, apply_change, identity_values
+from vna.admin.patients import (
+    Identity,
+    apply_change,
+    identity_values,
+    patient_json,
+    patient_row,
+)
 from vna.catalog.queries import q
 from vna.dicom.corrections import STUDY_ATTRIBUTES, check_study_values, study_date
 from vna.dicom.uids import is_valid_uid
@@ -42,9 +48,7 @@ async def show_study(db: Database, study_uid: str) -> dict[str, Any]:
     """The study's catalogue values, its patient and its corrections and moves."""
     _check(study_uid)
     async with db.acquire() as conn:
-        row = await conn.fetchrow(q("find_study_row"), study_uid)
-        if row is None:
-            raise NotFound(f"study {study_uid} is not in the archive")
+        row = await _study_row(conn, study_uid)
         changes = await conn.fetch(q("changes_of_study"), study_uid)
     return {
         "study": _study_json(row),
@@ -66,10 +70,8 @@ async def update_study(
     _check(study_uid)
     checked = check_study_values(values)
     async with archive.db.acquire() as conn:
-        study = await conn.fetchrow(q("find_study_row"), study_uid)
-        if study is None:
-            raise NotFound(f"study {study_uid} is not in the archive")
-        instances = await conn.fetch(q("instances_of_study_row"), study["id"])
+        study = await _study_row(conn, study_uid)
+        instances = await conn.fetch(q("instances_of_studies"), [study["id"]])
     before = _study_json(study)
     after = dict(before)
     for keyword, value in checked.items():
@@ -100,7 +102,7 @@ async def update_study(
         source=patient,
         target=patient,
         header_values=dict(checked),
-        previous={"patient": _patient_of(study), "study": before},
+        previous={"patient": patient_json(study, pk="patient_row"), "study": before},
         changes=dict(checked),
         catalogue=catalogue,
         actor=actor,
@@ -116,9 +118,7 @@ async def move_study(
     the target's identity and demographics; returns the change id (for ``undo_change``)."""
     _check(study_uid)
     async with archive.db.acquire() as conn:
-        study = await conn.fetchrow(q("find_study_row"), study_uid)
-        if study is None:
-            raise NotFound(f"study {study_uid} is not in the archive")
+        study = await _study_row(conn, study_uid)
         source = Identity(study["patient_id"], study["issuer"])
         if source == target:
             raise InvalidRequest(f"study {study_uid} is already filed under patient {target}")
@@ -128,7 +128,7 @@ async def move_study(
                 f"patient {target} is not in the archive; to give the study's patient"
                 f" {source} that identity instead, use vna patients update"
             )
-        instances = await conn.fetch(q("instances_of_study_row"), study["id"])
+        instances = await conn.fetch(q("instances_of_studies"), [study["id"]])
 
     async def catalogue(conn: asyncpg.Connection) -> None:
         await conn.execute(q("move_studies"), [study["id"]], dst["id"])
@@ -140,7 +140,11 @@ async def move_study(
         source=source,
         target=target,
         header_values=identity_values(dst),
-        previous={"patient": _patient_of(study), "target_fk": dst["id"], "studies": [study["id"]]},
+        previous={
+            "patient": patient_json(study, pk="patient_row"),
+            "target_fk": dst["id"],
+            "studies": [study["id"]],
+        },
         changes={"into": str(target), "studies": [study_uid]},
         catalogue=catalogue,
         actor=actor,
@@ -179,9 +183,7 @@ async def _plan_set_source(
         declared = ", ".join(s.name for s in archive.settings.sources) or "none"
         raise InvalidRequest(f"{source_name!r} is not a declared source (declared: {declared})")
     async with archive.db.acquire() as conn:
-        study = await conn.fetchrow(q("find_study_row"), study_uid)
-        if study is None:
-            raise NotFound(f"study {study_uid} is not in the archive")
+        study = await _study_row(conn, study_uid)
         current = Identity(study["patient_id"], study["issuer"])
         # A source that declares no issuer keeps the one the study has.
         target = Identity(current.patient_id, source.issuer_of_patient_id or current.issuer)
@@ -217,7 +219,7 @@ async def set_source(
     instances: list[Any] = []
     if target != current:
         async with archive.db.acquire() as conn:
-            instances = list(await conn.fetch(q("instances_of_study_row"), study["id"]))
+            instances = list(await conn.fetch(q("instances_of_studies"), [study["id"]]))
     if target == current:
         header_values: dict[str, str | None] = {}  # the objects already say it
     elif dst is not None:
@@ -248,7 +250,7 @@ async def set_source(
         target=target,
         header_values=header_values,
         previous={
-            "patient": _patient_of(study),
+            "patient": patient_json(study, pk="patient_row"),
             "studies": [study["id"]],
             "study_source": study_source,
             "instance_ids": [r["id"] for r in sources],
@@ -268,9 +270,7 @@ async def set_source(
 async def studies_of(db: Database, identity: Identity) -> list[str]:
     """The Study Instance UIDs of a patient in the archive."""
     async with db.acquire() as conn:
-        patient = await conn.fetchrow(q("find_patient_row"), identity.patient_id, identity.issuer)
-        if patient is None:
-            raise NotFound(f"patient {identity} is not in the archive")
+        patient = await patient_row(conn, identity)
         return [r["study_uid"] for r in await conn.fetch(q("studies_of_patient"), patient["id"])]
 
 
@@ -279,6 +279,15 @@ async def default_studies_from(db: Database, ae_title: str) -> list[str]:
     DIMSE (by the audit trail's store records)."""
     async with db.acquire() as conn:
         return [r["study_uid"] for r in await conn.fetch(q("default_studies_from_ae"), ae_title)]
+
+
+async def _study_row(conn: asyncpg.Connection, study_uid: str) -> Any:
+    """The study with its patient (``find_study_row``); NotFound when the archive does not
+    hold it."""
+    study = await conn.fetchrow(q("find_study_row"), study_uid)
+    if study is None:
+        raise NotFound(f"study {study_uid} is not in the archive")
+    return study
 
 
 def _check(study_uid: str) -> None:
@@ -296,18 +305,6 @@ def _study_json(row: Any) -> dict[str, Any]:
         "study_id": row["study_id"],
         "study_description": row["study_description"],
         "referring_physician": row["referring_physician"],
-    }
-
-
-def _patient_of(row: Any) -> dict[str, Any]:
-    """The study's patient in the form ``undo_change`` reads (vna.admin.patients)."""
-    return {
-        "id": row["patient_row"],
-        "patient_id": row["patient_id"],
-        "issuer": row["issuer"],
-        "patient_name": row["patient_name"],
-        "birth_date": row["birth_date"],
-        "sex": row["sex"],
     }
 
 

@@ -1,5 +1,6 @@
 """The catalogue's current schema in one file: every table, constraint, index, trigger and SQL
-function as the migrations leave them (``schema_snapshot.sql``, committed).
+function as the migrations leave them (``schema/catalogue.sql`` at the top of the repository,
+committed).
 
 The migrations are the history; this file is the present.  A PL/pgSQL function redefined by a
 later migration has one current body, and this is where to read it.  A test rebuilds the
@@ -27,7 +28,9 @@ import asyncpg
 
 from vna.catalog.queries import q
 
-SNAPSHOT = Path(__file__).parent / "schema_snapshot.sql"
+# A generated reference for the people changing the schema, kept beside the code rather than in
+# the package: it restates the migrations' DDL by design, and nothing loads it at run time.
+SNAPSHOT = Path(__file__).resolve().parents[2] / "schema" / "catalogue.sql"
 REFRESH = ".venv/bin/python -m vna.catalog.schema --write"
 _HEADER = f"""\
 -- The catalogue schema as the migrations leave it: generated, do not edit.
@@ -109,7 +112,7 @@ async def _generate() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m vna.catalog.schema",
-        description="Compare (or with --write, refresh) vna/catalog/schema_snapshot.sql with"
+        description="Compare (or with --write, refresh) schema/catalogue.sql with"
         " the schema a fresh database has after every migration.",
     )
     parser.add_argument("--write", action="store_true", help="rewrite the snapshot file")

@@ -143,36 +143,6 @@ class SearchPage:
     more: bool
 
 
-async def search(
-    conn: asyncpg.Connection,
-    query: Query,
-    *,
-    max_results: int,
-    default_limit: int,
-    sources: Sequence[str] | None = None,
-    offline_tiers: frozenset[str] = frozenset(),
-    scope: PatientScope | None = None,
-) -> list[dict[str, Any]]:
-    """DICOM JSON objects (PS3.18 F.2) of the matches of ``query``, in a deterministic order.
-
-    ``limit`` defaults to ``default_limit`` and is capped at ``max_results``.  ``sources``
-    restricts the matches to studies those sources sent (a reader token's ``read_sources``).
-    ``offline_tiers`` are the tiers the object store must restore before reading
-    (``ObjectStore.offline_tiers``), for Instance Availability.  ``scope`` restricts the
-    matches to the patients a source may reach (:mod:`vna.security.query_scope`).
-    """
-    page = await search_page(
-        conn,
-        query,
-        max_results=max_results,
-        default_limit=default_limit,
-        sources=sources,
-        offline_tiers=offline_tiers,
-        scope=scope,
-    )
-    return page.results
-
-
 async def search_page(
     conn: asyncpg.Connection,
     query: Query,
@@ -183,8 +153,16 @@ async def search_page(
     offline_tiers: frozenset[str] = frozenset(),
     scope: PatientScope | None = None,
 ) -> SearchPage:
-    """:func:`search`, also telling whether matches beyond the page exist (PS3.18 8.3.4.4 lets
-    the origin server warn that more results can be requested)."""
+    """DICOM JSON objects (PS3.18 F.2) of the matches of ``query``, in a deterministic order,
+    and whether matches beyond the page exist (PS3.18 8.3.4.4 lets the origin server warn that
+    more results can be requested).
+
+    ``limit`` defaults to ``default_limit`` and is capped at ``max_results``.  ``sources``
+    restricts the matches to studies those sources sent (a reader token's ``read_sources``).
+    ``offline_tiers`` are the tiers the object store must restore before reading
+    (``ObjectStore.offline_tiers``), for Instance Availability.  ``scope`` restricts the
+    matches to the patients a source may reach (:mod:`vna.security.query_scope`).
+    """
     limit = min(query.limit if query.limit is not None else default_limit, max_results)
     if limit <= 0 or query.offset > _MAX_BIGINT:
         return SearchPage([], False)

@@ -199,8 +199,25 @@ def _add_lifecycle_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
     review.add_argument("--as-of", metavar="DATE", help="due as of DATE (default: today)")
     add_format(review, ("table", "json", "csv", "html"))
     review.add_argument("--output", type=Path, metavar="FILE", help="write the report to FILE")
-    approve = rts.add_parser("approve", help="delete the studies a review lists")
-    approve.add_argument("review_id", type=int, metavar="REVIEW_ID", help=_REVIEW_ID)
+    approve = rts.add_parser(
+        "approve",
+        help="delete the studies a review lists: every object of each, on every store",
+        description="Shows what will be deleted, asks for confirmation on a terminal, then"
+        " approves the review in the approver's name and deletes.",
+    )
+    approve.add_argument(
+        "review_id", type=int, metavar="REVIEW_ID", help=_REVIEW_ID
+    )
+    approve.add_argument(
+        "--as",
+        dest="approver",
+        metavar="NAME",
+        help="the person approving, recorded in the audit trail (required off a terminal)",
+    )
+    approve.add_argument("--yes", action="store_true", help="approve without asking (scripts)")
+    approve.add_argument(
+        "--dry-run", action="store_true", help="show what would be deleted; change nothing"
+    )
     show = rts.add_parser("show", help="print a saved review and what became of it")
     show.add_argument("review_id", type=int, metavar="REVIEW_ID", help=_REVIEW_ID)
     add_format(show, ("table", "json", "csv", "html"))
@@ -244,7 +261,13 @@ async def _lifecycle_command(settings: Settings, args: argparse.Namespace) -> in
                 settings, as_of=args.as_of, fmt=args.format, output=args.output
             )
         if args.retention_command == "approve":
-            return await c.retention_approve(settings, review_id=args.review_id)
+            return await c.retention_approve(
+                settings,
+                review_id=args.review_id,
+                approver=args.approver,
+                yes=args.yes,
+                dry_run=args.dry_run,
+            )
         return await c.retention_show(
             settings, review_id=args.review_id, fmt=args.format, output=args.output
         )

@@ -221,8 +221,7 @@ async def _patients(archive: Any, args: argparse.Namespace, actor: str) -> int:
         if not pending:
             print("no pending links")
         for r in pending:
-            a = Identity(r["patient_id_a"], r["issuer_a"])
-            b = Identity(r["patient_id_b"], r["issuer_b"])
+            a, b = p.link_identities(r)
             print(
                 f"pending link {r['id']}: {a} = {b}  (source {r['source']} sent instance"
                 f" {r['sop_uid']} of study {r['study_uid']}; seen {r['sightings']}x)"
@@ -246,8 +245,7 @@ async def _patients(archive: Any, args: argparse.Namespace, actor: str) -> int:
             _print_json(links)
         else:
             for link in links["links"]:
-                a = Identity(link["patient_id_a"], link["issuer_a"])
-                b = Identity(link["patient_id_b"], link["issuer_b"])
+                a, b = p.link_identities(link)
                 print(f"link {link['id']}: {a} = {b}  ({link['reason'] or 'no reason given'})")
             print("same person: " + ", ".join(links["same_person"]))
         return 0
@@ -278,9 +276,7 @@ async def _patients(archive: Any, args: argparse.Namespace, actor: str) -> int:
         )
         return 0
     if cmd in ("undo", "unmerge"):
-        await p.undo_change(archive, args.change_id, actor=actor)
-        print(f"change {args.change_id} undone")
-        return 0
+        return await _undo(archive, args, actor)
     rows = await p.list_changes(archive.db)
     if args.format == "json":
         _print_json(rows)
@@ -341,6 +337,11 @@ async def _studies(archive: Any, args: argparse.Namespace, actor: str) -> int:
         return 0
     if cmd == "set-source":
         return await _set_source(archive, args, actor)
+    return await _undo(archive, args, actor)
+
+
+async def _undo(archive: Any, args: argparse.Namespace, actor: str) -> int:
+    """``vna patients undo|unmerge`` and ``vna studies undo``: one change log for both."""
     await p.undo_change(archive, args.change_id, actor=actor)
     print(f"change {args.change_id} undone")
     return 0

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lifecycle import queue, report, retention, status
+from lifecycle.policy.deletion import Verdict
 from lifecycle.worker import run_workers
 from vna.archive import Archive
 from vna.cli.options import plural
@@ -125,10 +126,61 @@ async def retention_review(
     return 0
 
 
-async def retention_approve(settings: Settings, *, review_id: int) -> int:
+async def retention_approve(
+    settings: Settings,
+    *,
+    review_id: int,
+    approver: str | None = None,
+    yes: bool = False,
+    dry_run: bool = False,
+) -> int:
+    """Show what approving the review deletes, confirm (on a terminal, unless ``yes``), approve
+    in the name of ``approver`` (a person: the Unix account running this says little), and
+    delete."""
+    terminal = sys.stdin.isatty()
+    if approver is not None and not approver.strip():
+        raise InvalidRequest("--as needs the name of the person approving the deletions")
+    if approver is None and not terminal and not dry_run:
+        raise InvalidRequest(
+            "--as NAME is required when not on a terminal: the person approving the deletions,"
+            " recorded in the audit trail"
+        )
+    if not yes and not terminal and not dry_run:
+        raise InvalidRequest(
+            "not on a terminal, so nothing can be confirmed: give --yes to approve (or"
+            " --dry-run to see what would be deleted)"
+        )
     async with opened(settings) as archive:
+        plan = await retention.plan_approval(archive, settings.retention_rules, review_id)
+        print(report.render_plan(review_id, plan))
+        if dry_run:
+            print("dry run: nothing approved, nothing deleted")
+            return 0
+        if approver is None:
+            approver = (
+                await asyncio.to_thread(input, "your name, recorded as the approver: ")
+            ).strip()
+            if not approver:
+                raise InvalidRequest("no approver named; nothing approved")
+        if not yes:
+            deleting = sum(1 for p in plan if p.verdict is Verdict.DELETE)
+            answer = await asyncio.to_thread(
+                input,
+                f"approve review {review_id} as {approver} and delete"
+                f" {report.studies(deleting)} now? [y/N] ",
+            )
+            if answer.strip().lower() not in ("y", "yes"):
+                print("not approved; nothing deleted")
+                return 1
         result = await retention.approve(
-            archive.db, archive.store, settings.retention_rules, review_id, actor()
+            archive,
+            settings.retention_rules,
+            review_id,
+            approver.strip(),
+            detail={
+                "confirmed": "--yes" if yes else "on the terminal",
+                "os_user": getpass.getuser(),
+            },
         )
     print(report.render_approval(result))
     return 0

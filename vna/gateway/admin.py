@@ -169,29 +169,16 @@ async def unlink_patients(request: web.Request, actor: str) -> Any:
 
 async def update_patient(request: web.Request, actor: str) -> Any:
     body = await _body(request)
-    values = body.get("set")
-    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
-        raise InvalidRequest('"set" must be an object of attribute keyword to string value')
-    change = await patients.update_patient(
-        request.app[ARCHIVE],
-        Identity.from_json(body.get("patient"), "patient"),
-        values,
-        actor=actor,
-        origin=request.remote or "",
-    )
-    return {"change": change}
+    values = _set_values(body)
+    patient = Identity.from_json(body.get("patient"), "patient")
+    return await _change(request, actor, patients.update_patient, patient, values)
 
 
 async def merge_patients(request: web.Request, actor: str) -> Any:
     body = await _body(request)
-    change = await patients.merge_patients(
-        request.app[ARCHIVE],
-        Identity.from_json(body.get("from"), "from"),
-        Identity.from_json(body.get("into"), "into"),
-        actor=actor,
-        origin=request.remote or "",
-    )
-    return {"change": change}
+    source = Identity.from_json(body.get("from"), "from")
+    target = Identity.from_json(body.get("into"), "into")
+    return await _change(request, actor, patients.merge_patients, source, target)
 
 
 async def list_changes(request: web.Request, actor: str) -> Any:
@@ -215,30 +202,13 @@ async def show_study(request: web.Request, actor: str) -> Any:
 
 
 async def update_study(request: web.Request, actor: str) -> Any:
-    body = await _body(request)
-    values = body.get("set")
-    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
-        raise InvalidRequest('"set" must be an object of attribute keyword to string value')
-    change = await studies.update_study(
-        request.app[ARCHIVE],
-        request.match_info["study"],
-        values,
-        actor=actor,
-        origin=request.remote or "",
-    )
-    return {"change": change}
+    values = _set_values(await _body(request))
+    return await _change(request, actor, studies.update_study, request.match_info["study"], values)
 
 
 async def move_study(request: web.Request, actor: str) -> Any:
-    body = await _body(request)
-    change = await studies.move_study(
-        request.app[ARCHIVE],
-        request.match_info["study"],
-        Identity.from_json(body.get("to"), "to"),
-        actor=actor,
-        origin=request.remote or "",
-    )
-    return {"change": change}
+    target = Identity.from_json((await _body(request)).get("to"), "to")
+    return await _change(request, actor, studies.move_study, request.match_info["study"], target)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -293,6 +263,23 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
     return body
+
+
+async def _change(
+    request: web.Request, actor: str, apply: Callable[..., Awaitable[int]], *args: Any
+) -> Any:
+    """Run a correction, merge or move of ``vna.admin`` on the archive as ``actor``; the answer
+    is its change id (for ``POST /admin/patients/changes/{id}/undo``)."""
+    change = await apply(request.app[ARCHIVE], *args, actor=actor, origin=request.remote or "")
+    return {"change": change}
+
+
+def _set_values(body: dict[str, Any]) -> dict[str, str]:
+    """The corrections of an update request: ``"set"``, attribute keyword to new value."""
+    values = body.get("set")
+    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+        raise InvalidRequest('"set" must be an object of attribute keyword to string value')
+    return values
 
 
 def _json_default(value: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import datetime as dt
 import os
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -94,6 +95,11 @@ class ObjectInfo:
     available: bool = True
     #: A restore was requested and has not completed yet.
     restore_in_progress: bool = False
+    #: S3 Object Lock: the end of the object's retention period (WORM until then), and
+    #: whether a legal hold is set on it (WORM until released).  Retention deletions check
+    #: both: the bucket would refuse the deletion or keep the bytes under a delete marker.
+    object_lock_until: dt.datetime | None = None
+    object_legal_hold: bool = False
 
 
 class ObjectStore(abc.ABC):

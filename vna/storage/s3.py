@@ -151,7 +151,7 @@ class S3Store(ObjectStore):
             else:
                 await self._put_multipart(key, path, sha256, metadata)
         except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"S3 store {self.name}: upload failed: {exc}") from exc
+            raise self._failed("upload", exc) from exc
         if consume:
             path.unlink(missing_ok=True)  # noqa: ASYNC240
 
@@ -161,7 +161,7 @@ class S3Store(ObjectStore):
         try:
             await self._put(key, data, sha256, metadata)
         except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"S3 store {self.name}: upload failed: {exc}") from exc
+            raise self._failed("upload", exc) from exc
 
     async def _put(
         self,
@@ -245,15 +245,13 @@ class S3Store(ObjectStore):
     async def _get(self, key: str, **extra: Any) -> Any:
         try:
             return await self._client.get_object(Bucket=self.bucket, Key=self._key(key), **extra)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
+        except (ClientError, BotoCoreError) as exc:
+            code = _error_code(exc)
             if code in _NOT_FOUND:
                 raise NotFound(f"object {key} not in store {self.name}") from None
             if code in _OFFLINE:
                 raise self._offline(key, exc) from None
-            raise StorageError(f"S3 store {self.name}: read failed: {exc}") from exc
-        except BotoCoreError as exc:
-            raise StorageError(f"S3 store {self.name}: read failed: {exc}") from exc
+            raise self._failed("read", exc) from exc
 
     async def get_bytes(self, key: str) -> bytes:
         resp = await self._get(key)
@@ -262,7 +260,7 @@ class S3Store(ObjectStore):
                 data: bytes = await body.read()
                 return data
         except (ClientError, BotoCoreError, OSError) as exc:
-            raise StorageError(f"S3 store {self.name}: read failed: {exc}") from exc
+            raise self._failed("read", exc) from exc
 
     async def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
         resp = await self._get(key)
@@ -271,7 +269,7 @@ class S3Store(ObjectStore):
                 try:
                     chunk = await body.read(chunk_size)
                 except (ClientError, BotoCoreError, OSError) as exc:
-                    raise StorageError(f"S3 store {self.name}: read failed: {exc}") from exc
+                    raise self._failed("read", exc) from exc
                 if not chunk:
                     return
                 yield chunk
@@ -279,12 +277,10 @@ class S3Store(ObjectStore):
     async def stat(self, key: str) -> ObjectInfo | None:
         try:
             resp = await self._client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _NOT_FOUND:
+        except (ClientError, BotoCoreError) as exc:
+            if _error_code(exc) in _NOT_FOUND:
                 return None
-            raise StorageError(f"S3 store {self.name}: head failed: {exc}") from exc
-        except BotoCoreError as exc:
-            raise StorageError(f"S3 store {self.name}: head failed: {exc}") from exc
+            raise self._failed("head", exc) from exc
         # HeadObject leaves StorageClass out for STANDARD.
         storage_class = resp.get("StorageClass") or "STANDARD"
         restore = resp.get("Restore") or ""
@@ -297,13 +293,16 @@ class S3Store(ObjectStore):
             tier=self._tier_of(storage_class),
             available=storage_class not in OFFLINE_CLASSES or restored,
             restore_in_progress='ongoing-request="true"' in restore,
+            # Present only on a bucket with Object Lock (and to a caller allowed to read it).
+            object_lock_until=resp.get("ObjectLockRetainUntilDate"),
+            object_legal_hold=resp.get("ObjectLockLegalHoldStatus") == "ON",
         )
 
     async def delete(self, key: str) -> None:
         try:
             await self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"S3 store {self.name}: delete failed: {exc}") from exc
+            raise self._failed("delete", exc) from exc
 
     async def iter_keys(self, prefix: str = "") -> AsyncIterator[str]:
         paginator = self._client.get_paginator("list_objects_v2")
@@ -312,7 +311,7 @@ class S3Store(ObjectStore):
                 for item in page.get("Contents", []):
                     yield item["Key"][len(self.prefix) :]
         except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"S3 store {self.name}: list failed: {exc}") from exc
+            raise self._failed("list", exc) from exc
 
     # --- tiers ------------------------------------------------------------------------------
 
@@ -325,6 +324,10 @@ class S3Store(ObjectStore):
 
     def _tier_of(self, storage_class: str) -> str | None:
         return next((t for t, c in self.tier_classes.items() if c == storage_class), None)
+
+    def _failed(self, what: str, exc: Exception) -> StorageError:
+        """The error of a failed request (``what``: read, upload...), naming the store."""
+        return StorageError(f"S3 store {self.name}: {what} failed: {exc}")
 
     def _offline(self, key: str, exc: Exception | None = None) -> OfflineError:
         cold = next(iter(sorted(self.offline_tiers)), "cold")
@@ -359,12 +362,10 @@ class S3Store(ObjectStore):
                 )
             else:
                 await self._copy_multipart(s3_key, source, info, target)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _OFFLINE:
+        except (ClientError, BotoCoreError) as exc:
+            if _error_code(exc) in _OFFLINE:
                 raise self._offline(key, exc) from None
-            raise StorageError(f"S3 store {self.name}: class change failed: {exc}") from exc
-        except BotoCoreError as exc:
-            raise StorageError(f"S3 store {self.name}: class change failed: {exc}") from exc
+            raise self._failed("class change", exc) from exc
 
     async def _copy_multipart(
         self, s3_key: str, source: dict[str, str], info: ObjectInfo, storage_class: str
@@ -396,13 +397,19 @@ class S3Store(ObjectStore):
                 Key=self._key(key),
                 RestoreRequest={"Days": days, "GlacierJobParameters": {"Tier": self.restore_tier}},
             )
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             # Another reader asked first: the restore under way serves both.
-            if exc.response.get("Error", {}).get("Code") != "RestoreAlreadyInProgress":
-                raise StorageError(f"S3 store {self.name}: restore failed: {exc}") from exc
-        except BotoCoreError as exc:
-            raise StorageError(f"S3 store {self.name}: restore failed: {exc}") from exc
+            if _error_code(exc) != "RestoreAlreadyInProgress":
+                raise self._failed("restore", exc) from exc
         return await self.stat(key) or info
+
+
+def _error_code(exc: ClientError | BotoCoreError) -> str | None:
+    """The S3 error code of a failed request; None when it got no answer (BotoCoreError)."""
+    if isinstance(exc, ClientError):
+        code: str | None = exc.response.get("Error", {}).get("Code")
+        return code
+    return None
 
 
 def _sha256_hex(data: bytes) -> str:

@@ -138,12 +138,14 @@ LIMIT $3;
 -- name: studies_of_patient
 SELECT id, study_uid FROM studies WHERE patient_fk = $1 ORDER BY id;
 
--- name: instances_of_patient
+-- name: instances_of_studies
+-- The instances a correction, merge, study move or re-attribution rewrites, as
+-- vna.admin.patients.apply_change takes them.
 SELECT i.id, i.sop_uid, i.object_key, se.series_uid, st.study_uid, st.id AS study_fk
 FROM instances i
 JOIN series se ON se.id = i.series_fk
 JOIN studies st ON st.id = se.study_fk
-WHERE st.patient_fk = $1
+WHERE st.id = ANY($1::bigint[])
 ORDER BY i.id;
 
 -- name: swap_instance_object
@@ -219,14 +221,6 @@ SELECT st.id, st.study_uid, st.patient_fk, st.study_date, st.study_time, st.acce
 FROM studies st
 JOIN patients p ON p.id = st.patient_fk
 WHERE st.study_uid = $1;
-
--- name: instances_of_study_row
-SELECT i.id, i.sop_uid, i.object_key, se.series_uid, st.study_uid, st.id AS study_fk
-FROM instances i
-JOIN series se ON se.id = i.series_fk
-JOIN studies st ON st.id = se.study_fk
-WHERE st.id = $1
-ORDER BY i.id;
 
 -- name: update_study_row
 UPDATE studies
