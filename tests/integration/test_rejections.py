@@ -600,3 +600,35 @@ async def test_an_instance_filed_while_its_note_is_being_recorded_is_withdrawn(
     await arriving
     listed = await rejections.list_rejected(archive.db, study[0].StudyInstanceUID)
     assert [r["sop_uid"] for r in listed] == [study[2].SOPInstanceUID]
+
+
+async def test_retention_commands_show_and_delete_rejected_instances(
+    archive: Archive, dicomweb: str, tmp_path: Path, capsys: Any
+) -> None:
+    from tests.security_support import config_file, vna
+
+    study = ct_study(series=1, slices=4)
+    note = rejection_note(study, study[:2], code="113039")
+    assert await stow(dicomweb, [*study, note]) == 200
+    config = config_file(archive.settings, tmp_path / "vna.toml")
+
+    code, out, _ = await vna(capsys, config, "retention", "review", "--format", "json")
+    assert code == 0
+    review = json.loads(out)
+    assert {(r["sop_uid"], r["meaning"], r["state"]) for r in review["rejected_instances"]} == {
+        (ds.SOPInstanceUID, "Data Retention Policy Expired", "due") for ds in study[:2]
+    }
+    code, out, _ = await vna(capsys, config, "retention", "show", str(review["review"]))
+    assert "113039^DCM Data Retention Policy Expired" in out and study[0].SOPInstanceUID in out
+
+    review_id = str(review["review"])
+    code, out, _ = await vna(capsys, config, "retention", "approve", review_id, "--dry-run")
+    assert code == 0 and "and 2 rejected instances" in out
+    assert len(await rejections.list_rejected(archive.db)) == 2  # a dry run deletes nothing
+    code, out, _ = await vna(
+        capsys, config, "retention", "approve", review_id, "--as", "Jane Roe", "--yes"
+    )
+    assert code == 0 and "deleted 2 rejected instances" in out
+    assert await rejections.list_rejected(archive.db) == []
+    path = f"{dicomweb}/studies/{study[0].StudyInstanceUID}/instances"
+    assert await qido_uids(path) == {ds.SOPInstanceUID for ds in study[2:]} | {note.SOPInstanceUID}
