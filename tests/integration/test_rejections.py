@@ -622,6 +622,14 @@ async def test_retention_commands_show_and_delete_rejected_instances(
     assert "113039^DCM Data Retention Policy Expired" in out and study[0].SOPInstanceUID in out
 
     review_id = str(review["review"])
+    page = tmp_path / "review.html"
+    code, _, _ = await vna(
+        capsys, config, "retention", "show", review_id, "--format", "html", "--output", str(page)
+    )
+    assert code == 0
+    html_text = page.read_text(encoding="utf-8")
+    assert "Rejected instances (IOCM rejection notes)" in html_text
+    assert study[1].SOPInstanceUID in html_text and "Data Retention Policy Expired" in html_text
     code, out, _ = await vna(capsys, config, "retention", "approve", review_id, "--dry-run")
     assert code == 0 and "and 2 rejected instances" in out
     assert len(await rejections.list_rejected(archive.db)) == 2  # a dry run deletes nothing
