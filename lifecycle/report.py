@@ -92,10 +92,35 @@ def render_table(review: Review) -> str:
         out.append("")
         out.append("held back by a legal hold (never deleted while held):")
         out.append(_text_rows(held, with_hold=True))
-    if review.state == "open" and due:
+    if review.rejected:
+        out.append("")
+        out.append(_rejected_rows(review.rejected))
+    if review.state == "open" and (due or any(r["state"] == "due" for r in review.rejected)):
         out.append("")
         out.append(f"approve with: vna retention approve {review.id}")
     return "\n".join(out)
+
+
+def _rejected_rows(items: list[dict[str, Any]]) -> str:
+    """Instances withdrawn by IOCM rejection notes (lifecycle.rejections), with the reason."""
+    due = [i for i in items if i["state"] == "due"]
+    lines = [
+        f"{len(items)} rejected instances (IOCM rejection notes), {len(due)} due for deletion"
+        f" ({human_bytes(sum(i['bytes'] for i in due))}):"
+    ]
+    for i in items:
+        patient = i["patient_id"] + (f" ({i['issuer']})" if i["issuer"] else "")
+        lines.append(
+            f"  {i['state']:<8} {i['code']}^DCM {i['meaning']}  patient {patient}"
+            f"  {human_bytes(i['bytes'])}"
+        )
+        lines.append(f"    instance {i['sop_uid']} (study {i['study_uid']})")
+        lines.append(f"    rejected by note {i['note_sop_uid']}")
+        if i["hold"]:
+            lines.append(f"    {i['hold']}")
+        if i["outcome"]:
+            lines.append(f"    {i['outcome']}")
+    return "\n".join(lines)
 
 
 def _heading(review: Review) -> str:
@@ -190,6 +215,11 @@ def render_approval(report: ApprovalReport) -> str:
             " retry (`vna lifecycle status`):"
         )
         out.extend(f"  {store} {key}: {err}" for store, key, err in report.left_to_jobs[:20])
+    if report.deleted_instances or report.skipped_instances:
+        out.append(f"deleted {len(report.deleted_instances)} rejected instances")
+    if report.skipped_instances:
+        out.append(f"{len(report.skipped_instances)} rejected instances left alone:")
+        out.extend(f"  {uid}: {reason}" for uid, reason in report.skipped_instances)
     return "\n".join(out)
 
 
@@ -225,6 +255,9 @@ def render_json(review: Review) -> str:
         "by_source": summary(review.due, lambda i: i["source"]),
         "by_year": summary(review.due, _year),
         "items": items,
+        "rejected_instances": [
+            {k: _plain(v) for k, v in i.items() if k != "review_fk"} for i in review.rejected
+        ],
     }
     return json.dumps(document, indent=2)
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar, cast
 
 import asyncpg
 
-from lifecycle import queue
+from lifecycle import queue, rejections
 from lifecycle.dr import replication
 from lifecycle.policy.deletion import (
     Hold,
@@ -138,6 +138,8 @@ class Review:
     items: list[dict[str, Any]]
     approved_by: str | None = None
     approved_at: dt.datetime | None = None
+    #: Instances withdrawn by IOCM rejection notes (lifecycle.rejections), with the reason.
+    rejected: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def due(self) -> list[dict[str, Any]]:
@@ -156,7 +158,9 @@ async def create_review(
     async with db.transaction() as conn:
         head = await conn.fetchrow(q("review_create"), as_of, actor, rules_fingerprint(rules))
         await conn.execute(q("review_fill"), head["id"], as_of, rules_fingerprint(rules))
+        await rejections.fill_review(conn, head["id"])
         counts = await conn.fetchrow(q("review_counts"), head["id"])
+        rejected = await rejections.review_items(conn, head["id"])
         await _audit(
             conn,
             actor,
@@ -166,6 +170,7 @@ async def create_review(
                 "as_of": as_of.isoformat(),
                 "due": counts["due"],
                 "held": counts["held"],
+                "rejected_instances": len(rejected),
             },
         )
     return await load_review(db, head["id"])
@@ -177,7 +182,8 @@ async def load_review(db: Database, review_id: int) -> Review:
         if head is None:
             raise NotFound(f"no retention review {review_id}")
         items = [dict(r) for r in await conn.fetch(q("review_items"), review_id)]
-    return _from_row(Review, head, items=items)
+        rejected = await rejections.review_items(conn, review_id)
+    return _from_row(Review, head, items=items, rejected=rejected)
 
 
 def _from_row(cls: type[_T], row: Any, **given: Any) -> _T:
@@ -199,6 +205,9 @@ class ApprovalReport:
     pending: list[tuple[str, dt.date]] = field(default_factory=list)
     #: (study UID, reason) of each study left alone.
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: SOP Instance UIDs of the rejected instances deleted, and (UID, reason) of those left.
+    deleted_instances: list[str] = field(default_factory=list)
+    skipped_instances: list[tuple[str, str]] = field(default_factory=list)
     #: (store, object key, error) of each copy left to a deletion job (a store failed).
     left_to_jobs: list[tuple[str, str, str]] = field(default_factory=list)
 
@@ -293,6 +302,14 @@ async def approve(
     report = ApprovalReport(review_id)
     for study_id in study_ids:
         await execute_item(archive, rules, review_id, study_id, actor, today, report)
+    report.deleted_bytes += await rejections.execute_review(
+        archive.db,
+        review_id,
+        actor,
+        report.deleted_instances,
+        report.skipped_instances,
+        lambda key: delete_everywhere(archive, key),
+    )
     return report
 
 

@@ -20,6 +20,7 @@
 --   0130_object_layouts
 --   0140_hl7_messages
 --   0150_storage_commitment
+--   0160_rejections
 --   0170_change_feed
 --   0171_forwarding
 --   0172_notifications
@@ -256,8 +257,10 @@ CREATE TABLE instances (
     metadata jsonb NOT NULL,
     data_set_sha256 text,
     restored_until timestamp with time zone,
+    rejection_fk bigint,
     CONSTRAINT instances_pkey PRIMARY KEY (id),
     CONSTRAINT instances_sop_uid_key UNIQUE (sop_uid),
+    CONSTRAINT instances_rejection_fk_fkey FOREIGN KEY (rejection_fk) REFERENCES rejection_notes(id) ON DELETE SET NULL,
     CONSTRAINT instances_series_fk_fkey FOREIGN KEY (series_fk) REFERENCES series(id) ON DELETE CASCADE
 );
 
@@ -396,6 +399,31 @@ CREATE TABLE pending_patient_links (
     CONSTRAINT pending_patient_links_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'accepted'::text, 'rejected'::text])))
 );
 
+CREATE TABLE rejected_instances (
+    note_fk bigint NOT NULL,
+    sop_uid text NOT NULL,
+    study_uid text NOT NULL,
+    series_uid text NOT NULL,
+    CONSTRAINT rejected_instances_pkey PRIMARY KEY (note_fk, sop_uid),
+    CONSTRAINT rejected_instances_note_fk_fkey FOREIGN KEY (note_fk) REFERENCES rejection_notes(id) ON DELETE CASCADE
+);
+
+CREATE TABLE rejection_notes (
+    id bigint NOT NULL DEFAULT nextval('rejection_notes_id_seq'::regclass),
+    note_sop_uid text NOT NULL,
+    study_uid text NOT NULL,
+    series_uid text NOT NULL,
+    code text NOT NULL,
+    meaning text NOT NULL,
+    actor text NOT NULL,
+    received_at timestamp with time zone NOT NULL DEFAULT now(),
+    undone_at timestamp with time zone,
+    undone_by text,
+    undo_reason text,
+    CONSTRAINT rejection_notes_note_sop_uid_key UNIQUE (note_sop_uid),
+    CONSTRAINT rejection_notes_pkey PRIMARY KEY (id)
+);
+
 CREATE TABLE replicas (
     store text NOT NULL,
     object_key text NOT NULL,
@@ -434,6 +462,28 @@ CREATE TABLE retention_review_items (
     CONSTRAINT retention_review_items_pkey PRIMARY KEY (review_fk, study_fk),
     CONSTRAINT retention_review_items_state_check CHECK ((state = ANY (ARRAY['due'::text, 'held'::text, 'pending'::text, 'deleted'::text, 'skipped'::text]))),
     CONSTRAINT retention_review_items_review_fk_fkey FOREIGN KEY (review_fk) REFERENCES retention_reviews(id) ON DELETE CASCADE
+);
+
+CREATE TABLE retention_review_rejections (
+    review_fk bigint NOT NULL,
+    instance_fk bigint NOT NULL,
+    sop_uid text NOT NULL,
+    study_uid text NOT NULL,
+    series_uid text NOT NULL,
+    patient_id text NOT NULL,
+    issuer text NOT NULL,
+    note_fk bigint NOT NULL,
+    note_sop_uid text NOT NULL,
+    code text NOT NULL,
+    meaning text NOT NULL,
+    bytes bigint NOT NULL,
+    hold text,
+    state text NOT NULL,
+    outcome text,
+    done_at timestamp with time zone,
+    CONSTRAINT retention_review_rejections_pkey PRIMARY KEY (review_fk, instance_fk),
+    CONSTRAINT retention_review_rejections_state_check CHECK ((state = ANY (ARRAY['due'::text, 'held'::text, 'deleted'::text, 'skipped'::text]))),
+    CONSTRAINT retention_review_rejections_review_fk_fkey FOREIGN KEY (review_fk) REFERENCES retention_reviews(id) ON DELETE CASCADE
 );
 
 CREATE TABLE retention_reviews (
@@ -542,6 +592,8 @@ CREATE INDEX instance_versions_sop ON public.instance_versions USING btree (sop_
 
 CREATE INDEX instances_object_key ON public.instances USING btree (object_key);
 
+CREATE INDEX instances_rejected ON public.instances USING btree (rejection_fk) WHERE (rejection_fk IS NOT NULL);
+
 CREATE INDEX instances_series_tier ON public.instances USING btree (series_fk) INCLUDE (tier, restored_until);
 
 CREATE INDEX instances_sop_class ON public.instances USING btree (sop_class_uid);
@@ -580,6 +632,8 @@ CREATE UNIQUE INDEX pending_patient_links_open ON public.pending_patient_links U
 
 CREATE INDEX pending_patient_links_pair ON public.pending_patient_links USING btree (patient_id_a, issuer_a, patient_id_b, issuer_b);
 
+CREATE INDEX rejected_instances_sop_uid ON public.rejected_instances USING btree (sop_uid);
+
 CREATE INDEX replicas_object_key ON public.replicas USING btree (object_key);
 
 CREATE INDEX replicas_verified ON public.replicas USING btree (store, verified_at);
@@ -603,6 +657,19 @@ CREATE INDEX studies_referring_lower ON public.studies USING btree (lower(referr
 CREATE INDEX study_retention_rules ON public.study_retention USING btree (rules_fingerprint);
 
 CREATE INDEX study_retention_until ON public.study_retention USING btree (retain_until);
+
+CREATE OR REPLACE FUNCTION public.vna_active_rejection(p_sop_uid text, p_series_fk bigint)
+ RETURNS bigint
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT min(r.note_fk)
+    FROM rejected_instances r
+    JOIN rejection_notes n ON n.id = r.note_fk AND n.undone_at IS NULL
+    JOIN series se ON se.id = p_series_fk
+    JOIN studies st ON st.id = se.study_fk AND st.study_uid = r.study_uid
+    WHERE r.sop_uid = p_sop_uid
+$function$;
 
 CREATE OR REPLACE FUNCTION public.vna_file_hierarchy(p_patient_id text, p_issuer text, p_patient_name text, p_birth_date text, p_sex text, p_study_uid text, p_study_date date, p_study_time text, p_accession_number text, p_study_id text, p_study_description text, p_referring_physician text, p_source text, p_series_uid text, p_modality text, p_series_number integer, p_series_description text, p_body_part text, OUT patient_fk bigint, OUT study_id bigint, OUT study_patient_fk bigint, OUT series_id bigint, OUT series_study_fk bigint)
  RETURNS record
@@ -757,6 +824,17 @@ BEGIN
 END
 $function$;
 
+CREATE OR REPLACE FUNCTION public.vna_instance_rejection()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(160, hashtext(NEW.sop_uid));
+    NEW.rejection_fk := vna_active_rejection(NEW.sop_uid, NEW.series_fk);
+    RETURN NEW;
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION public.vna_sequence_changes(p_max integer)
  RETURNS bigint
  LANGUAGE plpgsql
@@ -788,3 +866,5 @@ BEGIN
     RETURN n;
 END
 $function$;
+
+CREATE TRIGGER instances_rejection BEFORE INSERT ON public.instances FOR EACH ROW EXECUTE FUNCTION vna_instance_rejection();

@@ -38,9 +38,10 @@ from typing import Any
 import zstandard
 from pydicom.dataset import Dataset
 
-from vna.catalog import audit
+from vna.catalog import audit, rejections
 from vna.catalog.database import Database
 from vna.catalog.queries import q
+from vna.dicom.iocm import rejection_note
 from vna.dicom.parse import data_set_offset, dicom_json, extract_header, read_dataset
 from vna.errors import InvalidRequest, NotFound, VnaError
 from vna.ingest import filing
@@ -339,6 +340,11 @@ async def _file(
                     continue  # filed a moment ago by another worker: decide again
                 await _set_object(conn, instance_id, parsed, compression, digest, tier)
                 await filing.enqueue_stored(conn, instance_id, v)
+                # An IOCM rejection note withdraws its instances again, whichever is filed
+                # first (the arrival trigger of migration 0160 covers those filed after it).
+                note = rejection_note(v.metadata)
+                if note is not None:
+                    await rejections.record_note(conn, note, actor)
                 report.instances += 1
                 return
             current = FoundObject(

@@ -253,6 +253,7 @@ def _constrain(
     identities: Sequence[tuple[str, str]] | None = None,
     scoped: ScopedIdentities | None = None,
 ) -> None:
+    w.add(VISIBLE[query.level])
     if scoped is not None:
         w.add(scope_condition(w, scoped))
     # Identities standing for the PatientID match (followed links): the keys themselves are
@@ -278,11 +279,31 @@ def _constrain(
             # ModalitiesInStudy lists the modalities of the study's series (PS3.3 C.7.2.2), so
             # a study matches when one of its series has (one of) the asked modalities.
             cond = _text_condition(w, "ms.modality", match, fold_case=False)
-            w.add(f"EXISTS (SELECT 1 FROM series ms WHERE ms.study_fk = st.id AND {cond})")
+            w.add(
+                f"EXISTS (SELECT 1 FROM series ms WHERE ms.study_fk = st.id AND {cond}"
+                " AND EXISTS (SELECT 1 FROM instances vi WHERE vi.series_fk = ms.id"
+                " AND vi.rejection_fk IS NULL))"
+            )
         elif match.tag in COLUMNS:
             w.add(_column_condition(w, COLUMNS[match.tag], match))
         else:
             w.add(_header_condition(w, query.level, match))
+
+
+#: The visibility rule at each level (migration 0160): an instance is visible unless an IOCM
+#: rejection note withdrew it (IHE RAD TF-3 4.66.4.1.3, RAD-66; ``i.rejection_fk IS NULL``,
+#: the rule the retrieve queries of sql/retrieve.sql test too); a series or study while it
+#: has a visible instance, so one whose every instance is rejected is not found at all.
+VISIBLE: dict[Level, str] = {
+    "instance": "i.rejection_fk IS NULL",
+    "series": (
+        "EXISTS (SELECT 1 FROM instances vi WHERE vi.series_fk = se.id AND vi.rejection_fk IS NULL)"
+    ),
+    "study": (
+        "EXISTS (SELECT 1 FROM series vs JOIN instances vi ON vi.series_fk = vs.id"
+        " WHERE vs.study_fk = st.id AND vi.rejection_fk IS NULL)"
+    ),
+}
 
 
 def scope_condition(w: _Where, scoped: ScopedIdentities) -> str:
@@ -415,11 +436,15 @@ def _header_condition(w: _Where, level: Level, m: Match) -> str:
     if level == "instance":
         return one.replace("M ->", "i.metadata ->")
     inner = one.replace("M ->", "mi.metadata ->")
+    # A rejected instance's header matches nothing (VISIBLE).
     if level == "series":
-        return f"EXISTS (SELECT 1 FROM instances mi WHERE mi.series_fk = se.id AND {inner})"
+        return (
+            "EXISTS (SELECT 1 FROM instances mi WHERE mi.series_fk = se.id"
+            f" AND mi.rejection_fk IS NULL AND {inner})"
+        )
     return (
         "EXISTS (SELECT 1 FROM series ms JOIN instances mi ON mi.series_fk = ms.id"
-        f" WHERE ms.study_fk = st.id AND {inner})"
+        f" WHERE ms.study_fk = st.id AND mi.rejection_fk IS NULL AND {inner})"
     )
 
 

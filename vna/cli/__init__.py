@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_admin_commands(sub)  # vna patients ..., vna conflicts ...
 
+    from vna.cli.rejections import add_parsers as _add_rejection_commands
+
+    _add_rejection_commands(sub)  # vna rejections list|instances|undo
+
     from vna.cli.security import add_parsers as _add_security_commands
 
     _add_security_commands(sub)  # vna tokens ..., vna audit
@@ -151,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from vna.cli.admin import run as run_admin
 
             return asyncio.run(run_admin(settings, args))
+        if args.command == "rejections":
+            from vna.cli.rejections import run as run_rejections
+
+            return asyncio.run(run_rejections(settings, args))
         if args.command in ("tokens", "audit"):
             from vna.cli.security import run as run_security
 

@@ -153,6 +153,11 @@ async def retention_approve(
     async with opened(settings) as archive:
         plan = await retention.plan_approval(archive, settings.retention_rules, review_id)
         print(report.render_plan(review_id, plan))
+        # Instances withdrawn by IOCM rejection notes go too (lifecycle.rejections).
+        review = await retention.load_review(archive.db, review_id)
+        rejected = sum(1 for r in review.rejected if r["state"] == "due")
+        if rejected:
+            print(f"and {rejected} rejected instances (IOCM rejection notes), as the review lists")
         if dry_run:
             print("dry run: nothing approved, nothing deleted")
             return 0
@@ -167,7 +172,9 @@ async def retention_approve(
             answer = await asyncio.to_thread(
                 input,
                 f"approve review {review_id} as {approver} and delete"
-                f" {report.studies(deleting)} now? [y/N] ",
+                f" {report.studies(deleting)}"
+                + (f" and {rejected} rejected instances" if rejected else "")
+                + " now? [y/N] ",
             )
             if answer.strip().lower() not in ("y", "yes"):
                 print("not approved; nothing deleted")

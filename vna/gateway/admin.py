@@ -1,6 +1,7 @@
 """Administration over HTTP (``/admin``): quarantined conflicts, patient links (and the pending
 ones the archive proposes), corrections, merges, study corrections and moves, and their
-undoing.  JSON in, JSON out; the work is in ``vna.admin``.
+undoing; IOCM rejection notes, the instances they withdraw, and undoing a rejection.
+JSON in, JSON out; the work is in ``vna.admin``.
 
 Every request needs an admin token (``vna tokens create --role admin``, or the one whose
 SHA-256 is ``[admin] admin_token_sha256``), checked by :mod:`vna.gateway.auth`.  An archive
@@ -17,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from vna.admin import conflicts, patients, studies
+from vna.admin import conflicts, patients, rejections, studies
 from vna.admin.patients import Identity
 from vna.errors import InvalidRequest
 from vna.gateway.auth import principal_of
@@ -48,6 +49,9 @@ def register(app: web.Application) -> None:
     r.add_get(f"{p}/studies/{{study}}", _admin(show_study))
     r.add_post(f"{p}/studies/{{study}}/update", _admin(update_study))
     r.add_post(f"{p}/studies/{{study}}/move", _admin(move_study))
+    r.add_get(f"{p}/rejections", _admin(list_rejections))
+    r.add_get(f"{p}/rejections/instances", _admin(list_rejected_instances))
+    r.add_post(f"{p}/rejections/{{note}}/undo", _admin(undo_rejection))
 
 
 def _admin(handler: _Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -208,6 +212,33 @@ async def move_study(request: web.Request, actor: str) -> Any:
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+# --- IOCM rejections (vna.admin.rejections) -----------------------------------------------------
+
+
+async def list_rejections(request: web.Request, actor: str) -> Any:
+    return await rejections.list_notes(
+        request.app[ARCHIVE].db, include_undone=request.query.get("all") == "true"
+    )
+
+
+async def list_rejected_instances(request: web.Request, actor: str) -> Any:
+    return await rejections.list_rejected(request.app[ARCHIVE].db, request.query.get("study"))
+
+
+async def undo_rejection(request: web.Request, actor: str) -> Any:
+    body = await _body(request) if request.can_read_body else {}
+    reason = body.get("reason", "")
+    if not isinstance(reason, str):
+        raise InvalidRequest("reason must be a string")
+    return await rejections.undo(
+        request.app[ARCHIVE].db,
+        request.match_info["note"],
+        actor=actor,
+        origin=request.remote or "",
+        reason=reason,
+    )
 
 
 def _id(request: web.Request) -> int:

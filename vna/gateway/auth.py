@@ -7,6 +7,7 @@ One middleware resolves the ``Authorization: Bearer`` token to a principal
 route                      permission    roles
 =========================  ============  =====================================
 ``POST /dicom-web/...``    store         source
+``POST .../reject/...``    admin         admin (IOCM rejection)
 ``GET /dicom-web/...``     read          reader, admin (source: read_sources)
 ``GET /wado`` (WADO-URI)   read          reader, admin (source: read_sources)
 ``/admin/...``             admin         admin
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import contextvars
 import ipaddress
+import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -48,12 +50,17 @@ _DICOMWEB = "/dicom-web"
 _ADMIN = "/admin"
 #: WADO-URI (PS3.18 9), outside the DICOMweb prefix where its clients look for it.
 _WADO_URI = "/wado"
+#: IOCM rejection by an operator (vna.gateway.rejection): it withdraws images from every
+#: reader, so it is an administrator's act, not a source's store.
+_REJECT = re.compile(r"/dicom-web/studies/[^/]+(/series/[^/]+)?/reject/[^/]+")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def required_permission(request: web.Request) -> str | None:
     path = request.path
+    if request.method == "POST" and _REJECT.fullmatch(path):
+        return ADMIN
     if path == _DICOMWEB or path.startswith(_DICOMWEB + "/"):
         return STORE if request.method == "POST" else READ
     if path == _WADO_URI:

@@ -23,6 +23,7 @@ from vna.gateway import (
     frames,
     qido,
     readiness,
+    rejection,
     rendered,
     stow,
     wado,
@@ -61,6 +62,8 @@ def create_app(archive: Archive) -> web.Application:
 
     r.add_post(f"{p}/studies", stow.store_instances)
     r.add_post(f"{p}/studies/{{study}}", stow.store_instances)
+    r.add_post(f"{p}/studies/{{study}}/reject/{{code}}", rejection.reject)
+    r.add_post(f"{p}/studies/{{study}}/series/{{series}}/reject/{{code}}", rejection.reject)
 
     r.add_get(f"{p}/studies", qido.search_studies)
     r.add_get(f"{p}/series", qido.search_series)

@@ -34,13 +34,14 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from vna.catalog import audit
+from vna.catalog import audit, rejections
 from vna.catalog.database import Database
 from vna.catalog.patient_links import filed_identity, record_pending_link
 from vna.catalog.queries import q
 from vna.config import IngestSettings, SourceSettings
 from vna.dicom.corrections import STUDY_ATTRIBUTES
 from vna.dicom.frames import layout_of_file, worth_recording
+from vna.dicom.iocm import RejectionNote, rejection_note
 from vna.dicom.normalise import Normalised, correct, normalise
 from vna.dicom.parse import (
     InstanceHeader,
@@ -206,12 +207,14 @@ class Ingester:
         """
         started = time.perf_counter()
         header: InstanceHeader | None = None
+        note: RejectionNote | None = None
         if group is not None:
             group.join()
         try:
             async with self._slots:
                 examined = await self._cpu_bound(self._examine, path, sender.source)
                 header = examined.header
+                note = rejection_note(examined.metadata)
                 if expected_study_uid and header.study_uid != expected_study_uid:
                     raise StudyMismatch(
                         f"instance belongs to study {header.study_uid},"
@@ -236,6 +239,9 @@ class Ingester:
                     async with self._slots:
                         step = await self._file_general(step, sender)
             result = step
+            if note is not None and result.outcome is not Outcome.QUARANTINED:
+                assert header is not None
+                await self._apply_rejection(note, sender, header)
         except VnaError as exc:
             if header is not None and exc.instance is None:
                 exc.instance = InstanceRef(header.sop_class_uid, header.sop_instance_uid)
@@ -484,6 +490,47 @@ class Ingester:
                 await self._audit(conn, sender, h, "store", detail)
                 return _result(Outcome.STORED, h, version.size, warnings)
         raise _conflict(h)  # pragma: no cover - two concurrent first versions, both lost
+
+    async def _apply_rejection(
+        self, note: RejectionNote, sender: Sender, h: InstanceHeader
+    ) -> None:
+        """An IOCM rejection note is filed: withdraw the instances it names (IHE RAD TF-3
+        RAD-66).  After the note's own filing, which may have been one statement (the common
+        path), in a transaction of its own; a resent note (a duplicate) is recorded here if an
+        interruption left it unrecorded, and changes nothing otherwise.  A failure here fails
+        the store, so the sender sends the note again."""
+        async with self.db.transaction() as conn:
+            done = await rejections.record_note(conn, note, sender.actor)
+            if done is None:
+                return
+            await audit.record(
+                conn,
+                actor=sender.actor,
+                origin=sender.origin,
+                action="reject",
+                patient_id=h.patient_id,
+                issuer=h.issuer_of_patient_id,
+                study_uid=h.study_uid,
+                series_uid=h.series_uid,
+                sop_uid=h.sop_instance_uid,
+                detail={
+                    "protocol": sender.protocol,
+                    "source": sender.source.name,
+                    "code": f"{note.code}^DCM",
+                    "meaning": note.meaning,
+                    "referenced": len(note.references),
+                    "rejected": done.held,
+                    "not_held": done.not_held,
+                    "other_studies_ignored": done.ignored,
+                },
+            )
+        log.info(
+            "rejection note %s (%s): %d instances withdrawn, %d not held yet",
+            note.sop_uid,
+            note.meaning,
+            done.held,
+            done.not_held,
+        )
 
     async def _duplicate(
         self,

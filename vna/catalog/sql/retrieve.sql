@@ -1,6 +1,8 @@
 -- Named queries of the retrieve path (WADO-RS, C-MOVE, C-GET).
 --
--- The queries that find instances end with the caller's patient scope
+-- The queries that find instances test the visibility rule first (`i.rejection_fk IS NULL`:
+-- not withdrawn by an IOCM rejection note, migration 0160), and end with the caller's
+-- patient scope
 -- (vna.security.query_scope, vna.catalog.patient_links.ScopedIdentities): issuers, then the
 -- PatientIDs and issuers of single identities, pairwise; NULL issuers: not scoped.
 
@@ -11,7 +13,7 @@ FROM instances i
 JOIN series se ON se.id = i.series_fk
 JOIN studies st ON st.id = se.study_fk
 JOIN patients p ON p.id = st.patient_fk
-WHERE st.study_uid = $1
+WHERE i.rejection_fk IS NULL AND st.study_uid = $1
   AND ($2::text[] IS NULL OR p.issuer = ANY($2::text[])
        OR (p.patient_id, p.issuer) IN (SELECT * FROM unnest($3::text[], $4::text[])))
 ORDER BY se.series_number NULLS LAST, se.id, i.instance_number NULLS LAST, i.id;
@@ -23,7 +25,7 @@ FROM instances i
 JOIN series se ON se.id = i.series_fk
 JOIN studies st ON st.id = se.study_fk
 JOIN patients p ON p.id = st.patient_fk
-WHERE st.study_uid = $1 AND se.series_uid = $2
+WHERE i.rejection_fk IS NULL AND st.study_uid = $1 AND se.series_uid = $2
   AND ($3::text[] IS NULL OR p.issuer = ANY($3::text[])
        OR (p.patient_id, p.issuer) IN (SELECT * FROM unnest($4::text[], $5::text[])))
 ORDER BY i.instance_number NULLS LAST, i.id;
@@ -35,7 +37,7 @@ FROM instances i
 JOIN series se ON se.id = i.series_fk
 JOIN studies st ON st.id = se.study_fk
 JOIN patients p ON p.id = st.patient_fk
-WHERE st.study_uid = $1 AND se.series_uid = $2 AND i.sop_uid = $3
+WHERE i.rejection_fk IS NULL AND st.study_uid = $1 AND se.series_uid = $2 AND i.sop_uid = $3
   AND ($4::text[] IS NULL OR p.issuer = ANY($4::text[])
        OR (p.patient_id, p.issuer) IN (SELECT * FROM unnest($5::text[], $6::text[])));
 
@@ -45,7 +47,7 @@ FROM instances i
 JOIN series se ON se.id = i.series_fk
 JOIN studies st ON st.id = se.study_fk
 JOIN patients p ON p.id = st.patient_fk
-WHERE st.study_uid = $1
+WHERE i.rejection_fk IS NULL AND st.study_uid = $1
   AND ($2::text[] IS NULL OR p.issuer = ANY($2::text[])
        OR (p.patient_id, p.issuer) IN (SELECT * FROM unnest($3::text[], $4::text[])))
 ORDER BY se.series_number NULLS LAST, se.id, i.instance_number NULLS LAST, i.id;
@@ -56,7 +58,7 @@ FROM instances i
 JOIN series se ON se.id = i.series_fk
 JOIN studies st ON st.id = se.study_fk
 JOIN patients p ON p.id = st.patient_fk
-WHERE st.study_uid = $1 AND se.series_uid = $2
+WHERE i.rejection_fk IS NULL AND st.study_uid = $1 AND se.series_uid = $2
   AND ($3::text[] IS NULL OR p.issuer = ANY($3::text[])
        OR (p.patient_id, p.issuer) IN (SELECT * FROM unnest($4::text[], $5::text[])))
 ORDER BY i.instance_number NULLS LAST, i.id;
@@ -67,7 +69,7 @@ FROM instances i
 JOIN series se ON se.id = i.series_fk
 JOIN studies st ON st.id = se.study_fk
 JOIN patients p ON p.id = st.patient_fk
-WHERE st.study_uid = $1 AND se.series_uid = $2 AND i.sop_uid = $3
+WHERE i.rejection_fk IS NULL AND st.study_uid = $1 AND se.series_uid = $2 AND i.sop_uid = $3
   AND ($4::text[] IS NULL OR p.issuer = ANY($4::text[])
        OR (p.patient_id, p.issuer) IN (SELECT * FROM unnest($5::text[], $6::text[])));
 
@@ -114,6 +116,7 @@ JOIN patients p ON p.patient_id = k.patient_id AND p.issuer = k.issuer
 JOIN studies st ON st.patient_fk = p.id
 JOIN series se ON se.study_fk = st.id
 JOIN instances i ON i.series_fk = se.id
+WHERE i.rejection_fk IS NULL
 ORDER BY st.id, se.series_number NULLS LAST, se.id, i.instance_number NULLS LAST, i.id
 LIMIT $3;
 
@@ -124,7 +127,7 @@ FROM patients p
 JOIN studies st ON st.patient_fk = p.id
 JOIN series se ON se.study_fk = st.id
 JOIN instances i ON i.series_fk = se.id
-WHERE p.patient_id = $1::text AND ($2::text IS NULL OR p.issuer = $2::text)
+WHERE i.rejection_fk IS NULL AND p.patient_id = $1::text AND ($2::text IS NULL OR p.issuer = $2::text)
   AND ($4::text[] IS NULL OR p.issuer = ANY($4::text[])
        OR (p.patient_id, p.issuer) IN (SELECT * FROM unnest($5::text[], $6::text[])))
 ORDER BY st.id, se.series_number NULLS LAST, se.id, i.instance_number NULLS LAST, i.id
@@ -137,7 +140,7 @@ FROM studies st
 JOIN patients p ON p.id = st.patient_fk
 JOIN series se ON se.study_fk = st.id
 JOIN instances i ON i.series_fk = se.id
-WHERE st.study_uid = ANY($1::text[])
+WHERE i.rejection_fk IS NULL AND st.study_uid = ANY($1::text[])
   AND ($3::text[] IS NULL OR p.issuer = ANY($3::text[])
        OR (p.patient_id, p.issuer) IN (SELECT * FROM unnest($4::text[], $5::text[])))
 ORDER BY st.id, se.series_number NULLS LAST, se.id, i.instance_number NULLS LAST, i.id
@@ -150,7 +153,7 @@ FROM series se
 JOIN studies st ON st.id = se.study_fk
 JOIN patients p ON p.id = st.patient_fk
 JOIN instances i ON i.series_fk = se.id
-WHERE se.series_uid = ANY($1::text[])
+WHERE i.rejection_fk IS NULL AND se.series_uid = ANY($1::text[])
   AND ($3::text[] IS NULL OR p.issuer = ANY($3::text[])
        OR (p.patient_id, p.issuer) IN (SELECT * FROM unnest($4::text[], $5::text[])))
 ORDER BY st.id, se.series_number NULLS LAST, se.id, i.instance_number NULLS LAST, i.id
@@ -163,7 +166,7 @@ FROM instances i
 JOIN series se ON se.id = i.series_fk
 JOIN studies st ON st.id = se.study_fk
 JOIN patients p ON p.id = st.patient_fk
-WHERE i.sop_uid = ANY($1::text[])
+WHERE i.rejection_fk IS NULL AND i.sop_uid = ANY($1::text[])
   AND ($3::text[] IS NULL OR p.issuer = ANY($3::text[])
        OR (p.patient_id, p.issuer) IN (SELECT * FROM unnest($4::text[], $5::text[])))
 ORDER BY st.id, se.series_number NULLS LAST, se.id, i.instance_number NULLS LAST, i.id

@@ -4,6 +4,10 @@
 -- replaces with a conjunction of fixed fragments; every value in it is a bound parameter
 -- numbered from $3.  $1 is the row limit and $2 the offset.  The order is deterministic: newest
 -- study first, then series and instance numbers, with the row id breaking ties.
+--
+-- Only visible instances are counted, matched or described (`rejection_fk IS NULL`: not
+-- withdrawn by an IOCM rejection note, migration 0160); vna/catalog/search.py adds the same
+-- rule to {where}: a study or series is found while it has a visible instance.
 
 -- name: search_studies
 SELECT st.id AS study_pk, st.study_uid, st.study_date, st.study_time, st.accession_number,
@@ -48,10 +52,14 @@ LIMIT $1 OFFSET $2;
 -- for Instance Availability the tiers of the instances without a readable restored copy
 -- (migration 0051), in the same pass over the instances.
 SELECT st.id AS study_pk,
-       (SELECT count(*) FROM series se WHERE se.study_fk = st.id) AS series_count,
+       (SELECT count(*) FROM series se WHERE se.study_fk = st.id AND EXISTS (
+            SELECT 1 FROM instances vi WHERE vi.series_fk = se.id AND vi.rejection_fk IS NULL))
+           AS series_count,
        agg.instance_count, agg.tiers,
        ARRAY(SELECT DISTINCT se.modality FROM series se
-             WHERE se.study_fk = st.id AND se.modality <> ''
+             WHERE se.study_fk = st.id AND se.modality <> '' AND EXISTS (
+                 SELECT 1 FROM instances vi
+                 WHERE vi.series_fk = se.id AND vi.rejection_fk IS NULL)
              ORDER BY se.modality) AS modalities
 FROM studies st
 CROSS JOIN LATERAL (
@@ -59,7 +67,7 @@ CROSS JOIN LATERAL (
            coalesce(array_agg(DISTINCT i.tier) FILTER (
                WHERE i.restored_until IS NULL OR i.restored_until <= now()), '{}') AS tiers
     FROM series se JOIN instances i ON i.series_fk = se.id
-    WHERE se.study_fk = st.id
+    WHERE se.study_fk = st.id AND i.rejection_fk IS NULL
 ) agg
 WHERE st.id = ANY($1::bigint[]);
 
@@ -72,7 +80,7 @@ CROSS JOIN LATERAL (
            coalesce(array_agg(DISTINCT i.tier) FILTER (
                WHERE i.restored_until IS NULL OR i.restored_until <= now()), '{}') AS tiers
     FROM instances i
-    WHERE i.series_fk = se.id
+    WHERE i.series_fk = se.id AND i.rejection_fk IS NULL
 ) agg
 WHERE se.id = ANY($1::bigint[]);
 
@@ -93,7 +101,7 @@ CROSS JOIN LATERAL (
     SELECT i.metadata
     FROM series se
     JOIN instances i ON i.series_fk = se.id
-    WHERE se.study_fk = s.pk
+    WHERE se.study_fk = s.pk AND i.rejection_fk IS NULL
     ORDER BY se.series_number NULLS LAST, se.id, i.instance_number NULLS LAST, i.id
     LIMIT 1
 ) AS rep;
@@ -108,7 +116,7 @@ FROM unnest($1::bigint[]) AS s(pk)
 CROSS JOIN LATERAL (
     SELECT i.metadata
     FROM instances i
-    WHERE i.series_fk = s.pk
+    WHERE i.series_fk = s.pk AND i.rejection_fk IS NULL
     ORDER BY i.instance_number NULLS LAST, i.id
     LIMIT 1
 ) AS rep;
@@ -126,12 +134,15 @@ WHERE i.id = ANY($1::bigint[]);
 -- PS3.4 Table C.6-1: Number of Patient Related Studies, Series and Instances, per identity
 -- ($1 patient IDs and $2 issuers, pairwise).
 SELECT p.patient_id, p.issuer,
-       (SELECT count(*) FROM studies st WHERE st.patient_fk = p.id) AS studies,
-       (SELECT count(*) FROM studies st JOIN series se ON se.study_fk = st.id
-        WHERE st.patient_fk = p.id) AS series,
+       (SELECT count(DISTINCT st.id) FROM studies st JOIN series se ON se.study_fk = st.id
+        JOIN instances i ON i.series_fk = se.id
+        WHERE st.patient_fk = p.id AND i.rejection_fk IS NULL) AS studies,
+       (SELECT count(DISTINCT se.id) FROM studies st JOIN series se ON se.study_fk = st.id
+        JOIN instances i ON i.series_fk = se.id
+        WHERE st.patient_fk = p.id AND i.rejection_fk IS NULL) AS series,
        (SELECT count(*) FROM studies st JOIN series se ON se.study_fk = st.id
         JOIN instances i ON i.series_fk = se.id
-        WHERE st.patient_fk = p.id) AS instances
+        WHERE st.patient_fk = p.id AND i.rejection_fk IS NULL) AS instances
 FROM unnest($1::text[], $2::text[]) AS k(patient_id, issuer)
 JOIN patients p ON p.patient_id = k.patient_id AND p.issuer = k.issuer;
 
