@@ -236,7 +236,7 @@ async def test_retention_deletion_and_tier_move(archive, dicomweb):
 
     await run_once(archive)  # the instance-stored jobs compute the study's retention
     review = await retention.create_review(archive.db, RULES, TODAY, "rm")
-    report = await retention.approve(archive.db, archive.store, RULES, review.id, "rm")
+    report = await retention.approve(archive, RULES, review.id, "rm")
     assert report.deleted == [str(s[0].StudyInstanceUID)]
     entries = await follow(dicomweb)
     history = by_instance(entries)
