@@ -87,8 +87,14 @@ class StorageScp:
         ds = event.dataset
         if self.refuse_number is not None and int(ds.InstanceNumber) == self.refuse_number:
             return 0xA700
+        try:
+            # The archive's DIMSE listener, started by earlier tests in this process, turns on
+            # pynetdicom's chunked receive (a global): the data set is then in a Part 10 file.
+            received = data_set_bytes(event.dataset_path.read_bytes())
+        except AttributeError:
+            received = event.encoded_dataset(include_meta=False)
         with self._lock:
-            self.received[str(ds.SOPInstanceUID)] = event.encoded_dataset(include_meta=False)
+            self.received[str(ds.SOPInstanceUID)] = received
         return 0x0000
 
     def stop(self) -> None:
