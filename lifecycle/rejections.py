@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from lifecycle import queue
-from vna.catalog import audit
+from vna.catalog import audit, changes
 from vna.catalog.database import Database
 from vna.catalog.queries import q
 from vna.errors import VnaError
@@ -83,6 +83,7 @@ async def _execute_item(
             )
             skipped.append((uid, reason))
             return 0
+        await changes.record_instances(conn, "delete", [instance_id])  # before the row goes
         gone = await conn.fetchrow(q("rejected_instance_delete"), instance_id)
         await audit.record(
             conn,

@@ -275,16 +275,25 @@ async def test_old_entries_are_pruned_by_the_scheduler(archive):
         assert len(await changes.read(conn)) == 2
 
 
-async def test_a_rejection_recorded_through_the_change_log_api(archive, dicomweb):
-    """The call IOCM rejection makes in its transaction (changes.record_study(conn, "reject",
-    study)) shows each instance rejected, and its earlier entries deleted."""
-    s = ct_study(series=1, slices=2)
+async def test_an_iocm_rejection_and_its_undo_appear_in_the_feed(archive, dicomweb):
+    """A rejection note for one of three instances (IOCM, filed by the ingest pipeline) shows
+    that one rejected and no longer current; undoing the note serves it again (update)."""
+    from tests.integration.test_rejections import rejection_note
+    from vna.admin import rejections
+
+    s = ct_study(series=1, slices=3)
     assert await stow(dicomweb, [part10(ds) for ds in s], "H1") == 202
-    async with archive.db.transaction() as conn:
-        await changes.record_study(conn, "reject", str(s[0].StudyInstanceUID))
+    note = rejection_note(s, [s[1]])
+    assert await stow(dicomweb, [part10(note)], "H1") in (200, 202)
     history = by_instance(await follow(dicomweb))
-    for ds in s:
-        assert history[str(ds.SOPInstanceUID)] == [("create", "deleted"), ("reject", "deleted")]
+    rejected, kept = str(s[1].SOPInstanceUID), [str(s[0].SOPInstanceUID), str(s[2].SOPInstanceUID)]
+    assert history[rejected] == [("create", "deleted"), ("reject", "deleted")]
+    for uid in kept:
+        assert history[uid] == [("create", "current")]
+    await rejections.undo(archive.db, str(note.SOPInstanceUID), actor="test")
+    history = by_instance(await follow(dicomweb))
+    assert [action for action, _ in history[rejected]] == ["create", "reject", "update"]
+    assert history[rejected][-1] == ("update", "current")
     with pytest.raises(ValueError, match="unknown change action"):
         async with archive.db.transaction() as conn:
             await changes.record_study(conn, "rejected", str(s[0].StudyInstanceUID))

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from vna.catalog import changes
 from vna.catalog.queries import q
 from vna.dicom.iocm import Reference, RejectionNote
 
@@ -53,6 +54,8 @@ async def record_note(conn: asyncpg.Connection, note: RejectionNote, actor: str)
         [r.series_uid for r in own],
     )
     applied = await conn.fetchrow(q("rejection_apply"), note_id)
+    # The change feed tells downstream catalogues the instances are withdrawn (issue 20).
+    await changes.record_instances(conn, "reject", list(applied["marked_ids"]))
     return Recorded(
         note_id=int(note_id),
         held=int(applied["held"]),
@@ -77,6 +80,8 @@ async def undo_note(
     if row is None:
         return None
     back = await conn.fetch(q("rejection_unapply"), row["id"])
+    # Served again: an update in the change feed, whose state reads current once more.
+    await changes.record_instances(conn, "update", [r["id"] for r in back if r["visible"]])
     return dict(row), [r["sop_uid"] for r in back if r["visible"]]
 
 

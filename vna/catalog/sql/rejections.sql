@@ -26,7 +26,7 @@ ON CONFLICT DO NOTHING;
 -- name: rejection_apply
 -- The instances of note $1 the archive holds, in the note's study, withdrawn; an instance
 -- already withdrawn by another note keeps that note.  Returns the instances the note names
--- that the archive holds.
+-- that the archive holds, and the ids of those it withdrew now (for the change log).
 WITH held AS (
     SELECT i.id, i.rejection_fk
     FROM rejected_instances r
@@ -42,7 +42,9 @@ WITH held AS (
     WHERE i.id = h.id AND h.rejection_fk IS NULL
     RETURNING i.id
 )
-SELECT count(*) AS held, (SELECT count(*) FROM marked) AS marked FROM held;
+SELECT count(*) AS held, (SELECT count(*) FROM marked) AS marked,
+       ARRAY(SELECT id FROM marked) AS marked_ids
+FROM held;
 
 -- name: rejection_note_by_uid
 SELECT * FROM rejection_notes WHERE note_sop_uid = $1;
@@ -57,7 +59,7 @@ RETURNING *;
 -- study rejects them too (vna_active_rejection, migration 0160).  Returns what is visible.
 UPDATE instances i SET rejection_fk = vna_active_rejection(i.sop_uid, i.series_fk)
 WHERE i.rejection_fk = $1
-RETURNING i.sop_uid, i.rejection_fk IS NULL AS visible;
+RETURNING i.id, i.sop_uid, i.rejection_fk IS NULL AS visible;
 
 -- name: rejection_notes_list
 -- Every note, newest first: how many instances it names, how many of them the archive holds
