@@ -23,7 +23,15 @@ run: $(BIN)/.installed
 	$(BIN)/vna serve
 
 test: $(BIN)/.installed $(CHECKOV_VENV)/bin/checkov ohif
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -m "not soak"
+
+# Long runs (minutes each): the tests marked soak (longer versions of the multi-node and
+# delivery tests), then the C-STORE soak for VNA_SOAK_SECONDS (600 here; 60 in make test).
+.PHONY: soak
+soak: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -ra -m soak tests
+	VNA_SOAK_SECONDS=$${VNA_SOAK_SECONDS:-600} $(BIN)/python -m pytest -q -ra \
+	    tests/acceptance/test_soak.py
 
 # The OHIF viewer's built site (npm package @ohif/app, its dist/) for the viewer acceptance
 # test (tests/acceptance/test_ohif_viewer.py), fetched once into the ignored .cache/.  Without
