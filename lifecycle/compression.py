@@ -9,25 +9,38 @@ its own checksum for every later read).  The compressed object goes under a key 
 (``<original key>.szst``); the catalogue row is switched to it in one transaction that also
 queues the deletion of the original, which happens after ``lifecycle.delete_grace_seconds`` so
 that a retrieve that looked up the old key just before the switch can still read it.
+
+With ``[compression] codec`` set to an image codec (``jpeg-ls``, ``jpeg2000``, ``htj2k``), an
+instance in a native little-endian syntax is stored as a pixel pack instead
+(vna.storage.pixelpack: the header and trailer zstd-compressed as received, each frame coded
+losslessly); the original is rebuilt from the pack and must have the catalogued SHA-256
+before the catalogue switches to it.  An instance the codec cannot carry byte for byte (bits
+above Bits Stored, float pixel data, 32-bit samples...) is compressed with zstd instead, and
+the reason recorded (``compression_fallbacks``, shown by ``vna lifecycle status``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import logging
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+import pydicom
+import pydicom.errors
 import zstandard
 
 from lifecycle.policy.compression import plan, worth_keeping
 from lifecycle.queue import enqueue
 from vna.catalog.queries import q
+from vna.dicom.frames import object_layout
+from vna.dicom.pixel_codecs import CodecError, CodecUnavailable, NotRepresentable, PixelInfo
 from vna.errors import InvalidInstance, StorageError
-from vna.storage import seekable
+from vna.storage import pixelpack, seekable
 from vna.storage.base import content_key
 
 log = logging.getLogger(__name__)
@@ -48,6 +61,8 @@ class CompressionResult:
     original_size: int = 0
     stored_size: int = 0
     reason: str = ""
+    #: The form written: ``zstd`` or an image codec (vna.storage.pixelpack).
+    codec: str = ""
 
 
 class _Compressor:
@@ -99,6 +114,10 @@ async def compress_instance(engine: Engine, instance_id: int) -> CompressionResu
         return CompressionResult(False, reason=decision.reason)
 
     old_key: str = row["object_key"]
+    if settings.codec in pixelpack.IMAGE_CODECS:
+        result = await _compress_image(engine, instance_id, row, settings.codec)
+        if result is not None:
+            return result
     tmp = archive.incoming / f"compress-{uuid.uuid4().hex}.zst"
     compressor = _Compressor(tmp, settings.level, row["size"])
     try:
@@ -150,13 +169,18 @@ async def compress_instance(engine: Engine, instance_id: int) -> CompressionResu
     stored = await archive.store.stat(new_key)
     if stored is None or stored.size != compressed_size:
         raise StorageError(f"object {new_key} is not the one just written; not switched to it")
+    return await _switch(engine, instance_id, row, new_key, compressed_size, "zstd")
+
+
+async def _switch(
+    engine: Engine, instance_id: int, row: Any, new_key: str, stored_size: int, compression: str
+) -> CompressionResult:
+    """Point the catalogue at the compressed object and queue the original's deletion."""
+    archive = engine.archive
+    old_key: str = row["object_key"]
     async with archive.db.transaction() as conn:
         switched = await conn.fetchval(
-            q("compression_switch"),
-            instance_id,
-            new_key,
-            compressed_size,
-            old_key,
+            q("compression_switch"), instance_id, new_key, stored_size, old_key, compression
         )
         if switched is not None:
             await enqueue(
@@ -174,7 +198,132 @@ async def compress_instance(engine: Engine, instance_id: int) -> CompressionResu
         if not in_use:
             await archive.store.delete(new_key)
         return CompressionResult(False, reason="instance changed while compressing")
-    return CompressionResult(True, row["size"], compressed_size)
+    return CompressionResult(True, row["size"], stored_size, codec=compression)
+
+
+#: Native little-endian transfer syntaxes: the ones whose Pixel Data a pixel pack carries.
+_PACKABLE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
+
+
+def build_pack(data: bytes, transfer_syntax: str, codec: str, level: int) -> bytes:
+    """The pixel pack of a whole Part 10 object (CPU work, for a worker thread); raises
+    NotRepresentable (with the reason) when the image codec cannot carry it."""
+    if transfer_syntax not in _PACKABLE_SYNTAXES:
+        raise NotRepresentable(f"transfer syntax {transfer_syntax} is not native little endian")
+    layout = object_layout(data, transfer_syntax)
+    pixels = layout.pixels if layout is not None else None
+    if pixels is None:
+        raise NotRepresentable("no Pixel Data")
+    if pixels.encapsulated or pixels.tag != 0x7FE00010:
+        raise NotRepresentable("no native Pixel Data (float or double pixel data, or encapsulated)")
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        info = PixelInfo(
+            rows=int(ds.Rows),
+            columns=int(ds.Columns),
+            samples_per_pixel=int(ds.SamplesPerPixel),
+            bits_allocated=int(ds.BitsAllocated),
+            bits_stored=int(ds.BitsStored),
+            pixel_representation=int(ds.PixelRepresentation),
+            photometric_interpretation=str(ds.PhotometricInterpretation),
+            planar_configuration=int(ds.get("PlanarConfiguration", 0) or 0),
+        )
+    except (AttributeError, TypeError, ValueError, pydicom.errors.InvalidDicomError) as exc:
+        raise NotRepresentable(f"image pixel attributes missing or invalid: {exc}") from exc
+    if pixels.frame_bits != info.frame_size * 8:
+        raise NotRepresentable("frame size of the layout and the image attributes differ")
+    return pixelpack.pack(
+        data,
+        pixels.value_offset,
+        pixels.value_length,
+        pixels.number_of_frames,
+        info,
+        pixelpack.CODEC_SYNTAXES[codec],
+        level or 3,
+    )
+
+
+def _pack_checked(data: bytes, sha256: str, transfer_syntax: str, codec: str, level: int) -> bytes:
+    """Build the pack and rebuild the original from it: the pack only if the rebuilt bytes
+    have the catalogued SHA-256 (NotRepresentable otherwise)."""
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise FixityError(
+            f"object does not have the catalogued SHA-256 {sha256} (fixity failure); not compressed"
+        )
+    blob = build_pack(data, transfer_syntax, codec, level)
+    if hashlib.sha256(pixelpack.unpack(blob)).hexdigest() != sha256:
+        raise NotRepresentable("the original does not rebuild byte for byte from the pack")
+    return blob
+
+
+async def _compress_image(
+    engine: Engine, instance_id: int, row: Any, codec: str
+) -> CompressionResult | None:
+    """Compress with the image codec; None (after counting why) when the instance must be
+    compressed with zstd instead."""
+    archive = engine.archive
+    settings = engine.settings.compression
+    old_key: str = row["object_key"]
+    if row["transfer_syntax"] not in _PACKABLE_SYNTAXES:
+        await _record_fallback(
+            engine, instance_id, codec, "transfer syntax is not native little endian"
+        )
+        return None
+    data = b"".join([chunk async for chunk in archive.store.iter_chunks(old_key)])
+    try:
+        blob = await asyncio.to_thread(
+            _pack_checked, data, row["sha256"], row["transfer_syntax"], codec, settings.level
+        )
+    except CodecUnavailable as exc:
+        await _record_fallback(engine, instance_id, codec, f"codec unavailable: {exc}")
+        return None
+    except (NotRepresentable, CodecError, StorageError) as exc:
+        await _record_fallback(engine, instance_id, codec, _reason(exc))
+        return None
+    del data
+    if not worth_keeping(row["size"], len(blob), settings.min_saving_percent):
+        await _record_fallback(engine, instance_id, codec, "saves too little with the image codec")
+        return None
+    new_key = content_key(row["sha256"], suffix=pixelpack.SUFFIX)
+    info = await archive.store.stat(old_key)
+    metadata = {
+        **dict((info.metadata or {}) if info else {}),
+        "vna-compression": codec,
+        "vna-original-sha256": row["sha256"],
+        "vna-original-size": str(row["size"]),
+    }
+    leftover = await archive.store.stat(new_key)
+    if leftover is not None and leftover.size != len(blob):
+        async with archive.db.acquire() as conn:
+            if await conn.fetchval(q("object_key_in_use"), new_key):
+                raise StorageError(f"object {new_key} is in use with other content")
+        await archive.store.delete(new_key)
+    tmp = archive.incoming / f"compress-{uuid.uuid4().hex}.vpx"
+    try:
+        await asyncio.to_thread(tmp.write_bytes, blob)
+        await archive.store.put_file(
+            new_key, tmp, sha256=hashlib.sha256(blob).hexdigest(), metadata=metadata, consume=True
+        )
+    finally:
+        tmp.unlink(missing_ok=True)
+    stored = await archive.store.stat(new_key)
+    if stored is None or stored.size != len(blob):
+        raise StorageError(f"object {new_key} is not the one just written; not switched to it")
+    return await _switch(engine, instance_id, row, new_key, len(blob), codec)
+
+
+def _reason(exc: Exception) -> str:
+    """A short, countable reason (no instance-specific numbers where avoidable)."""
+    text = str(exc)
+    if "bits above Bits Stored" in text:
+        return "values use bits above Bits Stored (overlay or padding in the high bits)"
+    return text[:200]
+
+
+async def _record_fallback(engine: Engine, instance_id: int, codec: str, reason: str) -> None:
+    log.info("instance %d not compressed with %s: %s; zstd instead", instance_id, codec, reason)
+    async with engine.archive.db.acquire() as conn:
+        await conn.execute(q("record_compression_fallback"), instance_id, codec, reason)
 
 
 async def recompress_object(engine: Engine, old_key: str) -> CompressionResult:

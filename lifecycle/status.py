@@ -20,6 +20,7 @@ async def collect(db: Database, settings: Settings, today: dt.date) -> dict[str,
         dead = [dict(r) for r in await conn.fetch(q("status_dead"), 10)]
         tiers = {r["tier"]: dict(r) for r in await conn.fetch(q("status_tiers"))}
         compression = {r["compression"]: dict(r) for r in await conn.fetch(q("status_compression"))}
+        fallbacks = [dict(r) for r in await conn.fetch(q("status_compression_fallbacks"))]
         retention = dict(
             await conn.fetchrow(
                 q("status_retention"), today, rules_fingerprint(settings.retention_rules)
@@ -31,7 +32,15 @@ async def collect(db: Database, settings: Settings, today: dt.date) -> dict[str,
     by_state: dict[str, int] = {}
     for row in jobs:
         by_state[row["state"]] = by_state.get(row["state"], 0) + row["jobs"]
-    zstd = compression.get("zstd", {"instances": 0, "bytes": 0, "stored_bytes": 0})
+    empty = {"instances": 0, "bytes": 0, "stored_bytes": 0}
+    packed = [k for k in compression if k != "none"]
+    zstd = {
+        key: sum(compression[k][key] for k in packed)
+        for key in ("instances", "bytes", "stored_bytes")
+    }
+    by_codec = {
+        k: compression.get(k, empty) for k in sorted(set(packed) | {settings.compression.codec})
+    }
     return {
         "as_of": today.isoformat(),
         "queue": {
@@ -50,9 +59,11 @@ async def collect(db: Database, settings: Settings, today: dt.date) -> dict[str,
             "original_bytes": zstd["bytes"],
             "stored_bytes": zstd["stored_bytes"],
             "saved_bytes": zstd["bytes"] - zstd["stored_bytes"],
-            "uncompressed_instances": sum(
-                v["instances"] for k, v in compression.items() if k != "zstd"
-            ),
+            "uncompressed_instances": compression.get("none", empty)["instances"],
+            "codec": settings.compression.codec,
+            "by_codec": by_codec,
+            #: Instances the image codec could not rebuild byte for byte (zstd instead).
+            "fallbacks": fallbacks,
         },
         "retention": retention,
         "next_due": next_dates,
@@ -96,6 +107,17 @@ def render_text(status: dict[str, Any]) -> str:
         )
     else:
         out.append(f"compression none yet; {c['uncompressed_instances']} stored as received")
+    for codec, row in c["by_codec"].items():
+        if row["instances"]:
+            out.append(
+                f"  {codec:<9} {_n(row['instances'], 'instance')}:"
+                f" {human_bytes(row['bytes'])} -> {human_bytes(row['stored_bytes'])}"
+            )
+    for row in c["fallbacks"]:
+        out.append(
+            f"  not {row['codec']} ({_n(row['instances'], 'instance')}, zstd instead):"
+            f" {row['reason']}"
+        )
     r = status["retention"]
     out.append("")
     out.append(

@@ -24,6 +24,7 @@
 --   0170_change_feed
 --   0171_forwarding
 --   0172_notifications
+--   0185_compression_fallbacks
 
 CREATE TABLE api_tokens (
     id bigint NOT NULL DEFAULT nextval('api_tokens_id_seq'::regclass),
@@ -113,6 +114,15 @@ CREATE TABLE commitments (
     last_error text,
     CONSTRAINT commitments_pkey PRIMARY KEY (id),
     CONSTRAINT commitments_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'reported'::text, 'undeliverable'::text])))
+);
+
+CREATE TABLE compression_fallbacks (
+    instance_fk bigint NOT NULL,
+    codec text NOT NULL,
+    reason text NOT NULL,
+    at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT compression_fallbacks_pkey PRIMARY KEY (instance_fk),
+    CONSTRAINT compression_fallbacks_instance_fk_fkey FOREIGN KEY (instance_fk) REFERENCES instances(id) ON DELETE CASCADE
 );
 
 CREATE TABLE conflicts (

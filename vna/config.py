@@ -185,6 +185,10 @@ class LifecycleSettings:
     in_serve: bool = True
 
 
+#: The values of ``[compression] codec``.
+COMPRESSION_CODECS = ("zstd", "jpeg-ls", "jpeg2000", "htj2k")
+
+
 @dataclass(frozen=True)
 class CompressionSettings:
     """Background zstandard compression of instances in uncompressed transfer syntaxes."""
@@ -195,6 +199,13 @@ class CompressionSettings:
     min_size: int = 4096
     #: The compressed object is kept only when it saves at least this share of the bytes.
     min_saving_percent: int = 5
+    #: How objects are compressed at rest: ``zstd`` (the whole object, any transfer syntax)
+    #: or a lossless image codec for the pixel data of native little-endian images,
+    #: ``jpeg-ls``, ``jpeg2000`` or ``htj2k`` (vna.storage.pixelpack); with an image codec,
+    #: a retrieve still returns exactly the bytes received, and instances the codec cannot
+    #: rebuild byte for byte are compressed with zstd instead (counted in ``vna lifecycle
+    #: status``).
+    codec: str = "zstd"
 
 
 @dataclass(frozen=True)
@@ -1108,6 +1119,10 @@ def _validate_lifecycle(s: Settings) -> None:
     if not 0 <= c.min_saving_percent <= 99:
         raise ConfigError(
             f"'compression.min_saving_percent' must be 0 to 99, got {c.min_saving_percent}"
+        )
+    if c.codec not in COMPRESSION_CODECS:
+        raise ConfigError(
+            f"'compression.codec' must be one of {', '.join(COMPRESSION_CODECS)}, got {c.codec!r}"
         )
     # A rule naming a source that does not exist would silently never match: a typo in a
     # retention rule must not become a study kept (or deleted) under another rule.

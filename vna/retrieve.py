@@ -34,7 +34,7 @@ from vna.dicom.frames import ObjectLayout, PixelLayout, cut_frame, object_layout
 from vna.dicom.uids import is_valid_uid
 from vna.errors import InvalidRequest, NotFound, OfflineError, StorageError, VnaError
 from vna.metrics import Metrics
-from vna.storage import seekable
+from vna.storage import pixelpack, seekable
 from vna.storage.base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ _STAT_CONCURRENCY = 16
 #: Layouts and seek tables kept in memory (both are functions of immutable content).
 _CACHED_LAYOUTS = 4096
 _CACHED_SEEK_TABLES = 4096
+#: The forms of stored objects (instances.compression): as received, zstandard, pixel packs.
+_FORMS = frozenset({"none", "zstd"}) | pixelpack.IMAGE_CODECS
 
 
 class _Lru(dict[str, Any]):
@@ -262,7 +264,7 @@ class Retriever:
         The object is opened before this returns, so NotFound and OfflineError (a restore has
         been queued) are raised here, before a gateway has sent anything.
         """
-        if instance.compression not in ("none", "zstd"):
+        if instance.compression not in _FORMS:
             raise StorageError(f"unknown object compression {instance.compression!r}")
         try:
             first, chunks, fallback = await self._first_chunk(instance)
@@ -275,6 +277,8 @@ class Retriever:
             stream = _decompressed(stream, instance, across_frames=True)
         elif instance.compression == "zstd":
             stream = _decompressed(stream, instance)
+        elif instance.compression in pixelpack.IMAGE_CODECS:
+            stream = _unpacked(stream, instance)
         elif fallback:
             stream = _verified(stream, instance)
         if self.metrics is not None:
@@ -321,12 +325,16 @@ class Retriever:
         verified by replication and counted separately), no restore is queued and no access
         time recorded: checking is not a retrieve.
         """
-        if instance.compression not in ("none", "zstd"):
+        if instance.compression not in _FORMS:
             raise StorageError(f"unknown object compression {instance.compression!r}")
         first, chunks = await _opened(self.store, instance.object_key)
         stream = _chained(first, chunks)
         if instance.compression == "zstd":
-            stream = _decompressed(stream, instance)
+            # The seekable form is many frames (a single-frame reader would stop at the first).
+            across = seekable.is_seekable_key(instance.object_key)
+            stream = _decompressed(stream, instance, across_frames=across)
+        elif instance.compression in pixelpack.IMAGE_CODECS:
+            stream = _unpacked(stream, instance)
         digest = hashlib.sha256()
         size = 0
         async for chunk in stream:
@@ -494,6 +502,8 @@ class Retriever:
                 if len(data) != length:
                     raise StorageError(f"object {instance.object_key} is shorter than catalogued")
                 return data
+            if instance.compression in pixelpack.IMAGE_CODECS:
+                return await self._pack_span(instance, start, length)
             if instance.compression != "zstd":
                 raise StorageError(f"unknown object compression {instance.compression!r}")
             if not seekable.is_seekable_key(instance.object_key):
@@ -513,6 +523,65 @@ class Retriever:
             )
             skip = start - table.decompressed[first]
             return data[skip : skip + length]
+        except OfflineError as exc:
+            raise await self._offline([instance]) from exc
+
+    async def _pack_span(self, instance: StoredInstance, start: int, length: int) -> bytes:
+        """Bytes of the original from a pixel pack: only the segments holding them are read
+        and decoded (one frame of a multi-frame image decodes that frame alone)."""
+        index = await self.pack_index(instance)
+        first, last = index.segments_for(start, length)
+        segs = index.segments[first:last]
+        stored = await self._ranged(
+            instance,
+            segs[0].stored_start,
+            segs[-1].stored_start + segs[-1].stored_length - segs[0].stored_start,
+        )
+
+        def decode() -> bytes:
+            return b"".join(
+                pixelpack.decode_segments(stored, index, first, last, instance.object_key)
+            )
+
+        data = await asyncio.to_thread(decode) if len(segs) > 1 or segs[0].kind == "f" else decode()
+        skip = start - segs[0].start
+        return data[skip : skip + length]
+
+    async def pack_index(self, instance: StoredInstance) -> pixelpack.PackIndex:
+        """The index of an instance kept as a pixel pack (footer and index: two ranged reads,
+        then cached)."""
+        key = instance.object_key
+        cached = self._seek_tables.get(key)
+        if isinstance(cached, pixelpack.PackIndex):
+            return cached
+        info = await self.store.stat(key)
+        if info is None:
+            raise NotFound(f"object {key} not in store {self.store.name}")
+        footer = await self._ranged(
+            instance, info.size - pixelpack.FOOTER_SIZE, pixelpack.FOOTER_SIZE
+        )
+        n = pixelpack.index_size(footer, key)
+        index = pixelpack.parse_index(await self._ranged(instance, info.size - n, n), key)
+        if index.size != instance.size:
+            raise StorageError(f"pixel pack {key} does not describe the catalogued instance")
+        self._seek_tables.put(key, index)
+        return index
+
+    async def stored_frame(self, instance: StoredInstance, number: int) -> tuple[str, bytes] | None:
+        """Frame ``number`` (1-based) as the image codec stored it, without decoding: (its
+        transfer syntax, the codestream an encapsulated frame of that syntax carries), or
+        None when the instance is not kept as a pixel pack.  For transcoding on retrieve:
+        a request for the codec's own syntax is answered from these bytes.  The codestream is
+        not checked here (its CRC covers the decoded frame); a decoder that reads it checks
+        it, and fixity runs check whole objects."""
+        if instance.compression not in pixelpack.IMAGE_CODECS:
+            return None
+        index = await self.pack_index(instance)
+        start, length = pixelpack.frame_payload(index, number)
+        if not self.read_only:
+            self._touch(instance.sop_uid)
+        try:
+            return index.syntax, await self._ranged(instance, start, length)
         except OfflineError as exc:
             raise await self._offline([instance]) from exc
 
@@ -747,6 +816,49 @@ async def _decompressed(
         raise StorageError(
             f"compressed object {instance.object_key} is truncated: {produced} of"
             f" {instance.size} bytes"
+        )
+
+
+async def _unpacked(chunks: AsyncIterator[bytes], instance: StoredInstance) -> AsyncIterator[bytes]:
+    """The original bytes of a pixel pack (vna.storage.pixelpack): the stored object is read
+    whole (it is the compressed form, a fraction of the original), then its segments are
+    decoded one by one as the consumer takes them (frames in a worker thread), each checked
+    by its CRC-32, the whole by the catalogued SHA-256 and size."""
+    try:
+        stored = b"".join([chunk async for chunk in chunks])
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    key = instance.object_key
+    index = await asyncio.to_thread(pixelpack.read_index, stored, key)
+    digest = hashlib.sha256()
+    size = 0
+    if index.segments:
+        base = index.segments[0].stored_start
+        body = memoryview(stored)[base:]
+        pending = 0
+
+        def decode(first: int, last: int) -> bytes:
+            return b"".join(
+                pixelpack.decode_segments(
+                    body[index.segments[first].stored_start - base :], index, first, last, key
+                )
+            )
+
+        # Segments decoded in batches of about a MiB of original bytes: one thread hop each.
+        start = 0
+        for i, seg in enumerate(index.segments):
+            pending += seg.length
+            if pending >= _RANGE_THREAD_THRESHOLD or i == len(index.segments) - 1:
+                out = await asyncio.to_thread(decode, start, i + 1)
+                digest.update(out)
+                size += len(out)
+                yield out
+                start, pending = i + 1, 0
+    if size != instance.size or digest.hexdigest() != instance.sha256:
+        raise StorageError(
+            f"pixel pack {key} does not rebuild the catalogued instance {instance.sop_uid}"
         )
 
 

@@ -1,13 +1,15 @@
 """Rebuild the catalogue from the objects alone (``vna catalogue rebuild --from STORE_URL``).
 
 Every object the archive stores is a Part 10 file (or its zstandard-compressed form, key
-suffix ``.zst``, or ``.szst`` for the seekable form) under its content address, with the
-metadata ingest gave it (``vna-source``, ``vna-ingested-at`` and, where ingest normalised
-the header, ``vna-received-sha256``: the hash of the data set as received, otherwise the
-stored one's).  Each object is read, checked against its key (the SHA-256 of the instance's
-bytes), parsed (header only) and filed with the same repository functions the ingest pipeline uses
-(``vna.ingest.filing``): patient, study, series and instance rows, and the ``instance-stored``
-job, so retention, compression and replication follow as for a new instance.
+suffix ``.zst``, ``.szst`` for the seekable form, or ``.vpx`` for a pixel pack: pixel data
+coded with a lossless image codec, rebuilt byte for byte, vna.storage.pixelpack) under its
+content address, with the metadata ingest gave it (``vna-source``, ``vna-ingested-at`` and,
+where ingest normalised the header, ``vna-received-sha256``: the hash of the data set as
+received, otherwise the stored one's). Each object is read, checked against its key (the
+SHA-256 of the instance's bytes), parsed (header only) and filed with the same repository
+functions the ingest pipeline uses (``vna.ingest.filing``): patient, study, series and
+instance rows, and the ``instance-stored`` job, so retention, compression and replication
+follow as for a new instance.
 
 Several objects may carry one SOP Instance UID: an original and its compressed form (the
 compressed one is filed: the original was awaiting deletion), or versions of the instance
@@ -48,10 +50,11 @@ from vna.ingest import filing
 from vna.recovery.policy import Choice, FoundObject, Outcome, choose_version
 from vna.recovery.replicas import record_copy
 from vna.recovery.sites import Digest, Expected, ObjectReader, Sites
+from vna.storage import pixelpack
 from vna.storage.base import PROBE_PREFIX, ObjectStore
 
 log = logging.getLogger(__name__)
-_KEY = re.compile(r"^sha256/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{64})(\.zst|\.szst)?$")
+_KEY = re.compile(r"^sha256/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{64})(\.zst|\.szst|\.vpx)?$")
 #: Studies filed from objects without the archive's metadata (written before it existed, or
 #: by a tool) are filed under this source name.
 UNKNOWN_SOURCE = "UNKNOWN"
@@ -190,7 +193,10 @@ async def _index(
         report.fail(key, "not an archive object (no content address)")
         return
     digest_hex, compressed = m.group(3), m.group(4) is not None
-    compression = "zstd" if compressed else "none"
+    packed = m.group(4) == pixelpack.SUFFIX
+    # A pixel pack's codec is in its index, read once it is downloaded; any image codec
+    # name makes the reader rebuild it.
+    compression = "jpeg-ls" if packed else "zstd" if compressed else "none"
     info = await source.stat(key)
     if info is None:
         return  # deleted while listing
@@ -209,7 +215,9 @@ async def _index(
                 f"corrupt: {digest.error or 'its content does not have the SHA-256 of its key'}",
             )
             return
-        if compressed:
+        if packed:
+            compression = await asyncio.to_thread(_unpack_file, stored, content, key)
+        elif compressed:
             await asyncio.to_thread(_decompress_file, stored, content)
         parsed = await asyncio.to_thread(_parse, content, key, digest, metadata)
         if copy_to is not None:
@@ -234,6 +242,13 @@ async def _download(store: ObjectStore, key: str, compression: str, path: Path) 
         async for chunk in store.iter_chunks(key):
             await asyncio.to_thread(reader.feed, chunk)
     return reader.digest()
+
+
+def _unpack_file(source: Path, target: Path, key: str) -> str:
+    """Rebuild the original of a pixel pack into ``target``; the pack's codec."""
+    blob = source.read_bytes()
+    target.write_bytes(pixelpack.unpack(blob, key))
+    return pixelpack.read_index(blob, key).codec
 
 
 def _decompress_file(source: Path, target: Path) -> None:
@@ -270,7 +285,10 @@ def _parse(path: Path, key: str, digest: Digest, metadata: dict[str, str]) -> _P
     return _Parsed(
         version=version,
         found=FoundObject(
-            key, digest.content_sha256, key.endswith((".zst", ".szst")), version_time
+            key,
+            digest.content_sha256,
+            key.endswith((".zst", ".szst", pixelpack.SUFFIX)),
+            version_time,
         ),
         received_at=version_time,
         has_metadata="vna-ingested-at" in metadata,
@@ -348,7 +366,7 @@ async def _file(
                 report.instances += 1
                 return
             current = FoundObject(
-                row["object_key"], row["sha256"], row["compression"] == "zstd", row["received_at"]
+                row["object_key"], row["sha256"], row["compression"] != "none", row["received_at"]
             )
             choice = choose_version(current, parsed.found)
             if choice is Choice.KEEP:

@@ -7,8 +7,8 @@ FROM instances WHERE id = $1;
 -- name: compression_switch
 -- The instance now names its compressed object ($2, $3 bytes stored), only if nothing moved or
 -- replaced it meanwhile (a tier move of the same study, a new version): still object $4,
--- uncompressed, hot.  NULL when it was.
-UPDATE instances SET object_key = $2, compression = 'zstd', stored_size = $3
+-- uncompressed, hot.  NULL when it was.  $5: the form, 'zstd' or an image codec (pixel pack).
+UPDATE instances SET object_key = $2, compression = $5, stored_size = $3
 WHERE id = $1 AND object_key = $4 AND compression = 'none' AND tier = 'hot'
 RETURNING id;
 
@@ -27,3 +27,11 @@ WITH moved AS (
     RETURNING id
 )
 SELECT count(*) FROM moved;
+
+-- name: record_compression_fallback
+-- Why the image codec could not carry instance $1 byte for byte ($2 the codec, $3 the reason):
+-- one row per instance (a job run twice counts once), gone with the instance.
+INSERT INTO compression_fallbacks (instance_fk, codec, reason, at)
+VALUES ($1, $2, $3, now())
+ON CONFLICT (instance_fk) DO UPDATE SET codec = excluded.codec, reason = excluded.reason,
+    at = excluded.at;

@@ -63,3 +63,10 @@ LEFT JOIN retention_review_items i ON i.review_fk = r.id
 GROUP BY r.id
 ORDER BY r.id DESC
 LIMIT $1;
+
+-- name: status_compression_fallbacks
+-- Instances an image codec could not carry byte for byte, by codec and reason.
+SELECT codec, reason, count(*) AS instances
+FROM compression_fallbacks
+GROUP BY codec, reason
+ORDER BY count(*) DESC, codec, reason;

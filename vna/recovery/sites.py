@@ -26,7 +26,7 @@ from vna.catalog.queries import q
 from vna.config import Settings
 from vna.errors import ConfigError, InvalidInstance, NotFound, StorageError, VnaError
 from vna.recovery.policy import PRIMARY, Outcome, judge_read, read_order, replication_targets
-from vna.storage import seekable
+from vna.storage import pixelpack, seekable
 from vna.storage.base import ObjectStore
 from vna.storage.factory import open_store
 
@@ -52,7 +52,8 @@ class Expected:
     """What the catalogue says an object holds."""
 
     object_key: str
-    #: ``none`` or ``zstd`` (lifecycle compression; the object is a zstandard frame).
+    #: ``none``, ``zstd`` (lifecycle compression; the object is zstandard frames) or an
+    #: image codec (the object is a pixel pack, vna.storage.pixelpack).
     compression: str
     #: SHA-256 and size of the instance's bytes as received (decompressed).
     sha256: str
@@ -104,6 +105,10 @@ class ObjectReader:
             if compression == "zstd"
             else None
         )
+        #: A pixel pack (vna.storage.pixelpack, an image codec) is kept whole and rebuilt at
+        #: the end: its index is at its end.
+        self.pack: bytearray | None = bytearray() if compression in pixelpack.IMAGE_CODECS else None
+        self.key = key
 
     def feed(self, chunk: bytes) -> None:
         self.stored.update(chunk)
@@ -112,7 +117,9 @@ class ObjectReader:
             self.tail = (self.tail + chunk)[-_TAIL:]
         if self.sink is not None:
             self.sink.write(chunk)
-        if self.decompressor is None:
+        if self.pack is not None:
+            self.pack += chunk
+        elif self.decompressor is None:
             self.content.update(chunk)
             self.content_size += len(chunk)
         elif not self.error:
@@ -139,7 +146,20 @@ class ObjectReader:
         if table.size != self.content_size or table.compressed[-1] + n != self.stored_size:
             self.error = "seek table does not describe the object"
 
+    def _unpack(self) -> None:
+        assert self.pack is not None
+        try:
+            content = pixelpack.unpack(bytes(self.pack), self.key or "object")
+        except StorageError as exc:
+            self.error = f"pixel pack does not rebuild: {exc}"
+            return
+        self.content.update(content)
+        self.content_size = len(content)
+
     def digest(self) -> Digest:
+        if self.pack is not None:
+            self._unpack()
+            self.pack = None
         if self.decompressor is not None and not self.error and self.frames:
             self._check_seek_table()
         if self.decompressor is not None and not self.error and not self.frames:
@@ -163,6 +183,8 @@ async def _read(store: ObjectStore, key: str, reader: ObjectReader) -> Digest:
             await asyncio.to_thread(reader.feed, chunk)
         else:
             reader.feed(chunk)
+    if reader.pack is not None:  # rebuilding a pixel pack decodes every frame: off the loop
+        return await asyncio.to_thread(reader.digest)
     return reader.digest()
 
 
