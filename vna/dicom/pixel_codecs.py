@@ -18,12 +18,15 @@ The codec packages (all permissively licensed, none GPL):
   pydicom team).  CharLS has no signed samples: signed data is coded as its Bits Stored
   two's-complement pattern, as pydicom does, and sign-extended on decode.
 * JPEG 2000: ``pylibjpeg-openjpeg`` (OpenJPEG, BSD-2; pydicom's JPEG 2000 plugin,
-  maintained by the pydicom team), reversible 5/3 wavelet, no colour transform.
+  maintained by the pydicom team), reversible 5/3 wavelet, no colour transform; it always
+  codes 6 resolutions, so images under 32 x 32 pixels are NotRepresentable.
 * HTJ2K: OpenJPEG decodes HTJ2K but cannot encode it, and no Python HTJ2K encoder builds
   here (``ojph`` needs a newer OpenJPH than Debian ships; ``openjphpy`` is an empty
   package).  Encoding uses OpenJPH's own ``ojph_compress`` (Debian ``openjph-tools``,
   BSD-2, the reference HTJ2K implementation), one process per frame, reversible, RPCL;
-  ``htj2k_encoder_available()`` tells whether it is installed.  Decoding uses OpenJPEG.
+  ``htj2k_encoder_available()`` tells whether it is installed.  Signed samples are coded as
+  their Bits Stored pattern, unsigned (OpenJPH 0.9's raw input loses negative values), and
+  sign-extended on decode.  Decoding uses OpenJPEG.
 * RLE Lossless: pydicom's own encoder and decoder (MIT).
 """
 
@@ -125,6 +128,15 @@ def check_codable(info: PixelInfo) -> None:
         raise NotRepresentable(f"{info.rows} x {info.columns} pixels")
 
 
+def _check_j2k_size(info: PixelInfo) -> None:
+    # pylibjpeg-openjpeg always codes 6 resolutions (5 wavelet levels), which needs at least
+    # 32 pixels each way.
+    if info.rows < 32 or info.columns < 32:
+        raise NotRepresentable(
+            f"{info.rows} x {info.columns} pixels: JPEG 2000 here needs at least 32 x 32"
+        )
+
+
 def htj2k_encoder_available() -> bool:
     return shutil.which(_OJPH_COMPRESS) is not None
 
@@ -136,11 +148,14 @@ def encode_frame(frame: bytes, info: PixelInfo, syntax_uid: str) -> bytes:
     if syntax_uid == JPEG_LS_LOSSLESS:
         return _jpeg_ls_encode(pixels, info)
     if syntax_uid == JPEG_2000_LOSSLESS:
+        _check_j2k_size(info)
         return _openjpeg_encode(pixels, info)
     if syntax_uid in (HTJ2K_LOSSLESS, HTJ2K_LOSSLESS_RPCL):
         return _htj2k_encode(pixels, info)
     if syntax_uid == RLE_LOSSLESS:
-        return _rle_encode(frame, info)
+        # RLE segments are colour by plane whatever the layout: the encoder takes samples
+        # colour by pixel.
+        return _rle_encode(pixels.tobytes(), info)
     raise CodecUnavailable(f"no lossless encoder for transfer syntax {syntax_uid}")
 
 
@@ -287,7 +302,14 @@ def _htj2k_encode(pixels: np.ndarray, info: PixelInfo) -> bytes:
         raise CodecUnavailable(
             "HTJ2K encoding needs OpenJPH's ojph_compress (Debian package openjph-tools)"
         )
-    signed = info.pixel_representation == 1
+    # OpenJPH 0.9's raw reader does not give signed samples back (measured: negative values
+    # decode as the largest positive one), so signed data is coded as its Bits Stored
+    # two's-complement pattern, unsigned, as CharLS does for JPEG-LS in DICOM; decode_frame
+    # sign-extends it, and DICOM decoders apply Pixel Representation (pydicom's J2K sign
+    # correction does).
+    if info.pixel_representation == 1:
+        pixels = _unsigned_pattern(pixels, info)
+    signed = False
     wide = info.bits_stored > 8
     samples = pixels.astype(
         (np.dtype("<i2") if signed else np.dtype("<u2"))
@@ -344,7 +366,7 @@ def _rle_encode(frame: bytes, info: PixelInfo) -> bytes:
                 bits_stored=info.bits_stored,
                 pixel_representation=info.pixel_representation,
                 photometric_interpretation=info.photometric_interpretation,
-                planar_configuration=info.planar_configuration,
+                planar_configuration=0,
                 number_of_frames=1,
                 byteorder="<",
             )
