@@ -253,6 +253,11 @@ def _pack_checked(data: bytes, sha256: str, transfer_syntax: str, codec: str, le
     blob = build_pack(data, transfer_syntax, codec, level)
     if hashlib.sha256(pixelpack.unpack(blob)).hexdigest() != sha256:
         raise NotRepresentable("the original does not rebuild byte for byte from the pack")
+    # Some images (ultrasound with large flat areas, screenshots) shrink more with zstd than
+    # with an image codec: keep the smaller form (measured in bench/compression.py).
+    writer = seekable.SeekableWriter(level or 3)
+    if len(writer.feed(data)) + len(writer.finish()) <= len(blob):
+        raise NotRepresentable("zstd is smaller for this image")
     return blob
 
 
