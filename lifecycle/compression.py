@@ -34,7 +34,7 @@ import pydicom
 import pydicom.errors
 import zstandard
 
-from lifecycle.policy.compression import plan, worth_keeping
+from lifecycle.policy.compression import UNCOMPRESSED_TRANSFER_SYNTAXES, plan, worth_keeping
 from lifecycle.queue import enqueue
 from vna.catalog.queries import q
 from vna.dicom.frames import object_layout
@@ -317,6 +317,105 @@ async def _compress_image(
     return await _switch(engine, instance_id, row, new_key, len(blob), codec)
 
 
+async def recode_instance(engine: Engine, instance_id: int, codec: str) -> str | None:
+    """Re-encode an instance's object in ``codec`` (``zstd`` or an image codec) before a tier
+    move (a tiering rule's ``codec``); the new object's key, or None when the instance stays
+    as it is (already in that form, received compressed, or the image codec cannot carry it
+    byte for byte: the reason is recorded as for compression).
+
+    The original is rebuilt from the current object and must have the catalogued SHA-256; the
+    new form must rebuild it too before the catalogue switches; the old object is deleted
+    after the grace period, as compression does.
+    """
+    archive = engine.archive
+    settings = engine.settings.compression
+    async with archive.db.acquire() as conn:
+        row = await conn.fetchrow(q("compression_instance"), instance_id)
+    if row is None or row["compression"] == codec:
+        return None
+    if row["compression"] not in ("none", "zstd"):
+        return None  # already in an image codec's pack: not re-encoded between codecs
+    if row["transfer_syntax"] not in UNCOMPRESSED_TRANSFER_SYNTAXES:
+        return None  # received compressed: left alone
+    old_key: str = row["object_key"]
+    stored = b"".join([chunk async for chunk in archive.store.iter_chunks(old_key)])
+    try:
+        data = stored if row["compression"] == "none" else await asyncio.to_thread(_unzstd, stored)
+    except zstandard.ZstdError as exc:
+        raise FixityError(f"object {old_key} does not decompress: {exc}") from exc
+    del stored
+    level = settings.level or 3
+    if codec == "zstd":
+        if hashlib.sha256(data).hexdigest() != row["sha256"]:
+            raise FixityError(f"object {old_key} does not rebuild the catalogued SHA-256")
+        blob = await asyncio.to_thread(_zstd_checked, data, level, row["sha256"])
+        suffix = SUFFIX
+    else:
+        try:
+            blob = await asyncio.to_thread(
+                _pack_checked, data, row["sha256"], row["transfer_syntax"], codec, level
+            )
+        except (NotRepresentable, CodecError, StorageError) as exc:
+            await _record_fallback(engine, instance_id, codec, _reason(exc), instead="kept")
+            return None
+        suffix = pixelpack.SUFFIX
+    del data
+    new_key = content_key(row["sha256"], suffix=suffix)
+    info = await archive.store.stat(old_key)
+    metadata = {
+        **dict((info.metadata or {}) if info else {}),
+        "vna-compression": codec,
+        "vna-original-sha256": row["sha256"],
+        "vna-original-size": str(row["size"]),
+    }
+    if await archive.store.stat(new_key) is None:
+        tmp = archive.incoming / f"recode-{uuid.uuid4().hex}"
+        try:
+            await asyncio.to_thread(tmp.write_bytes, blob)
+            await archive.store.put_file(
+                new_key,
+                tmp,
+                sha256=hashlib.sha256(blob).hexdigest(),
+                metadata=metadata,
+                consume=True,
+            )
+        finally:
+            tmp.unlink(missing_ok=True)
+    written = await archive.store.stat(new_key)
+    if written is None or written.size != len(blob):
+        raise StorageError(f"object {new_key} is not the one just written; not switched to it")
+    async with archive.db.transaction() as conn:
+        switched = await conn.fetchval(
+            q("recode_switch"), instance_id, new_key, len(blob), old_key, codec, row["compression"]
+        )
+        if switched is not None:
+            await enqueue(
+                conn,
+                "delete-object",
+                {"object_key": old_key},
+                dedup_key=f"delete:{old_key}",
+                delay_seconds=engine.settings.lifecycle.delete_grace_seconds,
+            )
+    if switched is None:
+        return None
+    log.info("instance %d re-encoded as %s for a tier move: %s", instance_id, codec, new_key)
+    return new_key
+
+
+def _unzstd(stored: bytes) -> bytes:
+    """The original of a zstd object, single-frame or seekable (frames read one after another)."""
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(stored), read_across_frames=True)
+    return reader.read()
+
+
+def _zstd_checked(data: bytes, level: int, sha256: str) -> bytes:
+    writer = seekable.SeekableWriter(level)
+    blob = writer.feed(data) + writer.finish()
+    if hashlib.sha256(_unzstd(blob)).hexdigest() != sha256:
+        raise StorageError("the zstd form does not decompress to the original")
+    return blob
+
+
 def _reason(exc: Exception) -> str:
     """A short, countable reason (no instance-specific numbers where avoidable)."""
     text = str(exc)
@@ -325,8 +424,10 @@ def _reason(exc: Exception) -> str:
     return text[:200]
 
 
-async def _record_fallback(engine: Engine, instance_id: int, codec: str, reason: str) -> None:
-    log.info("instance %d not compressed with %s: %s; zstd instead", instance_id, codec, reason)
+async def _record_fallback(
+    engine: Engine, instance_id: int, codec: str, reason: str, instead: str = "zstd"
+) -> None:
+    log.info("instance %d not stored with %s: %s; %s instead", instance_id, codec, reason, instead)
     async with engine.archive.db.acquire() as conn:
         await conn.execute(q("record_compression_fallback"), instance_id, codec, reason)
 

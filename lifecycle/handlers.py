@@ -68,7 +68,12 @@ async def instance_stored(engine: Engine, job: Job) -> None:
 
 
 async def tier_study(engine: Engine, job: Job) -> None:
-    await move_study(engine, int(str(_field(job, "study_id"))), str(_field(job, "tier")))
+    await move_study(
+        engine,
+        int(str(_field(job, "study_id"))),
+        str(_field(job, "tier")),
+        str(job.payload.get("codec") or ""),
+    )
 
 
 async def restore(engine: Engine, job: Job) -> None:

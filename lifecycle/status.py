@@ -115,8 +115,8 @@ def render_text(status: dict[str, Any]) -> str:
             )
     for row in c["fallbacks"]:
         out.append(
-            f"  not {row['codec']} ({_n(row['instances'], 'instance')}, zstd instead):"
-            f" {row['reason']}"
+            f"  not {row['codec']} ({_n(row['instances'], 'instance')}, kept in zstd or as"
+            f" received): {row['reason']}"
         )
     r = status["retention"]
     out.append("")

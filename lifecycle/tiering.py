@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from lifecycle.compression import recode_instance
 from lifecycle.engine import Reschedule
 from lifecycle.policy.tiering import TieringFacts, needs_move, target_tier, tier_rank
 from vna.catalog import changes
@@ -50,13 +51,15 @@ async def evaluate(
         return result
     pending_ids: list[int] = []
     pending_tiers: list[str] = []
+    pending_codecs: list[str] = []
 
     async def flush() -> None:
         if pending_ids:
             async with db.acquire() as conn:
-                await conn.execute(q("tier_enqueue"), pending_ids, pending_tiers)
+                await conn.execute(q("tier_enqueue"), pending_ids, pending_tiers, pending_codecs)
             pending_ids.clear()
             pending_tiers.clear()
+            pending_codecs.clear()
 
     async with db.acquire() as conn, conn.transaction(readonly=True):
         async for row in conn.cursor(q("tiering_facts"), prefetch=5000):
@@ -72,6 +75,7 @@ async def evaluate(
             if needs_move(row["tiers"], decision.tier):
                 pending_ids.append(row["id"])
                 pending_tiers.append(decision.tier)
+                pending_codecs.append(decision.codec)
                 result.queued[decision.tier] = result.queued.get(decision.tier, 0) + 1
                 if len(pending_ids) >= _ENQUEUE_BATCH:
                     await flush()
@@ -79,8 +83,12 @@ async def evaluate(
     return result
 
 
-async def move_study(engine: Engine, study_id: int, tier: str) -> int:
+async def move_study(engine: Engine, study_id: int, tier: str, codec: str = "") -> int:
     """Move the study's objects that are warmer than ``tier`` to it; returns how many moved.
+
+    With ``codec`` (the deciding rule's), each object is first re-encoded in that form
+    (lifecycle.compression.recode_instance: checked byte for byte against the catalogued
+    digest; an instance the codec cannot carry stays as it is) and the new object is moved.
 
     Idempotent: instances already there are not selected, and moving an object already in the
     target class is a no-op in the store.
@@ -92,9 +100,11 @@ async def move_study(engine: Engine, study_id: int, tier: str) -> int:
     slots = asyncio.Semaphore(MOVE_CONCURRENCY)
     moved = 0
 
-    async def move(instance_id: int, key: str) -> None:
+    async def move(instance_id: int, key: str, current: str) -> None:
         nonlocal moved
         async with slots:
+            if codec and current not in archive.store.offline_tiers:
+                key = await recode_instance(engine, instance_id, codec) or key
             try:
                 await archive.store.set_tier(key, tier)
             except NotFound:
@@ -110,7 +120,7 @@ async def move_study(engine: Engine, study_id: int, tier: str) -> int:
             else:
                 moved += 1
 
-    await asyncio.gather(*(move(r["id"], r["object_key"]) for r in rows))
+    await asyncio.gather(*(move(r["id"], r["object_key"], r["tier"]) for r in rows))
     return moved
 
 

@@ -247,6 +247,11 @@ class TieringRuleSettings:
     min_days_since_access: int | None = None
     modalities: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
+    #: Re-encode the study's objects as they move to this tier: ``zstd`` or a lossless image
+    #: codec (``jpeg-ls``, ``jpeg2000``, ``htj2k``), byte-exact as ``[compression] codec``
+    #: is; empty keeps them as they are.  An image codec for the cold tier saves storage on
+    #: studies rarely read, while recent ones stay in the faster zstd.
+    codec: str = ""
 
 
 @dataclass(frozen=True)
@@ -1175,6 +1180,11 @@ def _validate_lifecycle(s: Settings) -> None:
             if value is not None and value < 0:
                 raise ConfigError(f"'{where}.{key}' must not be negative, got {value}")
         _validate_matchers(where, tiering.modalities, tiering.sources, known_sources)
+        if tiering.codec and tiering.codec not in COMPRESSION_CODECS:
+            raise ConfigError(
+                f"'{where}.codec' must be one of {', '.join(COMPRESSION_CODECS)}, got"
+                f" {tiering.codec!r}"
+            )
 
 
 def _validate_matchers(

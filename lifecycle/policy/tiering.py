@@ -31,6 +31,9 @@ class TierDecision:
     tier: str
     #: The deciding rule (its name, or its position when unnamed); empty for "hot".
     rule: str
+    #: The deciding rule's codec: the form the objects are re-encoded in as they move (empty:
+    #: as they are).
+    codec: str = ""
 
 
 def tier_rank(tier: str) -> int:
@@ -66,7 +69,7 @@ def target_tier(
     best = TierDecision("hot", "")
     for index, rule in enumerate(rules):
         if rule_holds(rule, facts, today) and tier_rank(rule.tier) > tier_rank(best.tier):
-            best = TierDecision(rule.tier, rule.name or f"tiering_rules[{index}]")
+            best = TierDecision(rule.tier, rule.name or f"tiering_rules[{index}]", rule.codec)
     return best
 
 

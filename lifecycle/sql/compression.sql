@@ -35,3 +35,11 @@ INSERT INTO compression_fallbacks (instance_fk, codec, reason, at)
 VALUES ($1, $2, $3, now())
 ON CONFLICT (instance_fk) DO UPDATE SET codec = excluded.codec, reason = excluded.reason,
     at = excluded.at;
+
+-- name: recode_switch
+-- A tier move re-encoded instance $1 (tiering rule codec): it now names object $2 ($3 bytes
+-- stored) in form $5, only if it still names object $4 in form $6 (nothing replaced it
+-- meanwhile).  NULL when it does not.
+UPDATE instances SET object_key = $2, compression = $5, stored_size = $3
+WHERE id = $1 AND object_key = $4 AND compression = $6
+RETURNING id;

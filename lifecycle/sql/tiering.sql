@@ -18,8 +18,8 @@ JOIN (
 
 -- name: tier_enqueue
 INSERT INTO jobs (kind, payload, dedup_key)
-SELECT 'tier-study', jsonb_build_object('study_id', s, 'tier', t), 'tier:' || s
-FROM unnest($1::bigint[], $2::text[]) AS x (s, t)
+SELECT 'tier-study', jsonb_build_object('study_id', s, 'tier', t, 'codec', c), 'tier:' || s
+FROM unnest($1::bigint[], $2::text[], $3::text[]) AS x (s, t, c)
 ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING;
 
 -- name: tier_instances_to_move

@@ -32,10 +32,16 @@ from lifecycle.dr import fixity
 from lifecycle.worker import run_once
 from tests.factory import part10, split_multipart
 from tests.integration.lifecycle_support import fetch, opened, with_lifecycle
-from tests.phantom import phantom_pixels, smooth_ct_study
+from tests.phantom import dicom_date, phantom_pixels, smooth_ct_study
 from tests.security_support import serving
 from vna.archive import Archive
-from vna.config import DEFAULT_SOURCE, DimseSettings, ReplicaSettings, Settings
+from vna.config import (
+    DEFAULT_SOURCE,
+    DimseSettings,
+    ReplicaSettings,
+    Settings,
+    TieringRuleSettings,
+)
 from vna.dicom import pixel_codecs
 from vna.gateway.dimse import DimseListener
 from vna.ingest.pipeline import Sender
@@ -213,7 +219,7 @@ async def test_image_codec_at_rest_returns_the_bytes_received(
         assert fallback["codec"] == codec and fallback["instances"] == 1
         assert "above Bits Stored" in fallback["reason"]
         text = lifecycle_status.render_text(status)
-        assert f"not {codec} (1 instance, zstd instead)" in text
+        assert f"not {codec} (1 instance, kept in zstd or as received): values use bits" in text
         assert status["compression"]["by_codec"][codec]["instances"] == len(files) - 1
 
         async with serving(archive) as root:
@@ -287,3 +293,51 @@ async def test_image_codec_at_rest_returns_the_bytes_received(
         }
         async with serving(archive) as root:
             assert await wado_digests(root, studies) == digests
+
+
+async def test_a_tiering_rule_re_encodes_the_studies_it_moves(
+    archive_settings: Settings, pydicom_test_dir: Path
+) -> None:
+    """zstd for recent studies, JPEG-LS for the cold tier: the old study's objects are
+    re-encoded as they move, still byte-exact; the recent one keeps zstd; the junk image
+    keeps its form and is counted."""
+    today = dt.date.today()
+    rules = (
+        TieringRuleSettings(tier="cold", name="archive", min_study_age_days=730, codec="jpeg-ls"),
+    )
+    settings = with_lifecycle(
+        archive_settings, tiering_rules=rules, lifecycle={"delete_grace_seconds": 0}
+    )
+    old = ct_images()
+    for ds in old:
+        ds.StudyDate = dicom_date(today - dt.timedelta(days=1000))
+    junk = junk_in_high_bits()
+    junk.StudyInstanceUID, junk.StudyDate = old[0].StudyInstanceUID, old[0].StudyDate
+    recent = ct_images()
+    for ds in recent:
+        ds.StudyDate = dicom_date(today)
+    files = {str(ds.SOPInstanceUID): part10(ds) for ds in [*old, junk, *recent]}
+    async with opened(settings) as archive:
+        await ingest_bytes(archive, files)
+        await run_once(archive)
+        await run_once(archive)  # the deletions of the replaced objects
+        rows = {r["sop_uid"]: r for r in await fetch(archive, "SELECT * FROM instances")}
+        cold_root = archive.settings.data_dir / "objects-cold"
+        for ds in old:
+            row = rows[str(ds.SOPInstanceUID)]
+            assert (row["tier"], row["compression"]) == ("cold", "jpeg-ls")
+            assert (cold_root / row["object_key"]).is_file()
+        assert rows[str(junk.SOPInstanceUID)]["tier"] == "cold"
+        assert rows[str(junk.SOPInstanceUID)]["compression"] in ("none", "zstd")
+        for ds in recent:
+            row = rows[str(ds.SOPInstanceUID)]
+            assert (row["tier"], row["compression"]) == ("hot", "zstd")
+        status = await lifecycle_status.collect(archive.db, settings, today)
+        assert [(f["codec"], f["instances"]) for f in status["compression"]["fallbacks"]] == [
+            ("jpeg-ls", 1)
+        ]
+        for instance in await archive.retriever.find(str(old[0].StudyInstanceUID)):
+            assert await archive.retriever.read(instance) == files[instance.sop_uid]
+        async with serving(archive) as root:
+            studies = {str(old[0].StudyInstanceUID), str(recent[0].StudyInstanceUID)}
+            assert await wado_digests(root, studies) == {u: sha(d) for u, d in files.items()}

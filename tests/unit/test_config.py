@@ -278,6 +278,12 @@ def test_without_declared_sources_any_ae_title_is_the_default_source() -> None:
 
 INVALID_FILES = [
     ("unknown top-level key", 'data_dri = "/x"\n', "data_dri"),
+    ("unknown compression codec", '[compression]\ncodec = "jpeg"\n', "compression.codec"),
+    (
+        "unknown tiering codec",
+        '[[tiering_rules]]\ntier = "cold"\nmin_study_age_days = 1\ncodec = "webp"\n',
+        "tiering_rules[0].codec",
+    ),
     ("unknown section key", "[http]\nprot = 8080\n", "http.prot"),
     ("unknown source key", SOURCE + 'isuer = "X"\n', "sources[0].isuer"),
     ("port out of range", "[http]\nport = 70000\n", "http.port"),

@@ -125,6 +125,16 @@ def test_target_tier_names_the_deciding_rule() -> None:
     assert target_tier(tf(), (WARM_IDLE,), TODAY) == TierDecision("hot", "")
 
 
+def test_target_tier_carries_the_deciding_rule_s_codec() -> None:
+    cold_jls = TieringRuleSettings(tier="cold", name="arch", min_study_age_days=1, codec="jpeg-ls")
+    old = tf(study=D(2020, 1, 1), access=D(2020, 1, 1))
+    assert target_tier(old, (WARM_IDLE, cold_jls), TODAY) == TierDecision("cold", "arch", "jpeg-ls")
+    # A warmer rule's codec is not the deciding one's.
+    warm_htj2k = TieringRuleSettings(tier="warm", min_days_since_access=1, codec="htj2k")
+    assert target_tier(old, (warm_htj2k,), TODAY).codec == "htj2k"
+    assert target_tier(old, (warm_htj2k, COLD_OLD), TODAY).codec == ""
+
+
 def test_study_age_days() -> None:
     assert study_age_days(tf(study=D(2025, 5, 1)), TODAY) == 31
     assert study_age_days(tf(study=None, received=D(2025, 5, 31)), TODAY) == 1
