@@ -201,6 +201,7 @@ async def _switch(
     return CompressionResult(True, row["size"], stored_size, codec=compression)
 
 
+_NO_PIXELS = "no Pixel Data"
 #: Native little-endian transfer syntaxes: the ones whose Pixel Data a pixel pack carries.
 _PACKABLE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
 
@@ -213,7 +214,7 @@ def build_pack(data: bytes, transfer_syntax: str, codec: str, level: int) -> byt
     layout = object_layout(data, transfer_syntax)
     pixels = layout.pixels if layout is not None else None
     if pixels is None:
-        raise NotRepresentable("no Pixel Data")
+        raise NotRepresentable(_NO_PIXELS)
     if pixels.encapsulated or pixels.tag != 0x7FE00010:
         raise NotRepresentable("no native Pixel Data (float or double pixel data, or encapsulated)")
     try:
@@ -283,7 +284,8 @@ async def _compress_image(
         await _record_fallback(engine, instance_id, codec, f"codec unavailable: {exc}")
         return None
     except (NotRepresentable, CodecError, StorageError) as exc:
-        await _record_fallback(engine, instance_id, codec, _reason(exc))
+        if str(exc) != _NO_PIXELS:  # not an image (SR, PDF...): nothing for the codec to do
+            await _record_fallback(engine, instance_id, codec, _reason(exc))
         return None
     del data
     if not worth_keeping(row["size"], len(blob), settings.min_saving_percent):

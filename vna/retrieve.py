@@ -571,9 +571,11 @@ class Retriever:
         """Frame ``number`` (1-based) as the image codec stored it, without decoding: (its
         transfer syntax, the codestream an encapsulated frame of that syntax carries), or
         None when the instance is not kept as a pixel pack.  For transcoding on retrieve:
-        a request for the codec's own syntax is answered from these bytes.  The codestream is
-        not checked here (its CRC covers the decoded frame); a decoder that reads it checks
-        it, and fixity runs check whole objects."""
+        a request for the codec's own syntax is answered from these bytes.  Signed samples
+        are coded as DICOM codes them in JPEG-LS (the Bits Stored pattern, unsigned), and in
+        HTJ2K the same way (vna.dicom.pixel_codecs): decoders apply Pixel Representation.
+        The codestream is not checked here (its CRC covers the decoded frame); a decoder that
+        reads it checks it, and fixity runs check whole objects."""
         if instance.compression not in pixelpack.IMAGE_CODECS:
             return None
         index = await self.pack_index(instance)
