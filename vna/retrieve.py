@@ -554,7 +554,12 @@ class Retriever:
         cached = self._seek_tables.get(key)
         if isinstance(cached, pixelpack.PackIndex):
             return cached
-        info = await self.store.stat(key)
+        info = None
+        for store in (self.store, *self.fallbacks):  # the replica that serves it, in DR
+            with contextlib.suppress(StorageError):
+                info = await store.stat(key)
+            if info is not None:
+                break
         if info is None:
             raise NotFound(f"object {key} not in store {self.store.name}")
         footer = await self._ranged(
