@@ -341,3 +341,49 @@ async def test_a_tiering_rule_re_encodes_the_studies_it_moves(
         async with serving(archive) as root:
             studies = {str(old[0].StudyInstanceUID), str(recent[0].StudyInstanceUID)}
             assert await wado_digests(root, studies) == {u: sha(d) for u, d in files.items()}
+
+
+async def test_on_s3_a_frame_is_ranged_reads_of_its_own_codestream(
+    archive_settings: Settings, pydicom_test_dir: Path, s3_url: str
+) -> None:
+    """The archive's store on S3 (moto): packs written there, whole retrieves byte-exact, and
+    a frame read with ranged GETs only (footer, index, the frame's codestream)."""
+    settings = with_lifecycle(
+        archive_settings,
+        storage_url=s3_url,
+        compression={"codec": "jpeg-ls", "min_size": 1024},
+        lifecycle={"delete_grace_seconds": 0},
+    )
+    multi = multiframe_phantom()
+    files = {str(multi.SOPInstanceUID): part10(multi)}
+    ct = (pydicom_test_dir / "CT_small.dcm").read_bytes()
+    files[str(pydicom.dcmread(io.BytesIO(ct)).SOPInstanceUID)] = ct
+    async with opened(settings) as archive:
+        await ingest_bytes(archive, files)
+        await run_once(archive)
+        rows = await fetch(archive, "SELECT compression FROM instances")
+        assert {r["compression"] for r in rows} == {"jpeg-ls"}
+        (found,) = await archive.retriever.find(
+            str(multi.StudyInstanceUID), str(multi.SeriesInstanceUID), str(multi.SOPInstanceUID)
+        )
+        whole_reads: list[str] = []
+        saved = archive.store.iter_chunks
+
+        def counting(key: str, chunk_size: int = 1 << 20) -> Any:
+            whole_reads.append(key)
+            return saved(key, chunk_size)
+
+        archive.store.iter_chunks = counting  # type: ignore[method-assign]
+        try:
+            frame = MULTI * MULTI * 2
+            assert await archive.retriever.frames(found, [2]) == [
+                multi.PixelData[frame : 2 * frame]
+            ]
+            assert whole_reads == []
+        finally:
+            archive.store.iter_chunks = saved  # type: ignore[method-assign]
+        async with serving(archive) as root:
+            studies = {
+                r["study_uid"] for r in await fetch(archive, "SELECT study_uid FROM studies")
+            }
+            assert await wado_digests(root, studies) == {u: sha(d) for u, d in files.items()}
