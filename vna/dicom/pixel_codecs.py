@@ -159,7 +159,7 @@ def encode_frame(frame: bytes, info: PixelInfo, syntax_uid: str) -> bytes:
     raise CodecUnavailable(f"no lossless encoder for transfer syntax {syntax_uid}")
 
 
-def decode_frame(data: bytes, info: PixelInfo, syntax_uid: str) -> bytes:
+def decode_frame(data: bytes | memoryview, info: PixelInfo, syntax_uid: str) -> bytes:
     """The native frame (layout of ``info``) that ``data``, coded in ``syntax_uid``, holds."""
     check_codable(info)
     try:
@@ -375,7 +375,7 @@ def _rle_encode(frame: bytes, info: PixelInfo) -> bytes:
         raise CodecError(f"RLE encoding failed: {exc}") from exc
 
 
-def _rle_decode(data: bytes, info: PixelInfo) -> bytes:
+def _rle_decode(data: bytes | memoryview, info: PixelInfo) -> bytes:
     # pydicom's frame decoder (not re-exported, but the one its RLE plugin uses) returns the
     # samples colour-by-plane, each little endian.
     from pydicom.pixels.decoders.rle import _rle_decode_frame

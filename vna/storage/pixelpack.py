@@ -234,7 +234,7 @@ def read_index(blob: bytes, key: str) -> PackIndex:
     return parse_index(blob[-n:], key)
 
 
-def decode_segment(stored: bytes, seg: Segment, index: PackIndex, key: str) -> bytes:
+def decode_segment(stored: bytes | memoryview, seg: Segment, index: PackIndex, key: str) -> bytes:
     """The original bytes of one segment from its stored bytes, checked by CRC and length."""
     try:
         if seg.kind == "z":
@@ -251,7 +251,7 @@ def decode_segment(stored: bytes, seg: Segment, index: PackIndex, key: str) -> b
 
 
 def decode_segments(
-    stored: bytes, index: PackIndex, first: int, last: int, key: str
+    stored: bytes | memoryview, index: PackIndex, first: int, last: int, key: str
 ) -> Iterator[bytes]:
     """Segments ``first`` to ``last`` (exclusive) decoded, from the object's bytes starting
     at segment ``first``'s stored start."""
