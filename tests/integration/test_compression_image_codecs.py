@@ -160,7 +160,7 @@ def c_get(port: int, study_uid: str) -> tuple[int, dict[str, bytes]]:
     ae = AE(ae_title="GETSCU")
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    roles = []
+    roles: list[Any] = []
     for sop_class in (CTImageStorage, MRImageStorage):
         ae.add_requested_context(sop_class, [ExplicitVRLittleEndian])
         roles.append(build_role(sop_class, scp_role=True))

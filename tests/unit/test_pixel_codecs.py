@@ -7,6 +7,8 @@ range by decoding only the segments that hold it, and refuses damage."""
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -40,7 +42,7 @@ def frame_of(info: PixelInfo, seed: int = 1) -> bytes:
     ramp = np.linspace(low, high, n)
     values = np.clip(ramp + rng.normal(0, 3, n), low, high).astype(np.int64)
     values[:4] = [low, high, low, high]  # the extremes, sign extension included
-    dtype = {
+    dtype: Any = {
         (8, 0): np.uint8,
         (8, 1): np.int8,
         (16, 0): np.dtype("<u2"),
@@ -196,15 +198,16 @@ def info_of(ds, planar: int | None = None) -> PixelInfo:
     "name",
     ["MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm"],
 )
-def test_frames_other_systems_coded_decode_to_the_native_pixels(name: str) -> None:
+def test_frames_other_systems_coded_decode_to_the_native_pixels(
+    name: str, pydicom_test_dir: Path
+) -> None:
     """Codestreams written elsewhere (pydicom's test files, signed 16-bit MR) decode to the
     samples of the uncompressed original, in its native layout."""
     import pydicom
-    from pydicom.data import get_testdata_file
     from pydicom.encaps import generate_frames
 
-    native = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
-    coded = pydicom.dcmread(get_testdata_file(name))
+    native = pydicom.dcmread(pydicom_test_dir / "MR_small.dcm")
+    coded = pydicom.dcmread(pydicom_test_dir / name)
     (frame,) = generate_frames(coded.PixelData, number_of_frames=1)
     syntax = str(coded.file_meta.TransferSyntaxUID)
     assert pc.decode_frame(frame, info_of(coded), syntax) == native.PixelData
@@ -217,12 +220,11 @@ def test_frames_other_systems_coded_decode_to_the_native_pixels(name: str) -> No
     )
 
 
-def test_an_rgb_rle_frame_decodes_colour_by_pixel_or_by_plane() -> None:
+def test_an_rgb_rle_frame_decodes_colour_by_pixel_or_by_plane(pydicom_test_dir: Path) -> None:
     import pydicom
-    from pydicom.data import get_testdata_file
     from pydicom.encaps import generate_frames
 
-    ds = pydicom.dcmread(get_testdata_file("SC_rgb_rle.dcm"))
+    ds = pydicom.dcmread(pydicom_test_dir / "SC_rgb_rle.dcm")
     (frame,) = generate_frames(ds.PixelData, number_of_frames=1)
     by_pixel = ds.pixel_array  # (rows, columns, 3)
     assert pc.decode_frame(frame, info_of(ds, 0), pc.RLE_LOSSLESS) == by_pixel.tobytes()
