@@ -23,7 +23,7 @@ SYNTAXES = [
     pc.JPEG_2000_LOSSLESS,
     pc.RLE_LOSSLESS,
     pytest.param(
-        pc.HTJ2K_LOSSLESS_RPCL,
+        pc.HTJ2K_LOSSLESS,
         marks=pytest.mark.skipif(
             not pc.htj2k_encoder_available(), reason="ojph_compress (openjph-tools) missing"
         ),
@@ -99,6 +99,15 @@ def test_bits_above_bits_stored_are_refused_before_encoding(syntax: str) -> None
 def test_layouts_no_codec_takes_are_refused(info: PixelInfo, why: str) -> None:
     with pytest.raises(NotRepresentable, match=why):
         pc.encode_frame(b"\0" * max(info.frame_size, 1), info, pc.JPEG_LS_LOSSLESS)
+
+
+def test_htj2k_rpcl_is_decoded_but_not_encoded_without_tlm_markers() -> None:
+    info = INFOS["ct-12-of-16"]
+    with pytest.raises(pc.CodecUnavailable, match="TLM"):
+        pc.encode_frame(frame_of(info), info, pc.HTJ2K_LOSSLESS_RPCL)
+    if pc.htj2k_encoder_available():  # an RPCL-ordered codestream decodes under either UID
+        coded = pc.encode_frame(frame_of(info), info, pc.HTJ2K_LOSSLESS)
+        assert pc.decode_frame(coded, info, pc.HTJ2K_LOSSLESS_RPCL) == frame_of(info)
 
 
 def test_jpeg_2000_refuses_images_too_small_for_its_resolutions() -> None:

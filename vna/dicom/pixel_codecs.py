@@ -23,7 +23,9 @@ The codec packages (all permissively licensed, none GPL):
 * HTJ2K: OpenJPEG decodes HTJ2K but cannot encode it, and no Python HTJ2K encoder builds
   here (``ojph`` needs a newer OpenJPH than Debian ships; ``openjphpy`` is an empty
   package).  Encoding uses OpenJPH's own ``ojph_compress`` (Debian ``openjph-tools``,
-  BSD-2, the reference HTJ2K implementation), one process per frame, reversible, RPCL;
+  BSD-2, the reference HTJ2K implementation), one process per frame, reversible, in RPCL
+  order but without TLM marker segments: HTJ2K Lossless (1.2.840.10008.1.2.4.201), not
+  HTJ2K Lossless RPCL (1.2.840.10008.1.2.4.202, which asks for them; decoded, not encoded).
   ``htj2k_encoder_available()`` tells whether it is installed.  Signed samples are coded as
   their Bits Stored pattern, unsigned (OpenJPH 0.9's raw input loses negative values), and
   sign-extended on decode.  Decoding uses OpenJPEG.
@@ -49,7 +51,7 @@ JPEG_2000_LOSSLESS: Final = "1.2.840.10008.1.2.4.90"
 HTJ2K_LOSSLESS: Final = "1.2.840.10008.1.2.4.201"
 HTJ2K_LOSSLESS_RPCL: Final = "1.2.840.10008.1.2.4.202"
 
-#: Syntaxes this module encodes and decodes.
+#: Syntaxes this module decodes (and encodes, but for HTJ2K Lossless RPCL: see encode_frame).
 LOSSLESS_SYNTAXES: Final = frozenset(
     {RLE_LOSSLESS, JPEG_LS_LOSSLESS, JPEG_2000_LOSSLESS, HTJ2K_LOSSLESS, HTJ2K_LOSSLESS_RPCL}
 )
@@ -150,8 +152,15 @@ def encode_frame(frame: bytes, info: PixelInfo, syntax_uid: str) -> bytes:
     if syntax_uid == JPEG_2000_LOSSLESS:
         _check_j2k_size(info)
         return _openjpeg_encode(pixels, info)
-    if syntax_uid in (HTJ2K_LOSSLESS, HTJ2K_LOSSLESS_RPCL):
+    if syntax_uid == HTJ2K_LOSSLESS:
         return _htj2k_encode(pixels, info)
+    if syntax_uid == HTJ2K_LOSSLESS_RPCL:
+        # The RPCL syntax (PS3.5 A.4.11) asks for TLM marker segments, which OpenJPH 0.9's
+        # ojph_compress cannot write; its RPCL-ordered codestreams are HTJ2K Lossless.
+        raise CodecUnavailable(
+            "HTJ2K Lossless RPCL needs TLM marker segments that the installed HTJ2K encoder"
+            " (OpenJPH 0.9) does not write; HTJ2K Lossless (1.2.840.10008.1.2.4.201) is produced"
+        )
     if syntax_uid == RLE_LOSSLESS:
         # RLE segments are colour by plane whatever the layout: the encoder takes samples
         # colour by pixel.

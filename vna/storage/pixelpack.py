@@ -63,7 +63,9 @@ _footer = struct.Struct("<LL8s")
 CODEC_SYNTAXES: Final = {
     "jpeg-ls": pixel_codecs.JPEG_LS_LOSSLESS,
     "jpeg2000": pixel_codecs.JPEG_2000_LOSSLESS,
-    "htj2k": pixel_codecs.HTJ2K_LOSSLESS_RPCL,
+    # RPCL progression, but OpenJPH 0.9 writes no TLM marker segments, which HTJ2K Lossless
+    # RPCL (1.2.840.10008.1.2.4.202) asks for: declared as HTJ2K Lossless.
+    "htj2k": pixel_codecs.HTJ2K_LOSSLESS,
 }
 IMAGE_CODECS: Final = frozenset(CODEC_SYNTAXES)
 
