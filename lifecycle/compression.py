@@ -202,6 +202,11 @@ async def _switch(
 
 
 _NO_PIXELS = "no Pixel Data"
+#: Objects an image codec takes: a pack is built in memory (the object, its pack and the
+#: rebuilt original at once), so larger ones (whole-slide or tomosynthesis series in one
+#: object) stay in zstd, which streams.
+MAX_IMAGE_OBJECT = 1 << 30
+_TOO_LARGE = "larger than 1 GiB (image codecs work in memory)"
 #: Native little-endian transfer syntaxes: the ones whose Pixel Data a pixel pack carries.
 _PACKABLE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
 
@@ -275,6 +280,9 @@ async def _compress_image(
             engine, instance_id, codec, "transfer syntax is not native little endian"
         )
         return None
+    if row["size"] > MAX_IMAGE_OBJECT:
+        await _record_fallback(engine, instance_id, codec, _TOO_LARGE)
+        return None
     data = b"".join([chunk async for chunk in archive.store.iter_chunks(old_key)])
     try:
         blob = await asyncio.to_thread(
@@ -339,6 +347,9 @@ async def recode_instance(engine: Engine, instance_id: int, codec: str) -> str |
         return None  # already in an image codec's pack: not re-encoded between codecs
     if row["transfer_syntax"] not in UNCOMPRESSED_TRANSFER_SYNTAXES:
         return None  # received compressed: left alone
+    if row["size"] > MAX_IMAGE_OBJECT:
+        await _record_fallback(engine, instance_id, codec, _TOO_LARGE, instead="kept")
+        return None
     old_key: str = row["object_key"]
     stored = b"".join([chunk async for chunk in archive.store.iter_chunks(old_key)])
     try:

@@ -387,3 +387,25 @@ async def test_on_s3_a_frame_is_ranged_reads_of_its_own_codestream(
                 r["study_uid"] for r in await fetch(archive, "SELECT study_uid FROM studies")
             }
             assert await wado_digests(root, studies) == {u: sha(d) for u, d in files.items()}
+
+
+async def test_an_object_too_large_for_an_image_codec_stays_in_zstd(
+    archive_settings: Settings, pydicom_test_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lifecycle import compression
+
+    monkeypatch.setattr(compression, "MAX_IMAGE_OBJECT", 10_000)  # CT_small is 39 kB
+    settings = with_lifecycle(archive_settings, compression={"codec": "jpeg-ls"})
+    ct = (pydicom_test_dir / "CT_small.dcm").read_bytes()
+    async with opened(settings) as archive:
+        await ingest_bytes(archive, {"ct": ct})
+        await run_once(archive)
+        (row,) = await fetch(archive, "SELECT compression FROM instances")
+        assert row["compression"] == "zstd"
+        status = await lifecycle_status.collect(archive.db, settings, dt.date.today())
+        (fallback,) = status["compression"]["fallbacks"]
+        assert "larger than 1 GiB" in fallback["reason"]
+        (instance,) = await archive.retriever.find_by_uids(
+            [str(pydicom.dcmread(io.BytesIO(ct)).SOPInstanceUID)]
+        )
+        assert await archive.retriever.read(instance) == ct
