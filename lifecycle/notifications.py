@@ -33,6 +33,7 @@ from vna.catalog import changes
 from vna.catalog.queries import q
 from vna.config import NotificationSettings
 from vna.errors import InvalidRequest
+from vna.security.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,14 @@ async def notify_job(engine: Engine, job: Job) -> None:
     sub = next((n for n in engine.settings.notifications if n.name == target), None)
     db = engine.archive.db
     lc = engine.settings.lifecycle
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+    # The receiver's certificate is verified, against ``ca_file`` when the subscription names
+    # one; an unverified receiver would get the events (and the secret's signatures) of
+    # whoever answers on its address.
+    tls = client_context(f"notifications.{target}.ca_file", sub.ca_file) if sub else None
+    connector = aiohttp.TCPConnector(ssl=tls) if tls is not None else None
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=30), connector=connector
+    ) as http:
         while True:
             async with db.acquire() as conn:
                 events = await conn.fetch(q("notify_next"), target, study_uid, 50)

@@ -24,6 +24,7 @@
 --   0170_change_feed
 --   0171_forwarding
 --   0172_notifications
+--   0215_forward_study_batches
 
 CREATE TABLE api_tokens (
     id bigint NOT NULL DEFAULT nextval('api_tokens_id_seq'::regclass),
@@ -579,6 +580,8 @@ CREATE INDEX conflicts_open ON public.conflicts USING btree (received_at) WHERE 
 CREATE INDEX dr_drills_store ON public.dr_drills USING btree (store, started_at DESC);
 
 CREATE INDEX forwards_destination_state ON public.forwards USING btree (destination, state);
+
+CREATE INDEX forwards_queued_study ON public.forwards USING btree (destination, study_uid, id) WHERE (state = 'queued'::text);
 
 CREATE UNIQUE INDEX hl7_messages_control_id ON public.hl7_messages USING btree (sending_facility, control_id);
 

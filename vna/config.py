@@ -309,6 +309,9 @@ class ForwardRuleSettings:
     #: and the bearer token it takes (empty: none).
     stow_url: str = ""
     stow_token: str = ""
+    #: PEM CA certificates to verify the STOW-RS endpoint's HTTPS certificate with, in place of
+    #: the system's trust store.
+    stow_ca_file: Path | None = None
     #: The instance's study's source (``[[sources]] name``), any of these.
     sources: tuple[str, ...] = ()
     #: The series' Modality, any of these (CT, MR...).
@@ -353,6 +356,9 @@ class NotificationSettings:
     dead_after_seconds: int = 86400
     #: ``study-stable`` once no instance of a study has arrived for this long.
     stable_seconds: int = 300
+    #: PEM CA certificates to verify the receiver's HTTPS certificate with, in place of the
+    #: system's trust store (a receiver with a certificate from the hospital's own CA).
+    ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -1050,6 +1056,8 @@ def _validate_forward(s: Settings) -> None:
             )
         if rule.delay_seconds < 0:
             raise ConfigError(f"'{where}.delay_seconds' must not be negative")
+        if rule.stow_ca_file is not None and not rule.stow_ca_file.is_file():
+            raise ConfigError(f"'{where}.stow_ca_file': no such file: {rule.stow_ca_file}")
 
 
 def _validate_notifications(s: Settings) -> None:
@@ -1070,6 +1078,8 @@ def _validate_notifications(s: Settings) -> None:
             raise ConfigError(f"'{where}.events' must be some of {', '.join(NOTIFICATION_EVENTS)}")
         if n.dead_after_seconds <= 0 or n.stable_seconds <= 0:
             raise ConfigError(f"'{where}': dead_after_seconds and stable_seconds must be positive")
+        if n.ca_file is not None and not n.ca_file.is_file():
+            raise ConfigError(f"'{where}.ca_file': no such file: {n.ca_file}")
 
 
 def _validate_replicas(s: Settings) -> None:

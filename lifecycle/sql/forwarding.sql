@@ -50,3 +50,20 @@ FROM forwards
 WHERE state = 'failed' AND ($1::text IS NULL OR destination = $1)
 ORDER BY updated_at DESC
 LIMIT $2;
+
+-- name: forward_held_studies
+-- Destinations and studies with instances waiting under the rules named in $1 (those with a
+-- delay: sent per study).
+SELECT DISTINCT destination, study_uid FROM forwards
+WHERE state = 'queued' AND rule = ANY($1::text[]);
+
+-- name: forward_study_queued
+-- The instances of study $2 waiting for destination $1, in feed order, with the time the
+-- change that queued each entered the feed (the feed entry, or the row, once pruned).
+SELECT f.id, f.destination, f.rule, f.study_uid, f.sop_uid, f.state, f.attempts,
+       coalesce(c.logged_at, f.created_at) AS changed_at,
+       extract(epoch FROM now() - coalesce(c.logged_at, f.created_at)) AS quiet_seconds
+FROM forwards f
+LEFT JOIN change_log c ON c.sequence = f.change_sequence
+WHERE f.destination = $1 AND f.study_uid = $2 AND f.state = 'queued'
+ORDER BY f.id;
