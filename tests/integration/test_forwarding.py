@@ -73,6 +73,9 @@ class StorageScp:
 
     def __init__(self, refuse_number: int | None = None) -> None:
         self.received: dict[str, bytes] = {}
+        #: When each instance arrived (time.monotonic) and on which association.
+        self.arrived: dict[str, float] = {}
+        self.associations: set[int] = set()
         self.refuse_number = refuse_number
         self._lock = threading.Lock()
         ae = AE(ae_title="PACS2")
@@ -85,6 +88,9 @@ class StorageScp:
 
     def _store(self, event: Any) -> int:
         ds = event.dataset
+        with self._lock:
+            self.arrived[str(ds.SOPInstanceUID)] = time.monotonic()
+            self.associations.add(id(event.assoc))
         if self.refuse_number is not None and int(ds.InstanceNumber) == self.refuse_number:
             return 0xA700
         try:
@@ -323,3 +329,42 @@ async def test_a_second_archive_as_a_stow_rs_destination(
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_a_delayed_rule_sends_a_quiet_study_on_one_association(archive_settings):
+    """With delay_seconds, a study's instances are held while more keep arriving and go
+    together once none has come for the delay: one association, in one go; one the
+    destination refuses is failed with its status like any other."""
+    delay = 3
+    (rule,) = archive_settings.forward
+    settings = dataclasses.replace(
+        archive_settings, forward=(dataclasses.replace(rule, delay_seconds=delay),)
+    )
+    ct = ct_study(patient_id="P1", series=2, slices=2)
+    scp = StorageScp(refuse_number=REFUSED_NUMBER)
+    try:
+        async with opened(settings) as archive, serving(archive) as url:
+            assert await stow(url, [part10(ds) for ds in ct[:2]], "H1") == 202
+            await run_once(archive)
+            await asyncio.sleep(1)
+            assert await stow(url, [part10(ds) for ds in ct[2:]], "H1") == 202
+            last_stored = time.monotonic()
+            await run_once(archive)
+            assert scp.arrived == {}  # held: the study is not quiet yet
+            deadline = time.monotonic() + 30
+            while len(scp.arrived) < len(ct) and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                await run_once(archive)
+            data = await forwarding.status(Engine(archive))
+    finally:
+        scp.stop()
+    assert set(scp.arrived) == {str(ds.SOPInstanceUID) for ds in ct}
+    # Nothing left before the study had been quiet for the delay (a little slack for clocks).
+    assert min(scp.arrived.values()) >= last_stored + delay - 0.5
+    assert len(scp.associations) == 1
+    refused = [str(ds.SOPInstanceUID) for ds in ct if int(ds.InstanceNumber) == REFUSED_NUMBER]
+    assert data["destinations"]["pacs2"]["sent"] == len(ct) - len(refused)
+    assert data["destinations"]["pacs2"]["failed"] == len(refused)
+    assert sorted((f["sop_uid"], f["status"]) for f in data["failures"]) == sorted(
+        (uid, "0xA700") for uid in refused
+    )
