@@ -161,6 +161,9 @@ class LifecycleSettings:
     workers: int = 4
     #: Seconds an idle worker waits before looking for ready jobs again.
     poll_seconds: int = 2
+    #: Seconds between scheduler steps: reaping expired leases, queueing forwards and
+    #: notifications from the change feed (and so how late a study-stable event may be).
+    tick_seconds: int = 30
     #: Seconds after which a running job whose worker stopped renewing it is taken over by
     #: another worker (a killed worker's job is retried, not lost).  Live workers renew every
     #: third of it.
@@ -870,6 +873,7 @@ def _validate(s: Settings) -> None:
         ("dimse.max_associations", s.dimse.max_associations),
         ("lifecycle.workers", s.lifecycle.workers),
         ("lifecycle.poll_seconds", s.lifecycle.poll_seconds),
+        ("lifecycle.tick_seconds", s.lifecycle.tick_seconds),
         ("lifecycle.lease_seconds", s.lifecycle.lease_seconds),
         ("lifecycle.retry_base_seconds", s.lifecycle.retry_base_seconds),
         ("lifecycle.retry_max_seconds", s.lifecycle.retry_max_seconds),
