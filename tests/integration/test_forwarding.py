@@ -120,7 +120,7 @@ async def archived(archive, sop_uid: str) -> bytes:
 
 
 async def test_exactly_the_matching_instances_arrive_bit_exact_refusals_are_failed(
-    archive, dicomweb
+    archive, dicomweb, archive_settings, tmp_path, capsys
 ):
     ct = ct_study(patient_id="P1", series=1, slices=3)
     mr = ct_study(patient_id="P1", series=1, slices=1, modality="MR")
@@ -150,6 +150,15 @@ async def test_exactly_the_matching_instances_arrive_bit_exact_refusals_are_fail
         (str(ds.SOPInstanceUID), "0xA700") for ds in refused
     ]
     assert "0xA700" in render(data)
+    # `vna forward status` says so, and exits 1 while a destination has refused instances.
+    from tests.integration.test_federation_admin import _config_file
+    from vna.cli import main
+
+    config = _config_file(archive_settings, tmp_path)
+    code = await asyncio.to_thread(main, ["--config", str(config), "forward", "status"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert f"pacs2: {refused[0].SOPInstanceUID} status 0xA700" in out
     # Each one audited: a disclosure for those sent, a failed attempt for those refused.
     rows = await fetch(archive, "SELECT sop_uid, outcome FROM audit WHERE action = 'forward'")
     assert sorted((r["sop_uid"], r["outcome"]) for r in rows) == sorted(
@@ -252,7 +261,9 @@ async def test_orthanc_as_the_destination_receives_the_matching_instances_bit_ex
 ):
     ct = ct_study(patient_id="P1", series=1, slices=2)
     mr = ct_study(patient_id="P1", series=1, slices=1, modality="MR")
+    other = ct_study(patient_id="P9", series=1, slices=1)  # another hospital's CT
     assert await stow(dicomweb, [part10(ds) for ds in ct + mr], "H1") == 202
+    assert await stow(dicomweb, [part10(ds) for ds in other], "H2") == 202
     with orthanc(tmp_path, PORT) as url:
         await run_once(archive)
         received = await asyncio.to_thread(orthanc_files, url)
@@ -314,6 +325,8 @@ async def test_a_second_archive_as_a_stow_rs_destination(
             await ingest(second, [clash], source=second_settings.sources[0])
             async with opened(settings) as first, serving(first) as first_url:
                 assert await stow(first_url, [part10(ds) for ds in ct + mr], "H1") == 202
+                other = ct_study(patient_id="P9", series=1, slices=1)  # another hospital's CT
+                assert await stow(first_url, [part10(ds) for ds in other], "H2") == 202
                 await run_once(first)
                 data = await forwarding.status(Engine(first))
                 target = f"{second_url}/studies"
@@ -325,7 +338,8 @@ async def test_a_second_archive_as_a_stow_rs_destination(
                 for ds in (ct[0], ct[2]):
                     uid = str(ds.SOPInstanceUID)
                     assert await archived(second, uid) == await archived(first, uid)
-                assert await second.retriever.find_by_uids([str(mr[0].SOPInstanceUID)]) == []
+                for ds in (mr[0], other[0]):
+                    assert await second.retriever.find_by_uids([str(ds.SOPInstanceUID)]) == []
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
