@@ -155,6 +155,18 @@ async def test_an_event_undelivered_past_dead_after_is_given_up(archive_settings
         await asyncio.sleep(1.2)
         await run_once(archive)
         data = await notifications.status(Engine(archive))
+        await archive.refresh_gauges()
+        metrics = archive.metrics.render().decode()
     assert data["targets"]["ai"]["dead"] == 1 and data["targets"]["ai"]["pending"] == 0
+    # Label order differs between single and multiprocess exposition: parse it.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {
+        (s.labels["target"], s.labels["state"]): s.value
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "vna_notification_events"
+        for s in family.samples
+    }
+    assert samples[("ai", "dead")] == 1 and samples[("ai", "pending")] == 0
     assert data["dead"][0]["error"] == "too old to deliver"
     assert receiver.events == []
