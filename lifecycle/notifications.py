@@ -51,10 +51,13 @@ _EVENT_TYPES = {
 
 
 def wanted(n: NotificationSettings, action: str, r: Any) -> bool:
-    """Whether subscription ``n`` asks for this feed entry (``r``: its facts).  Modality and
-    description filters apply while the instance is held: a deletion matches on source."""
-    if action not in n.events:
-        return False
+    """Whether subscription ``n`` asks for this feed entry (``r``: its facts)."""
+    return action in n.events and watched(n, action, r)
+
+
+def watched(n: NotificationSettings, action: str, r: Any) -> bool:
+    """Whether the entry passes the subscription's filters.  Modality and description
+    filters apply while the instance is held: a deletion matches on source."""
     if n.sources and r["source"] not in n.sources:
         return False
     held = r["modality"] is not None or r["study_description"] is not None
@@ -91,12 +94,26 @@ async def queue_from_feed(engine: Engine) -> int:
     made = 0
     for n in subs:
         key = f"notify_cursor:{n.name}"
+        stable = "study-stable" in n.events
         while True:
             async with archive.db.transaction() as conn:
                 known = await conn.fetchrow(q("lifecycle_state_get"), key)
                 cursor = int(known["value"]) if known is not None else 0
                 rows = await conn.fetch(q("notify_candidates"), cursor, BATCH)
                 for r in rows:
+                    if (
+                        stable
+                        and r["action"] == "create"
+                        and r["study_uid"]
+                        and watched(n, "create", r)
+                    ):
+                        await conn.execute(
+                            q("notify_study_arrived"),
+                            n.name,
+                            r["study_uid"],
+                            r["sequence"],
+                            r["logged_at"],
+                        )
                     if not wanted(n, r["action"], r):
                         continue
                     data = {
@@ -121,7 +138,7 @@ async def queue_from_feed(engine: Engine) -> int:
                     await conn.execute(q("lifecycle_state_set"), key, str(rows[-1]["sequence"]))
             if len(rows) < BATCH:
                 break
-        if "study-stable" in n.events:
+        if stable:
             made += await _stable_studies(engine, n)
     async with archive.db.transaction() as conn:
         for p in await conn.fetch(q("notify_pending_studies")):
@@ -135,12 +152,12 @@ async def queue_from_feed(engine: Engine) -> int:
 
 
 async def _stable_studies(engine: Engine, n: NotificationSettings) -> int:
+    """A study-stable event for each study of the subscription that no instance has reached
+    for ``stable_seconds`` since its last one (a study that receives more and settles again
+    is stable again, with a new id)."""
     made = 0
     async with engine.archive.db.transaction() as conn:
-        lookback = n.stable_seconds + 86400
-        for s in await conn.fetch(
-            q("notify_settled_studies"), n.name, float(n.stable_seconds), float(lookback)
-        ):
+        for s in await conn.fetch(q("notify_settled_studies"), n.name, float(n.stable_seconds)):
             data = {"StudyInstanceUid": s["study_uid"], "Sequence": s["last_sequence"]}
             if await conn.fetchval(
                 q("notify_insert"),
@@ -149,9 +166,12 @@ async def _stable_studies(engine: Engine, n: NotificationSettings) -> int:
                 "study-stable",
                 s["study_uid"],
                 data,
-                s["last_time"],
+                s["last_change"],
             ):
                 made += 1
+            await conn.execute(
+                q("notify_study_settled"), n.name, s["study_uid"], s["last_sequence"]
+            )
     return made
 
 

@@ -25,6 +25,7 @@
 --   0171_forwarding
 --   0172_notifications
 --   0215_forward_study_batches
+--   0216_notification_studies
 
 CREATE TABLE api_tokens (
     id bigint NOT NULL DEFAULT nextval('api_tokens_id_seq'::regclass),
@@ -304,6 +305,15 @@ CREATE TABLE lifecycle_state (
     value text NOT NULL,
     updated_at timestamp with time zone NOT NULL DEFAULT now(),
     CONSTRAINT lifecycle_state_pkey PRIMARY KEY (key)
+);
+
+CREATE TABLE notification_studies (
+    target text NOT NULL,
+    study_uid text NOT NULL,
+    last_sequence bigint NOT NULL,
+    last_change timestamp with time zone NOT NULL,
+    stable_sequence bigint,
+    CONSTRAINT notification_studies_pkey PRIMARY KEY (target, study_uid)
 );
 
 CREATE TABLE notifications (
@@ -614,6 +624,8 @@ CREATE INDEX jobs_state ON public.jobs USING btree (state, kind);
 CREATE INDEX legal_holds_patient ON public.legal_holds USING btree (patient_id, issuer) WHERE (released_at IS NULL);
 
 CREATE INDEX legal_holds_study ON public.legal_holds USING btree (study_uid) WHERE (released_at IS NULL);
+
+CREATE INDEX notification_studies_unsettled ON public.notification_studies USING btree (target, last_change) WHERE (stable_sequence IS DISTINCT FROM last_sequence);
 
 CREATE INDEX notifications_created ON public.notifications USING btree (target, created_at);
 

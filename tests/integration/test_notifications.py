@@ -170,3 +170,36 @@ async def test_an_event_undelivered_past_dead_after_is_given_up(archive_settings
     assert samples[("ai", "dead")] == 1 and samples[("ai", "pending")] == 0
     assert data["dead"][0]["error"] == "too old to deliver"
     assert receiver.events == []
+
+
+async def test_a_subscription_to_study_stable_alone(archive_settings, receiver):
+    """An AI service asking for study-stable only gets exactly that, once per settling: a
+    study that receives more instances afterwards is stable again, under a new id."""
+    from tests.integration.lifecycle_support import ingest, opened
+
+    (sub,) = archive_settings.notifications
+    settings = dataclasses.replace(
+        archive_settings,
+        notifications=(dataclasses.replace(sub, events=("study-stable",)),),
+    )
+    ct = ct_study(series=1, slices=3)
+    mr = ct_study(series=1, slices=1, modality="MR")  # filtered out: never stable for "ai"
+    async with opened(settings) as archive:
+        await ingest(archive, ct[:2] + mr, source=SOURCES[0])
+        await run_once(archive)
+        assert receiver.events == []  # not yet quiet for stable_seconds
+        await asyncio.sleep(1.2)
+        await run_once(archive)
+        await run_once(archive)
+        assert [(e["type"], e["subject"]) for e in receiver.events] == [
+            ("org.vna.study.stable", ct[0].StudyInstanceUID)
+        ]
+        await ingest(archive, ct[2:], source=SOURCES[0])
+        await run_once(archive)
+        await asyncio.sleep(1.2)
+        await run_once(archive)
+    assert [e["type"] for e in receiver.events] == ["org.vna.study.stable"] * 2
+    first, again = receiver.events
+    assert first["id"] != again["id"]
+    assert again["data"]["Sequence"] > first["data"]["Sequence"]
+    assert receiver.bad_signatures == 0
