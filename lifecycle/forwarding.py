@@ -335,6 +335,11 @@ async def _finish(
         )
 
 
+async def prune(conn: Any, before: Any) -> None:
+    """Forget instances sent before ``before`` (the scheduler, with the change feed)."""
+    await conn.execute(q("forward_prune"), before)
+
+
 async def status(engine: Engine, failures: int = 20) -> dict[str, Any]:
     """Per destination: instances queued, sent and failed, the last change of each, and the
     latest failures with the destination's status (``vna forward status``)."""

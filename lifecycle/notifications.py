@@ -242,6 +242,11 @@ async def notify_job(engine: Engine, job: Job) -> None:
                     raise Reschedule(delay, f"{target}: {error}")
 
 
+async def prune(conn: Any, before: Any) -> None:
+    """Forget events delivered before ``before`` (the scheduler, with the change feed)."""
+    await conn.execute(q("notify_prune"), before)
+
+
 async def status(engine: Engine, dead: int = 20) -> dict[str, Any]:
     async with engine.archive.db.acquire() as conn:
         rows = await conn.fetch(q("notify_status"))

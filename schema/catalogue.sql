@@ -593,6 +593,8 @@ CREATE INDEX forwards_destination_state ON public.forwards USING btree (destinat
 
 CREATE INDEX forwards_queued_study ON public.forwards USING btree (destination, study_uid, id) WHERE (state = 'queued'::text);
 
+CREATE INDEX forwards_sent_at ON public.forwards USING btree (updated_at) WHERE (state = 'sent'::text);
+
 CREATE UNIQUE INDEX hl7_messages_control_id ON public.hl7_messages USING btree (sending_facility, control_id);
 
 CREATE INDEX hl7_messages_received ON public.hl7_messages USING btree (received_at);
@@ -625,9 +627,13 @@ CREATE INDEX legal_holds_patient ON public.legal_holds USING btree (patient_id, 
 
 CREATE INDEX legal_holds_study ON public.legal_holds USING btree (study_uid) WHERE (released_at IS NULL);
 
+CREATE INDEX notification_studies_settled ON public.notification_studies USING btree (last_change) WHERE (stable_sequence = last_sequence);
+
 CREATE INDEX notification_studies_unsettled ON public.notification_studies USING btree (target, last_change) WHERE (stable_sequence IS DISTINCT FROM last_sequence);
 
 CREATE INDEX notifications_created ON public.notifications USING btree (target, created_at);
+
+CREATE INDEX notifications_delivered_at ON public.notifications USING btree (updated_at) WHERE (state = 'delivered'::text);
 
 CREATE INDEX notifications_pending ON public.notifications USING btree (target, study_uid, id) WHERE (state = 'pending'::text);
 

@@ -67,3 +67,9 @@ FROM forwards f
 LEFT JOIN change_log c ON c.sequence = f.change_sequence
 WHERE f.destination = $1 AND f.study_uid = $2 AND f.state = 'queued'
 ORDER BY f.id;
+
+-- name: forward_prune
+-- Instances sent before $1 (the change feed's horizon): their disclosure stays in the audit
+-- trail; the row was only there to say what is still to send.  Failed ones stay for an
+-- operator to see.
+DELETE FROM forwards WHERE state = 'sent' AND updated_at < $1;

@@ -68,3 +68,12 @@ SELECT target, event_type, study_uid, change_sequence, attempts, last_error, upd
 FROM notifications WHERE state = 'dead'
 ORDER BY updated_at DESC
 LIMIT $1;
+
+-- name: notify_prune
+-- Events delivered before $1 (the change feed's horizon), and studies found stable then and
+-- quiet since; dead events stay for an operator to see.
+WITH events AS (
+    DELETE FROM notifications WHERE state = 'delivered' AND updated_at < $1
+)
+DELETE FROM notification_studies
+WHERE stable_sequence = last_sequence AND last_change < $1;

@@ -26,7 +26,7 @@ import pytest
 from aiohttp import web
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
-from lifecycle import forwarding
+from lifecycle import forwarding, scheduler
 from lifecycle.engine import Engine
 from lifecycle.worker import run_once
 from tests.conftest import free_port, with_database
@@ -173,6 +173,13 @@ async def test_exactly_the_matching_instances_arrive_bit_exact_refusals_are_fail
     await archive.refresh_gauges()
     text = archive.metrics.render().decode()
     assert 'vna_forward_instances{destination="pacs2",state="failed"} 1.0' in text
+    # Past the change feed's keep_days, what was sent is forgotten (the audit keeps it); the
+    # refusals stay for the operator.
+    async with archive.db.acquire() as conn:
+        await conn.execute("UPDATE forwards SET updated_at = now() - interval '91 days'")
+    assert (await scheduler.tick(Engine(archive))).ran
+    rows = await fetch(archive, "SELECT state FROM forwards")
+    assert [r["state"] for r in rows] == ["failed"] * len(refused)
 
 
 async def test_a_destination_down_then_up_catches_up(archive, dicomweb):

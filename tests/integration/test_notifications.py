@@ -203,3 +203,31 @@ async def test_a_subscription_to_study_stable_alone(archive_settings, receiver):
     assert first["id"] != again["id"]
     assert again["data"]["Sequence"] > first["data"]["Sequence"]
     assert receiver.bad_signatures == 0
+
+
+async def test_delivered_events_are_forgotten_with_the_feed(archive, dicomweb, receiver):
+    """Past the change feed's keep_days, delivered events and settled studies are dropped by
+    the scheduler; an event still pending stays."""
+    from lifecycle import scheduler
+
+    assert await stow(dicomweb, [part10(ds) for ds in ct_study(series=1, slices=2)], "H1") == 202
+    await run_once(archive)
+    await asyncio.sleep(1.2)  # stable_seconds
+    await run_once(archive)
+    async with archive.db.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM notifications") == 3
+        await conn.execute(
+            "UPDATE notifications SET updated_at = now() - interval '91 days',"
+            " created_at = now() - interval '91 days'"
+        )
+        await conn.execute(
+            "UPDATE notification_studies SET last_change = now() - interval '91 days'"
+        )
+    receiver.failing = True
+    assert await stow(dicomweb, [part10(ds) for ds in ct_study(series=1, slices=1)], "H1") == 202
+    assert (await scheduler.tick(Engine(archive))).ran
+    async with archive.db.acquire() as conn:
+        left = await conn.fetch("SELECT state, event_type FROM notifications")
+        studies = await conn.fetchval("SELECT count(*) FROM notification_studies")
+    assert [(r["state"], r["event_type"]) for r in left] == [("pending", "create")]
+    assert studies == 1  # the new study, not yet stable

@@ -4,3 +4,6 @@
 -- with instances waiting, through this index.
 CREATE INDEX forwards_queued_study ON forwards (destination, study_uid, id)
     WHERE state = 'queued';
+-- Sent instances are forgotten with the change feed entries that caused them (the scheduler,
+-- every step): found through this index, not by reading the table.
+CREATE INDEX forwards_sent_at ON forwards (updated_at) WHERE state = 'sent';

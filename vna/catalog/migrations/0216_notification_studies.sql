@@ -16,3 +16,8 @@ CREATE TABLE notification_studies (
 -- The studies still waiting to be found stable, by when they last changed.
 CREATE INDEX notification_studies_unsettled ON notification_studies (target, last_change)
     WHERE stable_sequence IS DISTINCT FROM last_sequence;
+-- Delivered events and settled studies are forgotten with the change feed entries (the
+-- scheduler, every step): found through these indexes, not by reading the tables.
+CREATE INDEX notifications_delivered_at ON notifications (updated_at) WHERE state = 'delivered';
+CREATE INDEX notification_studies_settled ON notification_studies (last_change)
+    WHERE stable_sequence = last_sequence;
