@@ -109,20 +109,20 @@ async def queue_from_feed(engine: Engine) -> int:
 
 async def _queue_held_studies(engine: Engine) -> None:
     """A ``forward-study`` job for every study with instances waiting under a rule with a
-    delay.  Every step, not only when an instance is queued: the job is deduplicated while
-    queued or running, so an instance queued while its study's job was sending is picked up
-    by the next step's job."""
-    delayed = {r.name: r.delay_seconds for r in engine.settings.forward if r.delay_seconds > 0}
-    if not delayed:
-        return
+    delay (or under a rule since removed from the configuration).  Every step, not only when
+    an instance is queued: the job is deduplicated while queued or running, so an instance
+    queued while its study's job was sending is picked up by the next step's job."""
+    rules = engine.settings.forward
+    immediate = sorted(r.name for r in rules if not r.delay_seconds)
+    delays = [r.delay_seconds for r in rules if r.delay_seconds]
     async with engine.archive.db.transaction() as conn:
-        for h in await conn.fetch(q("forward_held_studies"), sorted(delayed)):
+        for h in await conn.fetch(q("forward_held_studies"), immediate):
             await queue.enqueue(
                 conn,
                 FORWARD_STUDY,
                 {"destination": h["destination"], "study_uid": h["study_uid"]},
                 dedup_key=f"forward-study:{h['destination']}:{h['study_uid']}",
-                delay_seconds=min(delayed.values()),
+                delay_seconds=min(delays, default=0),
             )
 
 

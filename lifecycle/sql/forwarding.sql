@@ -52,10 +52,11 @@ ORDER BY updated_at DESC
 LIMIT $2;
 
 -- name: forward_held_studies
--- Destinations and studies with instances waiting under the rules named in $1 (those with a
--- delay: sent per study).
+-- Destinations and studies with instances waiting under any rule but those named in $1 (the
+-- rules without a delay, whose instances each have their own job): the rules with a delay,
+-- and rules no longer declared (whose instances the study's job marks failed).
 SELECT DISTINCT destination, study_uid FROM forwards
-WHERE state = 'queued' AND rule = ANY($1::text[]);
+WHERE state = 'queued' AND rule <> ALL($1::text[]);
 
 -- name: forward_study_queued
 -- The instances of study $2 waiting for destination $1, in feed order, with the time the
