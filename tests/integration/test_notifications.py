@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -157,6 +158,12 @@ async def test_an_event_undelivered_past_dead_after_is_given_up(archive_settings
         data = await notifications.status(Engine(archive))
         await archive.refresh_gauges()
         metrics = archive.metrics.render().decode()
+        from lifecycle import status as lifecycle_status
+
+        summary = lifecycle_status.render_text(
+            await lifecycle_status.collect(archive.db, settings, dt.date.today())
+        )
+    assert "notifications ai: 0 pending, 0 delivered, 1 dead" in summary
     assert data["targets"]["ai"]["dead"] == 1 and data["targets"]["ai"]["pending"] == 0
     # Label order differs between single and multiprocess exposition: parse it.
     from prometheus_client.parser import text_string_to_metric_families
