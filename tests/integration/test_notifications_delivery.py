@@ -285,6 +285,7 @@ async def test_a_receiver_down_for_a_while_gets_the_backlog_in_order(
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(900)
 async def test_a_receiver_down_for_five_minutes_gets_the_backlog_in_order(
     tmp_path, database_url, receiver, tls
 ):
