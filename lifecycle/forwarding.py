@@ -21,9 +21,11 @@ which is recorded as failed with that status and not sent again.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -34,12 +36,20 @@ from lifecycle.policy.forwarding import InstanceFacts, matching_rules
 from lifecycle.queue import Job
 from vna.catalog import audit, changes
 from vna.catalog.queries import q
+from vna.config import ForwardRuleSettings
 from vna.dicom import sending
 from vna.errors import InvalidRequest, OfflineError
+from vna.retrieve import StoredInstance
+from vna.security.tls import client_context
 
 log = logging.getLogger(__name__)
 
 FORWARD = "forward"
+#: A study's instances held by a rule with ``delay_seconds``, sent together.
+FORWARD_STUDY = "forward-study"
+#: Bytes of instances read into memory and sent on one association by a study's batch; a
+#: larger study goes on more than one, one after the other.
+BATCH_BYTES = 256 * 1024**2
 #: lifecycle_state key: the last change feed sequence the rules were applied to.
 CURSOR = "forward_cursor"
 BATCH = 500
@@ -84,78 +94,157 @@ async def queue_from_feed(engine: Engine) -> int:
                         r["study_uid"],
                         r["sop_uid"],
                     )
-                    if forward_id is not None:
-                        await queue.enqueue(
-                            conn,
-                            FORWARD,
-                            {"forward_id": forward_id},
-                            delay_seconds=rule.delay_seconds,
-                        )
-                        queued += 1
+                    if forward_id is None:
+                        continue
+                    queued += 1
+                    if not rule.delay_seconds:
+                        await queue.enqueue(conn, FORWARD, {"forward_id": forward_id})
             if rows:
                 await conn.execute(q("lifecycle_state_set"), CURSOR, str(rows[-1]["sequence"]))
         if len(rows) < BATCH:
-            return queued
+            break
+    await _queue_held_studies(engine)
+    return queued
+
+
+async def _queue_held_studies(engine: Engine) -> None:
+    """A ``forward-study`` job for every study with instances waiting under a rule with a
+    delay (or under a rule since removed from the configuration).  Every step, not only when
+    an instance is queued: the job is deduplicated while queued or running, so an instance
+    queued while its study's job was sending is picked up by the next step's job."""
+    rules = engine.settings.forward
+    immediate = sorted(r.name for r in rules if not r.delay_seconds)
+    delays = [r.delay_seconds for r in rules if r.delay_seconds]
+    async with engine.archive.db.transaction() as conn:
+        for h in await conn.fetch(q("forward_held_studies"), immediate):
+            await queue.enqueue(
+                conn,
+                FORWARD_STUDY,
+                {"destination": h["destination"], "study_uid": h["study_uid"]},
+                dedup_key=f"forward-study:{h['destination']}:{h['study_uid']}",
+                delay_seconds=min(delays, default=0),
+            )
 
 
 async def forward_job(engine: Engine, job: Job) -> None:
+    """One instance change for one destination (a rule without ``delay_seconds``)."""
     try:
         forward_id = int(job.payload["forward_id"])
     except (KeyError, TypeError, ValueError):
         raise InvalidRequest(f"job {job.id} ({job.kind}) has no forward_id") from None
-    archive = engine.archive
-    settings = engine.settings
-    async with archive.db.acquire() as conn:
+    async with engine.archive.db.acquire() as conn:
         f = await conn.fetchrow(q("forward_get"), forward_id)
     if f is None or f["state"] != "queued":
         return  # done by an earlier run of this job
-    rule = next((r for r in settings.forward if r.name == f["rule"]), None)
-    dest = next((d for d in settings.destinations if d.name == f["destination"]), None)
-    if rule is None or rule.target != f["destination"] or (rule.destination and dest is None):
-        await _finish(engine, f, "failed", None, "the rule or destination is no longer declared")
-        return
-    found = await archive.retriever.find_by_uids([f["sop_uid"]])
-    if not found:
-        await _finish(engine, f, "failed", None, "the instance is no longer held")
-        return
-    instance = found[0]
+    await _deliver(engine, [f])
+
+
+async def forward_study_job(engine: Engine, job: Job) -> None:
+    """A study's waiting instances for one destination (rules with ``delay_seconds``): once
+    no change of the study has entered the feed for the delay, all of them on one association
+    (one per :data:`BATCH_BYTES`), in feed order.  Until then it waits, without using up an
+    attempt; an instance arriving meanwhile joins the batch and restarts the wait."""
     try:
-        data = await archive.retriever.read(instance)
-    except OfflineError as exc:
-        raise Reschedule(exc.retry_after_seconds, str(exc)) from exc
-    if dest is not None:
-        outgoing = sending.Outgoing(
-            instance.sop_uid, instance.sop_class_uid, instance.transfer_syntax, data
-        )
-        (sent,) = await asyncio.to_thread(
-            sending.send,
-            [outgoing],
-            calling_ae=settings.dimse.ae_title,
-            called_ae=dest.ae_title,
-            host=dest.host,
-            port=dest.port,
-        )
-    else:
-        sent = await _post_stow(rule.stow_url, rule.stow_token, instance.sop_uid, data)
-    if sent.delivered:
-        await _finish(engine, f, "sent", sent.status, sent.error or None)
+        destination = str(job.payload["destination"])
+        study_uid = str(job.payload["study_uid"])
+    except KeyError:
+        raise InvalidRequest(f"job {job.id} ({job.kind}) lacks destination or study_uid") from None
+    async with engine.archive.db.acquire() as conn:
+        rows = await conn.fetch(q("forward_study_queued"), destination, study_uid)
+    if not rows:
         return
-    if sent.status == sending.NO_RESPONSE:
-        # Not the instance's fault: keep trying, backing off, for as long as it takes.
-        async with archive.db.acquire() as conn:
-            await conn.execute(q("forward_attempted"), forward_id, "queued", None, sent.error)
-        lc = settings.lifecycle
-        delay = min(lc.retry_base_seconds * 2 ** min(int(f["attempts"]), 20), lc.retry_max_seconds)
-        log.warning("forward to %s: %s; again in %ds", rule.target, sent.error, delay)
-        raise Reschedule(delay, f"destination {rule.target} unreachable: {sent.error}")
-    log.warning(
-        "forward of %s to %s refused with %s %s",
-        f["sop_uid"],
-        rule.target,
-        f"0x{sent.status:04X}" if sent.status is not None else "no status",
-        sent.error,
-    )
-    await _finish(engine, f, "failed", sent.status, sent.error or None)
+    rules = {r.name: r for r in engine.settings.forward}
+    delay = max((rules[r["rule"]].delay_seconds for r in rows if r["rule"] in rules), default=0)
+    quiet = min(float(r["quiet_seconds"]) for r in rows)
+    if quiet < delay:
+        raise Reschedule(delay - quiet, f"study {study_uid} quiet for {quiet:.0f}s of {delay}s")
+    await _deliver(engine, list(rows))
+
+
+async def _deliver(engine: Engine, rows: list[Any]) -> None:
+    """Send the instances of ``rows`` (forwards of one destination, in order) and record each
+    outcome: sent, refused (failed with the destination's status, not sent again), or, when
+    the destination does not answer, left queued and the job rescheduled with back-off."""
+    archive = engine.archive
+    settings = engine.settings
+    rules = {r.name: r for r in settings.forward}
+    destinations = {d.name: d for d in settings.destinations}
+    ready: list[tuple[Any, ForwardRuleSettings, StoredInstance]] = []
+    for f in rows:
+        rule = rules.get(f["rule"])
+        if (
+            rule is None
+            or rule.target != f["destination"]
+            or (rule.destination and rule.destination not in destinations)
+        ):
+            await _finish(engine, f, "failed", None, "its rule or destination is not declared")
+            continue
+        found = await archive.retriever.find_by_uids([f["sop_uid"]])
+        if not found:
+            await _finish(engine, f, "failed", None, "the instance is no longer held")
+            continue
+        ready.append((f, rule, found[0]))
+    chunks: list[list[tuple[Any, ForwardRuleSettings, StoredInstance]]] = []
+    size = BATCH_BYTES
+    for item in ready:
+        if size + item[2].size > BATCH_BYTES and (not chunks or chunks[-1]):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(item)
+        size += item[2].size
+    for chunk in chunks:
+        try:
+            data = [await archive.retriever.read(instance) for _, _, instance in chunk]
+        except OfflineError as exc:
+            raise Reschedule(exc.retry_after_seconds, str(exc)) from exc
+        rule = chunk[0][1]
+        dest = destinations.get(rule.destination)
+        if dest is not None:
+            outgoing = [
+                sending.Outgoing(i.sop_uid, i.sop_class_uid, i.transfer_syntax, d)
+                for (_, _, i), d in zip(chunk, data, strict=True)
+            ]
+            results = await asyncio.to_thread(
+                sending.send,
+                outgoing,
+                calling_ae=settings.dimse.ae_title,
+                called_ae=dest.ae_title,
+                host=dest.host,
+                port=dest.port,
+            )
+        else:
+            results = []
+            for (_, r, i), d in zip(chunk, data, strict=True):
+                sent = await _post_stow(r.stow_url, r.stow_token, i.sop_uid, d, r.stow_ca_file)
+                results.append(sent)
+                if sent.status == sending.NO_RESPONSE:
+                    break  # the endpoint is away: the rest wait with this one
+        unreachable: sending.Sent | None = None
+        for (f, _, _), sent in itertools.zip_longest(chunk, results):
+            if sent is None or sent.status == sending.NO_RESPONSE:
+                # Not the instance's fault: keep trying, backing off, for as long as it takes.
+                error = sent.error if sent is not None else "not tried: the destination is away"
+                if unreachable is None:
+                    unreachable = sent or sending.Sent(f["sop_uid"], sending.NO_RESPONSE, error)
+                async with archive.db.acquire() as conn:
+                    await conn.execute(q("forward_attempted"), f["id"], "queued", None, error)
+            elif sent.delivered:
+                await _finish(engine, f, "sent", sent.status, sent.error or None)
+            else:
+                log.warning(
+                    "forward of %s to %s refused with 0x%04X %s",
+                    f["sop_uid"],
+                    rule.target,
+                    sent.status,
+                    sent.error,
+                )
+                await _finish(engine, f, "failed", sent.status, sent.error or None)
+        if unreachable is not None:
+            lc = settings.lifecycle
+            attempts = min(int(f["attempts"]) for f, _, _ in chunk)
+            delay = min(lc.retry_base_seconds * 2 ** min(attempts, 20), lc.retry_max_seconds)
+            log.warning("forward to %s: %s; again in %ds", rule.target, unreachable.error, delay)
+            raise Reschedule(delay, f"destination {rule.target} unreachable: {unreachable.error}")
 
 
 #: PS3.18 10.5.3: FailedSOPSequence (0008,1198), its FailureReason (0008,1197).
@@ -163,7 +252,9 @@ _FAILED_SOP_SEQUENCE = "00081198"
 _FAILURE_REASON = "00081197"
 
 
-async def _post_stow(url: str, token: str, sop_uid: str, data: bytes) -> sending.Sent:
+async def _post_stow(
+    url: str, token: str, sop_uid: str, data: bytes, ca_file: Path | None = None
+) -> sending.Sent:
     """STOW-RS (PS3.18 10.5) of one Part 10 file, as archived.  200: stored; a 4xx answer or
     a FailedSOPSequence: refused, with the FailureReason when given (the C-STORE status
     codes, PS3.18 Table 10.5.3-1); no answer or a 5xx: the caller retries."""
@@ -179,9 +270,12 @@ async def _post_stow(url: str, token: str, sop_uid: str, data: bytes) -> sending
     }
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    connector = aiohttp.TCPConnector(ssl=client_context("forward.stow_ca_file", ca_file))
     try:
         async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as http,
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=300), connector=connector
+            ) as http,
             http.post(url, data=body, headers=headers) as resp,
         ):
             text = await resp.text()
@@ -239,6 +333,11 @@ async def _finish(
             series_uid=None,
             sop_uid=row["sop_uid"],
         )
+
+
+async def prune(conn: Any, before: Any) -> None:
+    """Forget instances sent before ``before`` (the scheduler, with the change feed)."""
+    await conn.execute(q("forward_prune"), before)
 
 
 async def status(engine: Engine, failures: int = 20) -> dict[str, Any]:

@@ -9,6 +9,8 @@
 * ``delete-object``: delete an object no instance refers to any more.
 * ``forward``: send an instance to a ``[[forward]]`` rule's destination
   (``lifecycle.forwarding``, queued by the scheduler from the change feed).
+* ``forward-study``: send a study's instances held by a rule with ``delay_seconds`` together,
+  once the study has been quiet that long.
 * ``notify``: deliver a study's pending ``[[notifications]]`` events in order
   (``lifecycle.notifications``).
 * ``replicate`` / ``replica-delete``: copy an instance's object to a replica, verified, or
@@ -112,6 +114,7 @@ HANDLERS: dict[str, Handler] = {
     "restore": restore,
     "delete-object": delete_object,
     forwarding.FORWARD: forwarding.forward_job,
+    forwarding.FORWARD_STUDY: forwarding.forward_study_job,
     notifications.NOTIFY: notifications.notify_job,
     "recompress": recompress,
     replication.REPLICATE: replication.replicate_job,

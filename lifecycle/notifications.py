@@ -33,6 +33,7 @@ from vna.catalog import changes
 from vna.catalog.queries import q
 from vna.config import NotificationSettings
 from vna.errors import InvalidRequest
+from vna.security.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,13 @@ _EVENT_TYPES = {
 
 
 def wanted(n: NotificationSettings, action: str, r: Any) -> bool:
-    """Whether subscription ``n`` asks for this feed entry (``r``: its facts).  Modality and
-    description filters apply while the instance is held: a deletion matches on source."""
-    if action not in n.events:
-        return False
+    """Whether subscription ``n`` asks for this feed entry (``r``: its facts)."""
+    return action in n.events and watched(n, action, r)
+
+
+def watched(n: NotificationSettings, action: str, r: Any) -> bool:
+    """Whether the entry passes the subscription's filters.  Modality and description
+    filters apply while the instance is held: a deletion matches on source."""
     if n.sources and r["source"] not in n.sources:
         return False
     held = r["modality"] is not None or r["study_description"] is not None
@@ -90,12 +94,26 @@ async def queue_from_feed(engine: Engine) -> int:
     made = 0
     for n in subs:
         key = f"notify_cursor:{n.name}"
+        stable = "study-stable" in n.events
         while True:
             async with archive.db.transaction() as conn:
                 known = await conn.fetchrow(q("lifecycle_state_get"), key)
                 cursor = int(known["value"]) if known is not None else 0
                 rows = await conn.fetch(q("notify_candidates"), cursor, BATCH)
                 for r in rows:
+                    if (
+                        stable
+                        and r["action"] == "create"
+                        and r["study_uid"]
+                        and watched(n, "create", r)
+                    ):
+                        await conn.execute(
+                            q("notify_study_arrived"),
+                            n.name,
+                            r["study_uid"],
+                            r["sequence"],
+                            r["logged_at"],
+                        )
                     if not wanted(n, r["action"], r):
                         continue
                     data = {
@@ -120,7 +138,7 @@ async def queue_from_feed(engine: Engine) -> int:
                     await conn.execute(q("lifecycle_state_set"), key, str(rows[-1]["sequence"]))
             if len(rows) < BATCH:
                 break
-        if "study-stable" in n.events:
+        if stable:
             made += await _stable_studies(engine, n)
     async with archive.db.transaction() as conn:
         for p in await conn.fetch(q("notify_pending_studies")):
@@ -134,12 +152,12 @@ async def queue_from_feed(engine: Engine) -> int:
 
 
 async def _stable_studies(engine: Engine, n: NotificationSettings) -> int:
+    """A study-stable event for each study of the subscription that no instance has reached
+    for ``stable_seconds`` since its last one (a study that receives more and settles again
+    is stable again, with a new id)."""
     made = 0
     async with engine.archive.db.transaction() as conn:
-        lookback = n.stable_seconds + 86400
-        for s in await conn.fetch(
-            q("notify_settled_studies"), n.name, float(n.stable_seconds), float(lookback)
-        ):
+        for s in await conn.fetch(q("notify_settled_studies"), n.name, float(n.stable_seconds)):
             data = {"StudyInstanceUid": s["study_uid"], "Sequence": s["last_sequence"]}
             if await conn.fetchval(
                 q("notify_insert"),
@@ -148,9 +166,12 @@ async def _stable_studies(engine: Engine, n: NotificationSettings) -> int:
                 "study-stable",
                 s["study_uid"],
                 data,
-                s["last_time"],
+                s["last_change"],
             ):
                 made += 1
+            await conn.execute(
+                q("notify_study_settled"), n.name, s["study_uid"], s["last_sequence"]
+            )
     return made
 
 
@@ -178,7 +199,14 @@ async def notify_job(engine: Engine, job: Job) -> None:
     sub = next((n for n in engine.settings.notifications if n.name == target), None)
     db = engine.archive.db
     lc = engine.settings.lifecycle
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+    # The receiver's certificate is verified, against ``ca_file`` when the subscription names
+    # one; an unverified receiver would get the events (and the secret's signatures) of
+    # whoever answers on its address.
+    tls = client_context(f"notifications.{target}.ca_file", sub.ca_file) if sub else None
+    connector = aiohttp.TCPConnector(ssl=tls) if tls is not None else None
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=30), connector=connector
+    ) as http:
         while True:
             async with db.acquire() as conn:
                 events = await conn.fetch(q("notify_next"), target, study_uid, 50)
@@ -212,6 +240,11 @@ async def notify_job(engine: Engine, job: Job) -> None:
                         lc.retry_max_seconds,
                     )
                     raise Reschedule(delay, f"{target}: {error}")
+
+
+async def prune(conn: Any, before: Any) -> None:
+    """Forget events delivered before ``before`` (the scheduler, with the change feed)."""
+    await conn.execute(q("notify_prune"), before)
 
 
 async def status(engine: Engine, dead: int = 20) -> dict[str, Any]:

@@ -106,6 +106,10 @@ async def tick(engine: Engine, *, force_tiering: bool = False) -> TickReport:
                 await conn.execute(q("job_purge_done"), settings.lifecycle.keep_done_hours)
                 horizon = dt.datetime.now(dt.UTC) - dt.timedelta(days=settings.changefeed.keep_days)
                 report.changes_pruned = await changes.prune(conn, horizon)
+                # What was sent or delivered goes with the feed entries that caused it, so
+                # that neither table grows for ever (the audit trail keeps the disclosures).
+                await forwarding.prune(conn, horizon)
+                await notifications.prune(conn, horizon)
         finally:
             await lock.execute(q("scheduler_unlock"), SCHEDULER_LOCK)
     return report

@@ -1,5 +1,5 @@
 """``vna lifecycle status``: the queue, the dead letters, bytes per tier, compression savings,
-what falls due next."""
+what falls due next; notifications and forwards per target (details in their own commands)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ async def collect(db: Database, settings: Settings, today: dt.date) -> dict[str,
         next_dates = [dict(r) for r in await conn.fetch(q("status_next_dates"), today, 10)]
         holds = dict(await conn.fetchrow(q("status_holds")))
         reviews = [dict(r) for r in await conn.fetch(q("status_reviews"), 5)]
+        notified = await conn.fetch(q("notification_totals"))
+        forwarded = await conn.fetch(q("forward_totals"))
     by_state: dict[str, int] = {}
     for row in jobs:
         by_state[row["state"]] = by_state.get(row["state"], 0) + row["jobs"]
@@ -41,8 +43,24 @@ async def collect(db: Database, settings: Settings, today: dt.date) -> dict[str,
     by_codec = {
         k: compression.get(k, empty) for k in sorted(set(packed) | {settings.compression.codec})
     }
+    notifications: dict[str, dict[str, int]] = {
+        n.name: {"pending": 0, "delivered": 0, "dead": 0} for n in settings.notifications
+    }
+    for r in notified:
+        notifications.setdefault(r["target"], {"pending": 0, "delivered": 0, "dead": 0})[
+            r["state"]
+        ] = int(r["events"])
+    forwards: dict[str, dict[str, int]] = {
+        f.target: {"queued": 0, "sent": 0, "failed": 0} for f in settings.forward
+    }
+    for r in forwarded:
+        forwards.setdefault(r["destination"], {"queued": 0, "sent": 0, "failed": 0})[r["state"]] = (
+            int(r["instances"])
+        )
     return {
         "as_of": today.isoformat(),
+        "notifications": notifications,
+        "forwards": forwards,
         "queue": {
             "ready": sum(r["ready"] for r in jobs),
             "queued": by_state.get("queued", 0),
@@ -138,6 +156,18 @@ def render_text(status: dict[str, Any]) -> str:
                 f" held {rv['held']}, pending {rv['pending']}, deleted {rv['deleted']},"
                 f" skipped {rv['skipped']}"
             )
+    if status["notifications"] or status["forwards"]:
+        out.append("")
+    for name, n in sorted(status["notifications"].items()):
+        out.append(
+            f"notifications {name}: {n['pending']} pending, {n['delivered']} delivered,"
+            f" {n['dead']} dead (`vna notifications status`)"
+        )
+    for name, f in sorted(status["forwards"].items()):
+        out.append(
+            f"forwarding  {name}: {f['queued']} queued, {f['sent']} sent, {f['failed']} failed"
+            " (`vna forward status`)"
+        )
     return "\n".join(out)
 
 

@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 #: Time given to jobs in flight to finish when asked to stop; then they are put back.
 STOP_GRACE_SECONDS = 20.0
-#: How often the scheduler ticks in a long-running process.
-TICK_SECONDS = 30.0
 
 
 @dataclass
@@ -61,7 +59,7 @@ async def run_workers(
     as_of: dt.date | None = None,
     handlers: Mapping[str, Handler] | None = None,
     name: str | None = None,
-    tick_seconds: float = TICK_SECONDS,
+    tick_seconds: float | None = None,
 ) -> RunSummary:
     """Run lifecycle workers until ``stop_event`` is set (or, with ``once``, until no job is
     ready: one scheduler tick, then the queue drained).
@@ -75,7 +73,8 @@ async def run_workers(
         {**HANDLERS, **(handlers or {})},
         name or worker_name(),
     )
-    return await runner.run(workers or archive.settings.lifecycle.workers, once, tick_seconds)
+    lc = archive.settings.lifecycle
+    return await runner.run(workers or lc.workers, once, tick_seconds or lc.tick_seconds)
 
 
 class _Runner:

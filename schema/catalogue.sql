@@ -25,6 +25,8 @@
 --   0171_forwarding
 --   0172_notifications
 --   0185_compression_fallbacks
+--   0215_forward_study_batches
+--   0216_notification_studies
 
 CREATE TABLE api_tokens (
     id bigint NOT NULL DEFAULT nextval('api_tokens_id_seq'::regclass),
@@ -315,6 +317,15 @@ CREATE TABLE lifecycle_state (
     CONSTRAINT lifecycle_state_pkey PRIMARY KEY (key)
 );
 
+CREATE TABLE notification_studies (
+    target text NOT NULL,
+    study_uid text NOT NULL,
+    last_sequence bigint NOT NULL,
+    last_change timestamp with time zone NOT NULL,
+    stable_sequence bigint,
+    CONSTRAINT notification_studies_pkey PRIMARY KEY (target, study_uid)
+);
+
 CREATE TABLE notifications (
     id bigint NOT NULL DEFAULT nextval('notifications_id_seq'::regclass),
     target text NOT NULL,
@@ -590,6 +601,10 @@ CREATE INDEX dr_drills_store ON public.dr_drills USING btree (store, started_at 
 
 CREATE INDEX forwards_destination_state ON public.forwards USING btree (destination, state);
 
+CREATE INDEX forwards_queued_study ON public.forwards USING btree (destination, study_uid, id) WHERE (state = 'queued'::text);
+
+CREATE INDEX forwards_sent_at ON public.forwards USING btree (updated_at) WHERE (state = 'sent'::text);
+
 CREATE UNIQUE INDEX hl7_messages_control_id ON public.hl7_messages USING btree (sending_facility, control_id);
 
 CREATE INDEX hl7_messages_received ON public.hl7_messages USING btree (received_at);
@@ -622,7 +637,13 @@ CREATE INDEX legal_holds_patient ON public.legal_holds USING btree (patient_id, 
 
 CREATE INDEX legal_holds_study ON public.legal_holds USING btree (study_uid) WHERE (released_at IS NULL);
 
+CREATE INDEX notification_studies_settled ON public.notification_studies USING btree (last_change) WHERE (stable_sequence = last_sequence);
+
+CREATE INDEX notification_studies_unsettled ON public.notification_studies USING btree (target, last_change) WHERE (stable_sequence IS DISTINCT FROM last_sequence);
+
 CREATE INDEX notifications_created ON public.notifications USING btree (target, created_at);
+
+CREATE INDEX notifications_delivered_at ON public.notifications USING btree (updated_at) WHERE (state = 'delivered'::text);
 
 CREATE INDEX notifications_pending ON public.notifications USING btree (target, study_uid, id) WHERE (state = 'pending'::text);
 

@@ -129,6 +129,7 @@ class Archive:
             jobs = await conn.fetch(q("lifecycle_queue_depth"))
             pending, failed = await commitments.counts(conn)
             forwarded = await conn.fetch(q("forward_totals"))
+            notified = await conn.fetch(q("notification_totals"))
         self.metrics.catalogue_instances.set(row["instances"])
         self.metrics.catalogue_bytes.set(row["bytes"])
         self.metrics.set_lifecycle_jobs((r["kind"], r["state"], r["jobs"]) for r in jobs)
@@ -137,6 +138,7 @@ class Archive:
         self.metrics.set_forwarded(
             (r["destination"], r["state"], r["instances"]) for r in forwarded
         )
+        self.metrics.set_notifications((r["target"], r["state"], r["events"]) for r in notified)
         if self.sites is not None and self.sites.targets():
             await refresh_replica_gauges(self.db, self.sites, self.metrics)
 

@@ -161,6 +161,9 @@ class LifecycleSettings:
     workers: int = 4
     #: Seconds an idle worker waits before looking for ready jobs again.
     poll_seconds: int = 2
+    #: Seconds between scheduler steps: reaping expired leases, queueing forwards and
+    #: notifications from the change feed (and so how late a study-stable event may be).
+    tick_seconds: int = 30
     #: Seconds after which a running job whose worker stopped renewing it is taken over by
     #: another worker (a killed worker's job is retried, not lost).  Live workers renew every
     #: third of it.
@@ -325,6 +328,9 @@ class ForwardRuleSettings:
     #: and the bearer token it takes (empty: none).
     stow_url: str = ""
     stow_token: str = ""
+    #: PEM CA certificates to verify the STOW-RS endpoint's HTTPS certificate with, in place of
+    #: the system's trust store.
+    stow_ca_file: Path | None = None
     #: The instance's study's source (``[[sources]] name``), any of these.
     sources: tuple[str, ...] = ()
     #: The series' Modality, any of these (CT, MR...).
@@ -369,6 +375,9 @@ class NotificationSettings:
     dead_after_seconds: int = 86400
     #: ``study-stable`` once no instance of a study has arrived for this long.
     stable_seconds: int = 300
+    #: PEM CA certificates to verify the receiver's HTTPS certificate with, in place of the
+    #: system's trust store (a receiver with a certificate from the hospital's own CA).
+    ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -880,6 +889,7 @@ def _validate(s: Settings) -> None:
         ("dimse.max_associations", s.dimse.max_associations),
         ("lifecycle.workers", s.lifecycle.workers),
         ("lifecycle.poll_seconds", s.lifecycle.poll_seconds),
+        ("lifecycle.tick_seconds", s.lifecycle.tick_seconds),
         ("lifecycle.lease_seconds", s.lifecycle.lease_seconds),
         ("lifecycle.retry_base_seconds", s.lifecycle.retry_base_seconds),
         ("lifecycle.retry_max_seconds", s.lifecycle.retry_max_seconds),
@@ -1066,6 +1076,8 @@ def _validate_forward(s: Settings) -> None:
             )
         if rule.delay_seconds < 0:
             raise ConfigError(f"'{where}.delay_seconds' must not be negative")
+        if rule.stow_ca_file is not None and not rule.stow_ca_file.is_file():
+            raise ConfigError(f"'{where}.stow_ca_file': no such file: {rule.stow_ca_file}")
 
 
 def _validate_notifications(s: Settings) -> None:
@@ -1086,6 +1098,8 @@ def _validate_notifications(s: Settings) -> None:
             raise ConfigError(f"'{where}.events' must be some of {', '.join(NOTIFICATION_EVENTS)}")
         if n.dead_after_seconds <= 0 or n.stable_seconds <= 0:
             raise ConfigError(f"'{where}': dead_after_seconds and stable_seconds must be positive")
+        if n.ca_file is not None and not n.ca_file.is_file():
+            raise ConfigError(f"'{where}.ca_file': no such file: {n.ca_file}")
 
 
 def _validate_replicas(s: Settings) -> None:

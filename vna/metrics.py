@@ -156,6 +156,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        self.notification_events = Gauge(
+            "vna_notification_events",
+            "Events of [[notifications]] subscriptions, by subscription and state (pending,"
+            " delivered, dead); dead ones were given up after dead_after_seconds (alarm on them)",
+            ["target", "state"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         self.retrieve_bytes = Counter(
             "vna_retrieve_bytes",
             "Bytes of stored instances read back (WADO-RS, C-MOVE, C-GET, corrections)",
@@ -177,6 +185,13 @@ class Metrics:
         for dest in {d for d, _ in current}:
             for state in ("queued", "sent", "failed"):
                 self.forwarded_instances.labels(dest, state).set(current.get((dest, state), 0))
+
+    def set_notifications(self, counts: Iterable[tuple[str, str, int]]) -> None:
+        """Notification events from (target, state, events) rows; absent ones are 0."""
+        current = {(target, state): n for target, state, n in counts}
+        for target in {t for t, _ in current}:
+            for state in ("pending", "delivered", "dead"):
+                self.notification_events.labels(target, state).set(current.get((target, state), 0))
 
     def render(self) -> bytes:
         if _MULTIPROCESS:

@@ -50,3 +50,27 @@ FROM forwards
 WHERE state = 'failed' AND ($1::text IS NULL OR destination = $1)
 ORDER BY updated_at DESC
 LIMIT $2;
+
+-- name: forward_held_studies
+-- Destinations and studies with instances waiting under any rule but those named in $1 (the
+-- rules without a delay, whose instances each have their own job): the rules with a delay,
+-- and rules no longer declared (whose instances the study's job marks failed).
+SELECT DISTINCT destination, study_uid FROM forwards
+WHERE state = 'queued' AND rule <> ALL($1::text[]);
+
+-- name: forward_study_queued
+-- The instances of study $2 waiting for destination $1, in feed order, with the time the
+-- change that queued each entered the feed (the feed entry, or the row, once pruned).
+SELECT f.id, f.destination, f.rule, f.study_uid, f.sop_uid, f.state, f.attempts,
+       coalesce(c.logged_at, f.created_at) AS changed_at,
+       extract(epoch FROM now() - coalesce(c.logged_at, f.created_at)) AS quiet_seconds
+FROM forwards f
+LEFT JOIN change_log c ON c.sequence = f.change_sequence
+WHERE f.destination = $1 AND f.study_uid = $2 AND f.state = 'queued'
+ORDER BY f.id;
+
+-- name: forward_prune
+-- Instances sent before $1 (the change feed's horizon): their disclosure stays in the audit
+-- trail; the row was only there to say what is still to send.  Failed ones stay for an
+-- operator to see.
+DELETE FROM forwards WHERE state = 'sent' AND updated_at < $1;

@@ -19,19 +19,26 @@ VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (target, change_sequence, event_type) DO NOTHING
 RETURNING id;
 
+-- name: notify_study_arrived
+-- An instance of study $2 arrived (feed entry $3 at $4) that subscription $1 watches.
+INSERT INTO notification_studies (target, study_uid, last_sequence, last_change)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (target, study_uid) DO UPDATE
+SET last_sequence = greatest(notification_studies.last_sequence, EXCLUDED.last_sequence),
+    last_change = greatest(notification_studies.last_change, EXCLUDED.last_change);
+
 -- name: notify_settled_studies
--- Studies of target $1 with a create event whose last create was made more than $2 seconds
--- ago and that have no study-stable event since (looking back $3 seconds).
-SELECT n.study_uid, max(n.change_sequence) AS last_sequence, max(n.event_time) AS last_time
-FROM notifications n
-WHERE n.target = $1 AND n.event_type = 'create'
-  AND n.created_at > now() - make_interval(secs => $3)
-GROUP BY n.study_uid
-HAVING max(n.created_at) < now() - make_interval(secs => $2)
-   AND NOT EXISTS (SELECT 1 FROM notifications s
-                   WHERE s.target = $1 AND s.study_uid = n.study_uid
-                     AND s.event_type = 'study-stable'
-                     AND s.change_sequence >= max(n.change_sequence));
+-- Studies of subscription $1 with no instance arrived for $2 seconds since their last
+-- study-stable event (or ever), locked until the caller's transaction ends.
+SELECT study_uid, last_sequence, last_change
+FROM notification_studies
+WHERE target = $1 AND stable_sequence IS DISTINCT FROM last_sequence
+  AND last_change < now() - make_interval(secs => $2)
+ORDER BY last_change
+FOR UPDATE SKIP LOCKED;
+
+-- name: notify_study_settled
+UPDATE notification_studies SET stable_sequence = $3 WHERE target = $1 AND study_uid = $2;
 
 -- name: notify_pending_studies
 SELECT DISTINCT target, study_uid FROM notifications WHERE state = 'pending';
@@ -61,3 +68,12 @@ SELECT target, event_type, study_uid, change_sequence, attempts, last_error, upd
 FROM notifications WHERE state = 'dead'
 ORDER BY updated_at DESC
 LIMIT $1;
+
+-- name: notify_prune
+-- Events delivered before $1 (the change feed's horizon), and studies found stable then and
+-- quiet since; dead events stay for an operator to see.
+WITH events AS (
+    DELETE FROM notifications WHERE state = 'delivered' AND updated_at < $1
+)
+DELETE FROM notification_studies
+WHERE stable_sequence = last_sequence AND last_change < $1;

@@ -26,7 +26,7 @@ import pytest
 from aiohttp import web
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
-from lifecycle import forwarding
+from lifecycle import forwarding, scheduler
 from lifecycle.engine import Engine
 from lifecycle.worker import run_once
 from tests.conftest import free_port, with_database
@@ -73,6 +73,9 @@ class StorageScp:
 
     def __init__(self, refuse_number: int | None = None) -> None:
         self.received: dict[str, bytes] = {}
+        #: When each instance arrived (time.monotonic) and on which association.
+        self.arrived: dict[str, float] = {}
+        self.associations: set[int] = set()
         self.refuse_number = refuse_number
         self._lock = threading.Lock()
         ae = AE(ae_title="PACS2")
@@ -85,6 +88,9 @@ class StorageScp:
 
     def _store(self, event: Any) -> int:
         ds = event.dataset
+        with self._lock:
+            self.arrived[str(ds.SOPInstanceUID)] = time.monotonic()
+            self.associations.add(id(event.assoc))
         if self.refuse_number is not None and int(ds.InstanceNumber) == self.refuse_number:
             return 0xA700
         try:
@@ -114,7 +120,7 @@ async def archived(archive, sop_uid: str) -> bytes:
 
 
 async def test_exactly_the_matching_instances_arrive_bit_exact_refusals_are_failed(
-    archive, dicomweb
+    archive, dicomweb, archive_settings, tmp_path, capsys
 ):
     ct = ct_study(patient_id="P1", series=1, slices=3)
     mr = ct_study(patient_id="P1", series=1, slices=1, modality="MR")
@@ -144,6 +150,15 @@ async def test_exactly_the_matching_instances_arrive_bit_exact_refusals_are_fail
         (str(ds.SOPInstanceUID), "0xA700") for ds in refused
     ]
     assert "0xA700" in render(data)
+    # `vna forward status` says so, and exits 1 while a destination has refused instances.
+    from tests.integration.test_federation_admin import _config_file
+    from vna.cli import main
+
+    config = _config_file(archive_settings, tmp_path)
+    code = await asyncio.to_thread(main, ["--config", str(config), "forward", "status"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert f"pacs2: {refused[0].SOPInstanceUID} status 0xA700" in out
     # Each one audited: a disclosure for those sent, a failed attempt for those refused.
     rows = await fetch(archive, "SELECT sop_uid, outcome FROM audit WHERE action = 'forward'")
     assert sorted((r["sop_uid"], r["outcome"]) for r in rows) == sorted(
@@ -158,6 +173,13 @@ async def test_exactly_the_matching_instances_arrive_bit_exact_refusals_are_fail
     await archive.refresh_gauges()
     text = archive.metrics.render().decode()
     assert 'vna_forward_instances{destination="pacs2",state="failed"} 1.0' in text
+    # Past the change feed's keep_days, what was sent is forgotten (the audit keeps it); the
+    # refusals stay for the operator.
+    async with archive.db.acquire() as conn:
+        await conn.execute("UPDATE forwards SET updated_at = now() - interval '91 days'")
+    assert (await scheduler.tick(Engine(archive))).ran
+    rows = await fetch(archive, "SELECT state FROM forwards")
+    assert [r["state"] for r in rows] == ["failed"] * len(refused)
 
 
 async def test_a_destination_down_then_up_catches_up(archive, dicomweb):
@@ -246,7 +268,9 @@ async def test_orthanc_as_the_destination_receives_the_matching_instances_bit_ex
 ):
     ct = ct_study(patient_id="P1", series=1, slices=2)
     mr = ct_study(patient_id="P1", series=1, slices=1, modality="MR")
+    other = ct_study(patient_id="P9", series=1, slices=1)  # another hospital's CT
     assert await stow(dicomweb, [part10(ds) for ds in ct + mr], "H1") == 202
+    assert await stow(dicomweb, [part10(ds) for ds in other], "H2") == 202
     with orthanc(tmp_path, PORT) as url:
         await run_once(archive)
         received = await asyncio.to_thread(orthanc_files, url)
@@ -308,6 +332,8 @@ async def test_a_second_archive_as_a_stow_rs_destination(
             await ingest(second, [clash], source=second_settings.sources[0])
             async with opened(settings) as first, serving(first) as first_url:
                 assert await stow(first_url, [part10(ds) for ds in ct + mr], "H1") == 202
+                other = ct_study(patient_id="P9", series=1, slices=1)  # another hospital's CT
+                assert await stow(first_url, [part10(ds) for ds in other], "H2") == 202
                 await run_once(first)
                 data = await forwarding.status(Engine(first))
                 target = f"{second_url}/studies"
@@ -319,7 +345,47 @@ async def test_a_second_archive_as_a_stow_rs_destination(
                 for ds in (ct[0], ct[2]):
                     uid = str(ds.SOPInstanceUID)
                     assert await archived(second, uid) == await archived(first, uid)
-                assert await second.retriever.find_by_uids([str(mr[0].SOPInstanceUID)]) == []
+                for ds in (mr[0], other[0]):
+                    assert await second.retriever.find_by_uids([str(ds.SOPInstanceUID)]) == []
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_a_delayed_rule_sends_a_quiet_study_on_one_association(archive_settings):
+    """With delay_seconds, a study's instances are held while more keep arriving and go
+    together once none has come for the delay: one association, in one go; one the
+    destination refuses is failed with its status like any other."""
+    delay = 3
+    (rule,) = archive_settings.forward
+    settings = dataclasses.replace(
+        archive_settings, forward=(dataclasses.replace(rule, delay_seconds=delay),)
+    )
+    ct = ct_study(patient_id="P1", series=2, slices=2)
+    scp = StorageScp(refuse_number=REFUSED_NUMBER)
+    try:
+        async with opened(settings) as archive, serving(archive) as url:
+            assert await stow(url, [part10(ds) for ds in ct[:2]], "H1") == 202
+            await run_once(archive)
+            await asyncio.sleep(1)
+            assert await stow(url, [part10(ds) for ds in ct[2:]], "H1") == 202
+            last_stored = time.monotonic()
+            await run_once(archive)
+            assert scp.arrived == {}  # held: the study is not quiet yet
+            deadline = time.monotonic() + 30
+            while len(scp.arrived) < len(ct) and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                await run_once(archive)
+            data = await forwarding.status(Engine(archive))
+    finally:
+        scp.stop()
+    assert set(scp.arrived) == {str(ds.SOPInstanceUID) for ds in ct}
+    # Nothing left before the study had been quiet for the delay (a little slack for clocks).
+    assert min(scp.arrived.values()) >= last_stored + delay - 0.5
+    assert len(scp.associations) == 1
+    refused = [str(ds.SOPInstanceUID) for ds in ct if int(ds.InstanceNumber) == REFUSED_NUMBER]
+    assert data["destinations"]["pacs2"]["sent"] == len(ct) - len(refused)
+    assert data["destinations"]["pacs2"]["failed"] == len(refused)
+    assert sorted((f["sop_uid"], f["status"]) for f in data["failures"]) == sorted(
+        (uid, "0xA700") for uid in refused
+    )

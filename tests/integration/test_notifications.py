@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -155,6 +156,85 @@ async def test_an_event_undelivered_past_dead_after_is_given_up(archive_settings
         await asyncio.sleep(1.2)
         await run_once(archive)
         data = await notifications.status(Engine(archive))
+        await archive.refresh_gauges()
+        metrics = archive.metrics.render().decode()
+        from lifecycle import status as lifecycle_status
+
+        summary = lifecycle_status.render_text(
+            await lifecycle_status.collect(archive.db, settings, dt.date.today())
+        )
+    assert "notifications ai: 0 pending, 0 delivered, 1 dead" in summary
     assert data["targets"]["ai"]["dead"] == 1 and data["targets"]["ai"]["pending"] == 0
+    # Label order differs between single and multiprocess exposition: parse it.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {
+        (s.labels["target"], s.labels["state"]): s.value
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "vna_notification_events"
+        for s in family.samples
+    }
+    assert samples[("ai", "dead")] == 1 and samples[("ai", "pending")] == 0
     assert data["dead"][0]["error"] == "too old to deliver"
     assert receiver.events == []
+
+
+async def test_a_subscription_to_study_stable_alone(archive_settings, receiver):
+    """An AI service asking for study-stable only gets exactly that, once per settling: a
+    study that receives more instances afterwards is stable again, under a new id."""
+    from tests.integration.lifecycle_support import ingest, opened
+
+    (sub,) = archive_settings.notifications
+    settings = dataclasses.replace(
+        archive_settings,
+        notifications=(dataclasses.replace(sub, events=("study-stable",)),),
+    )
+    ct = ct_study(series=1, slices=3)
+    mr = ct_study(series=1, slices=1, modality="MR")  # filtered out: never stable for "ai"
+    async with opened(settings) as archive:
+        await ingest(archive, ct[:2] + mr, source=SOURCES[0])
+        await run_once(archive)
+        assert receiver.events == []  # not yet quiet for stable_seconds
+        await asyncio.sleep(1.2)
+        await run_once(archive)
+        await run_once(archive)
+        assert [(e["type"], e["subject"]) for e in receiver.events] == [
+            ("org.vna.study.stable", ct[0].StudyInstanceUID)
+        ]
+        await ingest(archive, ct[2:], source=SOURCES[0])
+        await run_once(archive)
+        await asyncio.sleep(1.2)
+        await run_once(archive)
+    assert [e["type"] for e in receiver.events] == ["org.vna.study.stable"] * 2
+    first, again = receiver.events
+    assert first["id"] != again["id"]
+    assert again["data"]["Sequence"] > first["data"]["Sequence"]
+    assert receiver.bad_signatures == 0
+
+
+async def test_delivered_events_are_forgotten_with_the_feed(archive, dicomweb, receiver):
+    """Past the change feed's keep_days, delivered events and settled studies are dropped by
+    the scheduler; an event still pending stays."""
+    from lifecycle import scheduler
+
+    assert await stow(dicomweb, [part10(ds) for ds in ct_study(series=1, slices=2)], "H1") == 202
+    await run_once(archive)
+    await asyncio.sleep(1.2)  # stable_seconds
+    await run_once(archive)
+    async with archive.db.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM notifications") == 3
+        await conn.execute(
+            "UPDATE notifications SET updated_at = now() - interval '91 days',"
+            " created_at = now() - interval '91 days'"
+        )
+        await conn.execute(
+            "UPDATE notification_studies SET last_change = now() - interval '91 days'"
+        )
+    receiver.failing = True
+    assert await stow(dicomweb, [part10(ds) for ds in ct_study(series=1, slices=1)], "H1") == 202
+    assert (await scheduler.tick(Engine(archive))).ran
+    async with archive.db.acquire() as conn:
+        left = await conn.fetch("SELECT state, event_type FROM notifications")
+        studies = await conn.fetchval("SELECT count(*) FROM notification_studies")
+    assert [(r["state"], r["event_type"]) for r in left] == [("pending", "create")]
+    assert studies == 1  # the new study, not yet stable

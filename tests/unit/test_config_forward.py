@@ -82,3 +82,25 @@ def test_notifications_are_read_and_checked(tmp_path: Path) -> None:
         load(tmp_path, sub + 'url = "http://ai.example/events"\n')
     with pytest.raises(ConfigError, match="events"):
         load(tmp_path, sub + 'url = "https://ai.example/e"\nevents = ["created"]\n')
+
+
+def test_ca_files_must_exist(tmp_path: Path) -> None:
+    """``[[notifications]] ca_file`` and ``[[forward]] stow_ca_file`` name PEM files that must
+    be there; a missing one is a one-line error naming the key."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    sub = '[[notifications]]\nname = "ai"\nurl = "https://ai.example/e"\n'
+    assert load(tmp_path, sub + f'ca_file = "{ca}"\n').notifications[0].ca_file == ca
+    with pytest.raises(ConfigError, match=r"notifications\[0\]\.ca_file.*no such file"):
+        load(tmp_path, sub + f'ca_file = "{tmp_path / "missing.pem"}"\n')
+    stow = '[[forward]]\nname = "r"\nstow_url = "https://pacs2/dicom-web/studies"\n'
+    assert load(tmp_path, stow + f'stow_ca_file = "{ca}"\n').forward[0].stow_ca_file == ca
+    with pytest.raises(ConfigError, match=r"forward\[0\]\.stow_ca_file.*no such file"):
+        load(tmp_path, stow + f'stow_ca_file = "{tmp_path / "missing.pem"}"\n')
+
+
+def test_the_scheduler_interval(tmp_path: Path) -> None:
+    assert load(tmp_path, "").lifecycle.tick_seconds == 30
+    assert load(tmp_path, "[lifecycle]\ntick_seconds = 5\n").lifecycle.tick_seconds == 5
+    with pytest.raises(ConfigError, match=r"lifecycle\.tick_seconds"):
+        load(tmp_path, "[lifecycle]\ntick_seconds = 0\n")

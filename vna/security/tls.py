@@ -1,4 +1,5 @@
-"""TLS server contexts for HTTPS (DICOMweb) and DICOM TLS (DIMSE).
+"""TLS server contexts for HTTPS (DICOMweb) and DICOM TLS (DIMSE); the client context of
+the archive's outgoing HTTPS (notifications, STOW-RS forwarding).
 
 DICOM TLS follows PS3.15 B.12 (BCP 195 RFC 8996, 9325 TLS Secure Transport Connection
 Profile): TLS 1.2 at least, 1.3 preferred when the client offers it, Python's default cipher
@@ -38,6 +39,19 @@ def server_context(section: str, cert: Path, key: Path, ca: Path | None = None) 
         except (ssl.SSLError, OSError) as exc:
             raise ConfigError(f"'{section}.tls_ca' is not PEM CA certificates: {exc}") from exc
         context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def client_context(key: str, ca: Path | None) -> ssl.SSLContext:
+    """A client context verifying the server's certificate and host name: against the PEM CA
+    certificates at ``ca`` (the config ``key`` naming it) or, without one, the system's."""
+    context = ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca is not None:
+        try:
+            context.load_verify_locations(cafile=ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"'{key}' is not PEM CA certificates: {exc}") from exc
     return context
 
 

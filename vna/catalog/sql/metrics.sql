@@ -18,3 +18,9 @@ GROUP BY 1, 2;
 SELECT destination, state, count(*)::bigint AS instances
 FROM forwards
 GROUP BY 1, 2;
+
+-- name: notification_totals
+-- Notification events by subscription and state (migration 0172).
+SELECT target, state, count(*)::bigint AS events
+FROM notifications
+GROUP BY 1, 2;
