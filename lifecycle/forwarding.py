@@ -134,6 +134,8 @@ async def forward_job(engine: Engine, job: Job) -> None:
             called_ae=dest.ae_title,
             host=dest.host,
             port=dest.port,
+            # [[destinations]] transfer_syntax: decoded and encoded in this worker thread.
+            transfer_syntax=dest.transfer_syntax,
         )
     else:
         sent = await _post_stow(rule.stow_url, rule.stow_token, instance.sop_uid, data)

@@ -33,7 +33,9 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from vna.errors import VnaError
+from vna.errors import CannotTranscode, TranscodeFailed
+
+__all__ = ["CannotTranscode", "TranscodeFailed"]
 
 IMPLICIT = "1.2.840.10008.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -123,17 +125,6 @@ _ENCODERS = {
 }
 #: Decoding stored compressed pixel data costs more than any re-encoding of native data.
 _DECODE_COST = 10
-
-
-class CannotTranscode(VnaError):
-    """The archive cannot produce the transfer syntax asked for from this instance (no
-    encoder, lossy output not allowed, pixel data an encoder does not take); the message
-    names the syntax and the reason (WADO-RS: 406)."""
-
-
-class TranscodeFailed(VnaError):
-    """The stored pixel data could not be decoded (a corrupt frame): nothing is sent in its
-    place; the message names the reason (WADO-RS: 500, DIMSE: a failed sub-operation)."""
 
 
 def syntax_name(uid: str) -> str:
@@ -468,3 +459,17 @@ def transcode_frames(
             (frame,) = generate_frames(one.PixelData, number_of_frames=1)
             out.append(frame)
     return out
+
+
+def frames_of_file(data: bytes, numbers: Sequence[int], target: str) -> list[bytes]:
+    """Frames ``numbers`` (1-based) of a Part 10 file written in ``target`` (by
+    :func:`transcode`): native frames cut by their size, little endian; encapsulated frames
+    as PS3.5 A.4 gives them."""
+    dataset = _read(data)
+    count = _frames(dataset)
+    if target in NATIVE:
+        value = bytes(dataset.PixelData)
+        size = len(value) // count
+        return [value[(n - 1) * size : n * size] for n in numbers]
+    frames = list(generate_frames(dataset.PixelData, number_of_frames=count))
+    return [frames[n - 1] for n in numbers]
