@@ -63,7 +63,7 @@ NATIVE = frozenset({IMPLICIT, EXPLICIT, DEFLATED, BIG_ENDIAN})
 #: Native syntaxes a file can be written in (big endian is retired, PS3.5 A.3: never made).
 NATIVE_TARGETS = (EXPLICIT, IMPLICIT, DEFLATED)
 #: Lossless encodings the archive can make.
-LOSSLESS_ENCODINGS = (RLE, JPEG_LS_LOSSLESS, J2K_LOSSLESS, HTJ2K_RPCL)
+LOSSLESS_ENCODINGS = (RLE, JPEG_LS_LOSSLESS, J2K_LOSSLESS, HTJ2K_LOSSLESS, HTJ2K_RPCL)
 #: Every syntax the archive produces from any decodable stored data.
 PRODUCIBLE = (*NATIVE_TARGETS, *LOSSLESS_ENCODINGS)
 #: Lossy encodings the archive can make, only when allowed, with their Lossy Image
@@ -110,6 +110,7 @@ _ENCODE_COST = {
     RLE: 4,
     JPEG_LS_LOSSLESS: 5,
     HTJ2K_RPCL: 5,
+    HTJ2K_LOSSLESS: 5,
     J2K_LOSSLESS: 7,
     JPEG_LS_NEAR: 6,
     J2K: 8,
@@ -221,10 +222,7 @@ def transcode_dataset(dataset: Dataset, target: str, *, allow_lossy: bool = Fals
     if stored == target:
         return dataset
     if stored == BIG_ENDIAN:
-        raise CannotTranscode(
-            f"transfer syntax {syntax_name(target)} cannot be made from the retired"
-            f" {syntax_name(BIG_ENDIAN)}"
-        )
+        _to_little_endian(dataset)
     encapsulated = stored not in NATIVE
     has_pixels = "PixelData" in dataset
     if has_pixels and encapsulated:
@@ -277,11 +275,34 @@ def _read(data: bytes) -> Dataset:
         raise TranscodeFailed(f"the stored instance could not be parsed: {exc}") from exc
 
 
+#: Bytes per word of the binary VRs a big endian file holds swapped (PS3.5 7.3).
+_WORDS = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+
+
+def _to_little_endian(dataset: Dataset) -> None:
+    """A data set read from Explicit VR Big Endian made ready to be written little endian:
+    every element decoded (numbers then re-encode in the new byte order), the words of the
+    binary values that pydicom keeps as bytes (Pixel Data OW among them) swapped."""
+    for element in dataset.iterall():
+        width = _WORDS.get(str(element.VR))
+        if element.tag == 0x7FE00010 and width:
+            # Pixel values are swapped whole, 32-bit ones too (how pydicom reads them).
+            width = max(int(dataset.get("BitsAllocated", 16) or 16) // 8, 1)
+            if width == 1:
+                continue
+        if width and isinstance(element.value, bytes) and len(element.value) % width == 0:
+            element.value = (
+                np.frombuffer(element.value, dtype=f">u{width}").astype(f"<u{width}").tobytes()
+            )
+    dataset.set_original_encoding(False, True, dataset.original_character_set)
+
+
 def _decode(dataset: Dataset, stored: str) -> None:
     try:
-        # Colour JPEG data comes out as RGB (pydicom converts YCbCr and updates Photometric
+        # The same instance in another syntax: its SOP Instance UID stays (pydicom would make
+        # a new one).  Colour JPEG data comes out as RGB (pydicom converts YCbCr and updates Photometric
         # Interpretation), the one colour space every native reader takes.
-        dataset.decompress(as_rgb=True)
+        dataset.decompress(as_rgb=True, generate_instance_uid=False)
     except Exception as exc:  # the plugins raise what they like on corrupt data
         raise TranscodeFailed(
             f"the stored pixel data ({syntax_name(stored)}) could not be decoded: {exc}"
@@ -290,19 +311,34 @@ def _decode(dataset: Dataset, stored: str) -> None:
 
 def _encode(dataset: Dataset, target: str) -> None:
     before = _pixel_bytes(dataset)
+    _by_pixel(dataset)
     try:
-        if target == HTJ2K_RPCL:
-            _compress_htj2k(dataset)
+        if target in (HTJ2K_RPCL, HTJ2K_LOSSLESS):
+            # One encoder for both: an RPCL codestream with TLM is an HTJ2K lossless one.
+            _compress_htj2k(dataset, target)
         elif target == J2K_LOSSLESS:
             # No multiple-component transform: RGB stays RGB (PS3.5 8.2.4), so the
             # Photometric Interpretation needs no change.
-            dataset.compress(target, encoding_plugin=_ENCODERS[target], use_mct=False)
+            dataset.compress(
+                target,
+                generate_instance_uid=False,
+                encoding_plugin=_ENCODERS[target],
+                use_mct=False,
+            )
         elif target == J2K:
-            dataset.compress(target, encoding_plugin=_ENCODERS[target], use_mct=False, j2k_cr=[10])
+            dataset.compress(
+                target,
+                generate_instance_uid=False,
+                encoding_plugin=_ENCODERS[target],
+                use_mct=False,
+                j2k_cr=[10],
+            )
         elif target == JPEG_LS_NEAR:
-            dataset.compress(target, encoding_plugin=_ENCODERS[target], jls_error=2)
+            dataset.compress(
+                target, generate_instance_uid=False, encoding_plugin=_ENCODERS[target], jls_error=2
+            )
         else:
-            dataset.compress(target, encoding_plugin=_ENCODERS[target])
+            dataset.compress(target, generate_instance_uid=False, encoding_plugin=_ENCODERS[target])
     except CannotTranscode:
         raise
     except Exception as exc:  # pydicom and the plugins refuse what they cannot encode
@@ -310,12 +346,35 @@ def _encode(dataset: Dataset, target: str) -> None:
             f"transfer syntax {syntax_name(target)} cannot be made from this instance's"
             f" pixel data: {exc}"
         ) from exc
+    if int(dataset.get("SamplesPerPixel", 1) or 1) > 1:
+        # PS3.5 8.2: colour-by-pixel in the encoded frames; a native source's Planar
+        # Configuration 1 (colour-by-plane) must not be left to mislead decoders.
+        dataset.PlanarConfiguration = 0
     method = LOSSY_ENCODINGS.get(target)
     if method is not None:
         after = sum(
             len(f) for f in generate_frames(dataset.PixelData, number_of_frames=_frames(dataset))
         )
         _mark_lossy(dataset, before / max(after, 1), method)
+
+
+def _by_pixel(dataset: Dataset) -> None:
+    """Native colour-by-plane pixel data (Planar Configuration 1) reordered colour-by-pixel:
+    the encoders read the native bytes as by-pixel whatever the attribute says."""
+    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+    if samples == 1 or int(dataset.get("PlanarConfiguration", 0) or 0) != 1:
+        return
+    width = int(dataset.BitsAllocated) // 8
+    if width not in (1, 2, 4):
+        return  # the encoders refuse such data themselves, with the reason
+    rows, cols, frames = int(dataset.Rows), int(dataset.Columns), _frames(dataset)
+    size = rows * cols * samples * frames
+    planes = np.frombuffer(bytes(dataset.PixelData), dtype=f"<u{width}")[:size]
+    if planes.size != size:
+        raise CannotTranscode("the native pixel data is shorter than its attributes say")
+    by_pixel = planes.reshape(frames, samples, rows, cols).transpose(0, 2, 3, 1)
+    dataset.PixelData = np.ascontiguousarray(by_pixel).tobytes()
+    dataset.PlanarConfiguration = 0
 
 
 def _mark_lossy(dataset: Dataset, ratio: float, method: str) -> None:
@@ -349,18 +408,18 @@ def _pixel_bytes(dataset: Dataset) -> int:
     return rows * cols * samples * _frames(dataset) * ((int(dataset.BitsAllocated) + 7) // 8)
 
 
-def _compress_htj2k(dataset: Dataset) -> None:
-    """HTJ2K Lossless RPCL (PS3.5 A.4.9): each frame its own codestream, one fragment each,
+def _compress_htj2k(dataset: Dataset, target: str) -> None:
+    """HTJ2K Lossless (RPCL) (PS3.5 A.4.9): each frame its own codestream, one fragment each,
     after a Basic Offset Table."""
     if int(dataset.BitsAllocated) not in (8, 16):
         raise CannotTranscode(
-            f"transfer syntax {syntax_name(HTJ2K_RPCL)} takes 8 or 16 bits allocated,"
+            f"transfer syntax {syntax_name(target)} takes 8 or 16 bits allocated,"
             f" not {dataset.BitsAllocated}"
         )
     photometric = str(dataset.get("PhotometricInterpretation", ""))
     if photometric not in ("MONOCHROME1", "MONOCHROME2", "RGB", "PALETTE COLOR"):
         raise CannotTranscode(
-            f"transfer syntax {syntax_name(HTJ2K_RPCL)} is not made from {photometric} data"
+            f"transfer syntax {syntax_name(target)} is not made from {photometric} data"
         )
     frames = _frames(dataset)
     array = dataset.pixel_array
@@ -396,9 +455,11 @@ def _set_meta(dataset: Dataset, target: str) -> None:
     implementation; the group length is computed on writing."""
     old = getattr(dataset, "file_meta", None) or FileMetaDataset()
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = old.get("MediaStorageSOPClassUID", dataset.get("SOPClassUID"))
-    meta.MediaStorageSOPInstanceUID = old.get(
-        "MediaStorageSOPInstanceUID", dataset.get("SOPInstanceUID")
+    # PS3.10 7.1: the SOP Class and Instance of the data set (a received file whose meta
+    # said otherwise is corrected in what we write; the stored file keeps what it said).
+    meta.MediaStorageSOPClassUID = dataset.get("SOPClassUID") or old.get("MediaStorageSOPClassUID")
+    meta.MediaStorageSOPInstanceUID = dataset.get("SOPInstanceUID") or old.get(
+        "MediaStorageSOPInstanceUID"
     )
     meta.TransferSyntaxUID = UID(target)
     meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
