@@ -300,8 +300,8 @@ def _to_little_endian(dataset: Dataset) -> None:
 def _decode(dataset: Dataset, stored: str) -> None:
     try:
         # The same instance in another syntax: its SOP Instance UID stays (pydicom would make
-        # a new one).  Colour JPEG data comes out as RGB (pydicom converts YCbCr and updates Photometric
-        # Interpretation), the one colour space every native reader takes.
+        # a new one).  Colour JPEG data comes out as RGB (pydicom converts YCbCr and updates
+        # Photometric Interpretation), the one colour space every native reader takes.
         dataset.decompress(as_rgb=True, generate_instance_uid=False)
     except Exception as exc:  # the plugins raise what they like on corrupt data
         raise TranscodeFailed(
