@@ -238,6 +238,12 @@ def transcode_dataset(dataset: Dataset, target: str, *, allow_lossy: bool = Fals
             )
         _encode(dataset, target)
     _set_meta(dataset, target)
+    # The data set says it is encoded as its new syntax (pynetdicom refuses a data set whose
+    # encoding and File Meta disagree), every element decoded first so that those read as
+    # implicit VR have their VR to be written with.
+    for _ in dataset.iterall():
+        pass
+    dataset.set_original_encoding(target == IMPLICIT, True, dataset.original_character_set)
     return dataset
 
 
