@@ -40,10 +40,17 @@ class Transcoder:
     def allow_lossy(self) -> bool:
         return self.settings.allow_lossy
 
-    def choose(self, stored: str, acceptable: Sequence[tuple[str, float]]) -> str | list[str]:
-        """The cheapest acceptable syntax for an instance stored in ``stored``, or why none
-        can be made (vna.dicom.transcode.choose)."""
-        return transcode.choose(stored, acceptable, allow_lossy=self.settings.allow_lossy)
+    def choose(
+        self,
+        stored: str,
+        acceptable: Sequence[tuple[str, float]],
+        facts: transcode.PixelFacts | None = None,
+    ) -> str | list[str]:
+        """The cheapest acceptable syntax for an instance stored in ``stored`` (with these
+        pixel facts, when known), or why none can be made (vna.dicom.transcode.choose)."""
+        return transcode.choose(
+            stored, acceptable, allow_lossy=self.settings.allow_lossy, facts=facts
+        )
 
     async def instance(self, instance: StoredInstance, target: str) -> bytes:
         """The instance as a Part 10 file in ``target`` (its stored bytes when it is stored

@@ -301,3 +301,54 @@ def test_htj2k_codestream_is_rpcl_with_tlm() -> None:
     cod = frame.index(b"\xff\x52")
     assert frame[cod + 5] == 2  # SGcod progression order: RPCL (ISO 15444-1 Table A.16)
     assert b"\xff\x55" in frame  # TLM (PS3.5 A.4.9)
+
+
+async def test_an_instance_no_encoder_takes_is_refused_before_the_study_starts(
+    archive: Archive,
+) -> None:
+    """A study with a 1-bit instance asked for in JPEG-LS only: 406 naming why, not an
+    answer cut short at that instance; with Explicit VR LE also acceptable, every instance
+    comes in it (the cheapest, whatever the quality values)."""
+    study = ct_study(series=1, slices=2, size=16)
+    one_bit = study[1]
+    one_bit.BitsAllocated, one_bit.BitsStored, one_bit.HighBit = 1, 1, 0
+    one_bit.PixelRepresentation = 0
+    one_bit.PixelData = bytes(16 * 16 // 8)
+    one_bit["PixelData"].VR = "OB"
+    for ds in study:
+        assert await store_bytes(archive, part10(ds)) is not None
+    async with serving(archive) as root:
+        url = f"{root}/dicom-web/studies/{study[0].StudyInstanceUID}"
+        status, body, _ = await get(url, accept=accept(tc.JPEG_LS_LOSSLESS))
+        assert status == 406 and b"8 or 16 bits allocated, not 1" in body, body
+        asked = f"{accept(tc.JPEG_LS_LOSSLESS)}; q=1, {accept(tc.EXPLICIT)}; q=0.1"
+        status, body, headers = await get(url, accept=asked)
+        assert status == 200
+        syntaxes = {
+            (d := pydicom.dcmread(io.BytesIO(p))).SOPInstanceUID: d.file_meta.TransferSyntaxUID
+            for p in split_multipart(body, headers["Content-Type"])
+        }
+        # Explicit VR LE is cheaper for both (native stored): the cheapest wins.
+        assert syntaxes == {ds.SOPInstanceUID: tc.EXPLICIT for ds in study}
+
+
+async def test_transcoding_runs_off_the_event_loop(
+    archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from vna import transcoding
+
+    threads: list[str] = []
+    real = transcoding._transcode
+
+    def spy(data: bytes, target: str, allow_lossy: bool) -> bytes:
+        threads.append(threading.current_thread().name)
+        return real(data, target, allow_lossy)
+
+    monkeypatch.setattr(transcoding, "_transcode", spy)
+    (ds,) = ct_study(series=1, slices=1, size=16)
+    instance = await store_bytes(archive, part10(ds))
+    assert instance is not None
+    await archive.transcoder.instance(instance, tc.RLE)
+    assert threads and all(t.startswith("vna-transcode") for t in threads), threads

@@ -25,6 +25,8 @@ import copy
 import io
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -133,10 +135,64 @@ def syntax_name(uid: str) -> str:
     return f"{uid} ({name})" if name and name != uid else uid
 
 
-def refusal(stored: str, target: str, *, allow_lossy: bool = False) -> str | None:
-    """Why ``target`` cannot be made from data stored in ``stored``; None when it can."""
+@dataclass(frozen=True)
+class PixelFacts:
+    """What the encoders' limits depend on, known from the catalogue before any decoding."""
+
+    #: Bits Allocated (0028,0100) of the Pixel Data; None when unknown.
+    bits_allocated: int | None
+    photometric: str
+    #: Whether the instance has integer Pixel Data (7FE0,0010): Float Pixel Data encodes not.
+    has_pixels: bool
+
+
+def facts_of(metadata: dict[str, Any], has_pixel_data: bool, pixel_tag: int | None) -> PixelFacts:
+    """PixelFacts from an instance's DICOM JSON (as catalogued) and its pixel layout."""
+
+    def first(tag: str) -> Any:
+        try:
+            return metadata[tag]["Value"][0]
+        except (KeyError, IndexError, TypeError):
+            return None
+
+    bits = first("00280100")
+    return PixelFacts(
+        bits_allocated=int(bits) if isinstance(bits, (int, float)) else None,
+        photometric=str(first("00280004") or ""),
+        has_pixels=has_pixel_data and pixel_tag in (None, 0x7FE00010),
+    )
+
+
+def _encoder_refusal(stored: str, target: str, facts: PixelFacts) -> str | None:
+    """Why the encoder of ``target`` will not take this pixel data, foreseen from its facts
+    (so that a study is refused before its answer starts, not cut short in the middle)."""
+    name = syntax_name(target)
+    if not facts.has_pixels:
+        return f"transfer syntax {name} encodes Pixel Data, which the instance does not have"
+    if facts.bits_allocated is not None and facts.bits_allocated not in (8, 16):
+        return (
+            f"transfer syntax {name} is made from 8 or 16 bits allocated,"
+            f" not {facts.bits_allocated}"
+        )
+    if stored in NATIVE and facts.photometric.startswith(("YBR_FULL_422", "YBR_PARTIAL")):
+        return f"transfer syntax {name} is not made from native {facts.photometric} data"
+    return None
+
+
+def refusal(
+    stored: str, target: str, *, allow_lossy: bool = False, facts: PixelFacts | None = None
+) -> str | None:
+    """Why ``target`` cannot be made from data stored in ``stored`` (with these pixel facts,
+    when known); None when it can."""
     if target == stored:
         return None
+    reason = _syntax_refusal(stored, target, allow_lossy)
+    if reason is None and facts is not None and target not in NATIVE:
+        reason = _encoder_refusal(stored, target, facts)
+    return reason
+
+
+def _syntax_refusal(stored: str, target: str, allow_lossy: bool) -> str | None:
     if stored not in NATIVE and stored not in DECODABLE:
         return (
             f"transfer syntax {syntax_name(target)} cannot be made from {syntax_name(stored)}:"
@@ -172,7 +228,11 @@ def cost(stored: str, target: str) -> int:
 
 
 def choose(
-    stored: str, acceptable: Sequence[tuple[str, float]], *, allow_lossy: bool = False
+    stored: str,
+    acceptable: Sequence[tuple[str, float]],
+    *,
+    allow_lossy: bool = False,
+    facts: PixelFacts | None = None,
 ) -> str | list[str]:
     """The cheapest syntax of ``acceptable`` (syntax, quality) that can be made from
     ``stored``; ties go to the higher quality, then the order given.  When none can, the
@@ -182,7 +242,7 @@ def choose(
     for index, (syntax, quality) in enumerate(acceptable):
         if quality <= 0:
             continue
-        reason = refusal(stored, syntax, allow_lossy=allow_lossy)
+        reason = refusal(stored, syntax, allow_lossy=allow_lossy, facts=facts)
         if reason is not None:
             reasons.append(reason)
             continue

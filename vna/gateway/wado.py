@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from vna.archive import Archive
+from vna.dicom.transcode import NATIVE, PixelFacts, facts_of
 from vna.errors import NotFound
 from vna.gateway.auth import AUDIT, principal_of
 from vna.gateway.bulk_uris import with_bulk_data_uris
@@ -28,7 +29,7 @@ from vna.gateway.media import (
 from vna.gateway.request_context import ARCHIVE, base_url, caller_source
 from vna.retrieve import StoredInstance
 from vna.security.audit import ACCESS_DENIED, METADATA, RETRIEVE, Access
-from vna.security.query_scope import patient_scope
+from vna.security.query_scope import PatientScope, patient_scope
 
 
 async def retrieve(request: web.Request) -> web.StreamResponse:
@@ -46,7 +47,8 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
     instances = await archive.retriever.find(
         m["study"], m.get("series"), m.get("instance"), scope=scope
     )
-    targets = _targets(archive, instances, rendition.transfer_syntaxes)
+    facts = await _pixel_facts(archive, m, scope, rendition.transfer_syntaxes)
+    targets = _targets(archive, instances, rendition.transfer_syntaxes, facts)
 
     # Open (or transcode) the first object before sending headers, so a missing object is a
     # clean 404/503 and an instance that cannot be transcoded a clean 406/500 instead of a
@@ -98,10 +100,33 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def _pixel_facts(
+    archive: Archive,
+    m: Any,
+    scope: PatientScope | None,
+    acceptable: tuple[tuple[str, float], ...] | None,
+) -> dict[str, PixelFacts]:
+    """What the encoders need to know of each instance (from the catalogue), when the
+    request names a syntax that encodes: so that an instance an encoder will not take
+    (1-bit, 32-bit, float) is known before the answer starts, not half-way through a study."""
+    if acceptable is None or all(ts in NATIVE for ts, _ in acceptable):
+        return {}
+    entries = await archive.retriever.metadata_entries(
+        m["study"], m.get("series"), m.get("instance"), scope=scope
+    )
+    out = {}
+    for e in entries:
+        pixels = e.layout.pixels if e.layout is not None else None
+        tag = pixels.tag if pixels is not None else None
+        out[e.sop_uid] = facts_of(e.metadata, e.has_pixel_data, tag)
+    return out
+
+
 def _targets(
     archive: Archive,
     instances: list[StoredInstance],
     acceptable: tuple[tuple[str, float], ...] | None,
+    facts: dict[str, PixelFacts],
 ) -> list[str | None]:
     """Per instance, the syntax to transcode it to (None: as stored); 406 naming the syntax
     asked and why when some instance cannot be had in any syntax asked."""
@@ -110,7 +135,9 @@ def _targets(
     targets: list[str | None] = []
     refused: dict[str, list[str]] = {}
     for instance in instances:
-        choice = archive.transcoder.choose(instance.transfer_syntax, acceptable)
+        choice = archive.transcoder.choose(
+            instance.transfer_syntax, acceptable, facts.get(instance.sop_uid)
+        )
         if isinstance(choice, list):
             refused.setdefault(instance.transfer_syntax, choice)
             targets.append(None)
