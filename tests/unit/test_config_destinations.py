@@ -123,7 +123,7 @@ def test_transcoding_settings(tmp_path: Path) -> None:
         True,
     )
     assert load_settings(None, environ={}).transcoding.allow_lossy is False
-    with pytest.raises(ConfigError, match="transcoding.cache_mb"):
+    with pytest.raises(ConfigError, match=r"transcoding\.cache_mb"):
         load(tmp_path, "[transcoding]\ncache_mb = -1\n")
-    with pytest.raises(ConfigError, match="transcoding.workers"):
+    with pytest.raises(ConfigError, match=r"transcoding\.workers"):
         load(tmp_path, "[transcoding]\nworkers = 0\n")
