@@ -152,22 +152,21 @@ class Transcoder:
         return await self.instance(instance, target)
 
     async def _once(self, key: Hashable, make: Any) -> Any:
-        """``make()`` once for concurrent callers of one key."""
-        pending = self._pending.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        pending = asyncio.get_running_loop().create_future()
-        self._pending[key] = pending
-        try:
-            result = await make()
-            pending.set_result(result)
-            return result
-        except BaseException as exc:
-            pending.set_exception(exc)
-            pending.exception()  # retrieved: no "never retrieved" warning
-            raise
-        finally:
-            del self._pending[key]
+        """``make()`` once for concurrent callers of one key, in a task of its own: a caller
+        that goes away (a client disconnecting) neither cancels it for the others nor loses
+        what it made (it is cached)."""
+        task = self._pending.get(key)
+        if task is None:
+            task = asyncio.ensure_future(make())
+            self._pending[key] = task
+
+            def done(finished: asyncio.Future[Any]) -> None:
+                self._pending.pop(key, None)
+                if not finished.cancelled():
+                    finished.exception()  # retrieved: no "never retrieved" warning
+
+            task.add_done_callback(done)
+        return await asyncio.shield(task)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
