@@ -387,23 +387,21 @@ def _encode(dataset: Dataset, target: str) -> None:
         if target in (HTJ2K_RPCL, HTJ2K_LOSSLESS):
             # One encoder for both: an RPCL codestream with TLM is an HTJ2K lossless one.
             _compress_htj2k(dataset, target)
-        elif target == J2K_LOSSLESS:
-            # No multiple-component transform: RGB stays RGB (PS3.5 8.2.4), so the
-            # Photometric Interpretation needs no change.
+        elif target in (J2K_LOSSLESS, J2K):
+            # RGB goes through the multiple-component transform, reversible for lossless,
+            # and says so (PS3.3 C.7.6.3.1.2, PS3.5 8.2.4: YBR_RCT / YBR_ICT): what dcmtk and
+            # GDCM write and every validator takes; decoders give RGB back.
+            rgb = str(dataset.get("PhotometricInterpretation", "")) == "RGB"
+            lossy = {"j2k_cr": [10]} if target == J2K else {}
             dataset.compress(
                 target,
                 generate_instance_uid=False,
                 encoding_plugin=_ENCODERS[target],
-                use_mct=False,
+                use_mct=rgb,
+                **lossy,
             )
-        elif target == J2K:
-            dataset.compress(
-                target,
-                generate_instance_uid=False,
-                encoding_plugin=_ENCODERS[target],
-                use_mct=False,
-                j2k_cr=[10],
-            )
+            if rgb:
+                dataset.PhotometricInterpretation = "YBR_ICT" if target == J2K else "YBR_RCT"
         elif target == JPEG_LS_NEAR:
             dataset.compress(
                 target, generate_instance_uid=False, encoding_plugin=_ENCODERS[target], jls_error=2
@@ -498,25 +496,31 @@ def _compress_htj2k(dataset: Dataset, target: str) -> None:
         array = array[np.newaxis, ...]
     bits_stored = int(dataset.get("BitsStored", dataset.BitsAllocated))
     signed = int(dataset.get("PixelRepresentation", 0)) == 1
-    encoded = [encode_htj2k_frame(array[i], bits_stored, signed) for i in range(frames)]
+    rgb = photometric == "RGB"
+    encoded = [encode_htj2k_frame(array[i], bits_stored, signed, rgb) for i in range(frames)]
     dataset.PixelData = encapsulate(encoded, has_bot=True)
     element = dataset["PixelData"]
     element.VR = "OB"
     element.is_undefined_length = True
     if int(dataset.get("SamplesPerPixel", 1) or 1) > 1:
         dataset.PlanarConfiguration = 0
+    if rgb:
+        dataset.PhotometricInterpretation = "YBR_RCT"  # as for JPEG 2000 (PS3.5 8.2.4)
 
 
-def encode_htj2k_frame(pixels: np.ndarray, bits_stored: int, signed: bool) -> bytes:
+def encode_htj2k_frame(
+    pixels: np.ndarray, bits_stored: int, signed: bool, rgb: bool = False
+) -> bytes:
     """One frame (rows x columns [x samples], colour by pixel) as an HTJ2K lossless
-    codestream in RPCL progression order with TLM markers (PS3.5 A.4.9), no colour
-    transform.  The one place the HTJ2K encoder is called."""
+    codestream in RPCL progression order with TLM markers (PS3.5 A.4.9); ``rgb``: with the
+    reversible colour transform (the data set then says YBR_RCT).  The one place the HTJ2K
+    encoder is called."""
     import imagecodecs  # imported here: only HTJ2K output needs it
 
     del bits_stored, signed  # the array's dtype carries both (sign-extended values)
     array = np.ascontiguousarray(pixels)
     try:
-        return bytes(imagecodecs.htj2k_encode(array, reversible=True, tlm=True, rgb=False))
+        return bytes(imagecodecs.htj2k_encode(array, reversible=True, tlm=True, rgb=rgb))
     except Exception as exc:
         raise CannotTranscode(f"the HTJ2K encoder refused the frame: {exc}") from exc
 
