@@ -272,3 +272,27 @@ def test_orthanc_taking_uncompressed_only_receives_them_by_c_move(
         for i in orthanc.get("/instances")
     ]
     check(received, study, {EXPLICIT, IMPLICIT})
+
+
+def test_dicomweb_client_asks_for_other_syntaxes(setup: Setup, study: dict[str, Any]) -> None:
+    """The same stored study over `vna serve`'s WADO-RS, as dicomweb-client asks: a series in
+    Explicit VR Little Endian, one instance in JPEG 2000, decoded frames."""
+    from dicomweb_client.api import DICOMwebClient
+
+    client = DICOMwebClient(setup.archive.url)
+    series = client.search_for_series(study["study"])[0]["0020000E"]["Value"][0]
+    got = client.retrieve_series(
+        study["study"], series, media_types=(("application/dicom", EXPLICIT),)
+    )
+    check(got, study, {EXPLICIT})
+    sop = got[0].SOPInstanceUID
+    one = client.retrieve_instance(
+        study["study"], series, sop, media_types=(("application/dicom", "1.2.840.10008.1.2.4.90"),)
+    )
+    assert one.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
+    assert np.array_equal(one.pixel_array, study[sop])
+    (frame,) = client.retrieve_instance_frames(
+        study["study"], series, sop, frame_numbers=[1],
+        media_types=(("application/octet-stream", EXPLICIT),),
+    )  # fmt: skip
+    assert frame == study[sop].astype("<u2").tobytes()
