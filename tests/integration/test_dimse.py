@@ -29,11 +29,9 @@ from pydicom.uid import (
     CTImageStorage,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    JPEGLSLossless,
     MRImageStorage,
     RLELossless,
-)
-from pydicom.uid import (
-    JPEGLSLossless as JPEG_LS_LOSSLESS,
 )
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -775,7 +773,7 @@ async def test_c_get_to_an_uncompressed_only_peer_decompresses_and_fails_a_corru
     archive, listener = await start_archive()
     good, bad = ct_study(series=1, slices=2, size=32)
     for ds in (good, bad):
-        ds.compress(JPEG_LS_LOSSLESS, encoding_plugin="pyjpegls", generate_instance_uid=False)
+        ds.compress(JPEGLSLossless, encoding_plugin="pyjpegls", generate_instance_uid=False)
     expected = good.pixel_array.copy()
     (frame,) = generate_frames(bad.PixelData, number_of_frames=1)
     bad.PixelData = encapsulate([frame[:40] + b"\x00" * 40])
