@@ -184,10 +184,10 @@ def send(
             if not assoc.is_established:
                 out.append(Sent(item.sop_uid, NO_RESPONSE, "the association ended"))
                 continue
-            dataset = dcmread(io.BytesIO(item.data))
+            read: Dataset = dcmread(io.BytesIO(item.data))
             accepted = accepted_syntaxes(assoc.accepted_contexts, item.sop_class_uid)
             try:
-                dataset = prepared(dataset, accepted, transfer_syntax)
+                dataset = prepared(read, accepted, transfer_syntax)
             except (CannotTranscode, TranscodeFailed) as exc:
                 out.append(Sent(item.sop_uid, PROCESSING_FAILURE, str(exc)))
                 continue

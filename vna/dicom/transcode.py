@@ -319,11 +319,11 @@ def write(dataset: Dataset) -> bytes:
         pass
     out = io.BytesIO()
     if target == DEFLATED:
-        dataset.file_meta.TransferSyntaxUID = EXPLICIT
+        dataset.file_meta.TransferSyntaxUID = UID(EXPLICIT)
         try:
             dataset.save_as(out, enforce_file_format=True)
         finally:
-            dataset.file_meta.TransferSyntaxUID = DEFLATED
+            dataset.file_meta.TransferSyntaxUID = UID(DEFLATED)
         whole = out.getvalue()
         start = _end_of_meta(whole)
         # PS3.5 A.5: the Deflate of RFC 1951 without a zlib header or checksum.  Level 1:
@@ -392,13 +392,12 @@ def _encode(dataset: Dataset, target: str) -> None:
             # and says so (PS3.3 C.7.6.3.1.2, PS3.5 8.2.4: YBR_RCT / YBR_ICT): what dcmtk and
             # GDCM write and every validator takes; decoders give RGB back.
             rgb = str(dataset.get("PhotometricInterpretation", "")) == "RGB"
-            lossy = {"j2k_cr": [10]} if target == J2K else {}
             dataset.compress(
                 target,
                 generate_instance_uid=False,
                 encoding_plugin=_ENCODERS[target],
                 use_mct=rgb,
-                **lossy,
+                j2k_cr=[10] if target == J2K else None,
             )
             if rgb:
                 dataset.PhotometricInterpretation = "YBR_ICT" if target == J2K else "YBR_RCT"
