@@ -106,6 +106,8 @@ class Transcoder:
                 yield instance, target, data
         finally:
             if ahead is not None:
+                if ahead.done() and not ahead.cancelled():
+                    ahead.exception()  # not sent: its failure is not an unretrieved error
                 ahead.cancel()
 
     async def frames(
