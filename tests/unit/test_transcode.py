@@ -125,3 +125,14 @@ def test_lossy_output_says_so_and_keeps_earlier_values() -> None:
     assert ds.SOPInstanceUID == pydicom.dcmread(path).SOPInstanceUID
     with pytest.raises(tc.CannotTranscode, match="allow_lossy"):
         tc.transcode_dataset(pydicom.dcmread(path), tc.J2K)
+
+
+def test_decoded_lossy_data_still_says_it_was_lossy() -> None:
+    path = get_testdata_file("SC_rgb_jpeg_dcmtk.dcm")  # JPEG baseline, YCbCr
+    ds = pydicom.dcmread(path)
+    del ds.LossyImageCompression  # a sender that did not say
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    got = pydicom.dcmread(io.BytesIO(tc.transcode(buffer.getvalue(), tc.EXPLICIT)))
+    assert got.LossyImageCompression == "01"
+    assert got.PhotometricInterpretation == "RGB"
