@@ -211,6 +211,8 @@ async def _deliver(engine: Engine, rows: list[Any]) -> None:
                 called_ae=dest.ae_title,
                 host=dest.host,
                 port=dest.port,
+                # [[destinations]] transfer_syntax: decoded and encoded in this worker thread.
+                transfer_syntax=dest.transfer_syntax,
             )
         else:
             results = []

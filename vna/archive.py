@@ -26,6 +26,7 @@ from vna.recovery.sites import Sites, read_active_store
 from vna.rendering import Renderer
 from vna.retrieve import Retriever
 from vna.storage.base import ObjectStore
+from vna.transcoding import Transcoder
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,9 @@ class Archive:
     incoming: Path
     #: Rendered images and thumbnails, read through ``retriever`` (vna.rendering).
     renderer: Renderer
+    #: Instances and frames in another transfer syntax, read through ``retriever``
+    #: (vna.transcoding).
+    transcoder: Transcoder
     embedded: EmbeddedPostgres | None = field(default=None, repr=False)
     #: Every configured store (primary and replicas) and which one is active (``store``).
     sites: Sites | None = field(default=None, repr=False)
@@ -101,6 +105,7 @@ class Archive:
             retriever=retriever,
             incoming=incoming,
             renderer=Renderer(retriever, settings.render),
+            transcoder=Transcoder(retriever, settings.transcoding),
             embedded=embedded,
             sites=sites,
         )
@@ -116,6 +121,7 @@ class Archive:
             await self.db.close()
         finally:
             self.renderer.close()
+            self.transcoder.close()
             self.ingester.close()
             shutil.rmtree(self.incoming, ignore_errors=True)
             if self.embedded is not None:

@@ -40,6 +40,7 @@ _ORIGIN = re.compile(
 )
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, 16 chars
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")  # PS3.5 9.1: digits and dots, 64 chars at most
 # Modality (0008,0060) is CS: upper-case letters, digits, space and underscore, 16 at most
 # (PS3.5 6.2).
 _MODALITY = re.compile(r"^[A-Z0-9_ ]{1,16}$")
@@ -151,6 +152,21 @@ class RenderSettings:
     thumbnail_size: int = 128
     #: JPEG quality when the request names none (``quality``, PS3.18 8.3.5.1.2).
     jpeg_quality: int = 90
+
+
+@dataclass(frozen=True)
+class TranscodingSettings:
+    """Transcoding on retrieve (WADO-RS transfer-syntax, DIMSE fallback; vna.transcoding)."""
+
+    #: Megabytes of transcoded instances and frames kept in memory per server process, keyed
+    #: by the stored object's SHA-256 and the syntax made; the least recently used go first.
+    #: 0 keeps none.
+    cache_mb: int = 256
+    #: Threads decoding and encoding per server process (off the event loop).
+    workers: int = 2
+    #: Whether a request naming a lossy syntax (JPEG-LS near-lossless, JPEG 2000) may have
+    #: losslessly stored pixel data compressed lossy.  Off: such a request is answered 406.
+    allow_lossy: bool = False
 
 
 @dataclass(frozen=True)
@@ -311,6 +327,9 @@ class DestinationSettings:
     ae_title: str
     host: str
     port: int
+    #: A transfer syntax UID this node always receives (C-MOVE and forwarding transcode to
+    #: it); empty: the stored syntax where the node accepts it, else an uncompressed one.
+    transfer_syntax: str = ""
 
 
 @dataclass(frozen=True)
@@ -460,6 +479,7 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     query: QuerySettings = field(default_factory=QuerySettings)
     render: RenderSettings = field(default_factory=RenderSettings)
+    transcoding: TranscodingSettings = field(default_factory=TranscodingSettings)
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     changefeed: ChangeFeedSettings = field(default_factory=ChangeFeedSettings)
     compression: CompressionSettings = field(default_factory=CompressionSettings)
@@ -514,6 +534,14 @@ class Settings:
             if dest.ae_title == ae_title:
                 return dest.host, dest.port
         return None
+
+    def destination_syntax(self, ae_title: str) -> str:
+        """The transfer syntax a C-MOVE destination always receives (``[[destinations]]
+        transfer_syntax``); empty when it takes what it accepts."""
+        for dest in self.destinations:
+            if dest.ae_title == ae_title:
+                return dest.transfer_syntax
+        return ""
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -901,6 +929,12 @@ def _validate(s: Settings) -> None:
     ):
         if n <= 0:
             raise ConfigError(f"'{key}' must be positive, got {n}")
+    if s.transcoding.cache_mb < 0:
+        raise ConfigError(f"'transcoding.cache_mb' must be 0 or more, got {s.transcoding.cache_mb}")
+    if not 1 <= s.transcoding.workers <= 64:
+        raise ConfigError(
+            f"'transcoding.workers' must be between 1 and 64, got {s.transcoding.workers}"
+        )
     if s.render.cache_bytes < 0:
         raise ConfigError(f"'render.cache_bytes' must be 0 or more, got {s.render.cache_bytes}")
     if not 1 <= s.render.jpeg_quality <= 100:
@@ -1025,6 +1059,18 @@ def _validate_tls(s: Settings) -> None:
         raise ConfigError("'http.token_cache_seconds' must not be negative")
 
 
+def _validate_destination_syntax(uid: str, key: str) -> None:
+    """A transfer syntax a destination always receives: a UID the archive can produce from
+    any losslessly stored instance (vna.dicom.transcode)."""
+    from vna.dicom.transcode import PRODUCIBLE, syntax_name
+
+    if not _UID.match(uid) or len(uid) > 64:
+        raise ConfigError(f"'{key}' is not a UID: {uid!r}")
+    if uid not in PRODUCIBLE:
+        names = ", ".join(PRODUCIBLE)
+        raise ConfigError(f"'{key}': the archive cannot send {syntax_name(uid)}; one of {names}")
+
+
 def _validate_destinations(s: Settings) -> None:
     """C-MOVE destinations: each AE title leads to one host and port (PS3.4 C.4.2.2.1)."""
     # AE titles already reachable as a source (a source with host and port).
@@ -1053,6 +1099,8 @@ def _validate_destinations(s: Settings) -> None:
             raise ConfigError(f"'{where}.host' must not be empty")
         if not 0 < dest.port <= 65535:
             raise ConfigError(f"'{where}.port' must be between 1 and 65535, got {dest.port}")
+        if dest.transfer_syntax:
+            _validate_destination_syntax(dest.transfer_syntax, f"{where}.transfer_syntax")
 
 
 def _validate_forward(s: Settings) -> None:

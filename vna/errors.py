@@ -83,6 +83,17 @@ class CannotRender(VnaError):
     decoded here, or it holds nothing to render as that media type; the message says why."""
 
 
+class CannotTranscode(VnaError):
+    """The archive cannot produce the transfer syntax asked for from this instance (no
+    encoder, lossy output not allowed, pixel data an encoder does not take); the message
+    names the syntax and the reason (WADO-RS: 406)."""
+
+
+class TranscodeFailed(VnaError):
+    """The stored pixel data could not be decoded (a corrupt frame): nothing is sent in its
+    place; the message names the reason (WADO-RS: 500, DIMSE: a failed sub-operation)."""
+
+
 class Unauthorized(VnaError):
     """No valid credential was presented."""
 

@@ -29,6 +29,7 @@ from pydicom.uid import (
     CTImageStorage,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    JPEGLSLossless,
     MRImageStorage,
     RLELossless,
 )
@@ -757,3 +758,59 @@ async def test_a_busy_port_is_a_configuration_error(archive_settings: Settings) 
                 await DimseListener(archive).start()
         finally:
             await archive.close()
+
+
+async def test_c_get_to_an_uncompressed_only_peer_decompresses_and_fails_a_corrupt_one(
+    start_archive: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 18: a requester proposing only Explicit VR LE for CT gets JPEG-LS instances
+    decompressed; an instance whose frame does not decode is a failed sub-operation (its UID
+    in the Failed SOP Instance UID List), logged naming the syntax, the others go on."""
+    from pydicom.encaps import encapsulate, generate_frames
+
+    from tests.integration.lifecycle_support import ingest
+
+    archive, listener = await start_archive()
+    good, bad = ct_study(series=1, slices=2, size=32)
+    for ds in (good, bad):
+        ds.compress(JPEGLSLossless, encoding_plugin="pyjpegls", generate_instance_uid=False)
+    expected = good.pixel_array.copy()
+    (frame,) = generate_frames(bad.PixelData, number_of_frames=1)
+    bad.PixelData = encapsulate([frame[:40] + b"\x00" * 40])
+    await ingest(archive, [good, bad])
+    got: dict[str, Dataset] = {}
+
+    def on_store(event: Any) -> int:
+        path = Path(event.dataset_path)
+        got[str(event.request.AffectedSOPInstanceUID)] = pydicom.dcmread(path)
+        path.unlink()
+        return 0x0000
+
+    def get() -> Dataset:
+        contexts = [
+            (StudyRootQueryRetrieveInformationModelGet, [ImplicitVRLittleEndian]),
+            (CTImageStorage, [ExplicitVRLittleEndian]),
+        ]
+        role = build_role(CTImageStorage, scp_role=True)
+        with association(
+            listener.port, contexts, ext_neg=[role], handlers=[(evt.EVT_C_STORE, on_store)]
+        ) as assoc:
+            assert assoc.is_established
+            last = None
+            for status, identifier in assoc.send_c_get(
+                study_keys("STUDY", StudyInstanceUID=good.StudyInstanceUID),
+                StudyRootQueryRetrieveInformationModelGet,
+            ):
+                last = (status, identifier)
+            assert last is not None
+            return last
+
+    with caplog.at_level("WARNING"):
+        status, identifier = await scu(get)
+    assert status.Status == 0xB000  # some sub-operations failed
+    assert (status.NumberOfCompletedSuboperations, status.NumberOfFailedSuboperations) == (1, 1)
+    assert identifier.FailedSOPInstanceUIDList == bad.SOPInstanceUID
+    assert set(got) == {good.SOPInstanceUID}
+    assert got[good.SOPInstanceUID].file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert (got[good.SOPInstanceUID].pixel_array == expected).all()
+    assert f"cannot send in transfer syntax {ExplicitVRLittleEndian}" in caplog.text

@@ -25,6 +25,7 @@ import pydicom
 import pytest
 from aiohttp import web
 from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom._globals import ALL_TRANSFER_SYNTAXES
 
 from lifecycle import forwarding, scheduler
 from lifecycle.engine import Engine
@@ -389,3 +390,47 @@ async def test_a_delayed_rule_sends_a_quiet_study_on_one_association(archive_set
     assert sorted((f["sop_uid"], f["status"]) for f in data["failures"]) == sorted(
         (uid, "0xA700") for uid in refused
     )
+
+
+async def test_a_destination_declared_with_a_syntax_receives_it_transcoded(
+    archive_settings: Settings,
+) -> None:
+    """``[[destinations]] transfer_syntax``: forwarding sends that syntax (here JPEG-LS, made
+    from native instances in the worker's thread), the pixels unchanged."""
+    jpeg_ls = "1.2.840.10008.1.2.4.80"
+    settings = dataclasses.replace(
+        archive_settings,
+        sources=(),
+        destinations=(DestinationSettings("pacs2", "PACS2", "127.0.0.1", PORT, jpeg_ls),),
+        forward=(ForwardRuleSettings(name="all", destination="pacs2"),),
+    )
+    study = ct_study(patient_id="P1", series=1, slices=2, size=32)
+    received: dict[str, tuple[str, Any]] = {}
+
+    def store(event: Any) -> int:
+        received[str(event.request.AffectedSOPInstanceUID)] = (
+            str(event.context.transfer_syntax),
+            event.dataset,
+        )
+        return 0x0000
+
+    ae = AE(ae_title="PACS2")
+    for cx in AllStoragePresentationContexts:
+        ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    server = ae.start_server(
+        ("127.0.0.1", PORT), block=False, evt_handlers=[(evt.EVT_C_STORE, store)]
+    )
+    try:
+        async with opened(settings) as archive:
+            await ingest(archive, study)
+            await run_once(archive)
+    finally:
+        server.shutdown()
+    assert {uid: ts for uid, (ts, _) in received.items()} == {
+        str(ds.SOPInstanceUID): jpeg_ls for ds in study
+    }
+    for ds in study:
+        syntax, got = received[str(ds.SOPInstanceUID)]
+        got.file_meta = pydicom.dataset.FileMetaDataset()
+        got.file_meta.TransferSyntaxUID = syntax
+        assert (got.pixel_array == ds.pixel_array).all()

@@ -86,3 +86,44 @@ def test_a_source_without_address_leaves_its_ae_title_free_for_a_destination(
     s = load(tmp_path, SOURCE + VIEWER.replace('"VIEWER"', '"HOSP1CT"'))
     assert s.move_destination("HOSP1CT") == ("10.9.0.2", 11113)
     assert s.source_for_ae("HOSP1CT") is not None
+
+
+def test_a_destination_may_always_receive_one_transfer_syntax(tmp_path: Path) -> None:
+    s = load(tmp_path, VIEWER + 'transfer_syntax = "1.2.840.10008.1.2.1"\n')
+    assert s.destinations[0].transfer_syntax == "1.2.840.10008.1.2.1"
+    assert s.destination_syntax("VIEWER") == "1.2.840.10008.1.2.1"
+    assert load(tmp_path, VIEWER).destination_syntax("VIEWER") == ""
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("explicit", "is not a UID"),
+        ("1.2.840.10008.1.2.1.", "is not a UID"),
+        # Lossy, or a syntax the archive has no encoder for: refused at start, named.
+        ("1.2.840.10008.1.2.4.50", "cannot send 1.2.840.10008.1.2.4.50"),
+        ("1.2.840.10008.1.2.4.91", "cannot send 1.2.840.10008.1.2.4.91"),
+    ],
+)
+def test_a_destination_syntax_the_archive_cannot_send_is_one_clear_line(
+    tmp_path: Path, value: str, said: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, VIEWER + f'transfer_syntax = "{value}"\n')
+    message = str(err.value)
+    assert "destinations[0].transfer_syntax" in message and said in message
+    assert "\n" not in message
+
+
+def test_transcoding_settings(tmp_path: Path) -> None:
+    s = load(tmp_path, "[transcoding]\ncache_mb = 32\nworkers = 3\nallow_lossy = true\n")
+    assert (s.transcoding.cache_mb, s.transcoding.workers, s.transcoding.allow_lossy) == (
+        32,
+        3,
+        True,
+    )
+    assert load_settings(None, environ={}).transcoding.allow_lossy is False
+    with pytest.raises(ConfigError, match=r"transcoding\.cache_mb"):
+        load(tmp_path, "[transcoding]\ncache_mb = -1\n")
+    with pytest.raises(ConfigError, match=r"transcoding\.workers"):
+        load(tmp_path, "[transcoding]\nworkers = 0\n")

@@ -28,7 +28,16 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
     ("wiring", frozenset({"vna.archive"})),
     (
         "services",
-        frozenset({"vna.ingest", "vna.retrieve", "vna.rendering", "vna.recovery", "vna.handoff"}),
+        frozenset(
+            {
+                "vna.ingest",
+                "vna.retrieve",
+                "vna.rendering",
+                "vna.recovery",
+                "vna.handoff",
+                "vna.transcoding",
+            }
+        ),
     ),
     ("settings", frozenset({"vna.config", "vna.metrics"})),
     ("catalogue and storage", frozenset({"vna.catalog", "vna.storage"})),

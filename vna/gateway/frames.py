@@ -1,7 +1,8 @@
 """WADO-RS frames and bulk data (PS3.18 10.4, 8.6), and the BulkDataURIs of metadata.
 
 ``.../instances/{i}/frames/{list}`` answers the frames named (1-based, any order, repeats
-kept) in their stored form; ``.../instances/{i}/bulk/{path}`` answers one bulk value by its
+kept) in their stored form, or transcoded to the syntax the Accept header asks for
+(vna.transcoding); ``.../instances/{i}/bulk/{path}`` answers one bulk value by its
 tag path (the BulkDataURI the metadata gives), with ``Range`` support, and for Pixel Data
 all of its frames, as the frames resource would.  Every byte comes from
 ``archive.retriever`` (vna.retrieve): one ranged read of the object per frame or value, the
@@ -93,12 +94,21 @@ async def _frames_answer(
     for n in numbers:
         check_frame_number(n, pixels.number_of_frames)  # 404 naming the frame
     rendition = negotiate_frames(
-        parse_accept(request.headers.get("Accept")), instance.transfer_syntax, len(numbers)
+        parse_accept(request.headers.get("Accept")),
+        instance.transfer_syntax,
+        len(numbers),
+        allow_lossy=archive.transcoder.allow_lossy,
     )
     if isinstance(rendition, str):
         raise web.HTTPNotAcceptable(text=rendition + "\n")
-    data = await archive.retriever.frames(instance, numbers)
-    await audit_access(request, RETRIEVE, 1, {what: numbers[:100]})
+    detail: dict[str, object] = {what: numbers[:100]}
+    if rendition.transcode_to is None:
+        data = await archive.retriever.frames(instance, numbers)
+    else:
+        # Decoded and encoded in the transcoder's threads (vna.transcoding), cached by frame.
+        data = await archive.transcoder.frames(instance, numbers, rendition.transcode_to)
+        detail["transcoded_to"] = rendition.transcode_to
+    await audit_access(request, RETRIEVE, 1, detail)
     if not rendition.multipart:
         return web.Response(body=data[0], headers={"Content-Type": rendition.content_type()})
     return _multipart(data, rendition.media_type, rendition.content_type())

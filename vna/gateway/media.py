@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vna.dicom.transcode import cost, refusal
 from vna.errors import InvalidRequest
 
 DICOM = "application/dicom"
@@ -73,19 +74,22 @@ def _split_outside_quotes(text: str, sep: str) -> list[str]:
 
 @dataclass(frozen=True)
 class InstanceRendition:
-    """What a WADO-RS instance retrieve may send: as stored, or only a given syntax."""
+    """What a WADO-RS instance retrieve may send: as stored, or one of some syntaxes."""
 
-    #: None: the stored transfer syntax (``transfer-syntax=*`` or none asked for).
-    transfer_syntax: str | None
+    #: None: the stored transfer syntax (``transfer-syntax=*`` or none asked for); else the
+    #: syntaxes asked for with their quality values, best first (the archive picks, for each
+    #: instance, the cheapest it can make: vna.dicom.transcode.choose).
+    transfer_syntaxes: tuple[tuple[str, float], ...] | None
 
 
 def negotiate_instances(accept: list[MediaType]) -> InstanceRendition | None:
     """The rendition for a WADO-RS instances request, or None when nothing acceptable.
 
-    The archive returns instances in their stored transfer syntax (it never transcodes, so
-    what comes back is bit-exact what was stored).  A client naming one specific syntax gets
-    that syntax only; instances stored otherwise are then refused with 406.
+    ``transfer-syntax=*``, or an application/dicom entry without the parameter, keeps the
+    stored bytes (bit-exact what was stored).  Otherwise every syntax named, with its quality
+    value, is a candidate; the handler picks per instance.
     """
+    asked: dict[str, float] = {}
     for media in accept:
         if media.type in ("*/*", "multipart/*"):
             return InstanceRendition(None)
@@ -93,9 +97,13 @@ def negotiate_instances(accept: list[MediaType]) -> InstanceRendition | None:
             inner = media.params.get("type", DICOM).lower()
             if inner not in (DICOM, "*/*", "application/*"):
                 continue
-            ts = media.params.get("transfer-syntax", "*")
-            return InstanceRendition(None if ts == "*" else ts)
-    return None
+            ts = media.params.get("transfer-syntax", "*").strip()
+            if ts == "*":
+                return InstanceRendition(None)
+            asked.setdefault(ts, media.quality)
+    if not asked:
+        return None
+    return InstanceRendition(tuple(asked.items()))
 
 
 def accepts_json(accept: list[MediaType]) -> bool:
@@ -154,14 +162,29 @@ FRAME_MEDIA_TYPES: dict[str, str] = {
 _SYNONYMS = {"image/x-jls": "image/jls", "image/x-dicom-rle": "image/dicom-rle"}
 
 
+#: The transfer syntax a frame media type means when the request names none (PS3.18
+#: 8.7.3.5.4, Table 8.7.3-5, "default").
+DEFAULT_FRAME_SYNTAX = {
+    "image/jpeg": "1.2.840.10008.1.2.4.50",
+    "image/jls": "1.2.840.10008.1.2.4.80",
+    "image/jp2": "1.2.840.10008.1.2.4.90",
+    "image/jpx": "1.2.840.10008.1.2.4.92",
+    "image/jphc": "1.2.840.10008.1.2.4.201",
+    "image/jxl": "1.2.840.10008.1.2.4.110",
+    "image/dicom-rle": "1.2.840.10008.1.2.5",
+}
+
+
 @dataclass(frozen=True)
 class FrameRendition:
-    """How frames (or bulk pixel data) go out: as stored, always (the archive does not
-    transcode), under this media type, in a multipart/related answer or a single part."""
+    """How frames (or bulk pixel data) go out: under this media type and syntax, in a
+    multipart/related answer or a single part; as stored, or transcoded to ``transcode_to``."""
 
     media_type: str
     transfer_syntax: str
     multipart: bool
+    #: The syntax to transcode the stored frames to; None: the stored frames as they are.
+    transcode_to: str | None = None
 
     def content_type(self) -> str:
         return f"{self.media_type}; transfer-syntax={self.transfer_syntax}"
@@ -175,14 +198,17 @@ def stored_frame_type(transfer_syntax: str) -> str:
 
 
 def negotiate_frames(
-    accept: list[MediaType], stored_syntax: str, frames: int
+    accept: list[MediaType], stored_syntax: str, frames: int, *, allow_lossy: bool = False
 ) -> FrameRendition | str:
     """The rendition of ``frames`` frames of an instance stored in ``stored_syntax`` that the
     Accept header allows, or the reason none does (for the 406).
 
     PS3.18 8.7.3.5: native frames are application/octet-stream (Explicit VR Little Endian);
-    compressed frames are their syntax's media type, which a client gets by asking for it, for
-    ``transfer-syntax=*`` or for the stored syntax.  A client asking octet-stream with
+    compressed frames are their syntax's media type.  A client gets the stored frames by
+    asking for their type, for ``transfer-syntax=*`` or for the stored syntax; any other
+    syntax the archive can make (vna.dicom.transcode) is made, the cheapest of those the
+    Accept header lists: octet-stream for the decoded frames, image/jls, image/jp2,
+    image/jphc, image/dicom-rle for the encoded ones.  A client asking octet-stream with
     ``transfer-syntax=*`` (OHIF does) gets the stored bytes labelled with their syntax.  A
     single-part answer (Accept without multipart/related) carries exactly one frame.
     """
@@ -190,7 +216,8 @@ def negotiate_frames(
     syntax = EXPLICIT_VR_LITTLE_ENDIAN if native else stored_syntax
     own_type = stored_frame_type(stored_syntax)
     reasons: list[str] = []
-    for media in accept:
+    best: tuple[int, float, int, FrameRendition] | None = None
+    for order, media in enumerate(accept):
         multipart = media.type in (MULTIPART_RELATED, "multipart/*", "*/*")
         if multipart:
             inner = media.params.get("type", "*/*").lower()
@@ -201,27 +228,55 @@ def negotiate_frames(
         if not multipart and frames != 1:
             reasons.append(f"{inner} is a single-part answer, for one frame ({frames} asked)")
             continue
+        options: list[tuple[str, str]] = []  # (media type, syntax)
         wildcard = inner in ("*/*", "image/*", "video/*", "application/*")
-        if wildcard and inner != "*/*" and not own_type.startswith(inner[:-1]):
-            reasons.append(f"frames are stored as {own_type}, not {inner}")
-            continue
-        if wildcard or inner == own_type:
-            if asked in (None, "*", stored_syntax) or (native and asked in _NATIVE):
-                return FrameRendition(own_type, syntax, multipart)
-            reasons.append(_cannot(stored_syntax, asked))
-            continue
-        if inner == OCTET_STREAM:
-            if asked == "*" or asked == stored_syntax or (native and asked in (None, *_NATIVE)):
-                return FrameRendition(OCTET_STREAM, syntax, multipart)
-            reasons.append(_cannot(stored_syntax, asked or EXPLICIT_VR_LITTLE_ENDIAN))
-            continue
-        reasons.append(f"frames are stored as {own_type}, not {inner}")
+        if asked in (None, "*") and (wildcard or inner == own_type):
+            if wildcard and inner != "*/*" and not own_type.startswith(inner[:-1]):
+                reasons.append(f"frames are stored as {own_type}, not {inner}")
+                continue
+            options.append((own_type, syntax))
+        elif inner == OCTET_STREAM:
+            if asked == "*" or asked == stored_syntax:
+                options.append((OCTET_STREAM, syntax))
+            elif asked is None or asked in _NATIVE:
+                options.append((OCTET_STREAM, EXPLICIT_VR_LITTLE_ENDIAN))
+            else:
+                reasons.append(
+                    f"frames in transfer syntax {asked} are"
+                    f" {FRAME_MEDIA_TYPES.get(asked, 'not served')}, not {OCTET_STREAM}"
+                )
+                continue
+        elif asked in (None, "*"):
+            default = DEFAULT_FRAME_SYNTAX.get(inner)
+            if default is None:
+                reasons.append(f"frames are stored as {own_type}, not {inner}")
+                continue
+            options.append((inner, default))
+        else:
+            frame_type = OCTET_STREAM if asked in _NATIVE else FRAME_MEDIA_TYPES.get(asked)
+            if wildcard and frame_type is not None:
+                if inner == "*/*" or frame_type.startswith(inner[:-1]):
+                    options.append((frame_type, asked))
+            elif frame_type == inner:
+                options.append((inner, asked))
+            if not options:
+                reasons.append(f"frames in transfer syntax {asked} are not {inner}")
+                continue
+        for media_type, target in options:
+            if target == syntax or (native and target in _NATIVE):
+                rendition = FrameRendition(media_type, syntax, multipart)
+                key = (0, -media.quality, order, rendition)
+            else:
+                reason = refusal(stored_syntax, target, allow_lossy=allow_lossy)
+                if reason is not None:
+                    reasons.append(reason)
+                    continue
+                label = EXPLICIT_VR_LITTLE_ENDIAN if target in _NATIVE else target
+                rendition = FrameRendition(media_type, label, multipart, transcode_to=label)
+                key = (cost(stored_syntax, label), -media.quality, order, rendition)
+            if best is None or key[:3] < best[:3]:
+                best = key
+    if best is not None:
+        return best[3]
     detail = "; ".join(dict.fromkeys(reasons)) or "nothing acceptable was asked for"
-    return (
-        f"frames of this instance are {own_type} in transfer syntax {stored_syntax}"
-        f" (the archive does not transcode): {detail}"
-    )
-
-
-def _cannot(stored: str, asked: str) -> str:
-    return f"transfer syntax {asked} would need transcoding from {stored}"
+    return f"frames of this instance are {own_type} in transfer syntax {stored_syntax}: {detail}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from vna.errors import (
     CannotRender,
+    CannotTranscode,
     ConfigError,
     Forbidden,
     InstanceConflict,
@@ -22,6 +23,7 @@ from vna.errors import (
     RequestTooLarge,
     SopClassMismatch,
     StudyMismatch,
+    TranscodeFailed,
     Unauthorized,
     UnavailableError,
     UnsupportedAction,
@@ -37,6 +39,10 @@ _HTTP: dict[type[VnaError], int] = {
     NotFound: 404,
     # Rendered media a stored instance cannot yield (PS3.18 8.3.5: Not Acceptable).
     CannotRender: 406,
+    # A transfer syntax the archive cannot make from the instance (PS3.18 8.7.3.5).
+    CannotTranscode: 406,
+    # Stored pixel data that does not decode: the archive's fault, said, never other bytes.
+    TranscodeFailed: 500,
     InstanceConflict: 409,
     StudyMismatch: 409,
     PatientMismatch: 409,

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
 from vna.archive import Archive
+from vna.dicom.transcode import NATIVE, PixelFacts, facts_of
 from vna.errors import NotFound
 from vna.gateway.auth import AUDIT, principal_of
 from vna.gateway.bulk_uris import with_bulk_data_uris
@@ -24,8 +27,9 @@ from vna.gateway.media import (
     part_header,
 )
 from vna.gateway.request_context import ARCHIVE, base_url, caller_source
+from vna.retrieve import StoredInstance
 from vna.security.audit import ACCESS_DENIED, METADATA, RETRIEVE, Access
-from vna.security.query_scope import patient_scope
+from vna.security.query_scope import PatientScope, patient_scope
 
 
 async def retrieve(request: web.Request) -> web.StreamResponse:
@@ -43,29 +47,21 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
     instances = await archive.retriever.find(
         m["study"], m.get("series"), m.get("instance"), scope=scope
     )
-    if rendition.transfer_syntax is not None:
-        other = [i for i in instances if i.transfer_syntax != rendition.transfer_syntax]
-        if other:
-            raise web.HTTPNotAcceptable(
-                text=(
-                    f"{len(other)} instance(s) are stored in transfer syntax"
-                    f" {other[0].transfer_syntax}; the archive does not transcode"
-                    " (ask for transfer-syntax=*)\n"
-                )
-            )
+    facts = await _pixel_facts(archive, m, scope, rendition.transfer_syntaxes)
+    targets = _targets(archive, instances, rendition.transfer_syntaxes, facts)
 
-    # Open the first object before sending headers, so a missing object is a clean 404/503
-    # instead of a truncated 200; likewise any object in an offline tier (a 503 with
-    # Retry-After, a restore queued).
+    # Open (or transcode) the first object before sending headers, so a missing object is a
+    # clean 404/503 and an instance that cannot be transcoded a clean 406/500 instead of a
+    # truncated 200; likewise any object in an offline tier (a 503 with Retry-After, a
+    # restore queued).
     await archive.retriever.ensure_online(instances)
-    first = await archive.retriever.open(instances[0])
-    # Audited before the first byte goes out (PS3.15 A.5.3.7); no audit row, no answer.
+    parts = archive.transcoder.stream(instances, targets)
+    first = await anext(parts)
     try:
-        await _audit(request, RETRIEVE, len(instances))
+        # Audited before the first byte goes out (PS3.15 A.5.3.7); no audit row, no answer.
+        await _audit(request, RETRIEVE, len(instances), _transcoding_detail(targets))
     except BaseException:
-        aclose = getattr(first, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await _close_part(parts, first[2])
         raise
     boundary = uuid.uuid4().hex
     response = web.StreamResponse(
@@ -74,25 +70,103 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
             "Content-Type": f'multipart/related; type="{DICOM}"; boundary={boundary}',
         },
     )
-    await response.prepare(request)
     root = base_url(request)
     delimiter = f"--{boundary}\r\n".encode("ascii")
-    for index, instance in enumerate(instances):
-        chunks = first if index == 0 else await archive.retriever.open(instance)
-        location = (
-            f"{root}/studies/{instance.study_uid}/series/{instance.series_uid}"
-            f"/instances/{instance.sop_uid}"
-        )
-        await response.write(delimiter)
-        await response.write(
-            part_header(f"{DICOM}; transfer-syntax={instance.transfer_syntax}", location)
-        )
-        async for chunk in chunks:
-            await response.write(chunk)
-        await response.write(b"\r\n")
+    part: tuple[StoredInstance, str, AsyncIterator[bytes] | bytes] | None = first
+    try:
+        await response.prepare(request)
+        while part is not None:
+            instance, syntax, body = part
+            location = (
+                f"{root}/studies/{instance.study_uid}/series/{instance.series_uid}"
+                f"/instances/{instance.sop_uid}"
+            )
+            await response.write(delimiter)
+            await response.write(part_header(f"{DICOM}; transfer-syntax={syntax}", location))
+            if isinstance(body, bytes):
+                await response.write(body)
+            else:
+                async for chunk in body:
+                    await response.write(chunk)
+            await response.write(b"\r\n")
+            part = await anext(parts, None)
+    except BaseException:
+        # A later instance that cannot be transcoded: the answer is cut short (the client
+        # sees no closing boundary), never another instance's bytes in its place.
+        await _close_part(parts, part[2] if part is not None else None)
+        raise
     await response.write(f"--{boundary}--\r\n".encode("ascii"))
     await response.write_eof()
     return response
+
+
+async def _pixel_facts(
+    archive: Archive,
+    m: Any,
+    scope: PatientScope | None,
+    acceptable: tuple[tuple[str, float], ...] | None,
+) -> dict[str, PixelFacts]:
+    """What the encoders need to know of each instance (from the catalogue), when the
+    request names a syntax that encodes: so that an instance an encoder will not take
+    (1-bit, 32-bit, float) is known before the answer starts, not half-way through a study."""
+    if acceptable is None or all(ts in NATIVE for ts, _ in acceptable):
+        return {}
+    entries = await archive.retriever.metadata_entries(
+        m["study"], m.get("series"), m.get("instance"), scope=scope
+    )
+    out = {}
+    for e in entries:
+        pixels = e.layout.pixels if e.layout is not None else None
+        tag = pixels.tag if pixels is not None else None
+        out[e.sop_uid] = facts_of(e.metadata, e.has_pixel_data, tag)
+    return out
+
+
+def _targets(
+    archive: Archive,
+    instances: list[StoredInstance],
+    acceptable: tuple[tuple[str, float], ...] | None,
+    facts: dict[str, PixelFacts],
+) -> list[str | None]:
+    """Per instance, the syntax to transcode it to (None: as stored); 406 naming the syntax
+    asked and why when some instance cannot be had in any syntax asked."""
+    if acceptable is None:
+        return [None] * len(instances)
+    targets: list[str | None] = []
+    refused: dict[str, list[str]] = {}
+    for instance in instances:
+        choice = archive.transcoder.choose(
+            instance.transfer_syntax, acceptable, facts.get(instance.sop_uid)
+        )
+        if isinstance(choice, list):
+            refused.setdefault(instance.transfer_syntax, choice)
+            targets.append(None)
+        else:
+            targets.append(None if choice == instance.transfer_syntax else choice)
+    if refused:
+        stored, reasons = next(iter(refused.items()))
+        count = sum(1 for i in instances if i.transfer_syntax in refused)
+        asked = ", ".join(ts for ts, _ in acceptable)
+        raise web.HTTPNotAcceptable(
+            text=(
+                f"{count} instance(s) stored in transfer syntax {stored} cannot be had in"
+                f" {asked}: {'; '.join(dict.fromkeys(reasons))}\n"
+            )
+        )
+    return targets
+
+
+def _transcoding_detail(targets: list[str | None]) -> dict[str, object]:
+    made = sorted({t for t in targets if t is not None})
+    return {"transcoded_to": made} if made else {}
+
+
+async def _close_part(parts: AsyncIterator[Any], body: object) -> None:
+    """Close the parts' generator and a stored object's stream it handed out."""
+    for closable in (body, parts):
+        aclose = getattr(closable, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def metadata(request: web.Request) -> web.Response:

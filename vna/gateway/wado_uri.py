@@ -114,17 +114,24 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
 async def _dicom(
     request: web.Request, instance: StoredInstance, parsed: WadoUriRequest
 ) -> web.StreamResponse:
-    """The stored object, bit-exact (PS3.18 9.1.2.2.1: application/dicom)."""
+    """The stored object, bit-exact (PS3.18 9.1.2.2.1: application/dicom), or transcoded to
+    the ``transferSyntax`` asked for (vna.transcoding)."""
     archive = request.app[ARCHIVE]
-    if parsed.transfer_syntax not in (None, instance.transfer_syntax):
-        raise web.HTTPNotAcceptable(
-            text=(
-                f"the instance is stored in transfer syntax {instance.transfer_syntax};"
-                f" the archive does not transcode to {parsed.transfer_syntax}\n"
-            )
-        )
     if parsed.params.get("anonymize", "").lower() == "yes":
         raise web.HTTPNotAcceptable(text="anonymize=yes is not supported by this archive\n")
+    if parsed.transfer_syntax not in (None, instance.transfer_syntax):
+        choice = archive.transcoder.choose(instance.transfer_syntax, [(parsed.transfer_syntax, 1)])
+        if isinstance(choice, list):
+            raise web.HTTPNotAcceptable(text="; ".join(choice) + "\n")
+        data = await archive.transcoder.instance(instance, choice)
+        await audit_access(request, RETRIEVE, 1, {"transcoded_to": choice}, uids=uids_of(parsed))
+        return web.Response(
+            body=data,
+            headers={
+                "Content-Type": DICOM,
+                "Content-Disposition": f'attachment; filename="{_filename(instance)}"',
+            },
+        )
     # Opened before the answer starts: a missing object is a clean 404, an offline one a 503
     # with Retry-After (a restore queued).
     chunks = await archive.retriever.open(instance)

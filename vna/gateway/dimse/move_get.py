@@ -24,17 +24,19 @@ import asyncio
 import dataclasses
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pynetdicom import evt
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from vna.dicom.sending import storage_contexts
+from vna.dicom.sending import accepted_syntaxes, prepared, storage_contexts
 from vna.dicom.tcp import transport_handlers
+from vna.dicom.transcode import CannotTranscode, TranscodeFailed
 from vna.errors import InvalidRequest, OfflineError, StorageError, VnaError
 from vna.gateway.dimse.bridge import Gateway
 from vna.gateway.dimse.identifier import retrieve_keys
@@ -91,18 +93,28 @@ def handle_move(event: Any, gateway: Gateway) -> Iterator[_Yield]:
         host,
         port,
     )
+    # A destination declared to receive one syntax gets it; others the stored syntax where
+    # they accept it, else an uncompressed one (vna.dicom.sending.prepared).
+    forced = archive.settings.destination_syntax(destination)
+    # What the destination accepted, seen when its association is accepted (pynetdicom
+    # opens it between the yields below and does not hand it to this handler).
+    accepted: list[Any] = []
+
+    def on_accepted(accept_event: Any) -> None:
+        accepted.extend(accept_event.assoc.accepted_contexts)
+
     # TCP options for the sub-operations' association (see vna.dicom.tcp): without
     # them each C-STORE waited on Nagle and delayed ACKs, not on the data.
     yield (
         host,
         port,
         {
-            "contexts": sub_operation_contexts(instances),
-            "evt_handlers": transport_handlers(),
+            "contexts": sub_operation_contexts(instances, forced),
+            "evt_handlers": [*transport_handlers(), (evt.EVT_ACCEPTED, on_accepted)],
         },
     )
     yield len(instances)
-    yield from _sub_operations(event, gateway, instances)
+    yield from _sub_operations(event, gateway, instances, lambda: accepted, forced)
 
 
 def handle_get(event: Any, gateway: Gateway) -> Iterator[_Yield]:
@@ -116,13 +128,18 @@ def handle_get(event: Any, gateway: Gateway) -> Iterator[_Yield]:
         return
     log.info("C-GET from %s: %d instances", calling_ae, len(instances))
     yield len(instances)
-    yield from _sub_operations(event, gateway, instances)
+    # The sub-operations go over the requester's association, on the storage contexts it
+    # proposed: a peer that accepts only uncompressed syntaxes gets decompressed instances.
+    contexts = event.assoc.accepted_contexts
+    yield from _sub_operations(event, gateway, instances, lambda: contexts)
 
 
-def sub_operation_contexts(instances: list[StoredInstance]) -> list[PresentationContext]:
+def sub_operation_contexts(
+    instances: list[StoredInstance], transfer_syntax: str = ""
+) -> list[PresentationContext]:
     """The presentation contexts to propose to a C-MOVE destination (vna.dicom.sending, shared
     with forwarding)."""
-    return storage_contexts(instances)
+    return storage_contexts(instances, transfer_syntax)
 
 
 def _instances(
@@ -181,7 +198,11 @@ async def find_instances(
 
 
 def _sub_operations(
-    event: Any, gateway: Gateway, instances: list[StoredInstance]
+    event: Any,
+    gateway: Gateway,
+    instances: list[StoredInstance],
+    contexts: Callable[[], Sequence[Any]],
+    forced: str = "",
 ) -> Iterator[_Yield]:
     # While pynetdicom sends one instance, the loop opens the next and reads its first chunks,
     # so that the store's latency is not added to every sub-operation; one instance ahead at
@@ -197,7 +218,7 @@ def _sub_operations(
             assert opened is not None  # read ahead at the previous step
             dataset = _load(gateway, instance, opened)
             upcoming = _prefetch(gateway, instances, index + 1)
-            yield PENDING, dataset
+            yield PENDING, _sendable(instance, dataset, contexts(), forced)
     finally:
         # Cancelled, or the association ended: close what was opened ahead.
         if upcoming is not None:
@@ -312,6 +333,22 @@ async def _aclose(chunks: AsyncIterator[bytes]) -> None:
     aclose = getattr(chunks, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+def _sendable(
+    instance: StoredInstance, dataset: Dataset, contexts: Sequence[Any], forced: str
+) -> Dataset:
+    """The data set as the peer takes it: decompressed (in this pynetdicom thread) when the
+    peer accepted only uncompressed syntaxes for its SOP class; a failed sub-operation, its
+    reason naming the syntax logged, when it cannot be made."""
+    if "TransferSyntaxUID" not in getattr(dataset, "file_meta", {}):
+        return dataset  # already the stand-in of an unreadable instance
+    accepted = accepted_syntaxes(contexts, instance.sop_class_uid)
+    try:
+        return prepared(dataset, accepted, forced)
+    except (CannotTranscode, TranscodeFailed) as exc:
+        log.warning("stored instance %s cannot be sent: %s", instance.sop_uid, exc)
+        return _unsendable(instance)
 
 
 def _unsendable(instance: StoredInstance) -> Dataset:
