@@ -220,7 +220,7 @@ def main() -> None:
     if htj2k_encoder_available():
         forms["htj2k"] = pack_form("htj2k")
     else:
-        print("htj2k: skipped (ojph_compress, Debian openjph-tools, is not installed)")
+        print("htj2k: skipped (imagecodecs is not installed)")
     print(f"host: {platform.node()} {platform.machine()}, python {platform.python_version()}")
     report: dict[str, list[dict[str, object]]] = {}
     for label, files in datasets(slices, args.quick).items():

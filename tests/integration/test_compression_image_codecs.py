@@ -58,7 +58,7 @@ CODECS = [
         "htj2k",
         marks=pytest.mark.skipif(
             not pixel_codecs.htj2k_encoder_available(),
-            reason="HTJ2K encoding needs ojph_compress (Debian package openjph-tools)",
+            reason="HTJ2K encoding needs imagecodecs",
         ),
     ),
 ]

@@ -18,16 +18,15 @@ from vna.dicom.pixel_codecs import NotRepresentable, PixelInfo
 from vna.errors import StorageError
 from vna.storage import pixelpack
 
+needs_htj2k = pytest.mark.skipif(
+    not pc.htj2k_encoder_available(), reason="HTJ2K encoding needs imagecodecs"
+)
 SYNTAXES = [
     pc.JPEG_LS_LOSSLESS,
     pc.JPEG_2000_LOSSLESS,
     pc.RLE_LOSSLESS,
-    pytest.param(
-        pc.HTJ2K_LOSSLESS,
-        marks=pytest.mark.skipif(
-            not pc.htj2k_encoder_available(), reason="ojph_compress (openjph-tools) missing"
-        ),
-    ),
+    pytest.param(pc.HTJ2K_LOSSLESS, marks=needs_htj2k),
+    pytest.param(pc.HTJ2K_LOSSLESS_RPCL, marks=needs_htj2k),
 ]
 
 
@@ -101,13 +100,15 @@ def test_layouts_no_codec_takes_are_refused(info: PixelInfo, why: str) -> None:
         pc.encode_frame(b"\0" * max(info.frame_size, 1), info, pc.JPEG_LS_LOSSLESS)
 
 
-def test_htj2k_rpcl_is_decoded_but_not_encoded_without_tlm_markers() -> None:
+@needs_htj2k
+def test_htj2k_codestreams_carry_tlm_markers_and_decode_under_either_uid() -> None:
+    """The RPCL syntax (PS3.5 A.4.11) asks for TLM marker segments (0xFF55): the encoder
+    writes them, so one codestream is valid HTJ2K Lossless and HTJ2K Lossless RPCL."""
     info = INFOS["ct-12-of-16"]
-    with pytest.raises(pc.CodecUnavailable, match="TLM"):
-        pc.encode_frame(frame_of(info), info, pc.HTJ2K_LOSSLESS_RPCL)
-    if pc.htj2k_encoder_available():  # an RPCL-ordered codestream decodes under either UID
-        coded = pc.encode_frame(frame_of(info), info, pc.HTJ2K_LOSSLESS)
-        assert pc.decode_frame(coded, info, pc.HTJ2K_LOSSLESS_RPCL) == frame_of(info)
+    coded = pc.encode_frame(frame_of(info), info, pc.HTJ2K_LOSSLESS_RPCL)
+    assert b"\xff\x55" in coded[: coded.index(b"\xff\x90")]  # TLM in the main header
+    for uid in (pc.HTJ2K_LOSSLESS, pc.HTJ2K_LOSSLESS_RPCL):
+        assert pc.decode_frame(coded, info, uid) == frame_of(info)
 
 
 def test_jpeg_2000_refuses_images_too_small_for_its_resolutions() -> None:

@@ -20,24 +20,19 @@ The codec packages (all permissively licensed, none GPL):
 * JPEG 2000: ``pylibjpeg-openjpeg`` (OpenJPEG, BSD-2; pydicom's JPEG 2000 plugin,
   maintained by the pydicom team), reversible 5/3 wavelet, no colour transform; it always
   codes 6 resolutions, so images under 32 x 32 pixels are NotRepresentable.
-* HTJ2K: OpenJPEG decodes HTJ2K but cannot encode it, and no Python HTJ2K encoder builds
-  here (``ojph`` needs a newer OpenJPH than Debian ships; ``openjphpy`` is an empty
-  package).  Encoding uses OpenJPH's own ``ojph_compress`` (Debian ``openjph-tools``,
-  BSD-2, the reference HTJ2K implementation), one process per frame, reversible, in RPCL
-  order but without TLM marker segments: HTJ2K Lossless (1.2.840.10008.1.2.4.201), not
-  HTJ2K Lossless RPCL (1.2.840.10008.1.2.4.202, which asks for them; decoded, not encoded).
-  ``htj2k_encoder_available()`` tells whether it is installed.  Signed samples are coded as
-  their Bits Stored pattern, unsigned (OpenJPH 0.9's raw input loses negative values), and
-  sign-extended on decode.  Decoding uses OpenJPEG.
+* HTJ2K: OpenJPEG decodes HTJ2K but cannot encode it; ``imagecodecs`` (BSD-3, over OpenJPH,
+  BSD-2, the reference HTJ2K implementation) encodes it in-process: reversible, RPCL order,
+  with TLM marker segments, so one codestream serves HTJ2K Lossless (1.2.840.10008.1.2.4.201)
+  and HTJ2K Lossless RPCL (1.2.840.10008.1.2.4.202).  :func:`htj2k_codestream` is the one
+  call of the HTJ2K encoder in the archive (transcoding uses it too).  Signed samples are
+  coded as their Bits Stored pattern, unsigned, as for JPEG-LS, and sign-extended on decode.
+  Decoding uses OpenJPEG.
 * RLE Lossless: pydicom's own encoder and decoder (MIT).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
+import importlib.util
 from dataclasses import dataclass
 from typing import Final
 
@@ -51,7 +46,7 @@ JPEG_2000_LOSSLESS: Final = "1.2.840.10008.1.2.4.90"
 HTJ2K_LOSSLESS: Final = "1.2.840.10008.1.2.4.201"
 HTJ2K_LOSSLESS_RPCL: Final = "1.2.840.10008.1.2.4.202"
 
-#: Syntaxes this module decodes (and encodes, but for HTJ2K Lossless RPCL: see encode_frame).
+#: Syntaxes this module decodes and encodes.
 LOSSLESS_SYNTAXES: Final = frozenset(
     {RLE_LOSSLESS, JPEG_LS_LOSSLESS, JPEG_2000_LOSSLESS, HTJ2K_LOSSLESS, HTJ2K_LOSSLESS_RPCL}
 )
@@ -59,7 +54,6 @@ LOSSLESS_SYNTAXES: Final = frozenset(
 _PHOTOMETRICS: Final = frozenset(
     {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL", "YBR_RCT"}
 )
-_OJPH_COMPRESS: Final = "ojph_compress"
 
 
 class CodecError(VnaError):
@@ -140,7 +134,7 @@ def _check_j2k_size(info: PixelInfo) -> None:
 
 
 def htj2k_encoder_available() -> bool:
-    return shutil.which(_OJPH_COMPRESS) is not None
+    return importlib.util.find_spec("imagecodecs") is not None
 
 
 def encode_frame(frame: bytes, info: PixelInfo, syntax_uid: str) -> bytes:
@@ -152,15 +146,8 @@ def encode_frame(frame: bytes, info: PixelInfo, syntax_uid: str) -> bytes:
     if syntax_uid == JPEG_2000_LOSSLESS:
         _check_j2k_size(info)
         return _openjpeg_encode(pixels, info)
-    if syntax_uid == HTJ2K_LOSSLESS:
+    if syntax_uid in (HTJ2K_LOSSLESS, HTJ2K_LOSSLESS_RPCL):
         return _htj2k_encode(pixels, info)
-    if syntax_uid == HTJ2K_LOSSLESS_RPCL:
-        # The RPCL syntax (PS3.5 A.4.11) asks for TLM marker segments, which OpenJPH 0.9's
-        # ojph_compress cannot write; its RPCL-ordered codestreams are HTJ2K Lossless.
-        raise CodecUnavailable(
-            "HTJ2K Lossless RPCL needs TLM marker segments that the installed HTJ2K encoder"
-            " (OpenJPH 0.9) does not write; HTJ2K Lossless (1.2.840.10008.1.2.4.201) is produced"
-        )
     if syntax_uid == RLE_LOSSLESS:
         # RLE segments are colour by plane whatever the layout: the encoder takes samples
         # colour by pixel.
@@ -306,59 +293,33 @@ def _openjpeg_encode(pixels: np.ndarray, info: PixelInfo) -> bytes:
 
 
 def _htj2k_encode(pixels: np.ndarray, info: PixelInfo) -> bytes:
-    tool = shutil.which(_OJPH_COMPRESS)
-    if tool is None:
-        raise CodecUnavailable(
-            "HTJ2K encoding needs OpenJPH's ojph_compress (Debian package openjph-tools)"
-        )
-    # OpenJPH 0.9's raw reader does not give signed samples back (measured: negative values
-    # decode as the largest positive one), so signed data is coded as its Bits Stored
-    # two's-complement pattern, unsigned, as CharLS does for JPEG-LS in DICOM; decode_frame
-    # sign-extends it, and DICOM decoders apply Pixel Representation (pydicom's J2K sign
-    # correction does).
+    # Signed data is coded as its Bits Stored two's-complement pattern, unsigned, as CharLS
+    # does for JPEG-LS in DICOM; decode_frame sign-extends it, and DICOM decoders apply Pixel
+    # Representation (pydicom's J2K sign correction does).
     if info.pixel_representation == 1:
         pixels = _unsigned_pattern(pixels, info)
-    signed = False
-    wide = info.bits_stored > 8
-    samples = pixels.astype(
-        (np.dtype("<i2") if signed else np.dtype("<u2"))
-        if wide
-        else (np.int8 if signed else np.uint8)
-    )
-    if info.samples_per_pixel > 1:  # OpenJPH's raw input is component by component
-        samples = samples.transpose(2, 0, 1)
-    n = info.samples_per_pixel
-    with tempfile.TemporaryDirectory(prefix="vna-htj2k-") as tmp:
-        src, dst = os.path.join(tmp, "frame.yuv"), os.path.join(tmp, "frame.j2c")
-        with open(src, "wb") as f:
-            f.write(np.ascontiguousarray(samples).tobytes())
-        args = [
-            tool,
-            "-i",
-            src,
-            "-o",
-            dst,
-            "-reversible",
-            "true",
-            "-prog_order",
-            "RPCL",
-            "-dims",
-            f"{{{info.columns},{info.rows}}}",
-            "-num_comps",
-            str(n),
-            "-signed",
-            ",".join(["true" if signed else "false"] * n),
-            "-bit_depth",
-            ",".join([str(info.bits_stored)] * n),
-            "-downsamp",
-            ",".join(["{1,1}"] * n),
-        ]
-        done = subprocess.run(args, capture_output=True, timeout=120, check=False)
-        if done.returncode != 0 or not os.path.exists(dst):
-            reason = (done.stderr or done.stdout).decode(errors="replace").strip()[:200]
-            raise CodecError(f"HTJ2K encoding failed: {reason}")
-        with open(dst, "rb") as f:
-            return f.read()
+    if info.bits_stored <= 8 and pixels.dtype.itemsize == 2:
+        pixels = pixels.astype(np.uint8)
+    return htj2k_codestream(pixels)
+
+
+def htj2k_codestream(pixels: np.ndarray, rgb: bool = False) -> bytes:
+    """One frame (rows x columns [x samples], colour by pixel; the dtype carries sign and
+    width) as a reversible HTJ2K codestream in RPCL order with TLM marker segments (PS3.5
+    A.4.11); ``rgb``: with the reversible colour transform.  The one place the HTJ2K encoder
+    is called."""
+    try:
+        import imagecodecs  # imported here: only HTJ2K output needs it
+    except ImportError as exc:
+        raise CodecUnavailable("HTJ2K encoding needs the imagecodecs package") from exc
+    try:
+        return bytes(
+            imagecodecs.htj2k_encode(
+                np.ascontiguousarray(pixels), reversible=True, tlm=True, rgb=rgb
+            )
+        )
+    except Exception as exc:  # imagecodecs raises its own error types per codec
+        raise CodecError(f"HTJ2K encoding failed: {exc}") from exc
 
 
 def _rle_encode(frame: bytes, info: PixelInfo) -> bytes:

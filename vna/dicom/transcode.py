@@ -15,8 +15,8 @@ is an error naming the reason, never other bytes.
 
 Codecs: pydicom 3's ``decompress`` / ``compress`` with the installed plugins (pylibjpeg and
 pylibjpeg-openjpeg, pyjpegls, python-gdcm; never pylibjpeg-libjpeg, GPL) for RLE, JPEG-LS and
-JPEG 2000; pydicom has no HTJ2K encoder, so :func:`encode_htj2k_frame` (imagecodecs, BSD-3,
-over OpenJPH) encodes HTJ2K, one frame at a time.
+JPEG 2000; pydicom has no HTJ2K encoder, so :func:`encode_htj2k_frame` encodes HTJ2K one frame
+at a time through :func:`vna.dicom.pixel_codecs.htj2k_codestream` (imagecodecs over OpenJPH).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
+from vna.dicom.pixel_codecs import CodecError, htj2k_codestream
 from vna.errors import CannotTranscode, TranscodeFailed
 
 __all__ = ["CannotTranscode", "TranscodeFailed"]
@@ -512,15 +513,11 @@ def encode_htj2k_frame(
 ) -> bytes:
     """One frame (rows x columns [x samples], colour by pixel) as an HTJ2K lossless
     codestream in RPCL progression order with TLM markers (PS3.5 A.4.9); ``rgb``: with the
-    reversible colour transform (the data set then says YBR_RCT).  The one place the HTJ2K
-    encoder is called."""
-    import imagecodecs  # imported here: only HTJ2K output needs it
-
+    reversible colour transform (the data set then says YBR_RCT)."""
     del bits_stored, signed  # the array's dtype carries both (sign-extended values)
-    array = np.ascontiguousarray(pixels)
     try:
-        return bytes(imagecodecs.htj2k_encode(array, reversible=True, tlm=True, rgb=rgb))
-    except Exception as exc:
+        return htj2k_codestream(pixels, rgb=rgb)
+    except CodecError as exc:
         raise CannotTranscode(f"the HTJ2K encoder refused the frame: {exc}") from exc
 
 
