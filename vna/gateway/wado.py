@@ -7,12 +7,13 @@ through a bounded buffer.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 
 from aiohttp import web
 
 from vna.archive import Archive
-from vna.errors import NotFound
+from vna.errors import NotFound, VnaError
 from vna.gateway.auth import AUDIT, principal_of
 from vna.gateway.bulk_uris import with_bulk_data_uris
 from vna.gateway.media import (
@@ -26,6 +27,8 @@ from vna.gateway.media import (
 from vna.gateway.request_context import ARCHIVE, base_url, caller_source
 from vna.security.audit import ACCESS_DENIED, METADATA, RETRIEVE, Access
 from vna.security.query_scope import patient_scope
+
+log = logging.getLogger(__name__)
 
 
 async def retrieve(request: web.Request) -> web.StreamResponse:
@@ -77,19 +80,28 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     root = base_url(request)
     delimiter = f"--{boundary}\r\n".encode("ascii")
-    for index, instance in enumerate(instances):
-        chunks = first if index == 0 else await archive.retriever.open(instance)
-        location = (
-            f"{root}/studies/{instance.study_uid}/series/{instance.series_uid}"
-            f"/instances/{instance.sop_uid}"
-        )
-        await response.write(delimiter)
-        await response.write(
-            part_header(f"{DICOM}; transfer-syntax={instance.transfer_syntax}", location)
-        )
-        async for chunk in chunks:
-            await response.write(chunk)
-        await response.write(b"\r\n")
+    try:
+        for index, instance in enumerate(instances):
+            chunks = first if index == 0 else await archive.retriever.open(instance)
+            location = (
+                f"{root}/studies/{instance.study_uid}/series/{instance.series_uid}"
+                f"/instances/{instance.sop_uid}"
+            )
+            await response.write(delimiter)
+            await response.write(
+                part_header(f"{DICOM}; transfer-syntax={instance.transfer_syntax}", location)
+            )
+            async for chunk in chunks:
+                await response.write(chunk)
+            await response.write(b"\r\n")
+    except VnaError as exc:
+        # The 200 is out: the answer can only be cut short.  The connection is dropped so
+        # the client sees an incomplete answer at once (never a complete one holding other
+        # bytes); damage was recorded by the retriever, so a retry is served from a replica.
+        log.error("%s %s cut short: %s", request.method, request.path, exc)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
     await response.write(f"--{boundary}--\r\n".encode("ascii"))
     await response.write_eof()
     return response
