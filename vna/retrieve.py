@@ -65,10 +65,6 @@ _CACHED_SEEK_TABLES = 4096
 _READ_AHEAD = 4 << 20
 #: How often the copies known damaged (table read_repairs, written by any node) are read.
 _DAMAGE_REFRESH_SECONDS = 5.0
-#: Uncompressed objects up to this size are read whole and checked once per process before
-#: ranges of them are served (larger ones: ranges as the store keeps them).
-_VERIFY_FOR_RANGE = 64 << 20
-_CHECKED_OBJECTS = 4096
 _T = TypeVar("_T")
 
 
@@ -150,8 +146,6 @@ class Retriever:
         #: Object keys whose copy on the active store is known damaged (table read_repairs).
         self._damaged: set[str] = set()
         self._damaged_read_at = -_DAMAGE_REFRESH_SECONDS
-        #: Uncompressed objects read whole and checked, whose ranges are served directly.
-        self._checked_whole = _Lru(_CHECKED_OBJECTS)
         self.restore_days = restore_days
         self.access_flush_seconds = access_flush_seconds
         self._touched: set[str] = set()
@@ -607,15 +601,17 @@ class Retriever:
         of the object that holds them.
 
         What protects them: a range of a seekable compressed object is checked frame by frame
-        by the zstandard checksums and the seek table's sizes.  A range cannot be checked
-        against the whole object's digest, so an uncompressed object of up to
-        ``_VERIFY_FOR_RANGE`` bytes is read whole and checked the first time this process
-        serves a range of it (a typical instance is one frame: the same read); a larger one is
-        as the store keeps it (S3 checks ChecksumSHA256 on write, the filesystem store fsyncs;
-        fixity runs check whole objects).  A single-frame compressed object (written before
-        the seekable form) is decompressed whole and checked as ``open`` checks it, and its
-        conversion to the seekable form is queued.  A damaged, truncated or missing copy is
-        read from a replica instead (``_from_any``) and its repair queued.
+        by the zstandard checksums and the seek table's sizes.  A range of an uncompressed
+        object cannot be checked against the whole object's digest: a range of at least half
+        the object (the pixels of a single-frame image) is served from the whole object read
+        and checked, for about the same cost; a smaller one (a frame of a multi-frame image, a
+        bulk value) is as the store keeps it (S3 checks ChecksumSHA256 on write, the
+        filesystem store fsyncs, fixity runs check whole objects, and the lifecycle compresses
+        objects at rest into the checked seekable form), a missing or short object showing.
+        A single-frame compressed object (written before the seekable form) is decompressed
+        whole and checked as ``open`` checks it, and its conversion to the seekable form is
+        queued.  A damaged, truncated or missing copy is read from a replica instead
+        (``_from_any``) and its repair queued.
         """
         if start < 0 or length < 0 or start + length > instance.size:
             raise StorageError(
@@ -626,10 +622,8 @@ class Retriever:
             self._touch(instance.sop_uid)
         try:
             if instance.compression == "none":
-                key = instance.object_key
-                if instance.size <= _VERIFY_FOR_RANGE and key not in self._checked_whole:
+                if 2 * length >= instance.size:
                     data = await self.read(instance)  # checked whole, healed if damaged
-                    self._checked_whole.put(key, True)
                     return data[start : start + length]
                 data, _ = await self._from_any(
                     instance, lambda store: _plain_range(store, instance, start, length)

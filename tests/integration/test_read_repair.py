@@ -140,7 +140,6 @@ async def forget_damage(archive: Archive) -> None:
     retriever = archive.retriever
     retriever._damaged.clear()
     retriever._damaged_read_at = -1e9
-    retriever._checked_whole.clear()
     retriever._seek_tables.clear()
     retriever._layouts.clear()
 
