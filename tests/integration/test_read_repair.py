@@ -372,7 +372,16 @@ async def test_damage_found_mid_stream_cuts_the_answer_and_the_retry_is_healed(
         data[-10] ^= 0xFF
         path.unlink()
         path.write_bytes(bytes(data))
-        url = f"{node.base}/studies/{study[0].StudyInstanceUID}"
+        # C-GET has sent nothing of the instance when the damage shows: it reads it again,
+        # from the replica, within the same sub-operation.
+        study_uid = study[0].StudyInstanceUID
+        final, got = await scu(
+            get, node.dimse_port, study_keys("STUDY", StudyInstanceUID=study_uid)
+        )
+        assert final.Status == 0x0000
+        assert got == {u: data_set(d) for u, d in sent.items()}
+        await forget_damage(archive)
+        url = f"{node.base}/studies/{study_uid}"
         async with aiohttp.ClientSession() as http:
             with pytest.raises(aiohttp.ClientPayloadError):
                 async with http.get(url, headers={"Accept": ACCEPT}) as resp:
