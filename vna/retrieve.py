@@ -9,9 +9,13 @@ offline tier (S3 GLACIER / DEEP_ARCHIVE) raises OfflineError, which the gateways
 retry-later status, after queueing a restore job.  Retrieves also record the access time that
 tiering rules read, batched in memory and written every ``access_flush_seconds``.
 
-When the active store cannot serve an object (missing, or failing), the replicas are tried in
-turn (disaster recovery, ``vna.recovery``), with a log line and a metric; what a replica
-serves is checked against the catalogued digest as it streams.
+Every read is checked against the catalogued SHA-256 and size as it streams (the last chunk
+held back until the check passed), the first ``_READ_AHEAD`` bytes before ``open`` returns.
+When the active store cannot serve an object (missing, failing, or holding other bytes), the
+replicas are tried in turn (disaster recovery, ``vna.recovery``), checked the same way: reads
+heal themselves.  The damaged copy is recorded (table ``read_repairs``, read by every node so
+that later reads go to a replica first), audited, counted, and repaired by a queued
+``repair-object`` job (``lifecycle.dr.read_repair``).
 """
 
 from __future__ import annotations
@@ -397,6 +401,9 @@ class Retriever:
         """A read found the active store's copy missing, corrupt or unreadable: counted,
         logged, and (first detection of it) recorded in ``read_repairs`` with an audit row
         and, when replicas are declared, a ``repair-object`` job, in one transaction."""
+        if self.read_only:
+            # A DR drill reading a replica: its own report judges each copy.
+            return
         outcome = failure.outcome if isinstance(failure, DamagedObject) else "unreadable"
         key = instance.object_key
         if self.fallbacks:
@@ -411,8 +418,6 @@ class Retriever:
             failure,
             f"served from {served_from}" if served_from else "no other store served it",
         )
-        if self.read_only:
-            return
         try:
             async with self.db.transaction() as conn:
                 first = await conn.fetchval(
