@@ -34,7 +34,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from lifecycle.dr import report as dr_report
 from lifecycle.dr import status as dr_status
 from lifecycle.worker import run_once
-from tests.conftest import free_port
+from tests.conftest import STORE_KINDS, free_port
 from tests.factory import split_multipart
 from tests.integration.lifecycle_support import fetch, ingest, with_lifecycle
 from tests.integration.test_dimse import (
@@ -116,9 +116,9 @@ async def damage(store: ObjectStore, key: str, how: str) -> None:
         await store.delete(key)
         return
     data = b"".join([c async for c in store.iter_chunks(key)])
-    if how == "flipped":
-        middle = len(data) // 2
-        bad = data[:middle] + bytes([data[middle] ^ 0x5A]) + data[middle + 1 :]
+    if how in ("flipped", "flipped near the end"):
+        at = len(data) // 2 if how == "flipped" else len(data) - 10
+        bad = data[:at] + bytes([data[at] ^ 0x5A]) + data[at + 1 :]
     else:
         bad = data[: len(data) - 100]
     if isinstance(store, FilesystemStore):
@@ -310,6 +310,7 @@ async def _digest_of(archive: Archive, row: dict[str, Any]) -> tuple[str, int]:
     return r["sha256"], r["size"]
 
 
+@pytest.mark.parametrize("store_kind", STORE_KINDS)
 async def test_without_a_replica_a_damaged_object_is_a_clear_error(
     archive_settings: Settings,
 ) -> None:
@@ -350,6 +351,7 @@ async def test_without_a_replica_a_damaged_object_is_a_clear_error(
         assert await fetch(archive, "SELECT * FROM jobs WHERE kind = 'repair-object'") == []
 
 
+@pytest.mark.parametrize("store_kind", STORE_KINDS)
 async def test_damage_found_mid_stream_cuts_the_answer_and_the_retry_is_healed(
     archive_settings: Settings, tmp_path: Path
 ) -> None:
@@ -367,11 +369,7 @@ async def test_damage_found_mid_stream_cuts_the_answer_and_the_retry_is_healed(
         await run_once(archive)
         (row,) = await fetch(archive, "SELECT object_key, size FROM instances")
         assert row["size"] > 4 << 20
-        path = archive.store.root / row["object_key"]  # type: ignore[attr-defined]
-        data = bytearray(path.read_bytes())
-        data[-10] ^= 0xFF
-        path.unlink()
-        path.write_bytes(bytes(data))
+        await damage(archive.store, row["object_key"], "flipped near the end")
         # C-GET has sent nothing of the instance when the damage shows: it reads it again,
         # from the replica, within the same sub-operation.
         study_uid = study[0].StudyInstanceUID
@@ -391,5 +389,15 @@ async def test_damage_found_mid_stream_cuts_the_answer_and_the_retry_is_healed(
         assert parts == list(sent.values())
         (found,) = await fetch(archive, "SELECT * FROM read_repairs")
         assert found["outcome"] == "corrupt" and found["served_from"] is None
+        # Another node on the same catalogue and store knows it too: its first read goes to
+        # the replica (reading the damaged copy whole would fail past the read-ahead).
+        other = await Archive.open(node.archive.settings)
+        try:
+            (instance,) = await other.retriever.find(study_uid)
+            assert await other.retriever.read(instance) == next(iter(sent.values()))
+            # It found no damage itself.
+            assert "vna_damaged_reads_total{" not in other.metrics.render().decode()
+        finally:
+            await other.close()
         await run_once(archive)
-        assert path.read_bytes() == next(iter(sent.values()))
+        assert await archive.store.get_bytes(row["object_key"]) == next(iter(sent.values()))
