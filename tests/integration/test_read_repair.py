@@ -380,7 +380,22 @@ async def test_damage_found_mid_stream_cuts_the_answer_and_the_retry_is_healed(
         assert got == {u: data_set(d) for u, d in sent.items()}
         await forget_damage(archive)
         url = f"{node.base}/studies/{study_uid}"
+        ds = study[0]
+        uri = (
+            f"{node.base.removesuffix('/dicom-web')}/wado?requestType=WADO&studyUID={study_uid}"
+            f"&seriesUID={ds.SeriesInstanceUID}&objectUID={ds.SOPInstanceUID}"
+            "&contentType=application/dicom"
+        )
         async with aiohttp.ClientSession() as http:
+            # WADO-URI: the answer is cut short, and the retry served from the replica.
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async with http.get(uri) as resp:
+                    assert resp.status == 200
+                    await resp.read()
+            async with http.get(uri) as resp:
+                assert resp.status == 200 and await resp.read() == sent[str(ds.SOPInstanceUID)]
+            # WADO-RS the same.
+            await forget_damage(archive)
             with pytest.raises(aiohttp.ClientPayloadError):
                 async with http.get(url, headers={"Accept": ACCEPT}) as resp:
                     assert resp.status == 200

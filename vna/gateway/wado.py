@@ -95,16 +95,21 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
                 await response.write(chunk)
             await response.write(b"\r\n")
     except VnaError as exc:
-        # The 200 is out: the answer can only be cut short.  The connection is dropped so
-        # the client sees an incomplete answer at once (never a complete one holding other
-        # bytes); damage was recorded by the retriever, so a retry is served from a replica.
-        log.error("%s %s cut short: %s", request.method, request.path, exc)
-        if request.transport is not None:
-            request.transport.abort()
+        cut_short(request, exc)
         return response
     await response.write(f"--{boundary}--\r\n".encode("ascii"))
     await response.write_eof()
     return response
+
+
+def cut_short(request: web.Request, exc: VnaError) -> None:
+    """A stored object failed after the 200 went out: the answer can only be cut short.  The
+    connection is dropped so that the client sees an incomplete answer at once (never a
+    complete one holding other bytes); the retriever recorded the damage, so a retry is served
+    from a replica."""
+    log.error("%s %s cut short: %s", request.method, request.path, exc)
+    if request.transport is not None:
+        request.transport.abort()
 
 
 async def metadata(request: web.Request) -> web.Response:
