@@ -418,6 +418,10 @@ class Retriever:
             failure,
             f"served from {served_from}" if served_from else "no other store served it",
         )
+        if outcome == "unreadable" and not self.repair:
+            # The store failing for a moment, with no replica to repair from and nothing to
+            # read back: logged and counted, not recorded as a damaged copy for ever.
+            return
         try:
             async with self.db.transaction() as conn:
                 first = await conn.fetchval(
