@@ -48,6 +48,7 @@ from tests.integration.test_dimse import (
 from tests.phantom import smooth_ct_study
 from vna.archive import Archive
 from vna.config import DestinationSettings, DimseSettings, ReplicaSettings, Settings
+from vna.errors import StorageError
 from vna.gateway.dimse import DimseListener
 from vna.gateway.web import create_app
 from vna.recovery.policy import Outcome
@@ -416,3 +417,41 @@ async def test_damage_found_mid_stream_cuts_the_answer_and_the_retry_is_healed(
             await other.close()
         await run_once(archive)
         assert await archive.store.get_bytes(row["object_key"]) == next(iter(sent.values()))
+
+
+async def test_a_store_failing_for_a_moment_is_served_from_the_replica_then_found_intact(
+    archive_settings: Settings, tmp_path: Path
+) -> None:
+    settings = dataclasses.replace(
+        with_lifecycle(archive_settings, compression={"level": 0}),
+        replicas=(ReplicaSettings("dr", (tmp_path / "replica").as_uri()),),
+    )
+    async with running(settings) as node:
+        archive = node.archive
+        study = smooth_ct_study(series=1, slices=1, size=64)
+        sent = await ingest(archive, study)
+        await run_once(archive)
+        store = archive.store
+
+        def failing(key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+            raise StorageError(f"filesystem store primary: read failed: {key}: I/O error")
+
+        store.iter_chunks = failing  # type: ignore[method-assign]
+        try:
+            async with aiohttp.ClientSession() as http:
+                parts = await wado(http, f"{node.base}/studies/{study[0].StudyInstanceUID}")
+        finally:
+            del store.iter_chunks
+        assert parts == list(sent.values())
+        (found,) = await fetch(archive, "SELECT * FROM read_repairs")
+        assert (found["outcome"], found["served_from"]) == ("unreadable", "dr")
+        # The repair job reads the copy back: it is intact, nothing is rewritten.
+        await run_once(archive)
+        (found,) = await fetch(archive, "SELECT * FROM read_repairs")
+        assert found["resolution"] == "intact" and found["repaired_from"] is None
+        (audit,) = await fetch(archive, "SELECT * FROM audit WHERE action = 'object-repaired'")
+        assert audit["detail"]["resolution"] == "intact"
+        assert (
+            'vna_object_repairs_total{resolution="intact",store="primary"} 1.0'
+            in archive.metrics.render().decode()
+        )
