@@ -15,6 +15,8 @@
   (``lifecycle.notifications``).
 * ``replicate`` / ``replica-delete``: copy an instance's object to a replica, verified, or
   delete a copy nothing uses any more (``lifecycle.dr.replication``).
+* ``repair-object``: put a verified copy back over a copy a read found damaged or missing
+  (``lifecycle.dr.read_repair``, queued by ``vna.retrieve`` with the record of the damage).
 * ``commitment-report``: send a Storage Commitment report on a new association (queued with
   the request, ``vna.commitment.service``); waits for replication without using attempts,
   retried with back-off while the requester cannot be reached, recorded undeliverable when
@@ -27,7 +29,7 @@ import logging
 
 from lifecycle import forwarding, notifications, retention
 from lifecycle.compression import compress_instance, recompress_object
-from lifecycle.dr import replication
+from lifecycle.dr import read_repair, replication
 from lifecycle.engine import Engine, Handler, Reschedule
 from lifecycle.queue import Job
 from lifecycle.tiering import move_study, restore_object
@@ -119,5 +121,6 @@ HANDLERS: dict[str, Handler] = {
     "recompress": recompress,
     replication.REPLICATE: replication.replicate_job,
     replication.REPLICA_DELETE: replication.replica_delete_job,
+    read_repair.REPAIR: read_repair.repair_job,
     REPORT_JOB: commitment_report,
 }

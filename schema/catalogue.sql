@@ -25,6 +25,7 @@
 --   0171_forwarding
 --   0172_notifications
 --   0185_compression_fallbacks
+--   0195_read_repairs
 --   0215_forward_study_batches
 --   0216_notification_studies
 
@@ -420,6 +421,21 @@ CREATE TABLE pending_patient_links (
     CONSTRAINT pending_patient_links_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'accepted'::text, 'rejected'::text])))
 );
 
+CREATE TABLE read_repairs (
+    id bigint NOT NULL DEFAULT nextval('read_repairs_id_seq'::regclass),
+    store text NOT NULL,
+    object_key text NOT NULL,
+    outcome text NOT NULL,
+    detail text NOT NULL DEFAULT ''::text,
+    served_from text,
+    detected_at timestamp with time zone NOT NULL DEFAULT now(),
+    detections integer NOT NULL DEFAULT 1,
+    resolved_at timestamp with time zone,
+    resolution text,
+    repaired_from text,
+    CONSTRAINT read_repairs_pkey PRIMARY KEY (id)
+);
+
 CREATE TABLE rejected_instances (
     note_fk bigint NOT NULL,
     sop_uid text NOT NULL,
@@ -662,6 +678,10 @@ CREATE INDEX patients_name_lower ON public.patients USING btree (lower(patient_n
 CREATE UNIQUE INDEX pending_patient_links_open ON public.pending_patient_links USING btree (patient_id_a, issuer_a, patient_id_b, issuer_b) WHERE (state = 'pending'::text);
 
 CREATE INDEX pending_patient_links_pair ON public.pending_patient_links USING btree (patient_id_a, issuer_a, patient_id_b, issuer_b);
+
+CREATE INDEX read_repairs_detected ON public.read_repairs USING btree (detected_at);
+
+CREATE UNIQUE INDEX read_repairs_open ON public.read_repairs USING btree (store, object_key) WHERE (resolved_at IS NULL);
 
 CREATE INDEX rejected_instances_sop_uid ON public.rejected_instances USING btree (sop_uid);
 

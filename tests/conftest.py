@@ -150,10 +150,38 @@ def pydicom_test_dir() -> Path:
     return Path(path).parent
 
 
+#: The object stores the core ingest-to-retrieve tests run on: ``@pytest.mark.parametrize(
+#: "store_kind", STORE_KINDS)`` on a test overrides the ``store_kind`` fixture below.
+STORE_KINDS = ("file", "s3")
+
+
 @pytest.fixture
-def archive_settings(tmp_path: Path, database_url: str) -> Settings:
-    """Settings of an archive on this test's database and a filesystem store under tmp_path."""
-    return Settings(data_dir=tmp_path / "data", database_url=database_url)
+def store_kind() -> str:
+    """The object store of this test's archive: ``file`` (the filesystem store under the data
+    directory, the default) or ``s3`` (a fresh bucket on the moto S3 server)."""
+    return "file"
+
+
+def storage_url_for(store_kind: str, request: pytest.FixtureRequest) -> str:
+    """The ``storage_url`` of a store kind ("" is the filesystem store under data_dir)."""
+    if store_kind == "file":
+        return ""
+    if store_kind == "s3":
+        return str(request.getfixturevalue("s3_url"))
+    raise ValueError(f"unknown store kind {store_kind!r}")
+
+
+@pytest.fixture
+def archive_settings(
+    tmp_path: Path, database_url: str, store_kind: str, request: pytest.FixtureRequest
+) -> Settings:
+    """Settings of an archive on this test's database and its store: the filesystem under
+    tmp_path, or an S3 bucket when the test is parametrised with ``store_kind``."""
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        storage_url=storage_url_for(store_kind, request),
+    )
 
 
 @pytest.fixture

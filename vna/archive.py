@@ -88,6 +88,8 @@ class Archive:
             access_flush_seconds=settings.lifecycle.access_flush_seconds,
             fallbacks=sites.fallbacks() if settings.dr.read_fallback else (),
             metrics=metrics,
+            # A damaged copy found by a read is repaired from a replica by a queued job.
+            repair=bool(settings.replicas),
         )
         return cls(
             settings=settings,

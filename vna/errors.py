@@ -112,6 +112,19 @@ class StorageError(UnavailableError):
     """The object store failed to read or write."""
 
 
+class DamagedObject(StorageError):
+    """A stored copy is not the catalogued content (other SHA-256 or size, or a compressed
+    form that does not decompress).  Not retriable on the same store: the same bytes fail the
+    same way; a verified replica may serve the instance (vna.retrieve).  ``outcome`` is
+    ``corrupt`` or ``missing`` (vna.recovery.policy.Outcome)."""
+
+    retriable = False
+
+    def __init__(self, message: str, outcome: str = "corrupt") -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
 class CatalogError(UnavailableError):
     """The catalogue database failed."""
 

@@ -118,6 +118,21 @@ class Metrics:
             ["store", "reason"],
             registry=r,
         )
+        # Reads that heal themselves (vna/retrieve.py, lifecycle/dr/read_repair.py).
+        self.damaged_reads = Counter(
+            "vna_damaged_reads",
+            "Reads that found a stored copy missing, corrupt or unreadable (each queues a repair"
+            " when replicas are declared)",
+            ["store", "outcome"],
+            registry=r,
+        )
+        self.object_repairs = Counter(
+            "vna_object_repairs",
+            "Repair jobs done on damaged copies: repaired (copied back from a replica), intact"
+            " (read back verified), gone (no longer used)",
+            ["store", "resolution"],
+            registry=r,
+        )
 
         self.lifecycle_jobs = Gauge(
             "vna_lifecycle_jobs",

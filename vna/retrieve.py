@@ -9,9 +9,13 @@ offline tier (S3 GLACIER / DEEP_ARCHIVE) raises OfflineError, which the gateways
 retry-later status, after queueing a restore job.  Retrieves also record the access time that
 tiering rules read, batched in memory and written every ``access_flush_seconds``.
 
-When the active store cannot serve an object (missing, or failing), the replicas are tried in
-turn (disaster recovery, ``vna.recovery``), with a log line and a metric; what a replica
-serves is checked against the catalogued digest as it streams.
+Every read is checked against the catalogued SHA-256 and size as it streams (the last chunk
+held back until the check passed), the first ``_READ_AHEAD`` bytes before ``open`` returns.
+When the active store cannot serve an object (missing, failing, or holding other bytes), the
+replicas are tried in turn (disaster recovery, ``vna.recovery``), checked the same way: reads
+heal themselves.  The damaged copy is recorded (table ``read_repairs``, read by every node so
+that later reads go to a replica first), audited, counted, and repaired by a queued
+``repair-object`` job (``lifecycle.dr.read_repair``).
 """
 
 from __future__ import annotations
@@ -21,18 +25,28 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import zstandard
 
+from vna.catalog import audit
 from vna.catalog.database import Database
 from vna.catalog.patient_links import PatientScope, ScopedIdentities, scope_identities
 from vna.catalog.queries import q
 from vna.dicom.frames import ObjectLayout, PixelLayout, cut_frame, object_layout, parsed_pixels
 from vna.dicom.uids import is_valid_uid
-from vna.errors import InvalidRequest, NotFound, OfflineError, StorageError, VnaError
+from vna.errors import (
+    DamagedObject,
+    InvalidRequest,
+    NotFound,
+    OfflineError,
+    StorageError,
+    VnaError,
+)
 from vna.metrics import Metrics
 from vna.storage import pixelpack, seekable
 from vna.storage.base import ObjectStore
@@ -51,16 +65,23 @@ _CACHED_LAYOUTS = 4096
 _CACHED_SEEK_TABLES = 4096
 #: The forms of stored objects (instances.compression): as received, zstandard, pixel packs.
 _FORMS = frozenset({"none", "zstd"}) | pixelpack.IMAGE_CODECS
+#: Bytes of an object read and checked before ``Retriever.open`` returns (a whole typical
+#: instance; the batch C-MOVE and C-GET read ahead too): damage found in them is healed from a
+#: replica, or answered with a clear error, before the first byte goes out.
+_READ_AHEAD = 4 << 20
+#: How often the copies known damaged (table read_repairs, written by any node) are read.
+_DAMAGE_REFRESH_SECONDS = 5.0
+_T = TypeVar("_T")
 
 
-class _Lru(dict[str, Any]):
+class _Lru(dict[Any, Any]):
     """A small bounded cache: the oldest entry goes when full."""
 
     def __init__(self, capacity: int) -> None:
         super().__init__()
         self.capacity = capacity
 
-    def put(self, key: str, value: Any) -> None:
+    def put(self, key: Any, value: Any) -> None:
         self.pop(key, None)
         if len(self) >= self.capacity:
             del self[next(iter(self))]
@@ -114,6 +135,7 @@ class Retriever:
         fallbacks: Sequence[ObjectStore] = (),
         metrics: Metrics | None = None,
         read_only: bool = False,
+        repair: bool = False,
     ) -> None:
         self.db = db
         self.store = store
@@ -124,6 +146,12 @@ class Retriever:
         #: A reader that writes nothing to the catalogue, neither access times nor restore
         #: requests (a DR drill reading a replica).
         self.read_only = read_only
+        #: Queue a ``repair-object`` job for a damaged copy of the active store (replicas are
+        #: declared: one may hold a good copy).
+        self.repair = repair and not read_only
+        #: Object keys whose copy on the active store is known damaged (table read_repairs).
+        self._damaged: set[str] = set()
+        self._damaged_read_at = -_DAMAGE_REFRESH_SECONDS
         self.restore_days = restore_days
         self.access_flush_seconds = access_flush_seconds
         self._touched: set[str] = set()
@@ -261,64 +289,182 @@ class Retriever:
     async def open(self, instance: StoredInstance) -> AsyncIterator[bytes]:
         """Stream the instance's Part 10 bytes exactly as they were received.
 
-        The object is opened before this returns, so NotFound and OfflineError (a restore has
-        been queued) are raised here, before a gateway has sent anything.
+        The object is opened, and its first ``_READ_AHEAD`` bytes read and checked, before this
+        returns: NotFound, OfflineError (a restore has been queued) and damage found in them
+        are raised (or healed from a replica) before a gateway has sent anything.  Every byte
+        is checked against the catalogued SHA-256 and size as it streams, and the last chunk
+        is held back until it is: a damaged copy is never delivered whole.
         """
         if instance.compression not in _FORMS:
             raise StorageError(f"unknown object compression {instance.compression!r}")
         try:
-            first, chunks, fallback = await self._first_chunk(instance)
+            stream, store = await self._from_any(instance, lambda store: _prepared(store, instance))
         except OfflineError as exc:
             raise await self._offline([instance]) from exc
         if not self.read_only:
             self._touch(instance.sop_uid)
-        stream = _chained(first, chunks)
-        if instance.compression == "zstd" and seekable.is_seekable_key(instance.object_key):
-            stream = _decompressed(stream, instance, across_frames=True)
-        elif instance.compression == "zstd":
-            stream = _decompressed(stream, instance)
-        elif instance.compression in pixelpack.IMAGE_CODECS:
-            stream = _unpacked(stream, instance)
-        elif fallback:
-            stream = _verified(stream, instance)
+        if store is self.store:
+            stream = self._watched(stream, instance)
         if self.metrics is not None:
             stream = _counted(stream, self.metrics)
         return stream
 
-    async def _first_chunk(
-        self, instance: StoredInstance
-    ) -> tuple[bytes, AsyncIterator[bytes], bool]:
-        """The object opened on the store, or on the first fallback store that has it when
-        the store fails (True: served by a fallback)."""
-        try:
-            first, chunks = await _opened(self.store, instance.object_key)
-            return first, chunks, False
-        except (NotFound, StorageError) as exc:
-            if not self.fallbacks:
-                raise
-            failure = exc
-        reason = "missing" if isinstance(failure, NotFound) else "error"
+    async def _from_any(
+        self, instance: StoredInstance, read: Callable[[ObjectStore], Awaitable[_T]]
+    ) -> tuple[_T, ObjectStore]:
+        """``read`` done on the active store, else on the first fallback store that can (and
+        the active store's failure recorded: a damaged copy is audited, counted and its repair
+        queued).  A copy already known damaged (by this process or another node: table
+        ``read_repairs``) is not read: the fallbacks are tried first, the active store last.
+
+        Raises what the active store failed with, a missing object as DamagedObject (the
+        catalogue says the archive holds it: it is not a 404) when no other store has it.
+        """
+        await self._refresh_damaged()
+        key = instance.object_key
+        known = key in self._damaged and bool(self.fallbacks)
+        failure: VnaError | None = None
+        if not known:
+            try:
+                return await read(self.store), self.store
+            except (NotFound, StorageError) as exc:
+                failure = _as_damage(exc, instance, self.store)
         for store in self.fallbacks:
             try:
-                first, chunks = await _opened(store, instance.object_key)
-            except (NotFound, StorageError, OfflineError):
+                value = await read(store)
+            except (NotFound, StorageError, OfflineError) as exc:
+                log.warning(
+                    "instance %s not served by store %s: %s", instance.sop_uid, store.name, exc
+                )
                 continue
-            log.warning(
-                "instance %s served from store %s: store %s failed (%s)",
-                instance.sop_uid,
-                store.name,
-                self.store.name,
-                failure,
-            )
+            if failure is not None:
+                log.warning(
+                    "instance %s served from store %s: store %s failed (%s)",
+                    instance.sop_uid,
+                    store.name,
+                    self.store.name,
+                    failure,
+                )
+                await self._record_damage(instance, failure, store.name)
             if self.metrics is not None:
-                self.metrics.retrieve_fallbacks.labels(store.name, reason).inc()
-            return first, chunks, True
+                self.metrics.retrieve_fallbacks.labels(store.name, _reason(failure)).inc()
+            return value, store
+        if known:
+            # No replica serves it: the active copy may have been repaired meanwhile.
+            try:
+                return await read(self.store), self.store
+            except (NotFound, StorageError) as exc:
+                raise _as_damage(exc, instance, self.store) from exc
+        assert failure is not None
+        await self._record_damage(instance, failure, None)
         raise failure
+
+    def _watched(
+        self, stream: AsyncIterator[bytes], instance: StoredInstance
+    ) -> AsyncIterator[bytes]:
+        """The active store's stream, its damage found past the read-ahead recorded (so that
+        the client's retry, on any node, is served from a replica at once)."""
+
+        async def watched() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in stream:
+                    yield chunk
+            except (NotFound, StorageError) as exc:
+                damage = _as_damage(exc, instance, self.store)
+                await self._record_damage(instance, damage, None)
+                raise damage from exc
+            finally:
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+        return watched()
+
+    async def _refresh_damaged(self) -> None:
+        """The active store's copies known damaged, read again from the catalogue every
+        ``_DAMAGE_REFRESH_SECONDS`` (any node may have found them; repairs clear them)."""
+        if self.read_only or not self.fallbacks:
+            return
+        now = time.monotonic()
+        if now - self._damaged_read_at < _DAMAGE_REFRESH_SECONDS:
+            return
+        self._damaged_read_at = now
+        try:
+            async with self.db.acquire() as conn:
+                rows = await conn.fetch(q("read_repairs_open"), self.store.name)
+        except VnaError as exc:
+            log.warning("could not read the damaged copies of store %s: %s", self.store.name, exc)
+            return
+        self._damaged = {r["object_key"] for r in rows}
+
+    async def _record_damage(
+        self, instance: StoredInstance, failure: VnaError, served_from: str | None
+    ) -> None:
+        """A read found the active store's copy missing, corrupt or unreadable: counted,
+        logged, and (first detection of it) recorded in ``read_repairs`` with an audit row
+        and, when replicas are declared, a ``repair-object`` job, in one transaction."""
+        if self.read_only:
+            # A DR drill reading a replica: its own report judges each copy.
+            return
+        outcome = failure.outcome if isinstance(failure, DamagedObject) else "unreadable"
+        key = instance.object_key
+        if self.fallbacks:
+            self._damaged.add(key)
+        if self.metrics is not None:
+            self.metrics.damaged_reads.labels(self.store.name, outcome).inc()
+        log.error(
+            "instance %s: the copy on store %s is %s (%s); %s",
+            instance.sop_uid,
+            self.store.name,
+            outcome,
+            failure,
+            f"served from {served_from}" if served_from else "no other store served it",
+        )
+        if outcome == "unreadable" and not self.repair:
+            # The store failing for a moment, with no replica to repair from and nothing to
+            # read back: logged and counted, not recorded as a damaged copy for ever.
+            return
+        try:
+            async with self.db.transaction() as conn:
+                first = await conn.fetchval(
+                    q("read_repair_record"),
+                    self.store.name,
+                    key,
+                    outcome,
+                    str(failure)[:1000],
+                    served_from,
+                )
+                if not first:
+                    return
+                if self.repair:
+                    await conn.execute(q("read_repair_enqueue"), key, self.store.name)
+                await audit.record(
+                    conn,
+                    actor="retrieve",
+                    origin="read",
+                    action="damaged-copy",
+                    outcome="failure",
+                    study_uid=instance.study_uid,
+                    series_uid=instance.series_uid,
+                    sop_uid=instance.sop_uid,
+                    detail={
+                        "store": self.store.name,
+                        "object_key": key,
+                        "outcome": outcome,
+                        "detail": str(failure)[:1000],
+                        "served_from": served_from,
+                        "repair_queued": self.repair,
+                    },
+                )
+        except VnaError as exc:
+            # The reader is answered all the same; the next read that finds it records it.
+            log.error("could not record the damaged copy of %s: %s", key, exc)
 
     async def verify(self, instance: StoredInstance) -> None:
         """Read the whole object from the active store, as a retrieve would (decompressed and
         checked as it streams), and check its SHA-256 and size against the catalogue; raise
-        StorageError (damaged), NotFound (missing) or OfflineError (offline tier) otherwise.
+        StorageError (DamagedObject: damaged), NotFound (missing) or OfflineError (offline
+        tier) otherwise.
 
         For Storage Commitment (PS3.4 J.3.3): the archive takes responsibility for an instance
         only for a copy it has just read back.  Replicas are not tried (their copies are
@@ -327,24 +473,8 @@ class Retriever:
         """
         if instance.compression not in _FORMS:
             raise StorageError(f"unknown object compression {instance.compression!r}")
-        first, chunks = await _opened(self.store, instance.object_key)
-        stream = _chained(first, chunks)
-        if instance.compression == "zstd":
-            # The seekable form is many frames (a single-frame reader would stop at the first).
-            across = seekable.is_seekable_key(instance.object_key)
-            stream = _decompressed(stream, instance, across_frames=across)
-        elif instance.compression in pixelpack.IMAGE_CODECS:
-            stream = _unpacked(stream, instance)
-        digest = hashlib.sha256()
-        size = 0
-        async for chunk in stream:
-            digest.update(chunk)
-            size += len(chunk)
-        if size != instance.size or digest.hexdigest() != instance.sha256:
-            raise StorageError(
-                f"object {instance.object_key} does not match the catalogued instance"
-                f" {instance.sop_uid} (SHA-256 or size differs)"
-            )
+        async for _chunk in await _prepared(self.store, instance):
+            pass
 
     async def read(self, instance: StoredInstance) -> bytes:
         chunks = [c async for c in await self.open(instance)]
@@ -481,13 +611,18 @@ class Retriever:
         """Bytes [start, start + length) of the instance as received, reading only the part
         of the object that holds them.
 
-        What protects them: a range of an uncompressed object cannot be checked against the
-        whole object's digest, so it is as the store keeps it (S3 checks ChecksumSHA256 on
-        write, the filesystem store fsyncs; fixity runs check whole objects); a range of a
-        seekable compressed object is checked frame by frame by the zstandard checksums and
-        the seek table's sizes.  A single-frame compressed object (written before the
-        seekable form) is decompressed whole and checked as ``open`` checks it, and its
-        conversion to the seekable form is queued.
+        What protects them: a range of a seekable compressed object is checked frame by frame
+        by the zstandard checksums and the seek table's sizes.  A range of an uncompressed
+        object cannot be checked against the whole object's digest: a range of at least half
+        the object (the pixels of a single-frame image) is served from the whole object read
+        and checked, for about the same cost; a smaller one (a frame of a multi-frame image, a
+        bulk value) is as the store keeps it (S3 checks ChecksumSHA256 on write, the
+        filesystem store fsyncs, fixity runs check whole objects, and the lifecycle compresses
+        objects at rest into the checked seekable form), a missing or short object showing.
+        A single-frame compressed object (written before the seekable form) is decompressed
+        whole and checked as ``open`` checks it, and its conversion to the seekable form is
+        queued.  A damaged, truncated or missing copy is read from a replica instead
+        (``_from_any``) and its repair queued.
         """
         if start < 0 or length < 0 or start + length > instance.size:
             raise StorageError(
@@ -498,9 +633,12 @@ class Retriever:
             self._touch(instance.sop_uid)
         try:
             if instance.compression == "none":
-                data = await self._ranged(instance, start, length)
-                if len(data) != length:
-                    raise StorageError(f"object {instance.object_key} is shorter than catalogued")
+                if 2 * length >= instance.size:
+                    data = await self.read(instance)  # checked whole, healed if damaged
+                    return data[start : start + length]
+                data, _ = await self._from_any(
+                    instance, lambda store: _plain_range(store, instance, start, length)
+                )
                 return data
             if instance.compression in pixelpack.IMAGE_CODECS:
                 return await self._pack_span(instance, start, length)
@@ -509,20 +647,10 @@ class Retriever:
             if not seekable.is_seekable_key(instance.object_key):
                 await self._queue_reformat(instance)
                 return (await self.read(instance))[start : start + length]
-            table = await self._seek_table(instance)
-            if table.size != instance.size:
-                raise StorageError(f"object {instance.object_key}: seek table size mismatch")
-            first, last = table.frames_for(start, length)
-            compressed = await self._ranged(
-                instance,
-                table.compressed[first],
-                table.compressed[last] - table.compressed[first],
+            data, _ = await self._from_any(
+                instance, lambda store: self._seekable_range(store, instance, start, length)
             )
-            data = await _off_loop(
-                seekable.decompress_frames, compressed, table, first, last, instance.object_key
-            )
-            skip = start - table.decompressed[first]
-            return data[skip : skip + length]
+            return data
         except OfflineError as exc:
             raise await self._offline([instance]) from exc
 
@@ -592,40 +720,69 @@ class Retriever:
         except OfflineError as exc:
             raise await self._offline([instance]) from exc
 
-    async def _seek_table(self, instance: StoredInstance) -> seekable.SeekTable:
+    async def _ranged(self, instance: StoredInstance, start: int, length: int) -> bytes:
+        """A byte range of the stored object (a pixel pack's index or segments) from the active
+        store, or a replica when that copy is missing, short or unreadable (recorded as
+        damage).  The segments' own checks (CRC of each decoded frame) catch other damage."""
+        data, _ = await self._from_any(
+            instance,
+            lambda store: _plain_range(store, instance, start, length),
+        )
+        return data
+
+    async def _seekable_range(
+        self, store: ObjectStore, instance: StoredInstance, start: int, length: int
+    ) -> bytes:
+        """The range read from ``store`` through its own seek table; anything that shows the
+        copy is not the catalogued one raises DamagedObject."""
         key = instance.object_key
-        cached = self._seek_tables.get(key)
+        try:
+            table = await self._seek_table(store, instance)
+            if table.size != instance.size:
+                raise DamagedObject(f"object {key}: seek table size mismatch")
+            first, last = table.frames_for(start, length)
+            compressed = await store.read_range(
+                key, table.compressed[first], table.compressed[last] - table.compressed[first]
+            )
+            try:
+                data = await _off_loop(
+                    seekable.decompress_frames, compressed, table, first, last, key
+                )
+            except StorageError as exc:
+                raise DamagedObject(str(exc)) from exc
+        except DamagedObject:
+            self._seek_tables.pop((store.name, key), None)
+            raise
+        skip = start - table.decompressed[first]
+        return cast(bytes, data[skip : skip + length])
+
+    async def _seek_table(self, store: ObjectStore, instance: StoredInstance) -> seekable.SeekTable:
+        key = instance.object_key
+        cached = self._seek_tables.get((store.name, key))
         if cached is not None:
             return cast(seekable.SeekTable, cached)
-        size = instance.size  # a lower bound is enough: only the tail is read
-        info = await self.store.stat(key)
+        info = await store.stat(key)
         if info is None:
-            raise NotFound(f"object {key} not in store {self.store.name}")
+            raise NotFound(f"object {key} not in store {store.name}")
         size = info.size
-        footer = await self._ranged(instance, size - seekable.FOOTER_SIZE, seekable.FOOTER_SIZE)
-        n = seekable.table_size(footer, key)
-        table = seekable.parse_table(await self._ranged(instance, size - n, n), key)
-        self._seek_tables.put(key, table)
-        return table
-
-    async def _ranged(self, instance: StoredInstance, start: int, length: int) -> bytes:
-        """A byte range of the stored object from the store, or a fallback store that has it."""
+        if size < seekable.FOOTER_SIZE:
+            raise DamagedObject(f"compressed object {key} is truncated (no seek table)")
+        footer = await store.read_range(key, size - seekable.FOOTER_SIZE, seekable.FOOTER_SIZE)
         try:
-            return await self.store.read_range(instance.object_key, start, length)
-        except (NotFound, StorageError) as exc:
-            if not self.fallbacks:
-                raise
-            failure = exc
-        for store in self.fallbacks:
-            try:
-                data = await store.read_range(instance.object_key, start, length)
-            except (NotFound, StorageError, OfflineError):
-                continue
-            if self.metrics is not None:
-                reason = "missing" if isinstance(failure, NotFound) else "error"
-                self.metrics.retrieve_fallbacks.labels(store.name, reason).inc()
-            return data
-        raise failure
+            n = seekable.table_size(footer, key)
+        except (StorageError, struct.error) as exc:
+            raise DamagedObject(str(exc)) from exc
+        if n > size:
+            raise DamagedObject(f"compressed object {key} has a damaged seek table")
+        raw = await store.read_range(key, size - n, n)
+        try:
+            table = seekable.parse_table(raw, key)
+        except (StorageError, struct.error) as exc:
+            raise DamagedObject(str(exc)) from exc
+        if table.compressed[-1] + n != size:
+            raise DamagedObject(f"compressed object {key}: the seek table does not describe it")
+        self._seek_tables.put((store.name, key), table)
+        return table
 
     async def _queue_reformat(self, instance: StoredInstance) -> None:
         """Queue the rewrite of a single-frame compressed object in the seekable form (once
@@ -745,25 +902,124 @@ async def _opened(store: ObjectStore, key: str) -> tuple[bytes, AsyncIterator[by
         return b"", chunks
 
 
-async def _verified(chunks: AsyncIterator[bytes], instance: StoredInstance) -> AsyncIterator[bytes]:
-    """The bytes of an uncompressed object read from a fallback store, checked against the
-    catalogued SHA-256 as they stream: a damaged replica copy fails the retrieve (the
-    gateway aborts the response) rather than passing for the instance."""
+async def _prepared(store: ObjectStore, instance: StoredInstance) -> AsyncIterator[bytes]:
+    """The instance's bytes from ``store``: decompressed, checked against the catalogue as they
+    stream, and the first ``_READ_AHEAD`` of them already read (damage in them raised here)."""
+    first, chunks = await _opened(store, instance.object_key)
+    stream = _chained(first, chunks)
+    if instance.compression == "zstd":
+        across = seekable.is_seekable_key(instance.object_key)
+        stream = _decompressed(stream, instance, across_frames=across)
+    elif instance.compression in pixelpack.IMAGE_CODECS:
+        stream = _unpacked(stream, instance)
+    return await _read_ahead(_checked(stream, instance, store.name), _READ_AHEAD)
+
+
+async def _read_ahead(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    """``stream`` with its first ``limit`` bytes (or all of it) read now: what it raises in
+    them is raised here, before a caller sends anything."""
+    buffered: list[bytes] = []
+    size = 0
+    done = False
+    try:
+        while size < limit:
+            try:
+                chunk = await anext(stream)
+            except StopAsyncIteration:
+                done = True
+                break
+            buffered.append(chunk)
+            size += len(chunk)
+    except BaseException:
+        await _aclose(stream)
+        raise
+
+    async def rest() -> AsyncIterator[bytes]:
+        try:
+            for chunk in buffered:
+                yield chunk
+            buffered.clear()
+            if not done:
+                async for chunk in stream:
+                    yield chunk
+        finally:
+            await _aclose(stream)
+
+    return rest()
+
+
+async def _checked(
+    chunks: AsyncIterator[bytes], instance: StoredInstance, store: str
+) -> AsyncIterator[bytes]:
+    """The instance's bytes checked against the catalogued SHA-256 and size as they stream;
+    the last chunk is held back until the check passed, so a damaged copy is never delivered
+    whole (the reader sees a read cut short, not other bytes passing for the instance)."""
     digest = hashlib.sha256()
     size = 0
+    held: bytes | None = None
     try:
         async for chunk in chunks:
+            if not chunk:
+                continue
             digest.update(chunk)
             size += len(chunk)
-            yield chunk
+            if size > instance.size:
+                break
+            if held is not None:
+                yield held
+            held = chunk
     finally:
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await _aclose(chunks)
     if size != instance.size or digest.hexdigest() != instance.sha256:
-        raise StorageError(
-            f"object {instance.object_key} read from a replica is not the catalogued instance"
+        what = "longer" if size > instance.size else "shorter" if size < instance.size else ""
+        raise DamagedObject(
+            f"the copy of instance {instance.sop_uid} on store {store} ({instance.object_key})"
+            " is not the catalogued content"
+            + (f": {what} than its {instance.size} bytes" if what else ": other SHA-256")
         )
+    if held is not None:
+        yield held
+
+
+async def _plain_range(
+    store: ObjectStore, instance: StoredInstance, start: int, length: int
+) -> bytes:
+    data = await store.read_range(instance.object_key, start, length)
+    if len(data) != length:
+        raise DamagedObject(
+            f"the copy of instance {instance.sop_uid} on store {store.name} is shorter than"
+            " catalogued"
+        )
+    return data
+
+
+def _as_damage(exc: VnaError, instance: StoredInstance, store: ObjectStore) -> VnaError:
+    """A failure of a store holding a catalogued object: missing is damage (not a 404: the
+    catalogue says the archive holds it), other failures as they are (unreadable)."""
+    if isinstance(exc, NotFound):
+        damage = DamagedObject(
+            f"the copy of instance {instance.sop_uid} is missing from store {store.name}"
+            f" ({instance.object_key})",
+            "missing",
+        )
+        damage.__cause__ = exc
+        return damage
+    return exc
+
+
+def _reason(failure: VnaError | None) -> str:
+    """The ``reason`` label of vna_retrieve_fallbacks."""
+    if failure is None:
+        return "known-damaged"
+    if isinstance(failure, DamagedObject):
+        return failure.outcome
+    return "error"
+
+
+async def _aclose(chunks: AsyncIterator[bytes]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 async def _counted(chunks: AsyncIterator[bytes], metrics: Metrics) -> AsyncIterator[bytes]:
@@ -809,7 +1065,7 @@ async def _decompressed(
                 else:
                     out = decompressor.decompress(chunk)
             except zstandard.ZstdError as exc:
-                raise StorageError(
+                raise DamagedObject(
                     f"compressed object {instance.object_key} is corrupt: {exc}"
                 ) from exc
             if out:
@@ -820,7 +1076,7 @@ async def _decompressed(
         if aclose is not None:
             await aclose()
     if (not across_frames and not decompressor.eof) or produced != instance.size:
-        raise StorageError(
+        raise DamagedObject(
             f"compressed object {instance.object_key} is truncated: {produced} of"
             f" {instance.size} bytes"
         )

@@ -26,7 +26,7 @@ from lifecycle.dr.json_form import jsonable
 from vna.archive import Archive
 from vna.catalog import audit
 from vna.catalog.queries import q
-from vna.errors import InvalidRequest, NotFound, OfflineError, StorageError
+from vna.errors import DamagedObject, InvalidRequest, NotFound, OfflineError, StorageError
 from vna.recovery.policy import (
     Finding,
     Outcome,
@@ -315,6 +315,12 @@ async def _drill_read(
             size += len(chunk)
     except NotFound:
         found, detail = False, "not on the replica"
+    except DamagedObject as exc:
+        # The reader checks what it reads against the catalogue (vna.retrieve).
+        if exc.outcome == "missing":
+            found, detail = False, "not on the replica"
+        else:
+            decodable, detail = False, str(exc)
     except OfflineError as exc:
         readable, detail = False, str(exc)
     except StorageError as exc:

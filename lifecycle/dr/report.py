@@ -102,7 +102,30 @@ def render_status(data: dict[str, Any]) -> str:
             )
         else:
             lines.append("  last drill     never (`vna dr drill`)")
+    lines.extend(_read_repair_lines(data))
     return "\n".join(lines)
+
+
+def _read_repair_lines(data: dict[str, Any]) -> list[str]:
+    """Copies that reads found missing or damaged, served from a replica and repaired."""
+    rows = data.get("read_repairs") or []
+    jobs = data.get("repair_jobs") or {}
+    if not rows:
+        return ["", "read repairs   no damaged copy found by a read"]
+    lines = [""]
+    for r in rows:
+        lines.append(
+            f"read repairs   store {r['store']}: {r['open']:,} damaged copies awaiting repair,"
+            f" {r['repaired']:,} repaired from a replica, {r['intact']:,} found intact on"
+            f" reading back; last found {r['last_detected']}"
+        )
+    if any(r["open"] for r in rows):
+        waiting = sum(v for k, v in jobs.items() if k != "dead")
+        lines.append(
+            f"               repair jobs: {waiting:,} waiting or running, {jobs.get('dead', 0):,}"
+            " dead (no store holds a good copy: `vna lifecycle jobs`)"
+        )
+    return lines
 
 
 # --- drill ------------------------------------------------------------------------------------

@@ -56,6 +56,24 @@ async def collect_status(archive: Archive) -> dict[str, Any]:
                 for r in await conn.fetch(q("drill_open_defects"), replica.name)
             ]
             replicas.append(entry)
+        # Copies reads found damaged (vna.retrieve) and their repairs (lifecycle.dr.read_repair).
+        read_repairs = [
+            {
+                "store": r["store"],
+                "open": r["open"],
+                "repaired": r["repaired"],
+                "intact": r["intact"],
+                "gone": r["gone"],
+                "detections": r["detections"],
+                "last_detected": _iso(r["last_detected"]),
+            }
+            for r in await conn.fetch(q("read_repair_counts"))
+        ]
+        repair_jobs = {
+            r["state"]: r["jobs"]
+            for r in await conn.fetch(q("lifecycle_queue_depth"))
+            if r["kind"] == "repair-object"
+        }
         failover = None
         if sites.active != PRIMARY:
             since = await conn.fetchrow(q("received_since"), state["changed_at"])
@@ -76,6 +94,8 @@ async def collect_status(archive: Archive) -> dict[str, Any]:
         "catalogue_bytes": totals["bytes"],
         "catalogue_stored_bytes": totals["stored_bytes"],
         "replicas": replicas,
+        "read_repairs": read_repairs,
+        "repair_jobs": repair_jobs,
         "failover": failover,
     }
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import free_port
+from tests.conftest import free_port, storage_url_for
 
 VNA = Path(sys.executable).parent / "vna"
 #: Worker processes `vna serve` starts by default (vna.supervisor.worker_count).
@@ -27,9 +27,11 @@ WORKERS = max(1, min(os.cpu_count() or 1, 8))
 
 
 class ArchiveProcess:
-    def __init__(self, data_dir: Path, config: Path | None = None) -> None:
+    def __init__(self, data_dir: Path, config: Path | None = None, storage_url: str = "") -> None:
         self.data_dir = data_dir
         self.config = config
+        #: Empty: the filesystem store under data_dir (embedded default); else VNA_STORAGE_URL.
+        self.storage_url = storage_url
         self.http_port = free_port()
         self.dimse_port = free_port()
         self.ae_title = "VNA"
@@ -56,6 +58,8 @@ class ArchiveProcess:
             VNA_DIMSE_HOST="127.0.0.1",
             VNA_LOG_LEVEL="INFO",
         )
+        if self.storage_url:
+            env["VNA_STORAGE_URL"] = self.storage_url
         return env
 
     def start(self, timeout: float = 60) -> None:
@@ -137,12 +141,14 @@ def _pg_ctl() -> Path | None:
 
 
 @pytest.fixture
-def archive_process() -> Iterator[ArchiveProcess]:
-    """A started ``vna serve`` on a fresh data directory (embedded PostgreSQL and filesystem)."""
+def archive_process(store_kind: str, request: pytest.FixtureRequest) -> Iterator[ArchiveProcess]:
+    """A started ``vna serve`` on a fresh data directory (embedded PostgreSQL and filesystem;
+    an S3 bucket on the moto server instead when the test is parametrised with
+    ``store_kind``)."""
     # Not under pytest's basetemp: run as root, the embedded PostgreSQL runs as another user
     # that must traverse the path, and pytest resets its directories to mode 0700.
     root = Path(tempfile.mkdtemp(prefix="vna-accept-"))
-    server = ArchiveProcess(root / "data")
+    server = ArchiveProcess(root / "data", storage_url=storage_url_for(store_kind, request))
     try:
         server.start()
         yield server

@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from tests.acceptance.conftest import ArchiveProcess
+from tests.conftest import STORE_KINDS
 from tests.factory import ct_study, part10, split_multipart, stow_body
 
 ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
@@ -37,6 +38,7 @@ def _stow(server: ArchiveProcess, parts: list[bytes]) -> requests.Response:
     )
 
 
+@pytest.mark.parametrize("store_kind", STORE_KINDS)
 def test_dicomweb_client_stores_queries_and_retrieves_a_study(archive_process):
     client = DICOMwebClient(archive_process.url)
     study = ct_study(series=3, slices=4, patient_id="HOSP1-0042", accession="A-77")

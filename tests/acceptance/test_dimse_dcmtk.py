@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from pynetdicom.dsutils import decode
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from tests.acceptance.conftest import ArchiveProcess
-from tests.conftest import free_port
+from tests.conftest import STORE_KINDS, free_port
 from tests.factory import ct_study, part10, split_multipart
 
 pytestmark = [
@@ -88,6 +89,22 @@ def destination() -> Iterator[StorageSCP]:
 @pytest.fixture(scope="module")
 def server(destination: StorageSCP) -> Iterator[ArchiveProcess]:
     """``vna serve`` with no sources (any calling AE) and the test's C-MOVE destination."""
+    yield from _serve(destination)
+
+
+@pytest.fixture(scope="module")
+def s3_server(destination: StorageSCP, s3_endpoint: str) -> Iterator[ArchiveProcess]:
+    """The same on an S3 bucket (the moto server) instead of the filesystem store."""
+    import boto3
+
+    bucket = f"vna-accept-dimse-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(
+        Bucket=bucket
+    )
+    yield from _serve(destination, f"s3://{bucket}?endpoint_url={s3_endpoint}&region=us-east-1")
+
+
+def _serve(destination: StorageSCP, storage_url: str = "") -> Iterator[ArchiveProcess]:
     # Not under pytest's basetemp (see archive_process in conftest.py).
     root = Path(tempfile.mkdtemp(prefix="vna-accept-dimse-"))
     config = root / "vna.toml"
@@ -98,7 +115,7 @@ def server(destination: StorageSCP) -> Iterator[ArchiveProcess]:
         'host = "127.0.0.1"\n'
         f"port = {destination.port}\n"
     )
-    process = ArchiveProcess(root / "data", config=config)
+    process = ArchiveProcess(root / "data", config=config, storage_url=storage_url)
     try:
         process.start()
         yield process
@@ -195,9 +212,11 @@ def test_echoscu(server: ArchiveProcess) -> None:
     assert "Received Echo Response (Success)" in done.stdout + done.stderr
 
 
+@pytest.mark.parametrize("store_kind", STORE_KINDS)
 def test_store_find_move_and_get_a_multi_series_study(
-    server: ArchiveProcess, destination: StorageSCP, tmp_path: Path
+    store_kind: str, destination: StorageSCP, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    server = request.getfixturevalue("server" if store_kind == "file" else "s3_server")
     study = ct_study(series=2, slices=3, patient_id="DCMTK-1", accession="ACC-DCMTK")
     files = write_study(tmp_path / "study", study)
     log = storescu(server, files)

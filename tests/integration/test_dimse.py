@@ -43,7 +43,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from tests.conftest import free_port
+from tests.conftest import STORE_KINDS, free_port
 from tests.factory import ct_study
 from vna.archive import Archive
 from vna.config import (
@@ -236,6 +236,7 @@ async def test_echo(start_archive: Start) -> None:
     assert await scu(echo) == 0x0000
 
 
+@pytest.mark.parametrize("store_kind", STORE_KINDS)
 async def test_store_find_move_and_get_a_multi_series_study_bit_exact(
     start_archive: Start, destination: StorageSCP
 ) -> None:

@@ -18,6 +18,7 @@ from pydicom.pixels import unpack_bits
 from pydicom.uid import JPEG2000Lossless
 
 from lifecycle.worker import run_once
+from tests.conftest import STORE_KINDS
 from tests.factory import ct_study, split_multipart
 from tests.integration.lifecycle_support import fetch, ingest, jobs, opened, with_lifecycle
 from tests.security_support import serving
@@ -76,6 +77,7 @@ class NoWholeReads:
         self.store.iter_chunks = self.saved  # type: ignore[method-assign]
 
 
+@pytest.mark.parametrize("store_kind", STORE_KINDS)
 async def test_native_frames_any_order_repeats_single_part_and_errors(archive: Archive) -> None:
     ds = multiframe(frames=12, size=33)  # odd size: 2178-byte frames
     await ingest(archive, [ds])
@@ -161,6 +163,7 @@ async def test_encapsulated_frames_in_their_own_media_type(archive: Archive) -> 
         assert status == 500 and b"could not be decoded" in body
 
 
+@pytest.mark.parametrize("store_kind", STORE_KINDS)
 async def test_frames_of_objects_compressed_at_rest(archive_settings: Settings) -> None:
     settings = with_lifecycle(
         archive_settings,

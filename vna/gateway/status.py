@@ -11,6 +11,7 @@ from vna.errors import (
     CannotRender,
     CannotTranscode,
     ConfigError,
+    DamagedObject,
     Forbidden,
     InstanceConflict,
     InstanceTooLarge,
@@ -48,6 +49,9 @@ _HTTP: dict[type[VnaError], int] = {
     PatientMismatch: 409,
     InstanceTooLarge: 413,
     OfflineError: 503,
+    # The stored copy is damaged and no replica served it: retrying will not help (the
+    # message says which instance; the damage is audited and a repair queued if possible).
+    DamagedObject: 500,
     UnavailableError: 503,
     ConfigError: 500,
 }

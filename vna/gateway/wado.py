@@ -7,6 +7,7 @@ through a bounded buffer.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +16,7 @@ from aiohttp import web
 
 from vna.archive import Archive
 from vna.dicom.transcode import NATIVE, PixelFacts, facts_of
-from vna.errors import NotFound
+from vna.errors import NotFound, VnaError
 from vna.gateway.auth import AUDIT, principal_of
 from vna.gateway.bulk_uris import with_bulk_data_uris
 from vna.gateway.media import (
@@ -30,6 +31,8 @@ from vna.gateway.request_context import ARCHIVE, base_url, caller_source
 from vna.retrieve import StoredInstance
 from vna.security.audit import ACCESS_DENIED, METADATA, RETRIEVE, Access
 from vna.security.query_scope import PatientScope, patient_scope
+
+log = logging.getLogger(__name__)
 
 
 async def retrieve(request: web.Request) -> web.StreamResponse:
@@ -90,9 +93,14 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
                     await response.write(chunk)
             await response.write(b"\r\n")
             part = await anext(parts, None)
+    except VnaError as exc:
+        # A later instance whose stored copy turned out damaged (after the 200 went out) or
+        # that cannot be transcoded: the answer is cut short, never other bytes in its place.
+        await _close_part(parts, part[2] if part is not None else None)
+        cut_short(request, exc)
+        return response
     except BaseException:
-        # A later instance that cannot be transcoded: the answer is cut short (the client
-        # sees no closing boundary), never another instance's bytes in its place.
+        # Anything else (the client went away, a bug): the same, and raised.
         await _close_part(parts, part[2] if part is not None else None)
         raise
     await response.write(f"--{boundary}--\r\n".encode("ascii"))
@@ -167,6 +175,16 @@ async def _close_part(parts: AsyncIterator[Any], body: object) -> None:
         aclose = getattr(closable, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+def cut_short(request: web.Request, exc: VnaError) -> None:
+    """A stored object failed after the 200 went out: the answer can only be cut short.  The
+    connection is dropped so that the client sees an incomplete answer at once (never a
+    complete one holding other bytes); the retriever recorded the damage, so a retry is served
+    from a replica."""
+    log.error("%s %s cut short: %s", request.method, request.path, exc)
+    if request.transport is not None:
+        request.transport.abort()
 
 
 async def metadata(request: web.Request) -> web.Response:

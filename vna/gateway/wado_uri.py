@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from vna.dicom.uids import is_valid_uid
-from vna.errors import InvalidRequest
+from vna.errors import InvalidRequest, VnaError
 from vna.gateway.media import DICOM
 from vna.gateway.request_context import ARCHIVE, PREFIX, caller_source
-from vna.gateway.wado import audit_access, check_access
+from vna.gateway.wado import audit_access, check_access, cut_short
 from vna.retrieve import StoredInstance
 from vna.security.audit import RETRIEVE
 from vna.security.query_scope import patient_scope
@@ -149,8 +149,12 @@ async def _dicom(
         },
     )
     await response.prepare(request)
-    async for chunk in chunks:
-        await response.write(chunk)
+    try:
+        async for chunk in chunks:
+            await response.write(chunk)
+    except VnaError as exc:
+        cut_short(request, exc)
+        return response
     await response.write_eof()
     return response
 

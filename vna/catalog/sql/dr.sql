@@ -108,3 +108,62 @@ SELECT now();
 
 -- name: catalogue_counts
 SELECT (SELECT count(*) FROM studies) AS studies, (SELECT count(*) FROM patients) AS patients;
+
+-- Reads that heal themselves (migration 0195; vna.retrieve records, lifecycle.dr.read_repair
+-- resolves).
+
+-- name: read_repair_record
+-- A read found the copy of $2 on store $1 damaged ($3 outcome, $4 detail, $5 the store that
+-- served instead or NULL).  One open row per copy: a later read of the same damage counts on
+-- it.  inserted: true for the first detection (the one that is audited and queues the repair).
+INSERT INTO read_repairs (store, object_key, outcome, detail, served_from)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (store, object_key) WHERE resolved_at IS NULL
+DO UPDATE SET detections = read_repairs.detections + 1,
+              served_from = coalesce(EXCLUDED.served_from, read_repairs.served_from)
+RETURNING (xmax = 0) AS inserted;
+
+-- name: read_repair_enqueue
+-- The repair of one damaged copy ($1 object key, $2 store), once however many reads find it.
+INSERT INTO jobs (kind, payload, dedup_key)
+VALUES ('repair-object', jsonb_build_object('object_key', $1::text, 'store', $2::text),
+        'repair:' || $2::text || ':' || $1::text)
+ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING;
+
+-- name: read_repairs_open
+-- The copies of store $1 known damaged and not repaired yet: readers go to a replica first.
+SELECT object_key FROM read_repairs WHERE store = $1 AND resolved_at IS NULL
+LIMIT 100000;
+
+-- name: object_subject
+-- What the catalogue says object $1 holds, and whose it is (the audit rows of its damage and
+-- repair name the patient, study, series and instance).
+SELECT i.sop_uid, i.compression, i.sha256, i.size, i.tier, se.series_uid, st.study_uid,
+       p.patient_id, p.issuer
+FROM instances i
+JOIN series se ON se.id = i.series_fk
+JOIN studies st ON st.id = se.study_fk
+JOIN patients p ON p.id = st.patient_fk
+WHERE i.object_key = $1
+LIMIT 1;
+
+-- name: read_repair_resolve
+-- The open damage of the copy of $2 on store $1 resolved ($3 resolution, $4 the store a good
+-- copy came from or NULL); the row, or none when nothing was open.
+UPDATE read_repairs
+SET resolved_at = now(), resolution = $3, repaired_from = $4
+WHERE store = $1 AND object_key = $2 AND resolved_at IS NULL
+RETURNING id, outcome, detected_at, detections;
+
+-- name: read_repair_counts
+-- Per store: damaged copies open, and resolved by kind; the last detection (`vna dr status`).
+SELECT store,
+       count(*) FILTER (WHERE resolved_at IS NULL) AS open,
+       count(*) FILTER (WHERE resolution = 'repaired') AS repaired,
+       count(*) FILTER (WHERE resolution = 'intact') AS intact,
+       count(*) FILTER (WHERE resolution = 'gone') AS gone,
+       coalesce(sum(detections), 0) AS detections,
+       max(detected_at) AS last_detected
+FROM read_repairs
+GROUP BY store
+ORDER BY store;

@@ -257,18 +257,33 @@ def _discard(gateway: Gateway, opened: Future[_Opened]) -> None:
 
 
 def _load(gateway: Gateway, instance: StoredInstance, opened: Future[_Opened]) -> Dataset:
-    """The stored instance's data set, read from a copy of its Part 10 file."""
-    try:
-        with _copy(gateway, opened) as f:
-            return dcmread(f)
-    except OfflineError as exc:
-        # Gone offline since the check before the sub-operations (a restored copy expired):
-        # the retriever has queued its restore; this sub-operation fails, the others go on.
-        log.warning("stored instance %s cannot be sent now: %s", instance.sop_uid, exc)
-        return _unsendable(instance)
-    except Exception as exc:
-        log.warning("stored instance %s cannot be sent: %s", instance.sop_uid, exc)
-        return _unsendable(instance)
+    """The stored instance's data set, read from a copy of its Part 10 file.
+
+    Nothing of it has been sent while it is copied, so damage found past the read-ahead of
+    ``open`` (recorded by the retriever) is healed here: the instance is opened again, which
+    goes to a replica, and copied again.
+    """
+    for attempt in (1, 2):
+        try:
+            with _copy(gateway, opened) as f:
+                return dcmread(f)
+        except OfflineError as exc:
+            # Gone offline since the check before the sub-operations (a restored copy
+            # expired): the retriever has queued its restore; this sub-operation fails, the
+            # others go on.
+            log.warning("stored instance %s cannot be sent now: %s", instance.sop_uid, exc)
+            return _unsendable(instance)
+        except StorageError as exc:
+            if attempt == 1 and opened.exception() is None:
+                log.warning("stored instance %s: %s; reading it again", instance.sop_uid, exc)
+                opened = gateway.submit(_open(gateway.archive, instance))
+                continue
+            log.warning("stored instance %s cannot be sent: %s", instance.sop_uid, exc)
+            return _unsendable(instance)
+        except Exception as exc:
+            log.warning("stored instance %s cannot be sent: %s", instance.sop_uid, exc)
+            return _unsendable(instance)
+    return _unsendable(instance)
 
 
 def _copy(gateway: Gateway, opened: Future[_Opened]) -> tempfile.SpooledTemporaryFile[bytes]:
