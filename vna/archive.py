@@ -97,6 +97,7 @@ class Archive:
                 metrics,
                 scratch_dir=incoming,
                 modifying_system=settings.dimse.ae_title,
+                unused_object_grace_seconds=settings.lifecycle.delete_grace_seconds,
             ),
             retriever=retriever,
             incoming=incoming,
