@@ -230,6 +230,20 @@ class Cluster:
             [str(VNA), *args], env=full, capture_output=True, text=True, timeout=timeout
         )
 
+    def cli_start(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        """A ``vna`` command started in the background (two of them at once)."""
+        full = dict(os.environ)
+        full.update(self.env)
+        full.update(env)
+        full["VNA_DATA_DIR"] = str(self.root / "cli")
+        return subprocess.Popen(
+            [str(VNA), *args],
+            env=full,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
     def next_node(self) -> Node:
         """Round-robin over the nodes that are up, as a load balancer deals requests."""
         with self._lock:
