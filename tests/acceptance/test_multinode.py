@@ -471,6 +471,18 @@ def wait_until_idle(url: str, timeout: float = 120) -> None:
     raise AssertionError(f"jobs still waiting after {timeout} s: {[dict(r) for r in rows]}")
 
 
+def wait_for(url: str, query: str, expected: Any, timeout: float = 120) -> None:
+    """Until ``query``'s one value is ``expected`` (the workers start, then tick, then work)."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = sql(url, query)[0][0]
+        if value == expected:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{query}: {value!r} after {timeout} s, expected {expected!r}")
+
+
 def jobs_done(url: str) -> dict[str, int]:
     rows = sql(url, "SELECT kind, count(*) AS n FROM jobs WHERE state = 'done' GROUP BY kind")
     return {r["kind"]: r["n"] for r in rows}
@@ -498,6 +510,7 @@ def test_lifecycle_jobs_are_each_done_once_by_two_workers(
 
         # Compression and replication: two workers on the queue.
         cluster.add_workers(2)
+        wait_for(database_url, "SELECT count(*) FROM replicas", n)
         wait_until_idle(database_url)
         rows = sql(database_url, "SELECT object_key, compression FROM instances")
         assert len(rows) == n and all(r["compression"] != "none" for r in rows), rows
@@ -517,6 +530,7 @@ def test_lifecycle_jobs_are_each_done_once_by_two_workers(
 
         # Tiering: the rule added, two workers again; each study moved once.
         cluster.add_workers(2, VNA_CONFIG_TOML=config + TIERING_TOML)
+        wait_for(database_url, "SELECT count(*) FROM instances WHERE tier = 'warm'", n)
         wait_until_idle(database_url)
         tiers = sql(database_url, "SELECT DISTINCT tier FROM instances")
         assert [r["tier"] for r in tiers] == ["warm"]
