@@ -422,7 +422,8 @@ def test_many_studies_sent_to_four_nodes_at_once_are_stored_once(cluster: Cluste
     counts = catalogue_counts(cluster.database_url)
     assert counts["patients"] == 5 and counts["studies"] == 20
     assert counts["instances"] == counts["distinct_keys"] == len(sent)
-    assert set(s3_keys(cluster.storage_url, "sha256/")) == assert_every_row_has_its_object(cluster)
+    assert_unfiled_objects_are_cleaned_up(cluster, assert_every_row_has_its_object(cluster))
+    assert_retrievable_everywhere(cluster, sent)
     assert deadlocks(cluster.database_url) == 0
 
 
