@@ -50,8 +50,9 @@ FROM generate_series(1, $1::int) g;
 
 INSERT INTO studies (study_uid, patient_fk, study_date, study_time, accession_number, study_id,
                      study_description, referring_physician, source)
-SELECT '1.2.826.0.1.3680043.10.1.' || g, 1 + (g * 104729 % $1::int),
-       date '2015-01-01' + (g * 7 % 3650), '101500', 'ACC' || lpad(g::text, 9, '0'), g::text,
+SELECT '1.2.826.0.1.3680043.10.1.' || g, 1 + (g::bigint * 104729 % $1::int),
+       date '2015-01-01' + (g::bigint * 7 % 3650)::int, '101500',
+       'ACC' || lpad(g::text, 9, '0'), g::text,
        'STUDY ' || (g % 50), 'DOCTOR^' || (g % 300), 'HOSP' || (g % 3 + 1)
 FROM generate_series(1, $2::int) g;
 """
