@@ -284,8 +284,9 @@ async def approve(
     today = today or dt.date.today()
     review = await load_review(archive.db, review_id)
     async with archive.db.transaction() as conn:
-        if review.state == "open":
-            await conn.execute(q("review_approve"), review_id, actor)
+        # Audited only by the approval that made the change: another one at the same moment
+        # (it loaded the review while it was still open) carries on as a re-run does.
+        if review.state == "open" and await conn.fetchval(q("review_approve"), review_id, actor):
             await _audit(
                 conn,
                 actor,

@@ -62,56 +62,56 @@ async def tick(engine: Engine, *, force_tiering: bool = False) -> TickReport:
         log.warning("job %d: its worker stopped renewing the lease; now %s", job_id, state)
     async with archive.db.acquire() as conn:
         report.changes_sequenced = await changes.sequence(conn)
-    async with archive.db.session() as lock:
+    # A transaction-scoped lock, held by an open transaction on its own connection for the
+    # pass: behind a transaction-mode pooler a session lock could be released on another
+    # server connection than the one holding it (docs/scaling.md).
+    async with archive.db.transaction() as lock:
         if not await lock.fetchval(q("scheduler_try_lock"), SCHEDULER_LOCK):
             return report  # another process is on it
-        try:
-            report.ran = True
-            # New studies get theirs from their instance-stored jobs; only a change of rules
-            # (or a first start) needs the catalogue-wide pass.  A review runs it regardless.
-            fingerprint = rules_fingerprint(settings.retention_rules)
-            async with archive.db.acquire() as conn:
-                known = await conn.fetchrow(q("lifecycle_state_get"), "retention_rules")
-            if known is None or known["value"] != fingerprint:
-                report.retention_recomputed = await retention.recompute_stale(
-                    archive.db, settings.retention_rules
-                )
-                async with archive.db.acquire() as conn:
-                    await conn.execute(q("lifecycle_state_set"), "retention_rules", fingerprint)
-                log.info(
-                    "retention rules %s: computed for %d studies",
-                    fingerprint,
-                    report.retention_recomputed,
-                )
-            # Deletions always at the real date, whatever --as-of says.
-            executed = await retention.execute_pending(
-                archive, settings.retention_rules, ACTOR, dt.date.today()
+        report.ran = True
+        # New studies get theirs from their instance-stored jobs; only a change of rules
+        # (or a first start) needs the catalogue-wide pass.  A review runs it regardless.
+        fingerprint = rules_fingerprint(settings.retention_rules)
+        async with archive.db.acquire() as conn:
+            known = await conn.fetchrow(q("lifecycle_state_get"), "retention_rules")
+        if known is None or known["value"] != fingerprint:
+            report.retention_recomputed = await retention.recompute_stale(
+                archive.db, settings.retention_rules
             )
-            report.deleted = executed.deleted
-            report.forwards_queued = await forwarding.queue_from_feed(engine)
-            report.notifications_made = await notifications.queue_from_feed(engine)
-            # Disaster recovery: queue the copies missing on the replicas (safety net).
-            await replication.sweep_if_due(engine, force=force_tiering)
-            if await _tiering_due(engine, force_tiering):
-                report.tiering = await tiering.evaluate(
-                    archive.db, settings.tiering_rules, engine.today()
-                )
-                async with archive.db.acquire() as conn:
-                    await conn.execute(
-                        q("lifecycle_state_set"), "tiering_as_of", engine.today().isoformat()
-                    )
-                if report.tiering.queued:
-                    log.info("tiering: moves queued %s", report.tiering.queued)
             async with archive.db.acquire() as conn:
-                await conn.execute(q("job_purge_done"), settings.lifecycle.keep_done_hours)
-                horizon = dt.datetime.now(dt.UTC) - dt.timedelta(days=settings.changefeed.keep_days)
-                report.changes_pruned = await changes.prune(conn, horizon)
-                # What was sent or delivered goes with the feed entries that caused it, so
-                # that neither table grows for ever (the audit trail keeps the disclosures).
-                await forwarding.prune(conn, horizon)
-                await notifications.prune(conn, horizon)
-        finally:
-            await lock.execute(q("scheduler_unlock"), SCHEDULER_LOCK)
+                await conn.execute(q("lifecycle_state_set"), "retention_rules", fingerprint)
+            log.info(
+                "retention rules %s: computed for %d studies",
+                fingerprint,
+                report.retention_recomputed,
+            )
+        # Deletions always at the real date, whatever --as-of says.
+        executed = await retention.execute_pending(
+            archive, settings.retention_rules, ACTOR, dt.date.today()
+        )
+        report.deleted = executed.deleted
+        report.forwards_queued = await forwarding.queue_from_feed(engine)
+        report.notifications_made = await notifications.queue_from_feed(engine)
+        # Disaster recovery: queue the copies missing on the replicas (safety net).
+        await replication.sweep_if_due(engine, force=force_tiering)
+        if await _tiering_due(engine, force_tiering):
+            report.tiering = await tiering.evaluate(
+                archive.db, settings.tiering_rules, engine.today()
+            )
+            async with archive.db.acquire() as conn:
+                await conn.execute(
+                    q("lifecycle_state_set"), "tiering_as_of", engine.today().isoformat()
+                )
+            if report.tiering.queued:
+                log.info("tiering: moves queued %s", report.tiering.queued)
+        async with archive.db.acquire() as conn:
+            await conn.execute(q("job_purge_done"), settings.lifecycle.keep_done_hours)
+            horizon = dt.datetime.now(dt.UTC) - dt.timedelta(days=settings.changefeed.keep_days)
+            report.changes_pruned = await changes.prune(conn, horizon)
+            # What was sent or delivered goes with the feed entries that caused it, so that
+            # neither table grows for ever (the audit trail keeps the disclosures).
+            await forwarding.prune(conn, horizon)
+            await notifications.prune(conn, horizon)
     return report
 
 

@@ -56,6 +56,11 @@ locals {
     { name = "VNA_DIMSE_PORT", value = "11112" },
     { name = "VNA_DIMSE_AE_TITLE", value = var.ae_title },
     { name = "VNA_DIMSE_MAX_ASSOCIATIONS", value = tostring(var.dimse_max_associations) },
+    # One server process per vCPU of the task, said explicitly rather than left to the CPUs
+    # the container happens to see: each process holds a catalogue pool of
+    # ingest.concurrency + 8 connections, and the tasks' total must fit RDS's max_connections
+    # (docs/scaling.md; tests/unit/test_terraform.py checks it at the autoscaling ceiling).
+    { name = "VNA_HTTP_WORKERS", value = tostring(max(1, min(8, floor(var.gateway_cpu / 1024)))) },
     # Lifecycle work (deletions, storage-class changes) runs in the lifecycle service: the
     # gateway role is not allowed to do it.
     { name = "VNA_LIFECYCLE_IN_SERVE", value = "false" },

@@ -62,7 +62,12 @@ class Archive:
             log.info("embedded PostgreSQL running under %s", embedded.pgdata)
         db: Database | None = None
         try:
-            db = await Database.connect(url, min_size=2, max_size=settings.ingest.concurrency + 8)
+            db = await Database.connect(
+                url,
+                min_size=2,
+                max_size=settings.ingest.concurrency + 8,
+                statement_cache_size=settings.database_statement_cache_size,
+            )
             if apply_migrations:
                 async with db.session() as conn:
                     applied = await migrate(conn)
@@ -103,6 +108,7 @@ class Archive:
                 metrics,
                 scratch_dir=incoming,
                 modifying_system=settings.dimse.ae_title,
+                unused_object_grace_seconds=settings.lifecycle.delete_grace_seconds,
             ),
             retriever=retriever,
             incoming=incoming,

@@ -465,6 +465,11 @@ class Settings:
     #: The catalogue: postgresql://USER:PASSWORD@HOST/DB; empty: embedded PostgreSQL under
     #: ``data_dir/pg``.
     database_url: str = ""
+    #: Prepared statements kept per catalogue connection (asyncpg's statement cache).  0 when
+    #: ``database_url`` points at a transaction-mode pooler that does not track prepared
+    #: statements (PgBouncer before 1.21, or 1.21+ without ``max_prepared_statements``):
+    #: statements are then prepared unnamed, once per use (docs/scaling.md).
+    database_statement_cache_size: int = 100
     #: The object store: file:///PATH or s3://BUCKET?region=...; empty:
     #: ``file://<data_dir>/objects``.
     storage_url: str = ""
@@ -903,6 +908,8 @@ def _validate(s: Settings) -> None:
         # Everything a store would refuse at start-up, refused here with the key's name.
         parse_store_url(s.storage_url, "'storage_url'")
     _validate_ports(s)
+    if s.database_statement_cache_size < 0:
+        raise ConfigError("'database_statement_cache_size' must be 0 or more")
     if s.node_name and not _NAME.match(s.node_name):
         raise ConfigError("'node_name' must be 1-64 letters, digits, '_', '.' or '-'")
     for key, n in (

@@ -67,7 +67,7 @@ def _supervise(settings: Settings, config_path: str | None, workers: int, dimse_
     children: list[subprocess.Popen[bytes]] = []
     dispatchers: list[Dispatcher] = []
     try:
-        asyncio.run(_migrate(url))
+        asyncio.run(_migrate(url, settings.database_statement_cache_size))
         # Per node: nodes sharing a data directory must not clear each other's.
         metrics_dir = settings.data_dir / (
             f"metrics-{settings.node_name}" if settings.node_name else "metrics"
@@ -122,8 +122,10 @@ def _listen(name: str, host: str, port: int, workers: int, setting: str) -> Disp
         raise ConfigError(f"cannot listen on {host}:{port} ({setting}): {exc.strerror}") from exc
 
 
-async def _migrate(url: str) -> None:
-    db = await Database.connect(url, min_size=1, max_size=1)
+async def _migrate(url: str, statement_cache_size: int) -> None:
+    db = await Database.connect(
+        url, min_size=1, max_size=1, statement_cache_size=statement_cache_size
+    )
     try:
         async with db.session() as conn:
             applied = await migrate(conn)

@@ -99,7 +99,5 @@ UPDATE jobs SET state = 'done', updated_at = now(), last_error = NULL
 WHERE id = ANY($1::bigint[]) AND state IN ('queued', 'dead');
 
 -- name: scheduler_try_lock
-SELECT pg_try_advisory_lock($1);
-
--- name: scheduler_unlock
-SELECT pg_advisory_unlock($1);
+-- Held until the caller's transaction ends (lifecycle/scheduler.py).
+SELECT pg_try_advisory_xact_lock($1);

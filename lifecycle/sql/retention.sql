@@ -98,8 +98,11 @@ SELECT * FROM retention_review_items WHERE review_fk = $1
 ORDER BY retain_until, study_date NULLS LAST, study_uid;
 
 -- name: review_approve
+-- Two approvals at once (two administrators, two machines): the second waits for the first's
+-- commit, then finds the review approved and changes nothing (no row returned).
 UPDATE retention_reviews SET state = 'approved', approved_by = $2, approved_at = now()
-WHERE id = $1 AND state = 'open';
+WHERE id = $1 AND state = 'open'
+RETURNING id;
 
 -- name: review_items_to_execute
 SELECT study_fk FROM retention_review_items

@@ -589,6 +589,38 @@ def test_example_tfvars(cfg: Config, example: str) -> None:
     assert settings.sources, f"{example}: archive_config_toml declares no source"
 
 
+#: Memory (GiB) of RDS classes the module and its examples may use.  RDS sets PostgreSQL's
+#: max_connections to LEAST(DBInstanceClassMemory / 9531392, 5000); DBInstanceClassMemory is
+#: somewhat below the class's memory (the OS keeps a share), hence the 0.85.
+RDS_MEMORY_GIB = {
+    "db.m7g.large": 8,
+    "db.m7g.xlarge": 16,
+    "db.r7g.large": 16,
+    "db.r7g.xlarge": 32,
+    "db.r7g.2xlarge": 64,
+    "db.r7g.4xlarge": 128,
+}
+
+
+@pytest.mark.parametrize("example", [None, "single-hospital.tfvars", "multi-hospital.tfvars"])
+def test_catalogue_connections_fit_without_a_pooler(cfg: Config, example: str | None) -> None:
+    """The module connects the archive to RDS directly (no pooler: docs/scaling.md).  At the
+    autoscaling ceilings every server process's pool (ingest.concurrency + 8 connections, one
+    process per vCPU) must fit in the class's max_connections, with room for operators."""
+    values = _norm(_load(EXAMPLES / example)) if example else {}
+
+    def value(name: str) -> Any:
+        return values.get(name, cfg.var_default(f"var.{name}"))
+
+    per_process = 8 + 8  # IngestSettings.concurrency + 8 (vna.archive)
+    gateway = int(value("gateway_max_count")) * min(8, int(value("gateway_cpu")) // 1024)
+    lifecycle = int(value("lifecycle_max_count")) * max(1, int(value("lifecycle_cpu")) // 1024)
+    needed = (gateway + lifecycle) * per_process
+    memory = RDS_MEMORY_GIB[value("db_instance_class")] * 1024**3 * 0.85
+    allowed = min(int(memory / 9531392), 5000)
+    assert needed + 20 <= allowed, (example, needed, allowed)
+
+
 def test_dockerfile() -> None:
     text = (REPO / "Dockerfile").read_text(encoding="utf-8")
     assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)

@@ -49,7 +49,12 @@ class Database:
         self.pool = pool
 
     @classmethod
-    async def connect(cls, url: str, min_size: int = 2, max_size: int = 20) -> Database:
+    async def connect(
+        cls, url: str, min_size: int = 2, max_size: int = 20, *, statement_cache_size: int = 100
+    ) -> Database:
+        """``statement_cache_size=0`` behind a transaction-mode pooler: a named prepared
+        statement lives on one server connection, and the pooler may run the next use of it on
+        another ("prepared statement __asyncpg_stmt_N__ does not exist")."""
         with translate_errors("connect"):
             try:
                 pool = await asyncpg.create_pool(
@@ -57,6 +62,7 @@ class Database:
                     min_size=min_size,
                     max_size=max_size,
                     command_timeout=60,
+                    statement_cache_size=statement_cache_size,
                     init=_init_connection,
                     reset=_reset_session,
                 )

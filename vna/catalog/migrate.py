@@ -31,21 +31,39 @@ def available() -> list[tuple[int, str, Path]]:
 
 
 async def migrate(conn: asyncpg.Connection) -> list[str]:
-    """Apply pending migrations; return the names applied."""
+    """Apply pending migrations; return the names applied.
+
+    Each migration runs in its own transaction (one that fails leaves the earlier ones
+    applied), under a transaction-scoped advisory lock, and is looked up again under it: of
+    several servers starting at once, each migration is applied by one of them, in order (a
+    server reaches a migration only once every earlier one is recorded).  A session lock would
+    not do behind a transaction-mode pooler (PgBouncer, RDS Proxy), which may run the unlock on
+    another server connection than the lock, leaving it held for ever.
+    """
     applied_now: list[str] = []
     with translate_errors("migration"):
-        await conn.execute(q("migrations_lock"), _LOCK_ID)
-        try:
-            await conn.execute(q("migrations_table"))
-            done = {r["version"] for r in await conn.fetch(q("migrations_applied"))}
-            for version, name, path in available():
-                if version in done:
-                    continue
-                async with conn.transaction():
-                    await conn.execute(path.read_text(encoding="utf-8"))
-                    await conn.execute(q("migration_record"), version, name)
-                log.info("applied migration %04d_%s", version, name)
-                applied_now.append(f"{version:04d}_{name}")
-        finally:
-            await conn.execute(q("migrations_unlock"), _LOCK_ID)
+        known = await _applied(conn)
+        if known is None:
+            async with conn.transaction():
+                await conn.execute(q("migrations_lock"), _LOCK_ID)
+                await conn.execute(q("migrations_table"))
+            known = set()
+        for version, name, path in available():
+            if version in known:
+                continue  # the usual start: nothing to do, no lock taken
+            async with conn.transaction():
+                await conn.execute(q("migrations_lock"), _LOCK_ID)
+                if await conn.fetchval(q("migration_is_applied"), version):
+                    continue  # another server applied it while this one waited
+                await conn.execute(path.read_text(encoding="utf-8"))
+                await conn.execute(q("migration_record"), version, name)
+            log.info("applied migration %04d_%s", version, name)
+            applied_now.append(f"{version:04d}_{name}")
     return applied_now
+
+
+async def _applied(conn: asyncpg.Connection) -> set[int] | None:
+    """Versions recorded, or None before the first migration made the table."""
+    if not await conn.fetchval(q("migrations_table_exists")):
+        return None
+    return {r["version"] for r in await conn.fetch(q("migrations_applied"))}

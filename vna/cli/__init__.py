@@ -326,7 +326,12 @@ async def _migrate(settings: Settings) -> int:
         embedded = EmbeddedPostgres(settings.data_dir / "pg")
         url = await asyncio.to_thread(embedded.start)
     try:
-        db = await Database.connect(url, min_size=1, max_size=1)
+        db = await Database.connect(
+            url,
+            min_size=1,
+            max_size=1,
+            statement_cache_size=settings.database_statement_cache_size,
+        )
         try:
             async with db.session() as conn:
                 applied = await migrate(conn)

@@ -160,6 +160,7 @@ class Ingester:
         *,
         scratch_dir: Path | None = None,
         modifying_system: str = "VNA",
+        unused_object_grace_seconds: int = 3600,
     ) -> None:
         self.db = db
         self.store = store
@@ -170,6 +171,9 @@ class Ingester:
         self.scratch_dir = scratch_dir or Path(tempfile.gettempdir())
         #: Modifying System (0400,0563) in Original Attributes Sequence items.
         self.modifying_system = modifying_system
+        #: Delay before an object written for an instance that another sender filed first is
+        #: deleted (``lifecycle.delete_grace_seconds``; see ``_forget_unfiled``).
+        self.unused_object_grace_seconds = unused_object_grace_seconds
         # Bounds the instances in flight (catalogue connections, files being made durable) so
         # a burst of senders queues here instead of exhausting the pool or memory.
         self._slots = asyncio.Semaphore(settings.concurrency)
@@ -440,7 +444,40 @@ class Ingester:
         return await self._file_general(f, sender)
 
     async def _file_general(self, f: _Filing, sender: Sender) -> IngestResult:
-        """File under the instance's row lock, whatever is archived already."""
+        """File under the instance's row lock, whatever is archived already.
+
+        The object of ``f`` is already written.  When another sender filed this instance
+        between the first look and the lock (two archive nodes receiving the same study at
+        once, over STOW-RS on one and C-STORE on the other), the decision is now a resend or a
+        conflict and nothing refers to that object: its key differs from the archived one
+        whenever the File Meta Information differs.  It is queued for deletion instead of
+        being left as an orphan.
+        """
+        try:
+            result = await self._file_locked(f, sender)
+        except InstanceConflict:
+            await self._forget_unfiled(f.version.object_key)
+            raise
+        if result.outcome is Outcome.DUPLICATE:
+            await self._forget_unfiled(f.version.object_key)
+        return result
+
+    async def _forget_unfiled(self, key: str) -> None:
+        """Queue the deletion of an object this ingest wrote and did not file, unless a
+        catalogue row refers to it (the same bytes, archived).  Deleted after the grace
+        period, and only if still unused then (the ``delete-object`` job checks again), so
+        that a sender storing the same bytes at this moment keeps them."""
+        try:
+            async with self.db.acquire() as conn:
+                await conn.execute(
+                    q("enqueue_unused_object_delete"), key, float(self.unused_object_grace_seconds)
+                )
+        except VnaError as exc:
+            # The sender's answer does not depend on it; the object stays an orphan, which
+            # ``vna verify --all`` lists.
+            log.warning("object %s written for a resend is left in the store: %s", key, exc)
+
+    async def _file_locked(self, f: _Filing, sender: Sender) -> IngestResult:
         version, detail, warnings = f.version, f.detail, f.warnings
         h = version.header
         policy = sender.source.on_conflict

@@ -47,6 +47,17 @@ SELECT vna_file_new_instance($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 
 -- name: enqueue_job
 INSERT INTO jobs (kind, payload) VALUES ($1, $2) RETURNING id;
 
+-- name: enqueue_unused_object_delete
+-- The object an ingest wrote for an instance another sender filed first: deleted by the
+-- lifecycle workers after the grace period ($2 seconds) if nothing refers to it then.
+INSERT INTO jobs (kind, payload, dedup_key, run_after)
+SELECT 'delete-object', jsonb_build_object('object_key', $1::text), 'delete:' || $1::text,
+       now() + make_interval(secs => $2)
+WHERE NOT EXISTS (SELECT 1 FROM instances WHERE object_key = $1::text)
+  AND NOT EXISTS (SELECT 1 FROM instance_versions WHERE object_key = $1::text)
+  AND NOT EXISTS (SELECT 1 FROM conflicts WHERE object_key = $1::text AND state <> 'discarded')
+ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING;
+
 -- name: object_key_in_use
 -- Earlier versions of instances and quarantined conflicts hold objects too (0020_federation).
 SELECT EXISTS (SELECT 1 FROM instances WHERE object_key = $1)
