@@ -20,8 +20,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -49,6 +51,42 @@ _STAT_CONCURRENCY = 16
 #: Layouts and seek tables kept in memory (both are functions of immutable content).
 _CACHED_LAYOUTS = 4096
 _CACHED_SEEK_TABLES = 4096
+#: Whole objects read to find their layout, kept for the frame or header read that follows
+#: (a single-frame image's first frame is most of the object): bytes in all, and per object.
+_RECENT_OBJECT_BYTES = 32 * 1024**2
+_RECENT_OBJECT_MAX = 4 * 1024**2
+#: Layouts found by retrieves are written in batches, this long after the first of a batch.
+_LAYOUT_FLUSH_SECONDS = 1.0
+
+
+class ByteCache:
+    """A least-recently-used map of keys to bytes, bounded by the bytes it holds."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.size = 0
+        self._items: OrderedDict[Hashable, bytes] = OrderedDict()
+
+    def get(self, key: Hashable) -> bytes | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: bytes) -> None:
+        if len(value) > self.capacity:
+            return
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.size -= len(old)
+        self._items[key] = value
+        self.size += len(value)
+        while self.size > self.capacity:
+            _, evicted = self._items.popitem(last=False)
+            self.size -= len(evicted)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 class _Lru(dict[str, Any]):
@@ -127,6 +165,11 @@ class Retriever:
         self._touched: set[str] = set()
         self._layouts = _Lru(_CACHED_LAYOUTS)
         self._seek_tables = _Lru(_CACHED_SEEK_TABLES)
+        #: Objects read whole to find their layout (by SHA-256: content, never stale).
+        self._recent = ByteCache(_RECENT_OBJECT_BYTES)
+        #: Layouts found by retrieves, not yet written (SHA-256 -> layout).
+        self._unrecorded: dict[str, ObjectLayout] = {}
+        self._layout_writer: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._flush_now = asyncio.Event()
 
@@ -147,6 +190,14 @@ class Retriever:
             sop_uid,
             scope,
         )
+        if sop_uid is not None:
+            # One instance comes with its recorded layout: its frames, bulk values or
+            # rendering then need no second catalogue round trip.
+            for r in rows:
+                if r["layout"] is not None and r["sha256"] not in self._layouts:
+                    layout = ObjectLayout.from_json(r["layout"])
+                    if layout is not None:
+                        self._layouts.put(r["sha256"], layout)
         return [stored_instance(r) for r in rows]
 
     async def find_by_uids(self, sop_uids: list[str]) -> list[StoredInstance]:
@@ -357,12 +408,45 @@ class Retriever:
         layout = ObjectLayout.from_json(doc) if doc is not None else None
         if layout is None:
             data = await self.read(instance)  # verified as it streams
-            layout = await asyncio.to_thread(object_layout, data, instance.transfer_syntax)
+            if len(data) > _THREAD_THRESHOLD * 8:
+                layout = await asyncio.to_thread(object_layout, data, instance.transfer_syntax)
+            else:  # a walk over a few element headers: less than a thread hop
+                layout = object_layout(data, instance.transfer_syntax)
+            if len(data) <= _RECENT_OBJECT_MAX:
+                # The frame or header read that follows (a single-frame image's frame is
+                # nearly all of it) is then served from these bytes, not read again.
+                self._recent.put(instance.sha256, data)
             if layout is not None and not self.read_only:
-                async with self.db.acquire() as conn:
-                    await conn.execute(q("record_object_layout"), instance.sha256, layout.to_json())
+                self._record_later(instance.sha256, layout)
         self._layouts.put(instance.sha256, layout if layout is not None else False)
         return layout
+
+    def _record_later(self, sha256: str, layout: ObjectLayout) -> None:
+        """Queue the layout for the next batched write: one statement for the first frames of
+        a whole series, instead of a commit per instance.  A layout is a cache of what the
+        object's bytes say: one lost in a crash is found again by the next retrieve."""
+        self._unrecorded[sha256] = layout
+        if self._layout_writer is None or self._layout_writer.done():
+            self._layout_writer = asyncio.get_running_loop().create_task(self._write_layouts())
+
+    async def _write_layouts(self) -> None:
+        await asyncio.sleep(_LAYOUT_FLUSH_SECONDS)
+        await self.flush_layouts()
+
+    async def flush_layouts(self) -> None:
+        """Write the layouts found since the last write (one statement)."""
+        if not self._unrecorded:
+            return
+        batch, self._unrecorded = self._unrecorded, {}
+        try:
+            async with self.db.acquire() as conn:
+                await conn.execute(
+                    q("record_object_layouts"),
+                    list(batch),
+                    [json.dumps(layout.to_json()) for layout in batch.values()],
+                )
+        except VnaError as exc:
+            log.warning("could not record the layouts of %d object(s): %s", len(batch), exc)
 
     async def bulk_layouts(
         self, study_uid: str, series_uid: str | None, sop_uid: str | None
@@ -373,9 +457,11 @@ class Retriever:
             rows = await conn.fetch(q("bulk_layouts_of_study"), study_uid, series_uid, sop_uid)
         out = {}
         for row in rows:
-            layout = ObjectLayout.from_json(row["layout"])
+            layout = self._layouts.get(row["sha256"]) or ObjectLayout.from_json(row["layout"])
             if layout is not None:
                 out[row["sop_uid"]] = layout
+                # A viewer asks for frames right after the metadata: they find it here.
+                self._layouts.put(row["sha256"], layout)
         return out
 
     async def frames(self, instance: StoredInstance, numbers: Sequence[int]) -> list[bytes]:
@@ -488,6 +574,9 @@ class Retriever:
             )
         if not self.read_only:
             self._touch(instance.sop_uid)
+        recent = self._recent.get(instance.sha256)
+        if recent is not None and len(recent) == instance.size:
+            return recent[start : start + length]
         try:
             if instance.compression == "none":
                 data = await self._ranged(instance, start, length)
@@ -643,7 +732,13 @@ class Retriever:
                 self._touched |= batch
 
     async def close(self) -> None:
-        """Stop the flusher and write what it has batched."""
+        """Stop the flushers and write what they have batched."""
+        if self._layout_writer is not None:
+            self._layout_writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._layout_writer
+            self._layout_writer = None
+        await self.flush_layouts()
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
