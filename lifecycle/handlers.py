@@ -5,7 +5,10 @@
 * ``tier-study``: move a study's objects to a colder tier (queued by tiering evaluation).
 * ``restore``: make an offline object readable again (queued by a retrieve that hit it).
 * ``recompress``: rewrite a single-frame compressed object in the seekable form (queued by a
-  frame or bulk data retrieve that had to decompress it whole).
+  frame or bulk data retrieve that had to decompress it whole, and by the viewer upkeep sweep
+  for the rest, ``lifecycle.viewer_upkeep``).
+* ``layout``: record the layout of an instance stored before layouts were (queued by the
+  viewer upkeep sweep from the list migration 0211 made).
 * ``delete-object``: delete an object no instance refers to any more.
 * ``forward``: send an instance to a ``[[forward]]`` rule's destination
   (``lifecycle.forwarding``, queued by the scheduler from the change feed).
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import logging
 
-from lifecycle import forwarding, notifications, retention
+from lifecycle import forwarding, notifications, retention, viewer_upkeep
 from lifecycle.compression import compress_instance, recompress_object
 from lifecycle.dr import replication
 from lifecycle.engine import Engine, Handler, Reschedule
@@ -109,6 +112,7 @@ HANDLERS: dict[str, Handler] = {
     forwarding.FORWARD: forwarding.forward_job,
     notifications.NOTIFY: notifications.notify_job,
     "recompress": recompress,
+    viewer_upkeep.LAYOUT: viewer_upkeep.layout_job,
     replication.REPLICATE: replication.replicate_job,
     replication.REPLICA_DELETE: replication.replica_delete_job,
     REPORT_JOB: commitment_report,

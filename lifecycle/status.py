@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from lifecycle import viewer_upkeep
 from lifecycle.policy.retention import rules_fingerprint
 from vna.catalog.database import Database
 from vna.catalog.queries import q
@@ -28,6 +29,7 @@ async def collect(db: Database, settings: Settings, today: dt.date) -> dict[str,
         next_dates = [dict(r) for r in await conn.fetch(q("status_next_dates"), today, 10)]
         holds = dict(await conn.fetchrow(q("status_holds")))
         reviews = [dict(r) for r in await conn.fetch(q("status_reviews"), 5)]
+        upkeep = await viewer_upkeep.status(conn)
     by_state: dict[str, int] = {}
     for row in jobs:
         by_state[row["state"]] = by_state.get(row["state"], 0) + row["jobs"]
@@ -58,6 +60,7 @@ async def collect(db: Database, settings: Settings, today: dt.date) -> dict[str,
         "next_due": next_dates,
         "holds": holds,
         "reviews": reviews,
+        "viewer_upkeep": upkeep,
     }
 
 
@@ -96,6 +99,12 @@ def render_text(status: dict[str, Any]) -> str:
         )
     else:
         out.append(f"compression none yet; {c['uncompressed_instances']} stored as received")
+    u = status["viewer_upkeep"]
+    out.append(
+        f"viewer upkeep {_n(u['single_frame_objects'], 'object')} compressed before the seekable"
+        f" form; {_n(u['layouts_missing'], 'instance')} without a layout"
+        f" ({u['layouts_queued']} queued)"
+    )
     r = status["retention"]
     out.append("")
     out.append(

@@ -421,6 +421,37 @@ class Retriever:
         self._layouts.put(instance.sha256, layout if layout is not None else False)
         return layout
 
+    async def record_layout(self, instance: StoredInstance) -> ObjectLayout | None:
+        """Find and record the layout of an instance stored before layouts were (the
+        lifecycle's viewer upkeep): the object read whole from the active store and checked
+        against the catalogued SHA-256 and size as ``verify`` checks it; no access time
+        recorded and no restore queued (upkeep is not a retrieve).  Recorded even for a single
+        native frame: the object has been read for it.  None when offsets do not map."""
+        if instance.compression not in ("none", "zstd"):
+            raise StorageError(f"unknown object compression {instance.compression!r}")
+        first, chunks = await _opened(self.store, instance.object_key)
+        stream = _chained(first, chunks)
+        if instance.compression == "zstd":
+            across = seekable.is_seekable_key(instance.object_key)
+            stream = _decompressed(stream, instance, across_frames=across)
+        digest = hashlib.sha256()
+        parts = []
+        async for chunk in stream:
+            digest.update(chunk)
+            parts.append(chunk)
+        data = b"".join(parts)
+        if len(data) != instance.size or digest.hexdigest() != instance.sha256:
+            raise StorageError(
+                f"object {instance.object_key} does not match the catalogued instance"
+                f" {instance.sop_uid} (SHA-256 or size differs); no layout recorded"
+            )
+        layout = await asyncio.to_thread(object_layout, data, instance.transfer_syntax)
+        if layout is not None:
+            async with self.db.acquire() as conn:
+                await conn.execute(q("record_object_layout"), instance.sha256, layout.to_json())
+        self._layouts.put(instance.sha256, layout if layout is not None else False)
+        return layout
+
     def _record_later(self, sha256: str, layout: ObjectLayout) -> None:
         """Queue the layout for the next batched write: one statement for the first frames of
         a whole series, instead of a commit per instance.  A layout is a cache of what the
