@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import io
+from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -34,7 +35,37 @@ from vna.dicom.render import (
     render,
 )
 from vna.errors import NotFound
-from vna.retrieve import ByteCache, Retriever, StoredInstance
+from vna.retrieve import Retriever, StoredInstance
+
+
+class ByteCache:
+    """A least-recently-used map of keys to bytes, bounded by the bytes it holds."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.size = 0
+        self._items: OrderedDict[Hashable, bytes] = OrderedDict()
+
+    def get(self, key: Hashable) -> bytes | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: bytes) -> None:
+        if len(value) > self.capacity:
+            return
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.size -= len(old)
+        self._items[key] = value
+        self.size += len(value)
+        while self.size > self.capacity:
+            _, evicted = self._items.popitem(last=False)
+            self.size -= len(evicted)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 class Renderer:

@@ -22,8 +22,8 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Hashable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -51,42 +51,15 @@ _STAT_CONCURRENCY = 16
 #: Layouts and seek tables kept in memory (both are functions of immutable content).
 _CACHED_LAYOUTS = 4096
 _CACHED_SEEK_TABLES = 4096
-#: Whole objects read to find their layout, kept for the frame or header read that follows
-#: (a single-frame image's first frame is most of the object): bytes in all, and per object.
-_RECENT_OBJECT_BYTES = 32 * 1024**2
+#: An object read whole to find its layout, up to this size, serves the reads of the same
+#: request that follow (a single-frame image's frame is nearly all of it) from memory.
 _RECENT_OBJECT_MAX = 4 * 1024**2
+#: That object for the request (task) at hand: (SHA-256, bytes).  Per request, not a cache
+#: shared between requests: the next request reads the store, and so is refused with 503 if
+#: the object has gone offline meanwhile.
+_READ_WHOLE: ContextVar[tuple[str, bytes] | None] = ContextVar("vna_read_whole", default=None)
 #: Layouts found by retrieves are written in batches, this long after the first of a batch.
 _LAYOUT_FLUSH_SECONDS = 1.0
-
-
-class ByteCache:
-    """A least-recently-used map of keys to bytes, bounded by the bytes it holds."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.size = 0
-        self._items: OrderedDict[Hashable, bytes] = OrderedDict()
-
-    def get(self, key: Hashable) -> bytes | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: Hashable, value: bytes) -> None:
-        if len(value) > self.capacity:
-            return
-        old = self._items.pop(key, None)
-        if old is not None:
-            self.size -= len(old)
-        self._items[key] = value
-        self.size += len(value)
-        while self.size > self.capacity:
-            _, evicted = self._items.popitem(last=False)
-            self.size -= len(evicted)
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 class _Lru(dict[str, Any]):
@@ -165,8 +138,8 @@ class Retriever:
         self._touched: set[str] = set()
         self._layouts = _Lru(_CACHED_LAYOUTS)
         self._seek_tables = _Lru(_CACHED_SEEK_TABLES)
-        #: Objects read whole to find their layout (by SHA-256: content, never stale).
-        self._recent = ByteCache(_RECENT_OBJECT_BYTES)
+        #: Objects the catalogue had no layout for a moment ago (the instance query said).
+        self._unrecorded_seen = _Lru(_CACHED_LAYOUTS)
         #: Layouts found by retrieves, not yet written (SHA-256 -> layout).
         self._unrecorded: dict[str, ObjectLayout] = {}
         self._layout_writer: asyncio.Task[None] | None = None
@@ -192,12 +165,16 @@ class Retriever:
         )
         if sop_uid is not None:
             # One instance comes with its recorded layout: its frames, bulk values or
-            # rendering then need no second catalogue round trip.
+            # rendering then need no second catalogue round trip (nor one to learn that
+            # none is recorded).
             for r in rows:
-                if r["layout"] is not None and r["sha256"] not in self._layouts:
-                    layout = ObjectLayout.from_json(r["layout"])
-                    if layout is not None:
-                        self._layouts.put(r["sha256"], layout)
+                if r["sha256"] in self._layouts:
+                    continue
+                layout = ObjectLayout.from_json(r["layout"]) if r["layout"] is not None else None
+                if layout is not None:
+                    self._layouts.put(r["sha256"], layout)
+                elif r["layout"] is None:
+                    self._unrecorded_seen.put(r["sha256"], True)
         return [stored_instance(r) for r in rows]
 
     async def find_by_uids(self, sop_uids: list[str]) -> list[StoredInstance]:
@@ -403,19 +380,21 @@ class Retriever:
         cached = self._layouts.get(instance.sha256)
         if cached is not None:
             return cached if isinstance(cached, ObjectLayout) else None
-        async with self.db.acquire() as conn:
-            doc = await conn.fetchval(q("object_layout"), instance.sha256)
+        doc = None
+        if self._unrecorded_seen.pop(instance.sha256, None) is None:
+            async with self.db.acquire() as conn:
+                doc = await conn.fetchval(q("object_layout"), instance.sha256)
         layout = ObjectLayout.from_json(doc) if doc is not None else None
         if layout is None:
-            data = await self.read(instance)  # verified as it streams
+            data = await self._read_whole(instance)
             if len(data) > _THREAD_THRESHOLD * 8:
                 layout = await asyncio.to_thread(object_layout, data, instance.transfer_syntax)
             else:  # a walk over a few element headers: less than a thread hop
                 layout = object_layout(data, instance.transfer_syntax)
             if len(data) <= _RECENT_OBJECT_MAX:
-                # The frame or header read that follows (a single-frame image's frame is
-                # nearly all of it) is then served from these bytes, not read again.
-                self._recent.put(instance.sha256, data)
+                # The frame or header read that follows in this request (a single-frame
+                # image's frame is nearly all of it) is served from these bytes.
+                _READ_WHOLE.set((instance.sha256, data))
             if layout is not None and not self.read_only:
                 self._record_later(instance.sha256, layout)
         self._layouts.put(instance.sha256, layout if layout is not None else False)
@@ -451,6 +430,23 @@ class Retriever:
                 await conn.execute(q("record_object_layout"), instance.sha256, layout.to_json())
         self._layouts.put(instance.sha256, layout if layout is not None else False)
         return layout
+
+    async def _read_whole(self, instance: StoredInstance) -> bytes:
+        """The whole object as received: a small uncompressed one in one ranged read of the
+        active store (one thread hop, not a stream's three), else as ``read`` streams it
+        (decompressed and checked; replicas tried and checked)."""
+        if instance.compression == "none" and 0 < instance.size <= _RECENT_OBJECT_MAX:
+            try:
+                data = await self.store.read_range(instance.object_key, 0, instance.size)
+            except (NotFound, StorageError):
+                data = b""  # the stream below tries the replicas
+            except OfflineError as exc:
+                raise await self._offline([instance]) from exc
+            if len(data) == instance.size:
+                if not self.read_only:
+                    self._touch(instance.sop_uid)
+                return data
+        return await self.read(instance)
 
     def _record_later(self, sha256: str, layout: ObjectLayout) -> None:
         """Queue the layout for the next batched write: one statement for the first frames of
@@ -605,9 +601,9 @@ class Retriever:
             )
         if not self.read_only:
             self._touch(instance.sop_uid)
-        recent = self._recent.get(instance.sha256)
-        if recent is not None and len(recent) == instance.size:
-            return recent[start : start + length]
+        recent = _READ_WHOLE.get()
+        if recent is not None and recent[0] == instance.sha256:
+            return recent[1][start : start + length]
         try:
             if instance.compression == "none":
                 data = await self._ranged(instance, start, length)

@@ -10,6 +10,7 @@ same authorisation, query scope, availability and audit as instance retrieves.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 
@@ -97,8 +98,17 @@ async def _frames_answer(
     )
     if isinstance(rendition, str):
         raise web.HTTPNotAcceptable(text=rendition + "\n")
-    data = await archive.retriever.frames(instance, numbers)
-    await audit_access(request, RETRIEVE, 1, {what: numbers[:100]})
+    audited = audit_access(request, RETRIEVE, 1, {what: numbers[:100]})
+    if instance.tier in archive.store.offline_tiers:
+        # Perhaps unreadable until restored (503): the read first, the record of it after.
+        data = await archive.retriever.frames(instance, numbers)
+        await audited
+    else:
+        # The audit row is committed while the bytes are read (a commit waits for the WAL
+        # flush): both are done before anything goes out.  The request is valid by now; a
+        # read that still fails (a storage error) leaves the record of an attempted
+        # retrieve, erring on the side of the record.
+        data, _ = await asyncio.gather(archive.retriever.frames(instance, numbers), audited)
     if not rendition.multipart:
         return web.Response(body=data[0], headers={"Content-Type": rendition.content_type()})
     return _multipart(data, rendition.media_type, rendition.content_type())
