@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_fragments, parse_basic_offsets
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 from pydicom.uid import UID
 
@@ -41,6 +42,29 @@ IMAGE_TYPES = (JPEG, PNG)
 
 #: Encapsulated PDF Storage (PS3.4 B.5): rendered as the PDF it holds (PS3.18 8.3.5.1).
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+#: Video: an instance in one of these syntaxes renders as its own stream, under this media
+#: type (PS3.18 8.3.5.1 and Table 8.3.5-1): MPEG2 as video/mpeg, MPEG-4 AVC/H.264 as
+#: video/mp4, HEVC/H.265 as video/H265 (the fragmentable variants alike).
+VIDEO_MEDIA_TYPES: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "1.2.840.10008.1.2.4.100",
+            "1.2.840.10008.1.2.4.100.1",
+            "1.2.840.10008.1.2.4.101",
+            "1.2.840.10008.1.2.4.101.1",
+        ),
+        "video/mpeg",
+    ),
+    **dict.fromkeys(
+        (
+            f"1.2.840.10008.1.2.4.{n}{variant}"
+            for n in (102, 103, 104, 105, 106)
+            for variant in ("", ".1")
+        ),
+        "video/mp4",
+    ),
+    **dict.fromkeys(("1.2.840.10008.1.2.4.107", "1.2.840.10008.1.2.4.108"), "video/H265"),
+}
 
 
 class Undecodable(CannotRender):
@@ -268,6 +292,25 @@ def _display_table(
     kinds = {(16, True): np.int16, (16, False): np.uint16, (8, True): np.int8, (8, False): np.uint8}
     values = raw.astype(kinds[allocated, signed])
     return display_pixels(dataset, values, window)
+
+
+def video_stream(dataset: Dataset) -> tuple[str, bytes]:
+    """The media type and bytes of a video instance's stream: the fragments of its
+    encapsulated Pixel Data after the Basic Offset Table (PS3.5 8.2.5-8.2.8, A.4), as stored:
+    a video renders as itself (PS3.18 8.3.5.1)."""
+    meta = getattr(dataset, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    media = VIDEO_MEDIA_TYPES.get(syntax)
+    if media is None:
+        raise NotRenderable(f"transfer syntax {syntax or '(none)'} is not a video syntax")
+    if "PixelData" not in dataset:
+        raise NotRenderable("the video instance has no Pixel Data")
+    buffer = io.BytesIO(dataset.PixelData)
+    try:
+        parse_basic_offsets(buffer)
+        return media, b"".join(generate_fragments(buffer))
+    except (ValueError, EOFError) as exc:
+        raise Undecodable(f"the video's encapsulated Pixel Data is malformed: {exc}") from exc
 
 
 def encapsulated_document(dataset: Dataset) -> tuple[str, bytes] | None:
