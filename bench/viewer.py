@@ -121,10 +121,18 @@ async def stow(http: aiohttp.ClientSession, root: str, parts: list[bytes]) -> No
         body += p + b"\r\n"
     body += f"--{boundary}--\r\n".encode()
     headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'}
-    async with http.post(f"{root}/studies", data=bytes(body), headers=headers) as r:
-        text = await r.text()
-        if r.status != 200:
-            raise RuntimeError(f"STOW-RS answered {r.status}: {text[:300]}")
+    for attempt in (1, 2):
+        try:
+            async with http.post(f"{root}/studies", data=bytes(body), headers=headers) as r:
+                text = await r.text()
+                if r.status != 200:
+                    raise RuntimeError(f"STOW-RS answered {r.status}: {text[:300]}")
+                return
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+            # (Untimed set-up.)  A keep-alive connection the server closed while idle is
+            # found out only by sending on it (a broken pipe): once more, on a new one.
+            if attempt == 2:
+                raise
 
 
 async def fetch(http: aiohttp.ClientSession, url: str, accept: str) -> bytes:
