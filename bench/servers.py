@@ -418,9 +418,6 @@ def start_orthanc(
         "AuthenticationEnabled": False,
         "HttpCompressionEnabled": False,
         "KeepAlive": True,
-        # Civetweb's socket timeout (default 30 s): a 150 MB STOW-RS on a loaded machine
-        # outlasted it and Orthanc dropped the connection.  No timed request comes near it.
-        "HttpRequestTimeout": 600,
         "SaveJobs": False,
         "SyncStorageArea": True,  # fsync each file: durable before acknowledged, like ours
         "Plugins": [str(p) for p in plugins],
