@@ -121,10 +121,18 @@ async def stow(http: aiohttp.ClientSession, root: str, parts: list[bytes]) -> No
         body += p + b"\r\n"
     body += f"--{boundary}--\r\n".encode()
     headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'}
-    async with http.post(f"{root}/studies", data=bytes(body), headers=headers) as r:
-        text = await r.text()
-        if r.status != 200:
-            raise RuntimeError(f"STOW-RS answered {r.status}: {text[:300]}")
+    for attempt in (1, 2):
+        try:
+            async with http.post(f"{root}/studies", data=bytes(body), headers=headers) as r:
+                text = await r.text()
+                if r.status != 200:
+                    raise RuntimeError(f"STOW-RS answered {r.status}: {text[:300]}")
+                return
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+            # (Untimed set-up.)  A keep-alive connection the server closed while idle is
+            # found out only by sending on it (a broken pipe): once more, on a new one.
+            if attempt == 2:
+                raise
 
 
 async def fetch(http: aiohttp.ClientSession, url: str, accept: str) -> bytes:
@@ -252,6 +260,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="open-study timings (default 5)")
     p.add_argument("--samples", type=int, default=200, help="multi-frame frame requests")
     p.add_argument("--only", choices=("ours", "orthanc"))
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of both sides, taking turns to go first (default 1); medians and each"
+        " run's ratios are printed",
+    )
     p.add_argument("--quick", action="store_true", help="30 slices, 30 frames, 256 pixels")
     args = p.parse_args(argv)
     if args.quick:
@@ -264,19 +279,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"corpus: CT {args.slices} x {args.size}^2, multi-frame {args.frames} frames", flush=True)
     ct = ct_series(args.slices, args.size)
     mf = multiframe(args.frames, args.size)
-    results: dict[str, dict[str, float]] = {}
+    runs: list[dict[str, dict[str, float]]] = []
     sides = [("ours", start_ours), ("orthanc", start_orthanc)]
-    for name, start in sides:
-        if args.only and name != args.only:
-            continue
-        print(f"{name}: starting", flush=True)
-        with running(start) as server:
-            results[name] = asyncio.run(measure(server, args, ct, mf))
-        print(f"{name}: {json.dumps({k: round(v, 2) for k, v in results[name].items()})}")
+    for run in range(max(1, args.repeat)):
+        # The sides take turns to go first: the machine's drift falls on both alike.
+        order = sides if run % 2 == 0 else sides[::-1]
+        results: dict[str, dict[str, float]] = {}
+        for name, start in order:
+            if args.only and name != args.only:
+                continue
+            print(f"run {run + 1}, {name}: starting", flush=True)
+            with running(start) as server:
+                results[name] = asyncio.run(measure(server, args, ct, mf))
+            print(f"{name}: {json.dumps({k: round(v, 2) for k, v in results[name].items()})}")
+        runs.append(results)
+        if args.repeat > 1:
+            print(f"run {run + 1}:\n{table(results)}", flush=True)
+    results = {
+        name: {key: statistics.median(r[name][key] for r in runs) for key in runs[0][name]}
+        for name in runs[0]
+    }
+    if args.repeat > 1:
+        print("median of the runs (each figure on its own):")
     print(table(results))
     out = REPO / "bench" / "results" / f"viewer-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+    out.write_text(json.dumps({"args": vars(args), "results": results, "runs": runs}, indent=2))
     print(f"written to {out}")
     return 0
 

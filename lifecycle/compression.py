@@ -36,6 +36,7 @@ import zstandard
 
 from lifecycle.policy.compression import UNCOMPRESSED_TRANSFER_SYNTAXES, plan, worth_keeping
 from lifecycle.queue import enqueue
+from vna.catalog import audit
 from vna.catalog.queries import q
 from vna.dicom.frames import object_layout
 from vna.dicom.pixel_codecs import CodecError, CodecUnavailable, NotRepresentable, PixelInfo
@@ -502,7 +503,27 @@ async def recompress_object(engine: Engine, old_key: str) -> CompressionResult:
     if stored is None:
         raise StorageError(f"object {new_key} is not the one just written; not switched to it")
     async with archive.db.transaction() as conn:
-        switched = await conn.fetchval(q("recompression_switch"), old_key, new_key, stored.size)
+        switched = await conn.fetch(q("recompression_switch"), old_key, new_key, stored.size)
+        for moved in switched:
+            # The object an instance keeps changed (same bytes out, another object): who
+            # did it and why is on record like every other change to what is stored.
+            await audit.record(
+                conn,
+                actor="lifecycle",
+                origin="recompress",
+                action="object-reformat",
+                patient_id=moved["patient_id"],
+                issuer=moved["issuer"],
+                study_uid=moved["study_uid"],
+                series_uid=moved["series_uid"],
+                sop_uid=moved["sop_uid"],
+                detail={
+                    "from": old_key,
+                    "to": new_key,
+                    "stored_bytes": stored.size,
+                    "reason": "single-frame compressed object rewritten in the seekable form",
+                },
+            )
         if switched:
             await enqueue(
                 conn,

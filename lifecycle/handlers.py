@@ -5,7 +5,10 @@
 * ``tier-study``: move a study's objects to a colder tier (queued by tiering evaluation).
 * ``restore``: make an offline object readable again (queued by a retrieve that hit it).
 * ``recompress``: rewrite a single-frame compressed object in the seekable form (queued by a
-  frame or bulk data retrieve that had to decompress it whole).
+  frame or bulk data retrieve that had to decompress it whole, and by the viewer upkeep sweep
+  for the rest, ``lifecycle.viewer_upkeep``).
+* ``layout``: record the layout of an instance stored before layouts were (queued by the
+  viewer upkeep sweep from the list migration 0211 made).
 * ``delete-object``: delete an object no instance refers to any more.
 * ``forward``: send an instance to a ``[[forward]]`` rule's destination
   (``lifecycle.forwarding``, queued by the scheduler from the change feed).
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import logging
 
-from lifecycle import forwarding, notifications, retention
+from lifecycle import forwarding, notifications, retention, viewer_upkeep
 from lifecycle.compression import compress_instance, recompress_object
 from lifecycle.dr import read_repair, replication
 from lifecycle.engine import Engine, Handler, Reschedule
@@ -119,6 +122,7 @@ HANDLERS: dict[str, Handler] = {
     forwarding.FORWARD_STUDY: forwarding.forward_study_job,
     notifications.NOTIFY: notifications.notify_job,
     "recompress": recompress,
+    viewer_upkeep.LAYOUT: viewer_upkeep.layout_job,
     replication.REPLICATE: replication.replicate_job,
     replication.REPLICA_DELETE: replication.replica_delete_job,
     read_repair.REPAIR: read_repair.repair_job,

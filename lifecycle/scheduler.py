@@ -12,10 +12,12 @@ A tick:
 5. queues copies missing on the replicas every ``dr.sweep_every_seconds``
    (``lifecycle.dr.replication``);
 6. drops finished jobs older than ``lifecycle.keep_done_hours``;
-7. queues the forwards the ``[[forward]]`` rules make of the change feed's new entries
+7. queues the viewer upkeep of old objects: single-frame compressed objects rewritten
+   seekable, layouts of instances stored before layouts were (``lifecycle.viewer_upkeep``);
+8. queues the forwards the ``[[forward]]`` rules make of the change feed's new entries
    (``lifecycle.forwarding``) and the ``[[notifications]]`` events
    (``lifecycle.notifications``);
-8. moves committed changes into the change feed (every process: the feed's readers do it too,
+9. moves committed changes into the change feed (every process: the feed's readers do it too,
    and the sequencer serialises itself) and drops entries older than
    ``changefeed.keep_days``.
 """
@@ -26,7 +28,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
-from lifecycle import forwarding, notifications, queue, retention, tiering
+from lifecycle import forwarding, notifications, queue, retention, tiering, viewer_upkeep
 from lifecycle.dr import replication
 from lifecycle.engine import Engine
 from lifecycle.policy.retention import rules_fingerprint
@@ -50,6 +52,7 @@ class TickReport:
     changes_pruned: int = 0
     forwards_queued: int = 0
     notifications_made: int = 0
+    upkeep: viewer_upkeep.UpkeepSweep | None = None
 
 
 async def tick(engine: Engine, *, force_tiering: bool = False) -> TickReport:
@@ -90,6 +93,7 @@ async def tick(engine: Engine, *, force_tiering: bool = False) -> TickReport:
             archive, settings.retention_rules, ACTOR, dt.date.today()
         )
         report.deleted = executed.deleted
+        report.upkeep = await viewer_upkeep.sweep(engine)
         report.forwards_queued = await forwarding.queue_from_feed(engine)
         report.notifications_made = await notifications.queue_from_feed(engine)
         # Disaster recovery: queue the copies missing on the replicas (safety net).

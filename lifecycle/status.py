@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from lifecycle import viewer_upkeep
 from lifecycle.policy.retention import rules_fingerprint
 from vna.catalog.database import Database
 from vna.catalog.queries import q
@@ -31,6 +32,7 @@ async def collect(db: Database, settings: Settings, today: dt.date) -> dict[str,
         reviews = [dict(r) for r in await conn.fetch(q("status_reviews"), 5)]
         notified = await conn.fetch(q("notification_totals"))
         forwarded = await conn.fetch(q("forward_totals"))
+        upkeep = await viewer_upkeep.status(conn)
     by_state: dict[str, int] = {}
     for row in jobs:
         by_state[row["state"]] = by_state.get(row["state"], 0) + row["jobs"]
@@ -87,6 +89,7 @@ async def collect(db: Database, settings: Settings, today: dt.date) -> dict[str,
         "next_due": next_dates,
         "holds": holds,
         "reviews": reviews,
+        "viewer_upkeep": upkeep,
     }
 
 
@@ -136,6 +139,12 @@ def render_text(status: dict[str, Any]) -> str:
             f"  not {row['codec']} ({_n(row['instances'], 'instance')}, kept in zstd or as"
             f" received): {row['reason']}"
         )
+    u = status["viewer_upkeep"]
+    out.append(
+        f"viewer upkeep {_n(u['single_frame_objects'], 'object')} compressed before the seekable"
+        f" form; {_n(u['layouts_missing'], 'instance')} without a layout"
+        f" ({u['layouts_queued']} queued)"
+    )
     r = status["retention"]
     out.append("")
     out.append(

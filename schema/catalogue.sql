@@ -26,6 +26,8 @@
 --   0172_notifications
 --   0185_compression_fallbacks
 --   0195_read_repairs
+--   0210_object_layouts_cleanup
+--   0211_viewer_upkeep
 --   0215_forward_study_batches
 --   0216_notification_studies
 
@@ -293,6 +295,13 @@ CREATE TABLE jobs (
     dedup_key text,
     CONSTRAINT jobs_pkey PRIMARY KEY (id),
     CONSTRAINT jobs_state_check CHECK ((state = ANY (ARRAY['queued'::text, 'running'::text, 'done'::text, 'dead'::text])))
+);
+
+CREATE TABLE layout_backlog (
+    instance_fk bigint NOT NULL,
+    queued boolean NOT NULL DEFAULT false,
+    CONSTRAINT layout_backlog_pkey PRIMARY KEY (instance_fk),
+    CONSTRAINT layout_backlog_instance_fk_fkey FOREIGN KEY (instance_fk) REFERENCES instances(id) ON DELETE CASCADE
 );
 
 CREATE TABLE legal_holds (
@@ -637,6 +646,8 @@ CREATE INDEX instances_rejected ON public.instances USING btree (rejection_fk) W
 
 CREATE INDEX instances_series_tier ON public.instances USING btree (series_fk) INCLUDE (tier, restored_until);
 
+CREATE INDEX instances_single_frame_zstd ON public.instances USING btree (id) WHERE ((compression = 'zstd'::text) AND (object_key !~~ '%.szst'::text));
+
 CREATE INDEX instances_sop_class ON public.instances USING btree (sop_class_uid);
 
 CREATE INDEX jobs_dead ON public.jobs USING btree (updated_at DESC) WHERE (state = 'dead'::text);
@@ -886,6 +897,16 @@ BEGIN
 END
 $function$;
 
+CREATE OR REPLACE FUNCTION public.vna_object_layouts_of_deleted()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    DELETE FROM object_layouts l USING gone WHERE l.sha256 = gone.sha256;
+    RETURN NULL;
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION public.vna_sequence_changes(p_max integer)
  RETURNS bigint
  LANGUAGE plpgsql
@@ -917,5 +938,7 @@ BEGIN
     RETURN n;
 END
 $function$;
+
+CREATE TRIGGER instances_layouts_deleted AFTER DELETE ON public.instances REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION vna_object_layouts_of_deleted();
 
 CREATE TRIGGER instances_rejection BEFORE INSERT ON public.instances FOR EACH ROW EXECUTE FUNCTION vna_instance_rejection();

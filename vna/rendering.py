@@ -33,6 +33,7 @@ from vna.dicom.render import (
     encapsulated_document,
     frame_count,
     render,
+    video_stream,
 )
 from vna.errors import NotFound
 from vna.retrieve import Retriever, StoredInstance
@@ -168,6 +169,11 @@ class Renderer:
             self._pool, _render_frame_values, header, pixels.encapsulated, wanted, values, options
         )
 
+    async def video(self, instance: StoredInstance) -> tuple[str, bytes]:
+        """The media type and stream of a video instance (it renders as itself)."""
+        data = await self.retriever.read(instance)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, _video, data)
+
     async def document(self, instance: StoredInstance) -> tuple[str, bytes] | None:
         """The encapsulated document an instance holds (its MIME type and bytes), or None."""
         data = await self.retriever.read(instance)
@@ -223,6 +229,10 @@ def _render_frame_values(
             one["PixelData"].is_undefined_length = True
         out.append((number, render(one, 0, options)))
     return out
+
+
+def _video(data: bytes) -> tuple[str, bytes]:
+    return video_stream(_parsed(data))
 
 
 def _document(data: bytes) -> tuple[str, bytes] | None:

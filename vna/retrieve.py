@@ -24,10 +24,12 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import logging
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -72,6 +74,15 @@ _READ_AHEAD = 4 << 20
 #: How often the copies known damaged (table read_repairs, written by any node) are read.
 _DAMAGE_REFRESH_SECONDS = 5.0
 _T = TypeVar("_T")
+#: An object read whole to find its layout, up to this size, serves the reads of the same
+#: request that follow (a single-frame image's frame is nearly all of it) from memory.
+_RECENT_OBJECT_MAX = 4 * 1024**2
+#: That object for the request (task) at hand: (SHA-256, bytes).  Per request, not a cache
+#: shared between requests: the next request reads the store, and so is refused with 503 if
+#: the object has gone offline meanwhile.
+_READ_WHOLE: ContextVar[tuple[str, bytes] | None] = ContextVar("vna_read_whole", default=None)
+#: Layouts found by retrieves are written in batches, this long after the first of a batch.
+_LAYOUT_FLUSH_SECONDS = 1.0
 
 
 class _Lru(dict[Any, Any]):
@@ -157,6 +168,11 @@ class Retriever:
         self._touched: set[str] = set()
         self._layouts = _Lru(_CACHED_LAYOUTS)
         self._seek_tables = _Lru(_CACHED_SEEK_TABLES)
+        #: Objects the catalogue had no layout for a moment ago (the instance query said).
+        self._unrecorded_seen = _Lru(_CACHED_LAYOUTS)
+        #: Layouts found by retrieves, not yet written (SHA-256 -> layout).
+        self._unrecorded: dict[str, ObjectLayout] = {}
+        self._layout_writer: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._flush_now = asyncio.Event()
 
@@ -177,6 +193,18 @@ class Retriever:
             sop_uid,
             scope,
         )
+        if sop_uid is not None:
+            # One instance comes with its recorded layout: its frames, bulk values or
+            # rendering then need no second catalogue round trip (nor one to learn that
+            # none is recorded).
+            for r in rows:
+                if r["sha256"] in self._layouts:
+                    continue
+                layout = ObjectLayout.from_json(r["layout"]) if r["layout"] is not None else None
+                if layout is not None:
+                    self._layouts.put(r["sha256"], layout)
+                elif r["layout"] is None:
+                    self._unrecorded_seen.put(r["sha256"], True)
         return [stored_instance(r) for r in rows]
 
     async def find_by_uids(self, sop_uids: list[str]) -> list[StoredInstance]:
@@ -490,17 +518,89 @@ class Retriever:
         cached = self._layouts.get(instance.sha256)
         if cached is not None:
             return cached if isinstance(cached, ObjectLayout) else None
-        async with self.db.acquire() as conn:
-            doc = await conn.fetchval(q("object_layout"), instance.sha256)
+        doc = None
+        if self._unrecorded_seen.pop(instance.sha256, None) is None:
+            async with self.db.acquire() as conn:
+                doc = await conn.fetchval(q("object_layout"), instance.sha256)
         layout = ObjectLayout.from_json(doc) if doc is not None else None
         if layout is None:
-            data = await self.read(instance)  # verified as it streams
-            layout = await asyncio.to_thread(object_layout, data, instance.transfer_syntax)
+            data = await self._read_whole(instance)
+            if len(data) > _THREAD_THRESHOLD * 8:
+                layout = await asyncio.to_thread(object_layout, data, instance.transfer_syntax)
+            else:  # a walk over a few element headers: less than a thread hop
+                layout = object_layout(data, instance.transfer_syntax)
+            if len(data) <= _RECENT_OBJECT_MAX:
+                # The frame or header read that follows in this request (a single-frame
+                # image's frame is nearly all of it) is served from these bytes.
+                _READ_WHOLE.set((instance.sha256, data))
             if layout is not None and not self.read_only:
-                async with self.db.acquire() as conn:
-                    await conn.execute(q("record_object_layout"), instance.sha256, layout.to_json())
+                self._record_later(instance.sha256, layout)
         self._layouts.put(instance.sha256, layout if layout is not None else False)
         return layout
+
+    async def record_layout(self, instance: StoredInstance) -> ObjectLayout | None:
+        """Find and record the layout of an instance stored before layouts were (the
+        lifecycle's viewer upkeep): the object read whole from the active store and checked
+        against the catalogued SHA-256 and size as ``verify`` checks it; no access time
+        recorded and no restore queued (upkeep is not a retrieve).  Recorded even for a single
+        native frame: the object has been read for it.  None when offsets do not map."""
+        if instance.compression not in _FORMS:
+            raise StorageError(f"unknown object compression {instance.compression!r}")
+        # Decoded and checked as every read is (DamagedObject when the copy is not the
+        # catalogued content: no layout is recorded from it).
+        data = b"".join([chunk async for chunk in await _prepared(self.store, instance)])
+        layout = await asyncio.to_thread(object_layout, data, instance.transfer_syntax)
+        if layout is not None:
+            async with self.db.acquire() as conn:
+                await conn.execute(q("record_object_layout"), instance.sha256, layout.to_json())
+        self._layouts.put(instance.sha256, layout if layout is not None else False)
+        return layout
+
+    async def _read_whole(self, instance: StoredInstance) -> bytes:
+        """The whole object as received: a small uncompressed one in one ranged read of the
+        active store (one thread hop, not a stream's three) checked against its SHA-256, else
+        as ``read`` streams it (decompressed and checked; replicas tried and checked)."""
+        if instance.compression == "none" and 0 < instance.size <= _RECENT_OBJECT_MAX:
+            try:
+                data = await self.store.read_range(instance.object_key, 0, instance.size)
+            except (NotFound, StorageError):
+                data = b""  # the stream below tries the replicas
+            except OfflineError as exc:
+                raise await self._offline([instance]) from exc
+            # Checked like every read (a few milliseconds for 4 MiB): a damaged copy of the
+            # right size goes the way of the stream below, which heals from a replica.
+            if len(data) == instance.size and hashlib.sha256(data).hexdigest() == instance.sha256:
+                if not self.read_only:
+                    self._touch(instance.sop_uid)
+                return data
+        return await self.read(instance)
+
+    def _record_later(self, sha256: str, layout: ObjectLayout) -> None:
+        """Queue the layout for the next batched write: one statement for the first frames of
+        a whole series, instead of a commit per instance.  A layout is a cache of what the
+        object's bytes say: one lost in a crash is found again by the next retrieve."""
+        self._unrecorded[sha256] = layout
+        if self._layout_writer is None or self._layout_writer.done():
+            self._layout_writer = asyncio.get_running_loop().create_task(self._write_layouts())
+
+    async def _write_layouts(self) -> None:
+        await asyncio.sleep(_LAYOUT_FLUSH_SECONDS)
+        await self.flush_layouts()
+
+    async def flush_layouts(self) -> None:
+        """Write the layouts found since the last write (one statement)."""
+        if not self._unrecorded:
+            return
+        batch, self._unrecorded = self._unrecorded, {}
+        try:
+            async with self.db.acquire() as conn:
+                await conn.execute(
+                    q("record_object_layouts"),
+                    list(batch),
+                    [json.dumps(layout.to_json()) for layout in batch.values()],
+                )
+        except VnaError as exc:
+            log.warning("could not record the layouts of %d object(s): %s", len(batch), exc)
 
     async def bulk_layouts(
         self, study_uid: str, series_uid: str | None, sop_uid: str | None
@@ -511,9 +611,11 @@ class Retriever:
             rows = await conn.fetch(q("bulk_layouts_of_study"), study_uid, series_uid, sop_uid)
         out = {}
         for row in rows:
-            layout = ObjectLayout.from_json(row["layout"])
+            layout = self._layouts.get(row["sha256"]) or ObjectLayout.from_json(row["layout"])
             if layout is not None:
                 out[row["sop_uid"]] = layout
+                # A viewer asks for frames right after the metadata: they find it here.
+                self._layouts.put(row["sha256"], layout)
         return out
 
     async def frames(self, instance: StoredInstance, numbers: Sequence[int]) -> list[bytes]:
@@ -631,6 +733,9 @@ class Retriever:
             )
         if not self.read_only:
             self._touch(instance.sop_uid)
+        recent = _READ_WHOLE.get()
+        if recent is not None and recent[0] == instance.sha256:
+            return recent[1][start : start + length]
         try:
             if instance.compression == "none":
                 if 2 * length >= instance.size:
@@ -876,7 +981,13 @@ class Retriever:
                 self._touched |= batch
 
     async def close(self) -> None:
-        """Stop the flusher and write what it has batched."""
+        """Stop the flushers and write what they have batched."""
+        if self._layout_writer is not None:
+            self._layout_writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._layout_writer
+            self._layout_writer = None
+        await self.flush_layouts()
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

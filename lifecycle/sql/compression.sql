@@ -20,13 +20,18 @@ LIMIT 1;
 
 -- name: recompression_switch
 -- Every instance keeping the single-frame object $1 now keeps its seekable form $2 ($3 bytes
--- stored), if still hot and compressed (a tier move meanwhile leaves it as it is).  The count.
+-- stored), if still hot and compressed (a tier move meanwhile leaves it as it is).  The
+-- instances switched, with what their audit rows name.
 WITH moved AS (
     UPDATE instances SET object_key = $2, stored_size = $3
     WHERE object_key = $1 AND compression = 'zstd' AND tier = 'hot'
-    RETURNING id
+    RETURNING sop_uid, series_fk
 )
-SELECT count(*) FROM moved;
+SELECT m.sop_uid, se.series_uid, st.study_uid, p.patient_id, p.issuer
+FROM moved m
+JOIN series se ON se.id = m.series_fk
+JOIN studies st ON st.id = se.study_fk
+JOIN patients p ON p.id = st.patient_fk;
 
 -- name: record_compression_fallback
 -- Why the image codec could not carry instance $1 byte for byte ($2 the codec, $3 the reason):

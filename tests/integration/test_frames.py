@@ -273,3 +273,43 @@ async def test_metadata_bulk_data_uris_resolve_to_the_values(archive: Archive) -
         assert split_multipart(body, headers["Content-Type"]) == [single.PixelData]
         status, _, _ = await get(f"{instance_url(root, ds)}/bulk/00100010")
         assert status == 404
+
+
+async def test_a_single_frame_objects_first_frame_reads_it_once_and_records_its_layout(
+    archive: Archive,
+) -> None:
+    # A CT slice has no layout recorded at ingest: its first frame reads the object whole
+    # once (for the layout and the frame alike), and the layout is written in a batch.
+    (ds,) = ct_study(series=1, slices=1, size=32)
+    await ingest(archive, [ds])
+    store = archive.store
+    reads: list[str] = []
+    ranged, streamed = store.read_range, store.iter_chunks
+
+    async def counted_range(key: str, start: int, length: int) -> bytes:
+        reads.append(f"range {start}+{length}")
+        return await ranged(key, start, length)
+
+    def counted_stream(key: str, chunk_size: int = 1 << 20) -> Any:
+        reads.append("whole")
+        return streamed(key, chunk_size)
+
+    store.read_range = counted_range  # type: ignore[method-assign]
+    store.iter_chunks = counted_stream  # type: ignore[method-assign]
+    try:
+        async with serving(archive) as root:
+            status, body, headers = await get(f"{instance_url(root, ds)}/frames/1")
+            assert status == 200
+            assert split_multipart(body, headers["Content-Type"]) == [ds.PixelData]
+            assert len(reads) == 1, reads
+            await archive.retriever.flush_layouts()
+            rows = await fetch(archive, "SELECT layout FROM object_layouts")
+            assert len(rows) == 1 and rows[0]["layout"]["pixels"]["frames"] == 1
+            # The next request reads the frame's range only.
+            reads.clear()
+            status, body, headers = await get(f"{instance_url(root, ds)}/frames/1")
+            assert status == 200 and reads == [
+                f"range {len(_part10(ds)) - len(ds.PixelData)}+{len(ds.PixelData)}"
+            ]
+    finally:
+        store.read_range, store.iter_chunks = ranged, streamed  # type: ignore[method-assign]

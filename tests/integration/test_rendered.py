@@ -306,3 +306,44 @@ async def test_a_syntax_no_decoder_reads_is_406_with_the_reason(
             assert b"JPEG Extended" in body and b"12-bit" in body
         status, body, _ = await get(wado_uri(root, ds, contentType="image/jpeg"))
         assert status == 406 and b"12-bit" in body
+
+
+def _video(syntax: str, stream: bytes) -> Dataset:
+    from pydicom.encaps import encapsulate
+
+    ds = smooth_ct_study(series=1, slices=1, size=32)[0]
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.4.1"
+    ds.Modality = "XC"
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.NumberOfFrames = 30
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 3, "YBR_PARTIAL_420"
+    ds.PlanarConfiguration = 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = encapsulate([stream[: len(stream) // 2], stream[len(stream) // 2 :]])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    return ds
+
+
+async def test_a_video_renders_as_its_own_stream_or_406_naming_its_type(
+    archive_settings: Settings,
+) -> None:
+    # PS3.18 8.3.5.1: a video instance renders as itself (video/mp4 for MPEG-4 AVC/H.264,
+    # video/mpeg for MPEG2), the encapsulated stream as stored.
+    h264 = b"\x00\x00\x00\x01\x67\x64\x00\x1f" + bytes(range(256)) * 41  # even length
+    mpeg2 = b"\x00\x00\x01\xb3" + bytes(range(255, -1, -1)) * 23
+    avc = _video("1.2.840.10008.1.2.4.102", h264)
+    m2v = _video("1.2.840.10008.1.2.4.100", mpeg2)
+    async with opened(archive_settings) as archive, serving(archive) as root:
+        await ingest(archive, [avc, m2v])
+        for accept in ("video/mp4", None, "*/*", "video/*, image/jpeg;q=0.5"):
+            status, body, headers = await get(f"{url_of(root, avc)}/rendered", accept)
+            assert status == 200, (accept, body[:200])
+            assert headers["Content-Type"] == "video/mp4" and body == h264, accept
+        status, body, headers = await get(f"{url_of(root, m2v)}/rendered", "video/mpeg")
+        assert (status, headers["Content-Type"], body) == (200, "video/mpeg", mpeg2)
+        for accept in ("image/jpeg", "video/mpeg"):
+            status, body, _ = await get(f"{url_of(root, avc)}/rendered", accept)
+            assert status == 406 and b"renders as video/mp4" in body, (accept, body)
+        rows = await audit_rows(archive, "sop_uid = $1", avc.SOPInstanceUID)
+        assert len([r for r in rows if r["detail"].get("rendition") == "rendered"]) == 4

@@ -273,3 +273,41 @@ def test_a_frame_renders_from_the_header_and_its_own_bytes_as_from_the_whole_obj
     assert [n for n, _ in got] == [1, last]
     for (number, image), index in zip(got, (0, last - 1), strict=True):
         assert image == render(ds, index, options), (name, number)
+
+
+@pytest.mark.parametrize(
+    ("allocated", "stored", "signed", "photometric", "slope", "intercept", "window"),
+    [
+        (16, 12, False, "MONOCHROME2", 1, -1024, (40, 400)),  # CT, garbage above bit 11
+        (16, 16, True, "MONOCHROME2", 1, 0, (0, 2000)),
+        (16, 10, True, "MONOCHROME1", 2.5, 7, (100, 300)),
+        (8, 7, False, "MONOCHROME2", 1, 0, (64, 40)),
+        (8, 8, True, "MONOCHROME1", 1, 0, (0, 1)),  # a threshold (width 1)
+    ],
+)
+def test_a_native_grayscale_frame_renders_as_decoding_and_computing_each_pixel_would(
+    allocated, stored, signed, photometric, slope, intercept, window
+):
+    # The table look-up of native grayscale frames against the decoder path (pydicom's
+    # pixel_array, Bits Stored and sign applied by it), high bits filled with noise.
+    from vna.dicom.render import _native_grayscale, decode_frame, display_pixels
+
+    rng = np.random.default_rng(7)
+    dtype = "<u2" if allocated == 16 else "u1"
+    raw = rng.integers(0, 1 << allocated, size=2 * 24 * 32, dtype=np.uint32).astype(dtype)
+    ds = _synthetic(raw.tobytes(), rows=24, columns=32, bits_stored=stored, signed=signed)
+    ds.BitsAllocated, ds.HighBit = allocated, stored - 1
+    ds.NumberOfFrames = 2
+    ds.PhotometricInterpretation = photometric
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.WindowCenter, ds.WindowWidth = window
+    for frame in (0, 1):
+        fast = _native_grayscale(ds, frame, None)
+        assert fast is not None
+        slow = display_pixels(ds, decode_frame(ds, frame), None)
+        assert fast.dtype == np.uint8 and fast.shape == (24, 32)
+        np.testing.assert_array_equal(fast, slow)
+    asked = Window(10.0, 50.0, "SIGMOID")
+    np.testing.assert_array_equal(
+        _native_grayscale(ds, 1, asked), display_pixels(ds, decode_frame(ds, 1), asked)
+    )

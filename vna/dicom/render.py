@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_fragments, parse_basic_offsets
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 from pydicom.uid import UID
 
@@ -41,6 +42,29 @@ IMAGE_TYPES = (JPEG, PNG)
 
 #: Encapsulated PDF Storage (PS3.4 B.5): rendered as the PDF it holds (PS3.18 8.3.5.1).
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+#: Video: an instance in one of these syntaxes renders as its own stream, under this media
+#: type (PS3.18 8.3.5.1 and Table 8.3.5-1): MPEG2 as video/mpeg, MPEG-4 AVC/H.264 as
+#: video/mp4, HEVC/H.265 as video/H265 (the fragmentable variants alike).
+VIDEO_MEDIA_TYPES: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "1.2.840.10008.1.2.4.100",
+            "1.2.840.10008.1.2.4.100.1",
+            "1.2.840.10008.1.2.4.101",
+            "1.2.840.10008.1.2.4.101.1",
+        ),
+        "video/mpeg",
+    ),
+    **dict.fromkeys(
+        (
+            f"1.2.840.10008.1.2.4.{n}{variant}"
+            for n in (102, 103, 104, 105, 106)
+            for variant in ("", ".1")
+        ),
+        "video/mp4",
+    ),
+    **dict.fromkeys(("1.2.840.10008.1.2.4.107", "1.2.840.10008.1.2.4.108"), "video/H265"),
+}
 
 
 class Undecodable(CannotRender):
@@ -169,7 +193,10 @@ def render(dataset: Dataset, frame: int, options: RenderOptions) -> bytes:
         raise Undecodable(f"frames render as {' or '.join(IMAGE_TYPES)}, not {options.media_type}")
     if not 0 <= frame < frame_count(dataset):
         raise NotRenderable(f"frame {frame + 1} is past the instance's {frame_count(dataset)}")
-    image = Image.fromarray(display_pixels(dataset, decode_frame(dataset, frame), options.window))
+    shown = _native_grayscale(dataset, frame, options.window)
+    if shown is None:
+        shown = display_pixels(dataset, decode_frame(dataset, frame), options.window)
+    image = Image.fromarray(shown)
     if options.region is not None:
         image = image.crop(_box(options.region, image.width, image.height))
     if options.viewport is not None:
@@ -180,6 +207,110 @@ def render(dataset: Dataset, frame: int, options: RenderOptions) -> bytes:
     else:
         image.save(out, format="PNG")
     return out.getvalue()
+
+
+#: Native syntaxes whose Pixel Data pydicom holds as little endian bytes (a deflated data set
+#: is inflated when read).
+_NATIVE_LITTLE_ENDIAN = frozenset(
+    ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99")
+)
+#: Display tables of recent grayscale pipelines (a series shares one): key -> 8-bit table.
+_TABLES: dict[tuple[Any, ...], np.ndarray[Any, Any]] = {}
+_MAX_TABLES = 64
+
+
+def _native_grayscale(
+    dataset: Dataset, frame: int, window: Window | None
+) -> np.ndarray[Any, Any] | None:
+    """The 8-bit display values of a native grayscale frame through one table look-up, or
+    None when this shortcut does not apply (the caller then decodes and computes).
+
+    With a window (asked for, or the instance's own) and Rescale Slope/Intercept, every step
+    of the pipeline (Bits Stored, sign, Modality LUT, VOI, MONOCHROME1) is a function of the
+    stored value alone: ``display_pixels`` is applied once to every possible stored value
+    (2**Bits Stored of them), and the frame is that table indexed by its stored bits, which
+    is the same result as decoding and computing each pixel, at a fraction of the cost.
+    """
+    photometric = str(dataset.get("PhotometricInterpretation", "")).strip()
+    meta = getattr(dataset, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if (
+        photometric not in ("MONOCHROME1", "MONOCHROME2")
+        or syntax not in _NATIVE_LITTLE_ENDIAN
+        or int(dataset.get("SamplesPerPixel", 1) or 1) != 1
+        or "ModalityLUTSequence" in dataset
+        or "PixelData" not in dataset
+    ):
+        return None
+    try:
+        allocated = int(dataset.BitsAllocated)
+        stored = int(dataset.get("BitsStored", allocated))
+        signed = int(dataset.get("PixelRepresentation", 0)) == 1
+        rows, columns = int(dataset.Rows), int(dataset.Columns)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if allocated not in (8, 16) or not 1 <= stored <= allocated:
+        return None
+    chosen = window or instance_window(dataset)
+    if chosen is None:
+        return None  # the frame's own range or a VOI LUT: computed the long way
+    size = rows * columns * allocated // 8
+    value = dataset.PixelData
+    if not isinstance(value, bytes | bytearray) or len(value) < (frame + 1) * size:
+        return None  # the decoder says what is wrong with it
+    key = (
+        photometric,
+        allocated,
+        stored,
+        signed,
+        _first(dataset.get("RescaleSlope")),
+        _first(dataset.get("RescaleIntercept")),
+        chosen,
+    )
+    table = _TABLES.get(key)
+    if table is None:
+        table = _display_table(dataset, allocated, stored, signed, chosen)
+        if len(_TABLES) >= _MAX_TABLES:
+            _TABLES.clear()  # (render threads share it: no iteration over it)
+        _TABLES[key] = table
+    dtype = "<u2" if allocated == 16 else "u1"
+    bits = np.frombuffer(value, dtype=dtype, count=rows * columns, offset=frame * size)
+    if stored < allocated:
+        bits = bits & np.array((1 << stored) - 1, dtype=bits.dtype)  # unused high bits dropped
+    shown: np.ndarray[Any, Any] = table[bits].reshape(rows, columns)
+    return shown
+
+
+def _display_table(
+    dataset: Dataset, allocated: int, stored: int, signed: bool, window: Window
+) -> np.ndarray[Any, Any]:
+    """8-bit display value of each stored bit pattern 0 .. 2**stored - 1."""
+    raw = np.arange(1 << stored, dtype=np.int64)
+    if signed:
+        raw = np.where(raw >= 1 << (stored - 1), raw - (1 << stored), raw)
+    # The values in the type the decoder gives, so that every step computes as it would.
+    kinds = {(16, True): np.int16, (16, False): np.uint16, (8, True): np.int8, (8, False): np.uint8}
+    values = raw.astype(kinds[allocated, signed])
+    return display_pixels(dataset, values, window)
+
+
+def video_stream(dataset: Dataset) -> tuple[str, bytes]:
+    """The media type and bytes of a video instance's stream: the fragments of its
+    encapsulated Pixel Data after the Basic Offset Table (PS3.5 8.2.5-8.2.8, A.4), as stored:
+    a video renders as itself (PS3.18 8.3.5.1)."""
+    meta = getattr(dataset, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    media = VIDEO_MEDIA_TYPES.get(syntax)
+    if media is None:
+        raise NotRenderable(f"transfer syntax {syntax or '(none)'} is not a video syntax")
+    if "PixelData" not in dataset:
+        raise NotRenderable("the video instance has no Pixel Data")
+    buffer = io.BytesIO(dataset.PixelData)
+    try:
+        parse_basic_offsets(buffer)
+        return media, b"".join(generate_fragments(buffer))
+    except (ValueError, EOFError) as exc:
+        raise Undecodable(f"the video's encapsulated Pixel Data is malformed: {exc}") from exc
 
 
 def encapsulated_document(dataset: Dataset) -> tuple[str, bytes] | None:
@@ -242,7 +373,8 @@ def apply_window(values: np.ndarray[Any, Any], window: Window) -> np.ndarray[Any
     """The VOI LUT Functions of PS3.3 C.11.2.1.2 onto an output range 0-255."""
     c, w = window.center, window.width
     if window.function == "SIGMOID":  # C.11.2.1.3.1
-        return 255.0 / (1.0 + np.exp(-4.0 * (values - c) / w))
+        with np.errstate(over="ignore"):  # exp overflowing to inf is 0, as it should be
+            return 255.0 / (1.0 + np.exp(-4.0 * (values - c) / w))
     if window.function == "LINEAR_EXACT":  # C.11.2.1.3.2
         return np.clip((values - c) / w + 0.5, 0.0, 1.0) * 255.0
     # LINEAR (C.11.2.1.2.1): width at least 1, centre and width offset by 0.5 and 1, so

@@ -11,6 +11,7 @@ same authorisation, query scope, availability and audit as instance retrieves.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 
@@ -103,12 +104,26 @@ async def _frames_answer(
         raise web.HTTPNotAcceptable(text=rendition + "\n")
     detail: dict[str, object] = {what: numbers[:100]}
     if rendition.transcode_to is None:
-        data = await archive.retriever.frames(instance, numbers)
+        read = archive.retriever.frames(instance, numbers)
     else:
         # Decoded and encoded in the transcoder's threads (vna.transcoding), cached by frame.
-        data = await archive.transcoder.frames(instance, numbers, rendition.transcode_to)
+        read = archive.transcoder.frames(instance, numbers, rendition.transcode_to)
         detail["transcoded_to"] = rendition.transcode_to
-    await audit_access(request, RETRIEVE, 1, detail)
+    audited = audit_access(request, RETRIEVE, 1, detail)
+    if instance.tier in archive.store.offline_tiers:
+        # Perhaps unreadable until restored (503): the read first, the record of it after.
+        try:
+            data = await read
+        except BaseException:
+            audited.close()  # never started: no record of a retrieve that did not happen
+            raise
+        await audited
+    else:
+        # The audit row is committed while the bytes are read (a commit waits for the WAL
+        # flush): both are done before anything goes out.  The request is valid by now; a
+        # read that still fails (a storage error) leaves the record of an attempted
+        # retrieve, erring on the side of the record.
+        data, _ = await asyncio.gather(read, audited)
     if not rendition.multipart:
         return web.Response(body=data[0], headers={"Content-Type": rendition.content_type()})
     return _multipart(data, rendition.media_type, rendition.content_type())

@@ -30,6 +30,7 @@ from vna.dicom.render import (
     IMAGE_TYPES,
     JPEG,
     PDF,
+    VIDEO_MEDIA_TYPES,
     CannotRender,
     Region,
     Window,
@@ -152,14 +153,24 @@ async def rendered(request: web.Request) -> web.StreamResponse:
     frames = parse_frame_list(m["frames"]) if "frames" in m else None
     instance_level = "instance" in m
     several = not instance_level or (frames is not None and len(frames) > 1)
-    rendition = _negotiate(request, several=several)
-    options = archive.renderer.options(
-        rendition.media_type,
-        window=parse_window(request.query.get("window")),
-        quality=parse_quality(request.query.get("quality")),
-        viewport=parse_viewport(request.query.get("viewport")),
-    )
+    accept = _accept(request)
+    rendition = negotiate_rendered(accept, several=several)
+    maybe_video = instance_level and frames is None and _accepts_video(accept)
+    if rendition is None and not maybe_video:
+        raise _not_acceptable(several)
+    window = parse_window(request.query.get("window"))
+    quality = parse_quality(request.query.get("quality"))
+    viewport = parse_viewport(request.query.get("viewport"))
     instances = await _find(request, archive)
+    if instance_level and frames is None:
+        video = VIDEO_MEDIA_TYPES.get(instances[0].transfer_syntax)
+        if video is not None:
+            return await _video(request, archive, instances[0], video, accept)
+    if rendition is None:
+        raise _not_acceptable(several)
+    options = archive.renderer.options(
+        rendition.media_type, window=window, quality=quality, viewport=viewport
+    )
     await archive.retriever.ensure_online(instances)
     if instance_level and frames is None and rendition.pdf:
         document = await _document(archive, instances[0])
@@ -303,20 +314,57 @@ def _uri_region(text: str | None) -> Region | None:
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _negotiate(request: web.Request, *, several: bool) -> Rendition:
+def _accept(request: web.Request) -> list[MediaType]:
     # The accept query parameter stands in for the header (PS3.18 8.3.3.1).
     given = request.query.get("accept")
-    accept = (
-        [parse_media_type(t) for t in given.split(",")]
-        if given
-        else parse_accept(request.headers.get("Accept"))
-    )
-    rendition = negotiate_rendered(accept, several=several)
+    if given:
+        return [parse_media_type(t) for t in given.split(",")]
+    return parse_accept(request.headers.get("Accept"))
+
+
+def _not_acceptable(several: bool) -> web.HTTPNotAcceptable:
+    kinds = " or ".join(IMAGE_TYPES)
+    shape = f"multipart/related; type={kinds}" if several else kinds
+    return web.HTTPNotAcceptable(text=f"this resource renders as {shape}\n")
+
+
+def _negotiate(request: web.Request, *, several: bool) -> Rendition:
+    rendition = negotiate_rendered(_accept(request), several=several)
     if rendition is None:
-        kinds = " or ".join(IMAGE_TYPES)
-        shape = f"multipart/related; type={kinds}" if several else kinds
-        raise web.HTTPNotAcceptable(text=f"this resource renders as {shape}\n")
+        raise _not_acceptable(several)
     return rendition
+
+
+def _accepts_video(accept: Sequence[MediaType], media_type: str | None = None) -> bool:
+    """Whether the Accept list takes ``media_type`` (any video type when None)."""
+    for media in accept:
+        if media.type in ("*/*", "video/*"):
+            return True
+        if media.type.startswith("video/") and (
+            media_type is None or media.type == media_type.lower()
+        ):
+            return True
+    return False
+
+
+async def _video(
+    request: web.Request,
+    archive: Archive,
+    instance: StoredInstance,
+    media_type: str,
+    accept: Sequence[MediaType],
+) -> web.StreamResponse:
+    """A video instance renders as its own stream (PS3.18 8.3.5.1), or not at all: the
+    archive does not turn video into pictures."""
+    if not _accepts_video(accept, media_type):
+        raise web.HTTPNotAcceptable(
+            text=f"instance {instance.sop_uid} is a video (transfer syntax"
+            f" {instance.transfer_syntax}): it renders as {media_type} only\n"
+        )
+    await archive.retriever.ensure_online([instance])
+    media, stream = await archive.renderer.video(instance)
+    await _audit(request, 1, what="rendered")
+    return web.Response(body=stream, headers={"Content-Type": media})
 
 
 async def _find(request: web.Request, archive: Archive) -> list[StoredInstance]:

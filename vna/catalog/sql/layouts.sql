@@ -10,9 +10,17 @@ INSERT INTO object_layouts (sha256, layout) VALUES ($1, $2::jsonb)
 ON CONFLICT (sha256) DO UPDATE SET layout = EXCLUDED.layout, recorded_at = now()
 WHERE object_layouts.layout -> 'version' IS DISTINCT FROM EXCLUDED.layout -> 'version';
 
+-- name: record_object_layouts
+-- Layouts found by retrieves, written in batches (vna.retrieve): same rule as one.
+-- ($2: the layouts as JSON text, one per SHA-256 of $1, each SHA-256 once.)
+INSERT INTO object_layouts (sha256, layout)
+SELECT u.sha256, u.layout::jsonb FROM unnest($1::text[], $2::text[]) AS u(sha256, layout)
+ON CONFLICT (sha256) DO UPDATE SET layout = EXCLUDED.layout, recorded_at = now()
+WHERE object_layouts.layout -> 'version' IS DISTINCT FROM EXCLUDED.layout -> 'version';
+
 -- name: bulk_layouts_of_study
 -- The layouts of a study's instances that have one, for the BulkDataURIs of its metadata.
-SELECT i.sop_uid, l.layout
+SELECT i.sop_uid, i.sha256, l.layout
 FROM instances i
 JOIN series se ON se.id = i.series_fk
 JOIN studies st ON st.id = se.study_fk

@@ -31,12 +31,15 @@ WHERE i.rejection_fk IS NULL AND st.study_uid = $1 AND se.series_uid = $2
 ORDER BY i.instance_number NULLS LAST, i.id;
 
 -- name: instance_by_uid
+-- With the object's recorded layout (vna.dicom.frames), if any: a frame, bulk value or
+-- rendered image of one instance then costs one catalogue round trip, not two.
 SELECT i.sop_uid, i.sop_class_uid, i.transfer_syntax, i.object_key, i.compression, i.tier,
-       i.size, i.sha256, se.series_uid, st.study_uid
+       i.size, i.sha256, se.series_uid, st.study_uid, l.layout
 FROM instances i
 JOIN series se ON se.id = i.series_fk
 JOIN studies st ON st.id = se.study_fk
 JOIN patients p ON p.id = st.patient_fk
+LEFT JOIN object_layouts l ON l.sha256 = i.sha256
 WHERE i.rejection_fk IS NULL AND st.study_uid = $1 AND se.series_uid = $2 AND i.sop_uid = $3
   AND ($4::text[] IS NULL OR p.issuer = ANY($4::text[])
        OR (p.patient_id, p.issuer) IN (SELECT * FROM unnest($5::text[], $6::text[])));
