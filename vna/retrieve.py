@@ -739,7 +739,8 @@ class Retriever:
         try:
             if instance.compression == "none":
                 if 2 * length >= instance.size:
-                    data = await self.read(instance)  # checked whole, healed if damaged
+                    # Checked whole (one ranged read for a small object), healed if damaged.
+                    data = await self._read_whole(instance)
                     return data[start : start + length]
                 data, _ = await self._from_any(
                     instance, lambda store: _plain_range(store, instance, start, length)
