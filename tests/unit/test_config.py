@@ -208,6 +208,7 @@ def _valid_value_for(variable: str) -> str:
         "VNA_DIMSE_HOST": "127.0.0.2",
         "VNA_ADMIN_ADMIN_TOKEN_SHA256": "ab" * 32,
         "VNA_HTTP_CORS_ORIGINS": "https://viewer.example.org",
+        "VNA_UI_VIEWER_URL": "https://ohif.example/viewer?StudyInstanceUIDs={study}",
     }
     if variable in special:
         return special[variable]

@@ -1,0 +1,186 @@
+"""The web console's framework over HTTP: sign-in and sign-out, the session cookie, CSRF,
+security headers, roles (a reader restricted to one hospital, admin-only pages), the audit of
+pages that show patient data."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from tests.console_support import (
+    ConsoleSite,
+    console_site,
+    csrf_of,
+    page_csrf,
+    signed_in,
+)
+from vna.config import Settings
+from vna.security.audit import AuditFilter, search
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+async def site(archive_settings: Settings) -> AsyncIterator[ConsoleSite]:
+    async with console_site(archive_settings) as running:
+        yield running
+
+
+async def audit_rows(site: ConsoleSite, action: str) -> list[dict]:
+    async with site.archive.db.acquire() as conn:
+        return await search(conn, AuditFilter(action=action))
+
+
+async def test_root_redirects_and_pages_need_sign_in(site: ConsoleSite) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{site.base}/", allow_redirects=False) as resp:
+            assert resp.status == 302
+            assert resp.headers["Location"] == "/ui/"
+        async with http.get(f"{site.ui}/studies", allow_redirects=False) as resp:
+            assert resp.status == 303
+            assert resp.headers["Location"] == "/ui/signin"
+        async with http.get(f"{site.ui}/signin") as resp:
+            assert resp.status == 200
+            assert 'type="password"' in await resp.text()
+            csp = resp.headers["Content-Security-Policy"]
+            assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp
+            assert "frame-ancestors 'none'" in csp
+            assert resp.headers["X-Frame-Options"] == "DENY"
+            assert resp.headers["Cache-Control"] == "no-store"
+
+
+async def test_sign_in_sets_a_strict_session_cookie_and_sign_out_ends_it(
+    site: ConsoleSite,
+) -> None:
+    http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    try:
+        async with http.get(f"{site.ui}/signin") as resp:
+            csrf = csrf_of(await resp.text())
+        async with http.post(
+            f"{site.ui}/signin",
+            data={"csrf": csrf, "token": site.admin_token},
+            allow_redirects=False,
+        ) as resp:
+            assert resp.status == 303
+            cookie = resp.cookies["vna_console"]
+            assert cookie["httponly"] is True
+            assert cookie["samesite"] == "Strict"
+            assert not cookie["secure"]  # plain HTTP here; HTTPS sets Secure
+            assert int(cookie["max-age"]) == site.archive.settings.ui.session_minutes * 60
+            assert site.admin_token not in cookie.value
+        async with http.get(f"{site.ui}/studies") as resp:
+            assert resp.status == 200
+            html = await resp.text()
+            assert "admin-token" in html and "Sign out" in html
+        csrf = csrf_of(html)
+        async with http.post(
+            f"{site.ui}/signout", data={"csrf": csrf}, allow_redirects=False
+        ) as resp:
+            assert resp.status == 303
+        # The old cookie, replayed, no longer opens anything.
+        replay = aiohttp.ClientSession(cookies={"vna_console": cookie.value})
+        async with replay.get(f"{site.ui}/studies", allow_redirects=False) as resp:
+            assert resp.status == 303 and resp.headers["Location"] == "/ui/signin"
+        await replay.close()
+    finally:
+        await http.close()
+    signins = await audit_rows(site, "console-sign-in")
+    signouts = await audit_rows(site, "console-sign-out")
+    assert [r["actor"] for r in signins] == ["admin-token"]
+    assert [r["actor"] for r in signouts] == ["admin-token"]
+
+
+async def test_a_bad_token_is_refused_and_audited(site: ConsoleSite) -> None:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.get(f"{site.ui}/signin") as resp:
+            csrf = csrf_of(await resp.text())
+        async with http.post(
+            f"{site.ui}/signin", data={"csrf": csrf, "token": "vna_nobody"}
+        ) as resp:
+            assert resp.status == 401
+            assert "not valid" in await resp.text()
+    failed = await audit_rows(site, "authentication-failed")
+    assert failed and failed[-1]["detail"]["path"] == "/ui/signin"
+
+
+async def test_posts_without_the_csrf_token_are_refused(site: ConsoleSite) -> None:
+    # Sign-in itself: no token, or one that is not the cookie's.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.post(f"{site.ui}/signin", data={"token": site.admin_token}) as resp:
+            assert resp.status == 403
+        async with http.get(f"{site.ui}/signin") as resp:
+            csrf_of(await resp.text())
+        async with http.post(
+            f"{site.ui}/signin", data={"token": site.admin_token, "csrf": "forged"}
+        ) as resp:
+            assert resp.status == 403
+    async with signed_in(site, site.admin_token) as http:
+        for path in ("/studies", "/signout"):
+            async with http.post(f"{site.ui}{path}", data={"patient_name": "DOE"}) as resp:
+                assert resp.status == 403, path
+                assert "security token" in await resp.text()
+            async with http.post(f"{site.ui}{path}", data={"csrf": "wrong"}) as resp:
+                assert resp.status == 403, path
+        # Still signed in: the refused sign-out did nothing.
+        async with http.get(f"{site.ui}/studies", allow_redirects=False) as resp:
+            assert resp.status == 200
+
+
+async def test_study_search_is_audited_and_scoped_to_the_readers_sources(
+    site: ConsoleSite,
+) -> None:
+    hosp1, hosp2 = site.studies["HOSP1"][0], site.studies["HOSP2"][0]
+    async with signed_in(site, site.admin_token) as http:
+        csrf = await page_csrf(http, f"{site.ui}/studies")
+        async with http.post(f"{site.ui}/studies", data={"csrf": csrf}) as resp:
+            html = await resp.text()
+            assert resp.status == 200
+            assert resp.headers["Cache-Control"] == "no-store"
+        assert hosp1 in html and hosp2 in html
+        async with http.post(
+            f"{site.ui}/studies", data={"csrf": csrf, "patient_name": "roe"}
+        ) as resp:
+            html = await resp.text()
+        assert hosp2 in html and hosp1 not in html
+    async with signed_in(site, site.reader_token) as http:
+        csrf = await page_csrf(http, f"{site.ui}/studies")
+        for data in ({}, {"source": "HOSP2"}, {"patient_id": "P2"}):
+            async with http.post(f"{site.ui}/studies", data={"csrf": csrf, **data}) as resp:
+                html = await resp.text()
+            assert hosp2 not in html and "ROE" not in html, data
+        async with http.post(f"{site.ui}/studies", data={"csrf": csrf}) as resp:
+            assert hosp1 in await resp.text()
+    searches = [
+        r for r in await audit_rows(site, "query") if r["detail"].get("protocol") == "console"
+    ]
+    assert len(searches) == 6
+    assert {r["actor"] for r in searches} == {"admin-token", "hosp1-reader"}
+    reader_rows = [r for r in searches if r["actor"] == "hosp1-reader"]
+    assert all(r["study_uid"] != hosp2 for r in reader_rows)
+
+
+async def test_admin_pages_are_hidden_and_refused_for_a_reader(site: ConsoleSite) -> None:
+    async with signed_in(site, site.reader_token) as http:
+        async with http.get(f"{site.ui}/studies") as resp:
+            html = await resp.text()
+        assert 'href="/ui/studies"' in html
+        assert ">Patients<" not in html and ">Conflicts<" not in html
+        for path in ("/patients", "/conflicts"):
+            async with http.get(f"{site.ui}{path}", allow_redirects=False) as resp:
+                assert resp.status in (403, 404), path
+    async with signed_in(site, site.admin_token) as http:
+        async with http.get(f"{site.ui}/studies") as resp:
+            html = await resp.text()
+        assert 'href="/ui/studies"' in html
+
+
+async def test_static_files_are_served_with_the_same_headers(site: ConsoleSite) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{site.ui}/static/console.css") as resp:
+            assert resp.status == 200
+            assert "text/css" in resp.headers["Content-Type"]
+            assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        async with http.get(f"{site.ui}/static/console.js") as resp:
+            assert resp.status == 200
