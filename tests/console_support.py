@@ -5,6 +5,7 @@ client (aiohttp, for the fast tests; the browser tests are in tests/acceptance).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import re
@@ -26,7 +27,10 @@ from vna.security import tokens
 
 ADMIN_TOKEN = "vna_console-test-admin-token-0123456789abcdefghijkl"
 VIEWER_URL = "https://ohif.example/viewer?StudyInstanceUIDs={study}"
-HOSP1 = SourceSettings(name="HOSP1", ae_titles=("HOSP1PACS",), issuer_of_patient_id="HOSP1")
+#: HOSP1 keeps both versions of an instance sent again with other content (a conflict).
+HOSP1 = SourceSettings(
+    name="HOSP1", ae_titles=("HOSP1PACS",), issuer_of_patient_id="HOSP1", on_conflict="keep-both"
+)
 HOSP2 = SourceSettings(name="HOSP2", ae_titles=("HOSP2PACS",), issuer_of_patient_id="HOSP2")
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -49,6 +53,8 @@ class ConsoleSite:
     reader_token: str = ""
     #: Study UIDs stored per source.
     studies: dict[str, list[str]] = field(default_factory=dict)
+    #: A second study of HOSP1 filed under a duplicate identity of DOE^JANE (P1-DUP), to merge.
+    duplicate_study: str = ""
 
     @property
     def ui(self) -> str:
@@ -72,6 +78,7 @@ async def console_site(settings: Settings) -> AsyncIterator[ConsoleSite]:
     archive = await Archive.open(console_settings(settings))
     try:
         site = ConsoleSite(archive, "")
+        stored: dict[str, list[Dataset]] = {}
         for source, name, pid in ((HOSP1, "DOE^JANE", "P1"), (HOSP2, "ROE^RICHARD", "P2")):
             study = ct_study(
                 patient_id=pid,
@@ -83,7 +90,26 @@ async def console_site(settings: Settings) -> AsyncIterator[ConsoleSite]:
                 accession=f"ACC-{source.name}",
             )
             await ingest(archive, study, source)
+            stored[source.name] = study
             site.studies[source.name] = [str(study[0].StudyInstanceUID)]
+        # The same woman registered twice at HOSP1: a study under P1-DUP, to be merged.
+        duplicate = ct_study(
+            patient_id="P1-DUP",
+            patient_name="DOE^JANE",
+            issuer="HOSP1",
+            series=1,
+            slices=1,
+            size=32,
+            accession="ACC-DUP",
+            study_date="20240301",
+        )
+        await ingest(archive, duplicate, HOSP1)
+        site.duplicate_study = str(duplicate[0].StudyInstanceUID)
+        # HOSP1 sends one of its instances again with another description: a conflict.
+        again = copy.deepcopy(stored["HOSP1"][0])
+        again.StudyDescription = "CT CHEST WITH CONTRAST"
+        again.InstitutionName = "HOSP1 WEST"
+        await ingest(archive, [again], HOSP1)
         async with archive.db.transaction() as conn:
             made = await tokens.create_token(
                 conn, name="hosp1-reader", role="reader", read_sources=["HOSP1"], actor="test"

@@ -167,9 +167,19 @@ async def test_admin_pages_are_hidden_and_refused_for_a_reader(site: ConsoleSite
             html = await resp.text()
         assert 'href="/ui/studies"' in html
         assert ">Patients<" not in html and ">Conflicts<" not in html
-        for path in ("/patients", "/conflicts"):
+        for path in ("/patients", "/patients/1", "/patients/changes", "/conflicts/1"):
             async with http.get(f"{site.ui}{path}", allow_redirects=False) as resp:
-                assert resp.status in (403, 404), path
+                assert resp.status == 403, path
+        # Admin actions posted directly, even with the reader's own valid CSRF token.
+        csrf = await page_csrf(http, f"{site.ui}/studies")
+        for path in ("/patients/1/merge", "/patients/changes/1/undo", "/conflicts/1/resolve"):
+            async with http.post(
+                f"{site.ui}{path}", data={"csrf": csrf, "action": "discard"}
+            ) as resp:
+                assert resp.status == 403, path
+    async with site.archive.db.acquire() as conn:
+        state = await conn.fetchval("SELECT state FROM conflicts WHERE id = 1")
+    assert state == "open"
     async with signed_in(site, site.admin_token) as http:
         async with http.get(f"{site.ui}/studies") as resp:
             html = await resp.text()
@@ -184,3 +194,36 @@ async def test_static_files_are_served_with_the_same_headers(site: ConsoleSite) 
             assert resp.headers["X-Content-Type-Options"] == "nosniff"
         async with http.get(f"{site.ui}/static/console.js") as resp:
             assert resp.status == 200
+
+
+async def test_study_page_shows_series_storage_and_viewer_link(site: ConsoleSite) -> None:
+    hosp1, hosp2 = site.studies["HOSP1"][0], site.studies["HOSP2"][0]
+    async with signed_in(site, site.admin_token) as http:
+        async with http.get(f"{site.ui}/studies/{hosp1}") as resp:
+            html = await resp.text()
+            assert resp.status == 200, html
+            assert resp.headers["Cache-Control"] == "no-store"
+        assert "DOE^JANE" in html and "ACC-HOSP1" in html and "HOSP1" in html
+        assert f"https://ohif.example/viewer?StudyInstanceUIDs={hosp1}" in html
+        assert html.count("/thumbnail") == 2  # two series with pixel data
+        assert "hot" in html and "none" in html  # tier and compression
+        thumb = html.split('src="')[-1].split('"')[0]
+        async with http.get(f"{site.base}{thumb}") as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"] == "image/jpeg"
+            assert (await resp.read())[:2] == b"\xff\xd8"
+        async with http.get(f"{site.ui}/studies/1.2.3.4") as resp:
+            assert resp.status == 404
+    async with signed_in(site, site.reader_token) as http:
+        async with http.get(f"{site.ui}/studies/{hosp1}") as resp:
+            assert resp.status == 200
+        async with http.get(f"{site.ui}/studies/{hosp2}") as resp:
+            assert resp.status == 404
+            assert "ROE" not in await resp.text()
+    views = [r for r in await audit_rows(site, "query") if r["detail"].get("page") == "study"]
+    assert {(r["actor"], r["study_uid"]) for r in views} == {
+        ("admin-token", hosp1),
+        ("hosp1-reader", hosp1),
+    }
+    denied = await audit_rows(site, "access-denied")
+    assert any(r["study_uid"] == hosp2 and r["actor"] == "hosp1-reader" for r in denied)

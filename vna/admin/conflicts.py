@@ -65,8 +65,12 @@ async def list_conflicts(
     return [dict(r) for r in rows]
 
 
-async def show_conflict(db: Database, conflict_id: int) -> dict[str, Any]:
-    """The conflict, the archived version it conflicts with, and how their headers differ."""
+async def show_conflict(
+    db: Database, conflict_id: int, *, with_headers: bool = False
+) -> dict[str, Any]:
+    """The conflict, the archived version it conflicts with, and how their headers differ;
+    ``with_headers`` adds both headers whole (DICOM JSON: ``quarantined_header``,
+    ``archived_header``), for the web console's side-by-side view."""
     async with db.acquire() as conn:
         row = await conn.fetchrow(q("get_conflict"), conflict_id)
         if row is None:
@@ -80,6 +84,9 @@ async def show_conflict(db: Database, conflict_id: int) -> dict[str, Any]:
         out["differences"] = [d.__dict__ for d in diffs]
         if not diffs:
             out["note"] = "the headers are the same: pixel data or other bulk data differ"
+    if with_headers:
+        out["quarantined_header"] = row["metadata"]
+        out["archived_header"] = current["metadata"] if current is not None else None
     return out
 
 

@@ -95,13 +95,15 @@ async def patient_row(conn: asyncpg.Connection, identity: Identity) -> Any:
 
 
 async def find_patients(
-    db: Database, identity: Identity | None = None, limit: int = 1000
+    db: Database, identity: Identity | None = None, limit: int = 1000, *, any_issuer: bool = False
 ) -> list[dict[str, Any]]:
+    """Patients, with the identities linked to each: all of them, or ``identity``'s (with
+    ``any_issuer``, its PatientID under every issuer)."""
     async with db.acquire() as conn:
         rows = await conn.fetch(
             q("search_patients"),
             identity.patient_id if identity else None,
-            identity.issuer if identity else None,
+            identity.issuer if identity and not any_issuer else None,
             limit,
         )
         out = []

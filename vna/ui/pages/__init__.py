@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from vna.ui.pages import studies
+from vna.ui.pages import conflicts, patients, studies
 
-MODULES = (studies,)
+MODULES = (studies, patients, conflicts)
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

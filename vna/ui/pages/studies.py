@@ -13,11 +13,18 @@ from typing import Any
 
 from aiohttp import web
 
+from lifecycle.retention import holds_of_study
+from vna.admin.patients import Identity, find_patients
+from vna.admin.studies import show_study
+from vna.catalog.console import study_storage
 from vna.catalog.search import search_page
 from vna.config import SourceSettings
 from vna.dicom.qido_params import parse_qido
-from vna.security.query_scope import query_patient_scope
-from vna.ui.core import Pager, Visitor, archive_of, audit_view, page, render
+from vna.dicom.uids import is_valid_uid
+from vna.errors import CannotRender, NotFound
+from vna.security.audit import ACCESS_DENIED, RETRIEVE, Access
+from vna.security.query_scope import patient_scope, query_patient_scope
+from vna.ui.core import AUDIT, Pager, Visitor, archive_of, audit_view, page, render
 
 #: The search form's fields: (form name, label).
 FIELDS = (
@@ -50,6 +57,8 @@ AVAILABILITY = "00080056"
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/studies", studies, name="studies")
     router.add_post("/studies", studies)
+    router.add_get("/studies/{study}", study, name="study")
+    router.add_get("/studies/{study}/series/{series}/thumbnail", thumbnail, name="thumbnail")
 
 
 @dataclass(frozen=True)
@@ -149,7 +158,7 @@ async def studies(request: web.Request, visitor: Visitor) -> web.StreamResponse:
         )
     results = found.results if found is not None else []
     pager = Pager(pager.number, pager.size, bool(found and found.more))
-    rows = [_row(match) for match in results]
+    rows = [study_row(match) for match in results]
     if form["availability"]:
         # Availability is computed per match (the least available instance), not matched in
         # SQL: the filter applies to the page of matches.
@@ -195,7 +204,7 @@ def _count(match: Mapping[str, Any], tag: str) -> int | None:
     return int(value) if value != "" else None
 
 
-def _row(match: Mapping[str, Any]) -> StudyRow:
+def study_row(match: Mapping[str, Any]) -> StudyRow:
     return StudyRow(
         uid=str(_first(match, STUDY_UID)),
         patient_name=_name(match),
@@ -209,3 +218,157 @@ def _row(match: Mapping[str, Any]) -> StudyRow:
         instances=_count(match, N_INSTANCES),
         availability=str(_first(match, AVAILABILITY)),
     )
+
+
+# --- one study --------------------------------------------------------------------------------
+
+SERIES_UID = "0020000E"
+SERIES_NUMBER = "00200011"
+MODALITY = "00080060"
+SERIES_DESCRIPTION = "0008103E"
+N_SERIES_INSTANCES = "00201209"
+BIRTH_DATE = "00100030"
+SEX = "00100040"
+
+
+async def _readable_study(request: web.Request, visitor: Visitor, study_uid: str) -> dict:
+    """The study's QIDO-RS match as the visitor's token would get it; NotFound (404) when the
+    archive does not hold it or the visitor may not see it (audited then, as WADO-RS does:
+    another source's study is absent to a restricted reader)."""
+    if not is_valid_uid(study_uid):
+        raise NotFound(f"not a Study Instance UID: {study_uid[:80]!r}")
+    archive = archive_of(request)
+    query = parse_qido(
+        "study",
+        [
+            ("StudyInstanceUID", study_uid),
+            ("includefield", "StudyDescription,IssuerOfPatientID,PatientBirthDate,PatientSex"),
+        ],
+    )
+    async with archive.db.acquire() as conn:
+        found = await search_page(
+            conn,
+            query,
+            max_results=1,
+            default_limit=1,
+            sources=visitor.readable_sources,
+            offline_tiers=archive.store.offline_tiers,
+            scope=query_patient_scope(caller_source(request, visitor), query),
+        )
+    if found.results:
+        return found.results[0]
+    source = await archive.retriever.source_of_study(study_uid)
+    if source is not None:
+        await request.app[AUDIT].record(
+            Access(
+                actor=visitor.name,
+                origin=request.remote or "",
+                action=ACCESS_DENIED,
+                study_uids=[study_uid],
+                outcome="failure",
+                detail={
+                    "reason": "the token may not read this study",
+                    "path": request.path,
+                    "protocol": "console",
+                },
+            )
+        )
+    raise NotFound(f"study {study_uid} is not in the archive")
+
+
+@page()
+async def study(request: web.Request, visitor: Visitor) -> web.StreamResponse:
+    archive = archive_of(request)
+    settings = archive.settings
+    uid = request.match_info["study"]
+    match = await _readable_study(request, visitor, uid)
+    head = study_row(match)
+    series_query = parse_qido("series", [("includefield", "SeriesDescription")], study_uid=uid)
+    replicas = [r.name for r in settings.replicas]
+    async with archive.db.acquire() as conn:
+        series = await search_page(
+            conn,
+            series_query,
+            max_results=settings.query.max_results,
+            default_limit=settings.query.max_results,
+            sources=visitor.readable_sources,
+            offline_tiers=archive.store.offline_tiers,
+            scope=query_patient_scope(caller_source(request, visitor), series_query),
+        )
+        storage = {s.series_uid: s for s in await study_storage(conn, uid, replicas)}
+        holds = await holds_of_study(conn, uid, head.patient_id, head.issuer)
+    history = (await show_study(archive.db, uid))["changes"]
+    source = await archive.retriever.source_of_study(uid)
+    rows = []
+    for m in series.results:
+        series_uid = str(_first(m, SERIES_UID))
+        rows.append(
+            {
+                "uid": series_uid,
+                "number": _first(m, SERIES_NUMBER),
+                "modality": _first(m, MODALITY),
+                "description": _first(m, SERIES_DESCRIPTION),
+                "availability": str(_first(m, AVAILABILITY)),
+                "storage": storage.get(series_uid),
+            }
+        )
+    patient_pk = None
+    if visitor.is_admin:
+        found = await find_patients(archive.db, Identity(head.patient_id, head.issuer), 1)
+        patient_pk = found[0]["id"] if found else None
+    viewer = settings.ui.viewer_url.replace("{study}", uid) if settings.ui.viewer_url else ""
+    total_size = sum(s.size for s in storage.values())
+    total_stored = sum(s.stored_size for s in storage.values())
+    await audit_view(request, visitor, what="study", study_uids=[uid])
+    return render(
+        request,
+        "study.html",
+        title=f"Study of {head.patient_name or head.patient_id or 'unnamed patient'}",
+        head=head,
+        birth_date=_date(str(_first(match, BIRTH_DATE))),
+        sex=str(_first(match, SEX)),
+        source=source,
+        series=rows,
+        replicas=replicas,
+        holds=holds,
+        history=history,
+        viewer=viewer,
+        patient_pk=patient_pk,
+        total_size=total_size,
+        total_stored=total_stored,
+    )
+
+
+@page()
+async def thumbnail(request: web.Request, visitor: Visitor) -> web.StreamResponse:
+    """A series' thumbnail (the archive's renderer, as ``/thumbnail`` of DICOMweb), for the
+    study page.  Never queues a restore: an offline series has no thumbnail (404)."""
+    archive = archive_of(request)
+    uid, series_uid = request.match_info["study"], request.match_info["series"]
+    await _readable_study(request, visitor, uid)
+    if not is_valid_uid(series_uid):
+        raise NotFound("not a Series Instance UID")
+    instances = await archive.retriever.find(
+        uid, series_uid, scope=patient_scope(caller_source(request, visitor))
+    )
+    online = [i for i in instances if i.tier not in archive.store.offline_tiers]
+    if not online:
+        raise NotFound("the series is in an offline tier: no thumbnail without a restore")
+    options = archive.renderer.thumbnail_options("image/jpeg", None)
+    middle = online[len(online) // 2]
+    try:
+        image = (await archive.renderer.frames(middle, [1], options))[0][1]
+    except CannotRender as exc:
+        raise NotFound(f"no thumbnail: {exc}") from exc
+    await request.app[AUDIT].record(
+        Access(
+            actor=visitor.name,
+            origin=request.remote or "",
+            action=RETRIEVE,
+            study_uids=[uid],
+            series_uid=series_uid,
+            sop_uid=middle.sop_uid,
+            detail={"protocol": "console", "page": "thumbnail", "path": request.path},
+        )
+    )
+    return web.Response(body=image, content_type="image/jpeg")
