@@ -53,6 +53,8 @@ class ConsoleSite:
     reader_token: str = ""
     #: Study UIDs stored per source.
     studies: dict[str, list[str]] = field(default_factory=dict)
+    #: The served application (the gateway's, with the console mounted on it).
+    app: web.Application | None = None
     #: A second study of HOSP1 filed under a duplicate identity of DOE^JANE (P1-DUP), to merge.
     duplicate_study: str = ""
 
@@ -117,6 +119,7 @@ async def console_site(settings: Settings) -> AsyncIterator[ConsoleSite]:
         site.reader_token = made.secret
         app = create_app(archive)
         register(app, archive)
+        site.app = app
         runner = web.AppRunner(app)
         await runner.setup()
         port = free_port()

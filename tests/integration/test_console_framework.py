@@ -17,6 +17,7 @@ from tests.console_support import (
     signed_in,
 )
 from vna.config import Settings
+from vna.gateway.auth import AUTH
 from vna.security.audit import AuditFilter, search
 
 pytestmark = pytest.mark.asyncio
@@ -227,3 +228,30 @@ async def test_study_page_shows_series_storage_and_viewer_link(site: ConsoleSite
     }
     denied = await audit_rows(site, "access-denied")
     assert any(r["study_uid"] == hosp2 and r["actor"] == "hosp1-reader" for r in denied)
+
+
+async def test_an_idle_session_and_a_revoked_token_end_the_session(site: ConsoleSite) -> None:
+    async with signed_in(site, site.reader_token) as http:
+        async with http.get(f"{site.ui}/studies", allow_redirects=False) as resp:
+            assert resp.status == 200
+        # Idle for longer than [ui] idle_minutes: signed out.
+        async with site.archive.db.acquire() as conn:
+            await conn.execute(
+                "UPDATE console_sessions SET last_seen = now() - interval '31 minutes'"
+            )
+        async with http.get(f"{site.ui}/studies", allow_redirects=False) as resp:
+            assert resp.status == 303 and resp.headers["Location"] == "/ui/signin"
+    async with signed_in(site, site.reader_token) as http:
+        async with site.archive.db.transaction() as conn:
+            from vna.security import tokens
+
+            await tokens.revoke_token(conn, "hosp1-reader", actor="test")
+        # The authenticator remembers a token for [http] token_cache_seconds, as for the API;
+        # a revocation in this process (vna.security.authn.Authenticator.forget) is at once.
+        assert site.app is not None
+        site.app[AUTH].forget()
+        async with http.get(f"{site.ui}/studies", allow_redirects=False) as resp:
+            assert resp.status == 303 and resp.headers["Location"] == "/ui/signin"
+    async with site.archive.db.acquire() as conn:
+        left = await conn.fetchval("SELECT count(*) FROM console_sessions")
+    assert left == 0  # the revoked token's session was deleted, the idle one purged

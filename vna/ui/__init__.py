@@ -41,8 +41,12 @@ How to add a page
    ``pager.fetch`` rows from ``pager.offset``, ``rows, pager = pager.cut(rows)``) and the
    ``pager_links`` / ``pager_buttons`` macros.
 5. Tests: a fast one with aiohttp's client in ``tests/integration/test_console_*.py``
-   (``tests/integration/console_support.py`` signs in), a browser one with the ``console``
-   fixture of ``tests/acceptance/console_browser.py`` where a user's path crosses pages.
+   (``tests/console_support.py``: ``console_site`` serves an archive with two hospitals, an
+   admin token and a reader of HOSP1 only; ``signed_in`` and ``page_csrf`` sign in and fetch
+   a form's CSRF token), and a browser one with the ``console`` fixture of
+   ``tests/acceptance/console_browser.py`` (``await console.page(token)`` opens a signed-in
+   page; console errors fail the test; ``shot(name)`` saves a screenshot) where a user's
+   path crosses pages.  Confirmation dialogs (``data-confirm`` on a form) are accepted.
 """
 
 from __future__ import annotations
