@@ -53,6 +53,8 @@ class ConsoleSite:
     reader_token: str = ""
     #: Study UIDs stored per source.
     studies: dict[str, list[str]] = field(default_factory=dict)
+    #: The datasets stored, per source.
+    datasets: dict[str, list[Dataset]] = field(default_factory=dict)
     #: The served application (the gateway's, with the console mounted on it).
     app: web.Application | None = None
     #: A second study of HOSP1 filed under a duplicate identity of DOE^JANE (P1-DUP), to merge.
@@ -80,7 +82,7 @@ async def console_site(settings: Settings) -> AsyncIterator[ConsoleSite]:
     archive = await Archive.open(console_settings(settings))
     try:
         site = ConsoleSite(archive, "")
-        stored: dict[str, list[Dataset]] = {}
+        stored = site.datasets
         for source, name, pid in ((HOSP1, "DOE^JANE", "P1"), (HOSP2, "ROE^RICHARD", "P2")):
             study = ct_study(
                 patient_id=pid,

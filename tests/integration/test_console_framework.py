@@ -10,9 +10,11 @@ import aiohttp
 import pytest
 
 from tests.console_support import (
+    HOSP2,
     ConsoleSite,
     console_site,
     csrf_of,
+    ingest,
     page_csrf,
     signed_in,
 )
@@ -255,3 +257,64 @@ async def test_an_idle_session_and_a_revoked_token_end_the_session(site: Console
     async with site.archive.db.acquire() as conn:
         left = await conn.fetchval("SELECT count(*) FROM console_sessions")
     assert left == 0  # the revoked token's session was deleted, the idle one purged
+
+
+async def _patient_pk(site: ConsoleSite, patient_id: str) -> int:
+    async with site.archive.db.acquire() as conn:
+        return int(await conn.fetchval("SELECT id FROM patients WHERE patient_id = $1", patient_id))
+
+
+async def test_patient_link_unlink_correct_and_pending_links(site: ConsoleSite) -> None:
+    # HOSP2 sends an instance identical to one of HOSP1's: the archive proposes a link.
+    await ingest(site.archive, site.datasets["HOSP1"][:1], HOSP2)
+    pk = await _patient_pk(site, "P1")
+    async with signed_in(site, site.admin_token) as http:
+        page = f"{site.ui}/patients/{pk}"
+        csrf = await page_csrf(http, page)
+        async with http.get(page) as resp:
+            html = await resp.text()
+        assert "Proposed links" in html and "P1^^^HOSP2" in html
+        async with site.archive.db.acquire() as conn:
+            pending = await conn.fetchval("SELECT id FROM pending_patient_links")
+        async with http.post(f"{page}/pending/{pending}/reject", data={"csrf": csrf}) as resp:
+            assert resp.status == 200 and "rejected" in await resp.text()
+        async with http.post(
+            f"{page}/link",
+            data={"csrf": csrf, "patient_id": "P2", "issuer": "HOSP2", "reason": "same woman"},
+        ) as resp:
+            html = await resp.text()
+            assert resp.status == 200 and "The identities are linked." in html
+        assert "P2^^^HOSP2" in html and "same woman" in html
+        async with site.archive.db.acquire() as conn:
+            link_id = await conn.fetchval("SELECT id FROM patient_links WHERE removed_at IS NULL")
+        async with http.post(f"{page}/unlink", data={"csrf": csrf, "link": link_id}) as resp:
+            assert "The link was removed." in await resp.text()
+        # A correction changes only what was edited, everywhere; the history can undo it.
+        async with http.post(
+            f"{page}/update",
+            data={
+                "csrf": csrf,
+                "PatientName": "DOE^JANET",
+                "PatientBirthDate": "19700101",
+                "PatientSex": "F",
+                "PatientID": "P1",
+                "IssuerOfPatientID": "HOSP1",
+            },
+        ) as resp:
+            html = await resp.text()
+            assert resp.status == 200, html
+        assert "DOE^JANET" in html
+        async with http.get(f"{site.ui}/patients/changes") as resp:
+            html = await resp.text()
+        assert "update" in html and "Undo change" in html
+        # A bad merge target is a clear error, not a crash.
+        async with http.post(
+            f"{page}/merge/preview",
+            data={"csrf": csrf, "into_patient_id": "NOPE", "into_issuer": "X"},
+        ) as resp:
+            assert resp.status == 404
+            assert "NOPE^^^X is not in the archive" in await resp.text()
+    actions = {r["action"] for r in await audit_rows(site, "patient-link")}
+    assert actions == {"patient-link"}
+    assert await audit_rows(site, "patient-unlink")
+    assert await audit_rows(site, "patient-update")

@@ -27,6 +27,8 @@ DONE = {
     "updated": "The correction was applied to the catalogue and every stored object.",
     "linked": "The identities are linked.",
     "unlinked": "The link was removed.",
+    "accepted": "The proposed link was accepted: the identities are linked.",
+    "rejected": "The proposed link was rejected; it will not be proposed again.",
     "merged": "The patients were merged.",
     "undone": "The change was undone.",
 }
@@ -56,6 +58,11 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/patients/{pk:\\d+}/update", update, name="patient-update")
     router.add_post("/patients/{pk:\\d+}/link", link, name="patient-link")
     router.add_post("/patients/{pk:\\d+}/unlink", unlink, name="patient-unlink")
+    router.add_post(
+        "/patients/{pk:\\d+}/pending/{pending:\\d+}/{decision:accept|reject}",
+        decide_pending,
+        name="pending-decide",
+    )
     router.add_post("/patients/{pk:\\d+}/merge/preview", merge_preview, name="merge-preview")
     router.add_post("/patients/{pk:\\d+}/merge", merge, name="patient-merge")
 
@@ -241,6 +248,24 @@ async def unlink(request: web.Request, visitor: Visitor) -> web.StreamResponse:
         origin=request.remote or "",
     )
     raise _back(request, "unlinked")
+
+
+@page(admin=True)
+async def decide_pending(request: web.Request, visitor: Visitor) -> web.StreamResponse:
+    """Accept or reject a link the archive proposes (an identical instance arrived under two
+    identities)."""
+    await _patient(request)
+    pending_id = int(request.match_info["pending"])
+    db = archive_of(request).db
+    if request.match_info["decision"] == "accept":
+        await engine.accept_pending_link(
+            db, pending_id, actor=visitor.name, origin=request.remote or ""
+        )
+        raise _back(request, "accepted")
+    await engine.reject_pending_link(
+        db, pending_id, actor=visitor.name, origin=request.remote or ""
+    )
+    raise _back(request, "rejected")
 
 
 @page(admin=True)
