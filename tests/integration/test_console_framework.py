@@ -318,3 +318,43 @@ async def test_patient_link_unlink_correct_and_pending_links(site: ConsoleSite) 
     assert actions == {"patient-link"}
     assert await audit_rows(site, "patient-unlink")
     assert await audit_rows(site, "patient-update")
+
+
+async def test_unknown_pages_and_bad_requests_get_html_error_pages(site: ConsoleSite) -> None:
+    async with signed_in(site, site.admin_token) as http:
+        for path, status in (
+            ("/nope", 404),
+            ("/patients/999999", 404),
+            ("/conflicts/999999", 404),
+            ("/conflicts?state=bogus", 400),
+            ("/studies/not-a-uid", 404),
+        ):
+            async with http.get(f"{site.ui}{path}") as resp:
+                assert resp.status == status, path
+                assert resp.headers["Content-Type"].startswith("text/html"), path
+                assert "Content-Security-Policy" in resp.headers, path
+                assert "Back to the console" in await resp.text(), path
+
+
+async def test_long_lists_paginate(site: ConsoleSite) -> None:
+    async with site.archive.db.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO patients (patient_id, issuer, patient_name)"
+            " SELECT 'Z' || lpad(g::text, 3, '0'), 'HOSP3', 'ZED^' || g"
+            " FROM generate_series(1, 12) g"
+        )
+    async with signed_in(site, site.admin_token) as http:
+        csrf = await page_csrf(http, f"{site.ui}/patients")
+        seen: list[str] = []
+        for number in (1, 2):
+            async with http.post(
+                f"{site.ui}/patients", data={"csrf": csrf, "page": str(number)}
+            ) as resp:
+                html = await resp.text()
+            rows = html.split("<tbody>")[1].split("</tbody>")[0].count("<tr>")
+            seen += [p for p in (f"Z{g:03d}" for g in range(1, 13)) if f">{p}<" in html]
+            if number == 1:
+                assert rows == 10 and 'value="2"' in html and "Next" in html
+            else:
+                assert rows == 5 and 'value="1"' in html and "Next" not in html
+        assert sorted(seen) == [f"Z{g:03d}" for g in range(1, 13)]  # each once, none lost

@@ -56,12 +56,12 @@ def _value(element: dict[str, Any] | None) -> Any:
 
 
 async def list_conflicts(
-    db: Database, state: str | None = "open", limit: int = 1000
+    db: Database, state: str | None = "open", limit: int = 1000, offset: int = 0
 ) -> list[dict[str, Any]]:
     if state is not None and state not in STATES:
         raise InvalidRequest(f"state must be one of {', '.join(STATES)}, not {state!r}")
     async with db.acquire() as conn:
-        rows = await conn.fetch(q("list_conflicts"), state, limit)
+        rows = await conn.fetch(q("list_conflicts"), state, limit, offset)
     return [dict(r) for r in rows]
 
 

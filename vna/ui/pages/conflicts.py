@@ -31,9 +31,9 @@ async def conflicts(request: web.Request, visitor: Visitor) -> web.StreamRespons
         raise InvalidRequest(f"state is one of {', '.join(STATES)}")
     pager = Pager.of(request.query, archive.settings.ui.page_size)
     found = await engine.list_conflicts(
-        archive.db, None if state == "all" else state, pager.offset + pager.fetch
+        archive.db, None if state == "all" else state, pager.fetch, pager.offset
     )
-    rows, pager = pager.cut(found[pager.offset :])
+    rows, pager = pager.cut(found)
     await audit_view(
         request,
         visitor,

@@ -82,11 +82,10 @@ async def patients(request: web.Request, visitor: Visitor) -> web.StreamResponse
     form = {k: str(posted.get(k, "")).strip() for k in ("patient_id", "issuer")}
     pager = Pager.of({"page": str(posted.get("page", "1"))}, size)
     identity = Identity(form["patient_id"], form["issuer"]) if form["patient_id"] else None
-    # find_patients pages by limit only: ask for the pages so far and show the last one.
     found = await engine.find_patients(
-        archive.db, identity, pager.offset + pager.fetch, any_issuer=not form["issuer"]
+        archive.db, identity, pager.fetch, any_issuer=not form["issuer"], offset=pager.offset
     )
-    rows, pager = pager.cut(found[pager.offset :])
+    rows, pager = pager.cut(found)
     await audit_view(
         request,
         visitor,
@@ -319,8 +318,8 @@ async def merge(request: web.Request, visitor: Visitor) -> web.StreamResponse:
 async def changes(request: web.Request, visitor: Visitor) -> web.StreamResponse:
     archive = archive_of(request)
     pager = Pager.of(request.query, archive.settings.ui.page_size)
-    found = await engine.list_changes(archive.db, pager.offset + pager.fetch)
-    rows, pager = pager.cut(found[pager.offset :])
+    found = await engine.list_changes(archive.db, pager.fetch, pager.offset)
+    rows, pager = pager.cut(found)
     await audit_view(
         request,
         visitor,
