@@ -18,6 +18,7 @@ from tests.console_support import (
     page_csrf,
     signed_in,
 )
+from vna.catalog import changes
 from vna.config import Settings
 from vna.gateway.auth import AUTH
 from vna.security.audit import AuditFilter, search
@@ -201,6 +202,8 @@ async def test_static_files_are_served_with_the_same_headers(site: ConsoleSite) 
 
 async def test_study_page_shows_series_storage_and_viewer_link(site: ConsoleSite) -> None:
     hosp1, hosp2 = site.studies["HOSP1"][0], site.studies["HOSP2"][0]
+    async with site.archive.db.acquire() as conn:
+        await changes.sequence(conn)  # as the lifecycle scheduler does: into the change log
     async with signed_in(site, site.admin_token) as http:
         async with http.get(f"{site.ui}/studies/{hosp1}") as resp:
             html = await resp.text()
@@ -210,6 +213,7 @@ async def test_study_page_shows_series_storage_and_viewer_link(site: ConsoleSite
         assert f"https://ohif.example/viewer?StudyInstanceUIDs={hosp1}" in html
         assert html.count("/thumbnail") == 2  # two series with pixel data
         assert "hot" in html and "none" in html  # tier and compression
+        assert "Instance change log" in html and "<td>create</td>" in html
         thumb = html.split('src="')[-1].split('"')[0]
         async with http.get(f"{site.base}{thumb}") as resp:
             assert resp.status == 200

@@ -53,3 +53,12 @@ async def patient_by_pk(conn: asyncpg.Connection, pk: int) -> dict[str, Any] | N
     """The patient of row ``pk`` (identity, demographics, number of studies); None if none."""
     row = await conn.fetchrow(q("console_patient_by_pk"), pk)
     return dict(row) if row is not None else None
+
+
+async def instance_history(
+    conn: asyncpg.Connection, sop_uids: Sequence[str]
+) -> list[dict[str, Any]]:
+    """What the change log recorded of these instances, per action (create, update, tier,
+    reject, delete): how many, first and last time."""
+    rows = await conn.fetch(q("console_instance_history"), list(sop_uids))
+    return [dict(r) for r in rows]

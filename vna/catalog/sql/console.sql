@@ -55,3 +55,13 @@ SELECT p.id, p.patient_id, p.issuer, p.patient_name, p.birth_date, p.sex,
        (SELECT count(*) FROM studies s WHERE s.patient_fk = p.id)::int AS studies
 FROM patients p
 WHERE p.id = $1;
+
+-- name: console_instance_history
+-- The change log of the instances $1 (a study's), summed up per action: how many instances,
+-- first and last time (through the sop_uid index: change_log has none by study).
+SELECT action, count(DISTINCT sop_uid)::int AS instances, min(logged_at) AS first_at,
+       max(logged_at) AS last_at
+FROM change_log
+WHERE sop_uid = ANY($1::text[])
+GROUP BY action
+ORDER BY min(logged_at), action;

@@ -16,7 +16,7 @@ from aiohttp import web
 from lifecycle.retention import holds_of_study
 from vna.admin.patients import Identity, find_patients
 from vna.admin.studies import show_study
-from vna.catalog.console import study_storage
+from vna.catalog.console import instance_history, study_storage
 from vna.catalog.search import search_page
 from vna.config import SourceSettings
 from vna.dicom.qido_params import parse_qido
@@ -298,6 +298,11 @@ async def study(request: web.Request, visitor: Visitor) -> web.StreamResponse:
         storage = {s.series_uid: s for s in await study_storage(conn, uid, replicas)}
         holds = await holds_of_study(conn, uid, head.patient_id, head.issuer)
     history = (await show_study(archive.db, uid))["changes"]
+    instances = await archive.retriever.find(
+        uid, scope=patient_scope(caller_source(request, visitor))
+    )
+    async with archive.db.acquire() as conn:
+        logged = await instance_history(conn, [i.sop_uid for i in instances])
     source = await archive.retriever.source_of_study(uid)
     rows = []
     for m in series.results:
@@ -332,6 +337,7 @@ async def study(request: web.Request, visitor: Visitor) -> web.StreamResponse:
         replicas=replicas,
         holds=holds,
         history=history,
+        logged=logged,
         viewer=viewer,
         patient_pk=patient_pk,
         total_size=total_size,
