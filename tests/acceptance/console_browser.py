@@ -125,7 +125,9 @@ class ConsoleBrowser:
             "requestfailed",
             lambda r: (
                 opened.bad.append(f"failed {r.method} {r.url}: {r.failure}")
-                if r.url.startswith(origin)
+                # A load the next navigation cancelled (a favicon, the script of the page left)
+                # is no fault a user sees.
+                if r.url.startswith(origin) and "ERR_ABORTED" not in (r.failure or "")
                 else None
             ),
         )
