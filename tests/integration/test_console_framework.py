@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from tests.conftest import free_port
 from tests.console_support import (
     HOSP2,
     ConsoleSite,
@@ -18,6 +19,7 @@ from tests.console_support import (
     page_csrf,
     signed_in,
 )
+from vna.archive import Archive
 from vna.catalog import changes
 from vna.config import Settings
 from vna.gateway.auth import AUTH
@@ -362,3 +364,24 @@ async def test_long_lists_paginate(site: ConsoleSite) -> None:
             else:
                 assert rows == 5 and 'value="1"' in html and "Next" not in html
         assert sorted(seen) == [f"Z{g:03d}" for g in range(1, 13)]  # each once, none lost
+
+
+async def test_a_new_archive_says_how_to_make_the_first_token(archive: Archive) -> None:
+    from aiohttp import web
+
+    from vna.gateway.web import create_app
+    from vna.ui import register
+
+    app = create_app(archive)
+    register(app, archive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/ui/signin") as resp:
+                html = await resp.text()
+        assert "no API token yet" in html and "vna tokens create ops --role admin" in html
+    finally:
+        await runner.cleanup()

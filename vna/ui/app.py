@@ -215,10 +215,10 @@ async def home(request: web.Request) -> web.StreamResponse:
 async def signin_form(request: web.Request) -> web.StreamResponse:
     if visitor_of(request) is not None:
         raise web.HTTPSeeOther(ROOT + "/")
-    return _signin_page(request, status=200, error="")
+    return await _signin_page(request, status=200, error="")
 
 
-def _signin_page(request: web.Request, *, status: int, error: str) -> web.Response:
+async def _signin_page(request: web.Request, *, status: int, error: str) -> web.Response:
     value = request.cookies.get(SIGNIN_COOKIE) or secrets.token_urlsafe(32)
     response = render(
         request,
@@ -228,6 +228,8 @@ def _signin_page(request: web.Request, *, status: int, error: str) -> web.Respon
         error=error,
         csrf=value,
         ended=request.query.get("ended") == "1",
+        # A new archive has no token yet: say how to make the first one.
+        no_tokens=not await request.app[AUTHN].enforced(),
     )
     _cookie(response, request, SIGNIN_COOKIE, value, max_age=3600)
     return response
@@ -237,7 +239,7 @@ async def signin(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     token = str(form.get("token", "")).strip()
     if not token:
-        return _signin_page(request, status=400, error="Paste an API token to sign in.")
+        return await _signin_page(request, status=400, error="Paste an API token to sign in.")
     principal = await request.app[AUTHN].principal(token)
     if principal is None:
         await request.app[AUDIT].security_event(
@@ -250,11 +252,11 @@ async def signin(request: web.Request) -> web.StreamResponse:
                 "token_sha256_prefix": digest(token)[:12],
             },
         )
-        return _signin_page(
+        return await _signin_page(
             request, status=401, error="This token is not valid (unknown, revoked or expired)."
         )
     if not (principal.may_read or principal.role == "admin"):
-        return _signin_page(
+        return await _signin_page(
             request,
             status=403,
             error=f"Token {principal.name!r} may neither read studies nor administer the archive.",
