@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from tests.conftest import free_port
 from tests.factory import ct_study, part10
 from vna.archive import Archive
-from vna.config import AdminSettings, Settings, SourceSettings, UiSettings
+from vna.config import AdminSettings, ReplicaSettings, Settings, SourceSettings, UiSettings
 from vna.ingest.pipeline import Sender
 from vna.security import tokens
 
@@ -41,6 +41,8 @@ def console_settings(settings: Settings) -> Settings:
         sources=(HOSP1, HOSP2),
         admin=AdminSettings(hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()),
         ui=UiSettings(viewer_url=VIEWER_URL, page_size=10),
+        # A disaster-recovery replica (a folder): the study page shows verified copies on it.
+        replicas=(ReplicaSettings("dr1", (settings.data_dir.parent / "dr1").resolve().as_uri()),),
     )
 
 

@@ -206,6 +206,15 @@ async def test_study_page_shows_series_storage_and_viewer_link(site: ConsoleSite
     hosp1, hosp2 = site.studies["HOSP1"][0], site.studies["HOSP2"][0]
     async with site.archive.db.acquire() as conn:
         await changes.sequence(conn)  # as the lifecycle scheduler does: into the change log
+        # One instance of the study has a verified copy on replica dr1 (as replication
+        # records it).
+        await conn.execute(
+            "INSERT INTO replicas (store, object_key, instance_fk, sha256, size)"
+            " SELECT 'dr1', i.object_key, i.id, i.sha256, i.stored_size FROM instances i"
+            " JOIN series se ON se.id = i.series_fk JOIN studies st ON st.id = se.study_fk"
+            " WHERE st.study_uid = $1 ORDER BY se.series_number, i.id LIMIT 1",
+            hosp1,
+        )
     async with signed_in(site, site.admin_token) as http:
         async with http.get(f"{site.ui}/studies/{hosp1}") as resp:
             html = await resp.text()
@@ -216,6 +225,9 @@ async def test_study_page_shows_series_storage_and_viewer_link(site: ConsoleSite
         assert html.count("/thumbnail") == 2  # two series with pixel data
         assert "hot" in html and "none" in html  # tier and compression
         assert "Instance change log" in html and "<td>create</td>" in html
+        assert "Replica dr1" in html
+        assert '<span class="badge bad">1/2</span>' in html  # series 1: one of two copied
+        assert '<span class="badge bad">0/2</span>' in html
         thumb = html.split('src="')[-1].split('"')[0]
         async with http.get(f"{site.base}{thumb}") as resp:
             assert resp.status == 200

@@ -58,7 +58,7 @@ def side_by_side(
     archived: dict[str, Any] | None, quarantined: dict[str, Any], differing: set[str]
 ) -> list[dict[str, Any]]:
     """One row per top-level attribute of either header: keyword, both values as text, and
-    whether they differ (the engine's comparison decides)."""
+    whether they differ (the engine's comparison decides); the differing ones first."""
     rows = []
     archived = archived or {}
     for tag in sorted(set(archived) | set(quarantined)):
@@ -71,7 +71,8 @@ def side_by_side(
                 "differs": tag in differing,
             }
         )
-    return rows
+    # The differing attributes first: on a long header they would be far apart.
+    return sorted(rows, key=lambda r: not r["differs"])
 
 
 def _text(element: dict[str, Any] | None) -> str:
