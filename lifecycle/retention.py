@@ -636,6 +636,15 @@ async def _resolve_issuer(conn: asyncpg.Connection, patient_id: str, issuer: str
     return found
 
 
+async def holds_of_study(
+    conn: asyncpg.Connection, study_uid: str, patient_id: str, issuer: str
+) -> list[dict[str, Any]]:
+    """The legal holds in force on a study: on it, on its patient, or on an identity linked
+    to its patient (the web console's study page)."""
+    rows = await conn.fetch(q("active_holds_of_study"), study_uid, patient_id, issuer)
+    return [dict(r) for r in rows]
+
+
 async def list_holds(db: Database, include_released: bool = False) -> list[dict[str, Any]]:
     async with db.acquire() as conn:
         return [dict(r) for r in await conn.fetch(q("hold_list"), include_released)]

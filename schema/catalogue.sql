@@ -26,6 +26,7 @@
 --   0172_notifications
 --   0185_compression_fallbacks
 --   0195_read_repairs
+--   0200_console_sessions
 --   0210_object_layouts_cleanup
 --   0211_viewer_upkeep
 --   0215_forward_study_batches
@@ -153,6 +154,18 @@ CREATE TABLE conflicts (
     CONSTRAINT conflicts_pkey PRIMARY KEY (id),
     CONSTRAINT conflicts_state_check CHECK ((state = ANY (ARRAY['open'::text, 'accepted'::text, 'discarded'::text]))),
     CONSTRAINT conflicts_version UNIQUE (sop_uid, received_sha256)
+);
+
+CREATE TABLE console_sessions (
+    session_sha256 text NOT NULL,
+    token_sha256 text NOT NULL,
+    actor text NOT NULL,
+    csrf text NOT NULL,
+    origin text NOT NULL DEFAULT ''::text,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    last_seen timestamp with time zone NOT NULL DEFAULT now(),
+    expires_at timestamp with time zone NOT NULL,
+    CONSTRAINT console_sessions_pkey PRIMARY KEY (session_sha256)
 );
 
 CREATE TABLE dr_drills (
@@ -621,6 +634,8 @@ CREATE INDEX commitments_requested ON public.commitments USING btree (requested_
 CREATE INDEX conflicts_object_key ON public.conflicts USING btree (object_key);
 
 CREATE INDEX conflicts_open ON public.conflicts USING btree (received_at) WHERE (state = 'open'::text);
+
+CREATE INDEX console_sessions_expires ON public.console_sessions USING btree (expires_at);
 
 CREATE INDEX dr_drills_store ON public.dr_drills USING btree (store, started_at DESC);
 

@@ -170,6 +170,21 @@ class TranscodingSettings:
 
 
 @dataclass(frozen=True)
+class UiSettings:
+    """The operator web console at ``/ui/`` (vna.ui)."""
+
+    #: Link of "open in viewer" on a study page, with ``{study}`` where the Study Instance UID
+    #: goes (``https://ohif.example/viewer?StudyInstanceUIDs={study}``); empty: no link.
+    viewer_url: str = ""
+    #: Minutes a console session lasts after sign-in, however busy.
+    session_minutes: int = 480
+    #: Minutes without a request after which a console session ends (automatic log-off).
+    idle_minutes: int = 30
+    #: Rows per page of the console's long lists.
+    page_size: int = 50
+
+
+@dataclass(frozen=True)
 class LifecycleSettings:
     """The lifecycle engine's workers and schedule (``vna lifecycle run``)."""
 
@@ -496,6 +511,7 @@ class Settings:
     dr: DrSettings = field(default_factory=DrSettings)
     replicas: tuple[ReplicaSettings, ...] = ()
     hl7: Hl7Settings = field(default_factory=Hl7Settings)
+    ui: UiSettings = field(default_factory=UiSettings)
     forward: tuple[ForwardRuleSettings, ...] = ()
     notifications: tuple[NotificationSettings, ...] = ()
 
@@ -910,6 +926,8 @@ def _validate(s: Settings) -> None:
     _validate_ports(s)
     if s.database_statement_cache_size < 0:
         raise ConfigError("'database_statement_cache_size' must be 0 or more")
+
+    _validate_ui(s)
     if s.node_name and not _NAME.match(s.node_name):
         raise ConfigError("'node_name' must be 1-64 letters, digits, '_', '.' or '-'")
     for key, n in (
@@ -992,6 +1010,24 @@ def _validate(s: Settings) -> None:
     _validate_replicas(s)
     _validate_hl7(s)
     _validate_commitment(s)
+
+
+def _validate_ui(s: Settings) -> None:
+    ui = s.ui
+    if ui.viewer_url:
+        parsed = urllib.parse.urlsplit(ui.viewer_url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ConfigError(f"'ui.viewer_url' must be an http(s) URL, got {ui.viewer_url!r}")
+        if "{study}" not in ui.viewer_url:
+            raise ConfigError("'ui.viewer_url' must contain {study} (the Study Instance UID)")
+    for key, value in (
+        ("ui.session_minutes", ui.session_minutes),
+        ("ui.idle_minutes", ui.idle_minutes),
+    ):
+        if not 1 <= value <= 7 * 24 * 60:
+            raise ConfigError(f"'{key}' must be between 1 and 10080 minutes, got {value}")
+    if not 5 <= ui.page_size <= 1000:
+        raise ConfigError(f"'ui.page_size' must be between 5 and 1000, got {ui.page_size}")
 
 
 def _validate_hl7(s: Settings) -> None:

@@ -27,6 +27,7 @@ from vna.security.authn import (
 )
 from vna.security.tls import http_context
 from vna.server_lock import ServerLock
+from vna.ui import app as console
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,9 @@ async def _serve(
             # long-lived, and a message's duplicate check is in the catalogue anyway.
             hl7 = Hl7Listener(archive)
             await hl7.start()
-        runner = web.AppRunner(create_app(archive), access_log=None, handle_signals=False)
+        app = create_app(archive)
+        console.register(app, archive)  # the operator web console at /ui/ (and / -> /ui/)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site: web.BaseSite
         if http_fd is not None:

@@ -209,6 +209,7 @@ def _valid_value_for(variable: str) -> str:
         "VNA_ADMIN_ADMIN_TOKEN_SHA256": "ab" * 32,
         "VNA_HTTP_CORS_ORIGINS": "https://viewer.example.org",
         "VNA_COMPRESSION_CODEC": "jpeg-ls",
+        "VNA_UI_VIEWER_URL": "https://ohif.example/viewer?StudyInstanceUIDs={study}",
     }
     if variable in special:
         return special[variable]

@@ -23,7 +23,7 @@ TOP_PACKAGES = ("vna", "lifecycle")
 LAYERS: list[tuple[str, frozenset[str]]] = [
     ("command line", frozenset({"vna.cli"})),
     ("servers", frozenset({"vna.server", "vna.supervisor", "vna.server_lock"})),
-    ("adapters and workers", frozenset({"vna.gateway", "lifecycle"})),
+    ("adapters and workers", frozenset({"vna.gateway", "vna.ui", "lifecycle"})),
     ("engine", frozenset({"vna.admin", "vna.security", "vna.commitment"})),
     ("wiring", frozenset({"vna.archive"})),
     (

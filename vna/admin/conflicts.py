@@ -56,17 +56,21 @@ def _value(element: dict[str, Any] | None) -> Any:
 
 
 async def list_conflicts(
-    db: Database, state: str | None = "open", limit: int = 1000
+    db: Database, state: str | None = "open", limit: int = 1000, offset: int = 0
 ) -> list[dict[str, Any]]:
     if state is not None and state not in STATES:
         raise InvalidRequest(f"state must be one of {', '.join(STATES)}, not {state!r}")
     async with db.acquire() as conn:
-        rows = await conn.fetch(q("list_conflicts"), state, limit)
+        rows = await conn.fetch(q("list_conflicts"), state, limit, offset)
     return [dict(r) for r in rows]
 
 
-async def show_conflict(db: Database, conflict_id: int) -> dict[str, Any]:
-    """The conflict, the archived version it conflicts with, and how their headers differ."""
+async def show_conflict(
+    db: Database, conflict_id: int, *, with_headers: bool = False
+) -> dict[str, Any]:
+    """The conflict, the archived version it conflicts with, and how their headers differ;
+    ``with_headers`` adds both headers whole (DICOM JSON: ``quarantined_header``,
+    ``archived_header``), for the web console's side-by-side view."""
     async with db.acquire() as conn:
         row = await conn.fetchrow(q("get_conflict"), conflict_id)
         if row is None:
@@ -80,6 +84,9 @@ async def show_conflict(db: Database, conflict_id: int) -> dict[str, Any]:
         out["differences"] = [d.__dict__ for d in diffs]
         if not diffs:
             out["note"] = "the headers are the same: pixel data or other bulk data differ"
+    if with_headers:
+        out["quarantined_header"] = row["metadata"]
+        out["archived_header"] = current["metadata"] if current is not None else None
     return out
 
 

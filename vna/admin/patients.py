@@ -95,14 +95,22 @@ async def patient_row(conn: asyncpg.Connection, identity: Identity) -> Any:
 
 
 async def find_patients(
-    db: Database, identity: Identity | None = None, limit: int = 1000
+    db: Database,
+    identity: Identity | None = None,
+    limit: int = 1000,
+    *,
+    any_issuer: bool = False,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
+    """Patients, with the identities linked to each: all of them, or ``identity``'s (with
+    ``any_issuer``, its PatientID under every issuer); ``limit`` of them from ``offset``."""
     async with db.acquire() as conn:
         rows = await conn.fetch(
             q("search_patients"),
             identity.patient_id if identity else None,
-            identity.issuer if identity else None,
+            identity.issuer if identity and not any_issuer else None,
             limit,
+            offset,
         )
         out = []
         for r in rows:
@@ -626,9 +634,9 @@ async def undo_change(archive: Archive, change_id: int, *, actor: str, origin: s
         )
 
 
-async def list_changes(db: Database, limit: int = 100) -> list[dict[str, Any]]:
+async def list_changes(db: Database, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
     async with db.acquire() as conn:
-        return [dict(r) for r in await conn.fetch(q("list_patient_changes"), limit)]
+        return [dict(r) for r in await conn.fetch(q("list_patient_changes"), limit, offset)]
 
 
 async def _rewrite(

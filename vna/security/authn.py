@@ -65,7 +65,11 @@ class Authenticator:
 
     async def principal(self, token: str) -> Principal | None:
         """The principal a bearer token stands for; None when it stands for nobody."""
-        token_sha256 = tokens.digest(token)
+        return await self.principal_for_digest(tokens.digest(token))
+
+    async def principal_for_digest(self, token_sha256: str) -> Principal | None:
+        """The principal of the token with this SHA-256 digest (the web console keeps the
+        digest of the token a session was opened with, never the token)."""
         for expected, principal in self._configured:
             if hmac.compare_digest(token_sha256, expected):
                 return principal

@@ -55,7 +55,7 @@ SELECT c.id, c.sop_uid, c.study_uid, c.series_uid, c.source, c.actor, c.size, c.
 FROM conflicts c
 WHERE ($1::text IS NULL OR c.state = $1)
 ORDER BY c.id
-LIMIT $2;
+LIMIT $2 OFFSET $3;
 
 -- name: get_conflict
 SELECT * FROM conflicts WHERE id = $1;
@@ -133,7 +133,7 @@ FROM patients p
 WHERE ($1::text IS NULL OR p.patient_id = $1)
   AND ($2::text IS NULL OR p.issuer = $2)
 ORDER BY p.patient_id, p.issuer
-LIMIT $3;
+LIMIT $3 OFFSET $4;
 
 -- name: studies_of_patient
 SELECT id, study_uid FROM studies WHERE patient_fk = $1 ORDER BY id;
@@ -182,7 +182,7 @@ SELECT id, kind, patient_id, issuer, target_patient_id, target_issuer, study_uid
        (SELECT count(*) FROM instance_versions v WHERE v.change_fk = c.id) AS instances
 FROM patient_changes c
 ORDER BY id DESC
-LIMIT $1;
+LIMIT $1 OFFSET $2;
 
 -- name: versions_of_change
 SELECT v.id, v.instance_fk, v.sop_uid, v.object_key, v.superseded_by
