@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from vna.ui.pages import studies
+from vna.ui.pages import audit, dr, operations, retention, studies, tokens
 
-MODULES = (studies,)
+MODULES = (studies, retention, operations, dr, tokens, audit)
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
