@@ -132,7 +132,12 @@ async def test_review_approval_deletes_the_due_study_and_never_the_held_one(
     assert not await study_exists(site, gone)
     assert await study_exists(site, kept)  # held: never deleted
     actions = {r["action"] for r in await audit_of(site, actor="admin-token")}
-    assert {"legal-hold-set", "retention-review", "retention-approve", "retention-delete"} <= actions
+    assert {
+        "legal-hold-set",
+        "retention-review",
+        "retention-approve",
+        "retention-delete",
+    } <= actions
     (approval,) = await audit_of(site, action="retention-approve")
     assert approval["detail"]["confirmed"] == "console"
     assert approval["detail"]["studies"] == 1

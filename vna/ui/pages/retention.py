@@ -16,9 +16,11 @@ import re
 from collections.abc import Mapping
 
 from aiohttp import web
+from markupsafe import Markup
 
 from lifecycle import listings, report, retention
 from lifecycle.policy.deletion import Verdict
+from lifecycle.status import human_bytes
 from vna.errors import InvalidRequest
 from vna.ui.core import Pager, Visitor, archive_of, audit_view, page, render, url
 
@@ -147,6 +149,14 @@ async def review_page(request: web.Request, visitor: Visitor) -> web.StreamRespo
         detail={"review": review.id},
     )
     rejected_due = [r for r in review.rejected if r["state"] == "due"]
+    by_year = sorted(report.summary(due, report._year), key=lambda g: g["key"])
+    chart = report.svg_bar_chart(
+        [
+            (g["key"], g["bytes"], f"{human_bytes(g['bytes'])}, {report.studies(g['studies'])}")
+            for g in by_year
+        ],
+        title="Size of the studies due, by year of the study date",
+    )
     return render(
         request,
         "retention_review.html",
@@ -160,7 +170,9 @@ async def review_page(request: web.Request, visitor: Visitor) -> web.StreamRespo
         due_stored_bytes=sum(i["stored_bytes"] for i in due),
         by_rule=report.summary(due, lambda i: i["rule"]),
         by_source=report.summary(due, lambda i: i["source"]),
-        by_year=sorted(report.summary(due, report._year), key=lambda g: g["key"]),
+        by_year=by_year,
+        # Built by the report module with every text escaped (as in the HTML report).
+        chart=Markup(chart),
         can_approve=review.state == "open"
         and bool([i for i in due if i["state"] == "due"] or rejected_due),
         pager=pager,
