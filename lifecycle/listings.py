@@ -7,9 +7,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from dataclasses import dataclass
 from typing import Any
 
+from lifecycle import rejections
 from lifecycle.dr.drill import DrillRead, DrillResult
+from lifecycle.retention import Review
 from vna.catalog.database import Database
 from vna.catalog.queries import q
 from vna.errors import NotFound
@@ -19,6 +22,57 @@ async def reviews(db: Database, limit: int, offset: int = 0) -> list[dict[str, A
     """Retention reviews, newest first, with their items counted by state."""
     async with db.acquire() as conn:
         return [dict(r) for r in await conn.fetch(q("listing_reviews"), limit, offset)]
+
+
+@dataclass(frozen=True)
+class ReviewOverview:
+    """A review as its report sums it up, without loading every item: the head (``review``,
+    whose ``items`` are left empty), the totals and groups of the studies due and held, and
+    one page of each list."""
+
+    review: Review
+    due: dict[str, int]
+    held: dict[str, int]
+    by_rule: list[dict[str, Any]]
+    by_source: list[dict[str, Any]]
+    by_year: list[dict[str, Any]]
+    due_items: list[dict[str, Any]]
+    held_items: list[dict[str, Any]]
+
+
+async def review_overview(
+    db: Database, review_id: int, limit: int, offset: int = 0
+) -> ReviewOverview:
+    """What the review page shows: the report's figures (grouped in SQL, as
+    ``lifecycle.report.summary`` groups them), ``limit`` studies due from ``offset`` and the
+    first ``limit`` held ones."""
+    async with db.acquire() as conn:
+        head = await conn.fetchrow(q("review_get"), review_id)
+        if head is None:
+            raise NotFound(f"no retention review {review_id}")
+        groups = [dict(r) for r in await conn.fetch(q("listing_review_groups"), review_id)]
+        due_items = await conn.fetch(q("listing_review_items"), review_id, False, limit, offset)
+        held_items = await conn.fetch(q("listing_review_items"), review_id, True, limit, 0)
+        rejected = await rejections.review_items(conn, review_id)
+    review = Review(**dict(head), items=[], rejected=rejected)
+    empty = {"studies": 0, "instances": 0, "bytes": 0, "stored_bytes": 0}
+
+    def of(kind: str, held: bool) -> list[dict[str, Any]]:
+        return [g for g in groups if g["kind"] == kind and g["held"] is held]
+
+    def ranked(kind: str) -> list[dict[str, Any]]:  # largest first, as report.summary
+        return sorted(of(kind, False), key=lambda g: (-g["bytes"], g["key"]))
+
+    return ReviewOverview(
+        review=review,
+        due=next(iter(of("total", False)), empty),
+        held=next(iter(of("total", True)), empty),
+        by_rule=ranked("rule"),
+        by_source=ranked("source"),
+        by_year=sorted(of("year", False), key=lambda g: g["key"]),
+        due_items=[dict(r) for r in due_items],
+        held_items=[dict(r) for r in held_items],
+    )
 
 
 async def coming_due(

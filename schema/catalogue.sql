@@ -25,6 +25,7 @@
 --   0171_forwarding
 --   0172_notifications
 --   0200_console_sessions
+--   0205_audit_action
 
 CREATE TABLE api_tokens (
     id bigint NOT NULL DEFAULT nextval('api_tokens_id_seq'::regclass),
@@ -564,6 +565,8 @@ CREATE TABLE study_retention (
 );
 
 CREATE UNIQUE INDEX api_tokens_live_name ON public.api_tokens USING btree (name) WHERE (revoked_at IS NULL);
+
+CREATE INDEX audit_action ON public.audit USING btree (action, at);
 
 CREATE INDEX audit_actor ON public.audit USING btree (actor, at);
 

@@ -49,3 +49,27 @@ LIMIT $1 OFFSET $2;
 
 -- name: drill_report
 SELECT id, report FROM dr_drills WHERE id = $1;
+
+-- name: listing_review_groups
+-- What a review's report sums up, in one pass: the studies due (every item not held) by rule,
+-- by source, by year of the study date, in total; and the held ones in total.
+SELECT CASE WHEN grouping(rule) = 0 THEN 'rule'
+            WHEN grouping(source) = 0 THEN 'source'
+            WHEN grouping(year) = 0 THEN 'year'
+            ELSE 'total' END AS kind,
+       coalesce(rule, source, year, '') AS key, held,
+       count(*) AS studies, coalesce(sum(instances), 0)::bigint AS instances,
+       coalesce(sum(bytes), 0)::bigint AS bytes,
+       coalesce(sum(stored_bytes), 0)::bigint AS stored_bytes
+FROM (SELECT rule, source, state = 'held' AS held,
+             coalesce(extract(year FROM study_date)::int::text, 'no study date') AS year,
+             instances, bytes, stored_bytes
+      FROM retention_review_items WHERE review_fk = $1) i
+GROUP BY GROUPING SETS ((held, rule), (held, source), (held, year), (held));
+
+-- name: listing_review_items
+-- One page of a review's items, held ($2 true) or not, in the report's order.
+SELECT * FROM retention_review_items
+WHERE review_fk = $1 AND (state = 'held') = $2
+ORDER BY retain_until, study_date NULLS LAST, study_uid
+LIMIT $3 OFFSET $4;

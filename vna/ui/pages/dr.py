@@ -19,6 +19,7 @@ from vna.errors import InvalidRequest
 from vna.security.audit import AuditFilter, search_newest
 from vna.ui.core import Pager, Visitor, archive_of, audit_view, page, render, url
 from vna.ui.pages.retention import report_response
+from vna.ui.snapshots import forget, snapshot
 
 #: Past fixity checks shown (newest first; the audit page finds older ones).
 FIXITY_SHOWN = 10
@@ -48,7 +49,13 @@ def _number(value: object, what: str, *, low: float = 1) -> float | None:
 @page(admin=True)
 async def dr_page(request: web.Request, visitor: Visitor) -> web.StreamResponse:
     archive = archive_of(request)
-    data = await dr_status.collect_status(archive)
+    figures = await snapshot(
+        archive,
+        "dr-status",
+        lambda: dr_status.collect_status(archive),
+        refresh=request.query.get("refresh") == "1",
+    )
+    data = figures.data
     pager = Pager.of(request.query, archive.settings.ui.page_size)
     past, pager = pager.cut(await listings.drills(archive.db, pager.fetch, pager.offset))
     async with archive.db.acquire() as conn:
@@ -62,6 +69,7 @@ async def dr_page(request: web.Request, visitor: Visitor) -> web.StreamResponse:
         "dr.html",
         title="Disaster recovery",
         state=data,
+        taken_at=figures.taken_at,
         drills=past,
         checks=checks,
         stores=stores,
@@ -89,6 +97,7 @@ async def drill_run(request: web.Request, visitor: Visitor) -> web.StreamRespons
         actor=visitor.name,
         max_rpo_seconds=max_rpo,
     )
+    forget(archive)
     raise web.HTTPSeeOther(url(request, "dr-drill", drill=str(result.id)))
 
 
@@ -130,4 +139,5 @@ async def fixity_run(request: web.Request, visitor: Visitor) -> web.StreamRespon
         scratch_dir=archive.incoming,
         actor=visitor.name,
     )
+    forget(archive)
     raise web.HTTPSeeOther(url(request, "dr") + ("?fixity=ok" if found.ok else "?fixity=problems"))

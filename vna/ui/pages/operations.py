@@ -11,6 +11,7 @@ from aiohttp import web
 from lifecycle import listings, queue, status
 from vna.errors import InvalidRequest
 from vna.ui.core import Pager, Visitor, archive_of, page, render, url
+from vna.ui.snapshots import forget, snapshot
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
@@ -21,7 +22,13 @@ def add_routes(router: web.UrlDispatcher) -> None:
 @page(admin=True)
 async def operations(request: web.Request, visitor: Visitor) -> web.StreamResponse:
     archive = archive_of(request)
-    data = await status.collect(archive.db, archive.settings, dt.date.today())
+    figures = await snapshot(
+        archive,
+        "lifecycle-status",
+        lambda: status.collect(archive.db, archive.settings, dt.date.today()),
+        refresh=request.query.get("refresh") == "1",
+    )
+    data = figures.data
     pager = Pager.of(request.query, archive.settings.ui.page_size)
     dead, pager = pager.cut(await listings.dead_jobs(archive.db, pager.fetch, pager.offset))
     compression = data["compression"]
@@ -36,6 +43,7 @@ async def operations(request: web.Request, visitor: Visitor) -> web.StreamRespon
         "operations.html",
         title="Operations",
         state=data,
+        taken_at=figures.taken_at,
         dead=dead,
         share=share,
         pager=pager,
@@ -57,6 +65,7 @@ async def retry(request: web.Request, visitor: Visitor) -> web.StreamResponse:
             raise InvalidRequest("name the dead job to retry") from None
     async with archive_of(request).db.acquire() as conn:
         requeued = await queue.requeue_dead(conn, ids, all_dead)
+    forget(archive_of(request))
     if ids and not requeued:
         raise InvalidRequest(f"job {ids[0]} is not dead (or does not exist)")
     raise web.HTTPSeeOther(url(request, "operations") + f"?requeued={len(requeued)}")

@@ -137,10 +137,14 @@ async def review_page(request: web.Request, visitor: Visitor) -> web.StreamRespo
     """The review as its HTML report shows it (figures, by rule/source/year, held studies,
     studies due), the long list a page at a time, and the approval button."""
     archive = archive_of(request)
-    review = await retention.load_review(archive.db, _id(request, "review"))
-    due, held = review.due, review.held
     pager = Pager.of(request.query, archive.settings.ui.page_size)
-    shown, pager = pager.cut(due[pager.offset : pager.offset + pager.fetch])
+    # Grouped in the catalogue and read a page at a time: a review lists tens of thousands.
+    seen = await listings.review_overview(
+        archive.db, _id(request, "review"), pager.fetch, pager.offset
+    )
+    review = seen.review
+    shown, pager = pager.cut(seen.due_items)
+    held = seen.held_items[: pager.size]
     await audit_view(
         request,
         visitor,
@@ -149,11 +153,10 @@ async def review_page(request: web.Request, visitor: Visitor) -> web.StreamRespo
         detail={"review": review.id},
     )
     rejected_due = [r for r in review.rejected if r["state"] == "due"]
-    by_year = sorted(report.summary(due, report._year), key=lambda g: g["key"])
     chart = report.svg_bar_chart(
         [
             (g["key"], g["bytes"], f"{human_bytes(g['bytes'])}, {report.studies(g['studies'])}")
-            for g in by_year
+            for g in seen.by_year
         ],
         title="Size of the studies due, by year of the study date",
     )
@@ -162,19 +165,17 @@ async def review_page(request: web.Request, visitor: Visitor) -> web.StreamRespo
         "retention_review.html",
         title=f"Retention review {review.id}",
         review=review,
-        heading=report._heading(review),
-        due=due,
+        heading=report.heading(review),
+        due=seen.due,
         shown=shown,
         held=held,
-        due_bytes=sum(i["bytes"] for i in due),
-        due_stored_bytes=sum(i["stored_bytes"] for i in due),
-        by_rule=report.summary(due, lambda i: i["rule"]),
-        by_source=report.summary(due, lambda i: i["source"]),
-        by_year=by_year,
+        held_total=seen.held,
+        by_rule=seen.by_rule,
+        by_source=seen.by_source,
+        by_year=seen.by_year,
         # Built by the report module with every text escaped (as in the HTML report).
         chart=Markup(chart),
-        can_approve=review.state == "open"
-        and bool([i for i in due if i["state"] == "due"] or rejected_due),
+        can_approve=review.state == "open" and bool(seen.due["studies"] or rejected_due),
         pager=pager,
         links=pager.links(request.query.items()),
         notice=_notice(request.query),
