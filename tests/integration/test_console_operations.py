@@ -26,6 +26,7 @@ pytestmark = pytest.mark.asyncio
 
 #: Every study of the console site (dated 2024-01-15) is due under it.
 RULE = RetentionRuleSettings(name="one-year", retain_years=1)
+DEAD_FIGURE = re.compile(r"<b>(\d+)</b>dead")
 ADMIN_PAGES = (
     "/retention",
     "/retention/due",
@@ -182,9 +183,22 @@ async def test_operations_shows_the_queue_and_retries_a_dead_job(site: ConsoleSi
             html = await resp.text()
         assert "disk on fire" in html and f"Retry job {job}" in html
         assert "Storage tiers" in html and "Compression" in html
+        assert DEAD_FIGURE.search(html).group(1) == "1"  # type: ignore[union-attr]
         csrf = csrf_of(html)
+        # The queue figures are kept a minute (they sum over the catalogue); refresh or an
+        # action of the page computes them again.
+        async with site.archive.db.acquire() as conn:
+            other = await conn.fetchval(
+                "UPDATE jobs SET state = 'dead' WHERE id = (SELECT max(id) FROM jobs) RETURNING id"
+            )
+        async with http.get(f"{site.ui}/operations") as resp:
+            assert DEAD_FIGURE.search(await resp.text()).group(1) == "1"  # type: ignore[union-attr]
+        async with http.get(f"{site.ui}/operations?refresh=1") as resp:
+            assert DEAD_FIGURE.search(await resp.text()).group(1) == "2"  # type: ignore[union-attr]
         status, html = await post(http, f"{site.ui}/operations/retry", {"csrf": csrf, "job": job})
         assert status == 200 and "Queued again: 1 job(s)." in html and "disk on fire" not in html
+        assert DEAD_FIGURE.search(html).group(1) == "1"  # type: ignore[union-attr]
+        assert f"Retry job {other}" in html
         status, html = await post(http, f"{site.ui}/operations/retry", {"csrf": csrf, "job": job})
         assert status == 400 and "not dead" in html
     async with site.archive.db.acquire() as conn:
