@@ -340,3 +340,31 @@ async def test_a_reader_reaches_none_of_these_pages(site: ConsoleSite) -> None:
     assert not await audit_of(site, action="token-create", actor="hosp1-reader")
     denied = await audit_of(site, action="access-denied", actor="hosp1-reader")
     assert len(denied) == len(ADMIN_PAGES) + len(posts)
+
+
+async def test_a_hold_set_after_the_review_still_keeps_the_study(site: ConsoleSite) -> None:
+    """The review listed both studies as due; a hold set afterwards wins at approval."""
+    kept, gone = site.studies["HOSP2"][0], site.studies["HOSP1"][0]
+    await retention.recompute_stale(site.archive.db, (RULE,))
+    async with signed_in(site, site.admin_token) as http:
+        csrf = await page_csrf(http, f"{site.ui}/retention")
+        async with http.post(f"{site.ui}/retention/reviews", data={"csrf": csrf}) as resp:
+            review_url = str(resp.url).split("?")[0]
+            assert "Held back by a legal hold" not in await resp.text()
+        status, _ = await post(
+            http, f"{site.ui}/holds", {"csrf": csrf, "study_uid": kept, "reason": "late hold"}
+        )
+        assert status == 200
+        async with http.get(f"{review_url}/approve") as resp:
+            html = await resp.text()
+        assert "deletes <strong>1 study</strong>" in html  # not 2: the held one is kept
+        n_bytes = re.search(r'name="bytes" value="(\d+)"', html)
+        assert n_bytes
+        status, html = await post(
+            http,
+            f"{review_url}/approve",
+            {"csrf": csrf, "confirm": "yes", "studies": "1", "bytes": n_bytes.group(1)},
+        )
+        assert status == 200 and "late hold" in html  # the skipped study says why
+    assert await study_exists(site, kept)
+    assert not await study_exists(site, gone)
