@@ -89,6 +89,13 @@ async def coming_due(
     return [dict(r) for r in rows]
 
 
+async def next_due_dates(db: Database, today: dt.date, limit: int) -> list[dict[str, Any]]:
+    """The next dates studies fall due on, with how many and under which rules (as
+    ``vna lifecycle status`` lists them)."""
+    async with db.acquire() as conn:
+        return [dict(r) for r in await conn.fetch(q("status_next_dates"), today, limit)]
+
+
 async def dead_jobs(db: Database, limit: int, offset: int = 0) -> list[dict[str, Any]]:
     async with db.acquire() as conn:
         return [dict(r) for r in await conn.fetch(q("listing_dead_jobs"), limit, offset)]

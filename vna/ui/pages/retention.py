@@ -26,6 +26,8 @@ from vna.ui.core import Pager, Visitor, archive_of, audit_view, page, render, ur
 
 #: How far ahead the "coming due" list looks, in days (the form's choices).
 WINDOWS = (30, 90, 365)
+#: The next dates studies fall due on, listed on the retention page.
+NEXT_DATES = 10
 #: The downloads of a review: (format, media type).
 REPORT_TYPES = {
     "html": "text/html",
@@ -71,9 +73,11 @@ async def retention_page(request: web.Request, visitor: Visitor) -> web.StreamRe
     archive = archive_of(request)
     pager = Pager.of(request.query, archive.settings.ui.page_size)
     rows, pager = pager.cut(await listings.reviews(archive.db, pager.fetch, pager.offset))
+    upcoming = await listings.next_due_dates(archive.db, dt.date.today(), NEXT_DATES)
     return render(
         request,
         "retention.html",
+        upcoming=upcoming,
         title="Retention",
         rules=archive.settings.retention_rules,
         reviews=rows,
