@@ -302,6 +302,11 @@ def render_html(review: Review) -> str:
     )
 
 
+def heading(review: Review) -> str:
+    """The line naming a review, its date, author and state (the report's heading)."""
+    return _heading(review)
+
+
 def studies(n: int) -> str:
     """``1 study``, ``3 studies``."""
     return _studies(n)

@@ -27,6 +27,7 @@
 --   0185_compression_fallbacks
 --   0195_read_repairs
 --   0200_console_sessions
+--   0205_audit_action
 --   0210_object_layouts_cleanup
 --   0211_viewer_upkeep
 --   0215_forward_study_batches
@@ -610,6 +611,8 @@ CREATE TABLE study_retention (
 );
 
 CREATE UNIQUE INDEX api_tokens_live_name ON public.api_tokens USING btree (name) WHERE (revoked_at IS NULL);
+
+CREATE INDEX audit_action ON public.audit USING btree (action, at);
 
 CREATE INDEX audit_actor ON public.audit USING btree (actor, at);
 

@@ -159,6 +159,11 @@ def render_drill_text(r: DrillResult) -> str:
 
 def render_drill_html(r: DrillResult) -> str:
     """The page for an auditor (``templates/dr_drill.html``)."""
+    return render_page("dr_drill.html", r=r, reasons=drill_reasons(r))
+
+
+def drill_reasons(r: DrillResult) -> list[str]:
+    """Why a drill failed, in words (none: it passed)."""
     reasons = []
     if r.defects:
         reasons.append(
@@ -168,7 +173,7 @@ def render_drill_html(r: DrillResult) -> str:
         reasons.append(
             f"RPO {duration(r.rpo_seconds)} exceeds the target {duration(r.max_rpo_seconds)}"
         )
-    return render_page("dr_drill.html", r=r, reasons=reasons)
+    return reasons
 
 
 # --- failover / failback --------------------------------------------------------------------

@@ -148,3 +148,23 @@ async def search(conn: asyncpg.Connection, f: AuditFilter) -> list[dict[str, Any
         f.limit,
     )
     return [dict(r) for r in rows]
+
+
+async def search_newest(
+    conn: asyncpg.Connection, f: AuditFilter, offset: int = 0
+) -> list[dict[str, Any]]:
+    """A page of the audit rows matching ``f`` (``f.limit`` rows from ``offset``), newest
+    first: the console's audit search."""
+    rows = await conn.fetch(
+        q("audit_search_newest"),
+        f.patient_id,
+        f.issuer,
+        f.study_uid,
+        f.actor,
+        f.action,
+        f.since,
+        f.until,
+        f.limit,
+        offset,
+    )
+    return [dict(r) for r in rows]

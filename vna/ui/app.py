@@ -110,7 +110,9 @@ async def _console(request: web.Request, handler: Handler) -> web.StreamResponse
 
 def _secure(response: web.StreamResponse, *, static: bool) -> None:
     h = response.headers
-    h["Content-Security-Policy"] = CSP
+    # A view may send a policy of its own, as strict (the stored HTML reports: their one
+    # <style> element allowed by its hash, lifecycle.html_pages), never a looser default.
+    h.setdefault("Content-Security-Policy", CSP)
     h["X-Frame-Options"] = "DENY"
     h["X-Content-Type-Options"] = "nosniff"
     # Study UIDs are in console paths: never sent on to another site.

@@ -34,6 +34,23 @@ FROM studies st
 JOIN patients p ON p.id = st.patient_fk
 WHERE st.study_uid = $1;
 
+-- name: audit_search_newest
+-- The console's audit search: the same filters as audit_search, newest first, a page at a time.
+SELECT id, at, actor, origin, action, outcome, patient_id, issuer, study_uid, series_uid,
+       sop_uid, study_uids, patient_ids, detail
+FROM audit
+WHERE ($1::text IS NULL OR patient_id = $1 OR patient_ids @> ARRAY[$1::text])
+  AND ($2::text IS NULL
+       OR issuer = $2
+       OR detail -> 'patients' @> jsonb_build_array(jsonb_build_array($1::text, $2::text)))
+  AND ($3::text IS NULL OR study_uid = $3 OR study_uids @> ARRAY[$3::text])
+  AND ($4::text IS NULL OR actor = $4)
+  AND ($5::text IS NULL OR action = $5)
+  AND ($6::timestamptz IS NULL OR at >= $6)
+  AND ($7::timestamptz IS NULL OR at < $7)
+ORDER BY at DESC, id DESC
+LIMIT $8 OFFSET $9;
+
 -- name: audit_search
 -- `vna audit`: every filter optional (NULL), oldest first.
 SELECT id, at, actor, origin, action, outcome, patient_id, issuer, study_uid, series_uid,

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from vna.ui.pages import conflicts, patients, studies
+from vna.ui.pages import audit, conflicts, dr, operations, patients, retention, studies, tokens
 
-MODULES = (studies, patients, conflicts)
+MODULES = (studies, patients, conflicts, retention, operations, dr, tokens, audit)
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
