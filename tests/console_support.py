@@ -42,7 +42,9 @@ def console_settings(settings: Settings) -> Settings:
         admin=AdminSettings(hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()),
         ui=UiSettings(viewer_url=VIEWER_URL, page_size=10),
         # A disaster-recovery replica (a folder): the study page shows verified copies on it.
-        replicas=(ReplicaSettings("dr1", (settings.data_dir.parent / "dr1").resolve().as_uri()),),
+        # Tests that declare their own keep theirs.
+        replicas=settings.replicas
+        or (ReplicaSettings("dr1", (settings.data_dir.parent / "dr1").resolve().as_uri()),),
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime as dt
 import io
 import json
 import re
@@ -24,8 +25,9 @@ from vna.security.audit import AuditFilter, search
 
 pytestmark = pytest.mark.asyncio
 
-#: Every study of the console site (dated 2024-01-15) is due under it.
-RULE = RetentionRuleSettings(name="one-year", retain_years=1)
+#: The console site's two studies dated 2024-01-15 are due under it (not the duplicate
+#: identity's study of 2024-03-01, kept for the patients pages).
+RULE = RetentionRuleSettings(name="one-year", retain_years=1, study_date_to=dt.date(2024, 1, 31))
 DEAD_FIGURE = re.compile(r"<b>(\d+)</b>dead")
 ADMIN_PAGES = (
     "/retention",
