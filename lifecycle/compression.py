@@ -179,18 +179,16 @@ async def _switch(
     """Point the catalogue at the compressed object and queue the original's deletion."""
     archive = engine.archive
     old_key: str = row["object_key"]
-    async with archive.db.transaction() as conn:
-        switched = await conn.fetchval(
-            q("compression_switch"), instance_id, new_key, stored_size, old_key, compression
-        )
-        if switched is not None:
-            await enqueue(
-                conn,
-                "delete-object",
-                {"object_key": old_key},
-                dedup_key=f"delete:{old_key}",
-                delay_seconds=engine.settings.lifecycle.delete_grace_seconds,
-            )
+    switched = await _switch(
+        engine,
+        old_key,
+        "compression_switch",
+        instance_id,
+        new_key,
+        stored_size,
+        old_key,
+        compression,
+    )
     if switched is None:
         # The row changed under us (deleted, or compressed by a job run twice): drop ours
         # unless that other run switched to this very object.
@@ -398,18 +396,17 @@ async def recode_instance(engine: Engine, instance_id: int, codec: str) -> str |
     written = await archive.store.stat(new_key)
     if written is None or written.size != len(blob):
         raise StorageError(f"object {new_key} is not the one just written; not switched to it")
-    async with archive.db.transaction() as conn:
-        switched = await conn.fetchval(
-            q("recode_switch"), instance_id, new_key, len(blob), old_key, codec, row["compression"]
-        )
-        if switched is not None:
-            await enqueue(
-                conn,
-                "delete-object",
-                {"object_key": old_key},
-                dedup_key=f"delete:{old_key}",
-                delay_seconds=engine.settings.lifecycle.delete_grace_seconds,
-            )
+    switched = await _switch(
+        engine,
+        old_key,
+        "recode_switch",
+        instance_id,
+        new_key,
+        len(blob),
+        old_key,
+        codec,
+        row["compression"],
+    )
     if switched is None:
         return None
     log.info("instance %d re-encoded as %s for a tier move: %s", instance_id, codec, new_key)
@@ -535,3 +532,20 @@ async def recompress_object(engine: Engine, old_key: str) -> CompressionResult:
     if not switched:
         return CompressionResult(False, reason="instance changed while recompressing")
     return CompressionResult(True, row["size"], stored.size)
+
+
+async def _switch(engine: Engine, old_key: str, query: str, *args: Any) -> Any:
+    """Run the switch statement ``query`` (an instance now names its new object) and, when it
+    switched, queue the deletion of the object it named, after the grace period, in the same
+    transaction: the old object goes only once nothing names it."""
+    async with engine.archive.db.transaction() as conn:
+        switched = await conn.fetchval(q(query), *args)
+        if switched is not None:
+            await enqueue(
+                conn,
+                "delete-object",
+                {"object_key": old_key},
+                dedup_key=f"delete:{old_key}",
+                delay_seconds=engine.settings.lifecycle.delete_grace_seconds,
+            )
+    return switched

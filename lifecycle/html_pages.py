@@ -34,10 +34,12 @@ def duration(seconds: float | None) -> str:
     return f"{days} d {hours} h"
 
 
-@cache
-def environment() -> jinja2.Environment:
+def templates(package: str) -> jinja2.Environment:
+    """The Jinja environment of a package's ``templates`` folder, as every HTML page of the
+    archive is rendered (the reports here, the console's pages)."""
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("lifecycle", "templates"),
+        loader=jinja2.PackageLoader(package, "templates"),
+        # DICOM text (names, descriptions) goes into pages as text, never as markup.
         autoescape=True,
         # A misspelt name in a template fails the render instead of printing nothing.
         undefined=jinja2.StrictUndefined,
@@ -47,6 +49,11 @@ def environment() -> jinja2.Environment:
     env.filters["human_bytes"] = human_bytes
     env.filters["duration"] = duration
     return env
+
+
+@cache
+def environment() -> jinja2.Environment:
+    return templates("lifecycle")
 
 
 def render_page(template: str, **context: Any) -> str:

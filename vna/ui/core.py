@@ -20,8 +20,7 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 
-from lifecycle.html_pages import duration
-from lifecycle.status import human_bytes
+from lifecycle.html_pages import templates
 from vna.archive import Archive
 from vna.errors import Forbidden
 from vna.security.audit import ACCESS_DENIED, QUERY, Access, AuditTrail, query_text
@@ -142,17 +141,7 @@ def archive_of(request: web.Request) -> Archive:
 
 @cache
 def environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("vna.ui", "templates"),
-        # DICOM text (names, descriptions) goes into pages as text, never as markup.
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["human_bytes"] = human_bytes
-    env.filters["duration"] = duration
-    return env
+    return templates("vna.ui")
 
 
 def nav_for(request: web.Request, visitor: Visitor | None) -> list[dict[str, Any]]:
