@@ -179,7 +179,7 @@ async def _switch(
     """Point the catalogue at the compressed object and queue the original's deletion."""
     archive = engine.archive
     old_key: str = row["object_key"]
-    switched = await _switch(
+    switched = await _switched_object(
         engine,
         old_key,
         "compression_switch",
@@ -396,7 +396,7 @@ async def recode_instance(engine: Engine, instance_id: int, codec: str) -> str |
     written = await archive.store.stat(new_key)
     if written is None or written.size != len(blob):
         raise StorageError(f"object {new_key} is not the one just written; not switched to it")
-    switched = await _switch(
+    switched = await _switched_object(
         engine,
         old_key,
         "recode_switch",
@@ -534,7 +534,7 @@ async def recompress_object(engine: Engine, old_key: str) -> CompressionResult:
     return CompressionResult(True, row["size"], stored.size)
 
 
-async def _switch(engine: Engine, old_key: str, query: str, *args: Any) -> Any:
+async def _switched_object(engine: Engine, old_key: str, query: str, *args: Any) -> Any:
     """Run the switch statement ``query`` (an instance now names its new object) and, when it
     switched, queue the deletion of the object it named, after the grace period, in the same
     transaction: the old object goes only once nothing names it."""

@@ -28,6 +28,7 @@ import json
 import logging
 import struct
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -645,7 +646,7 @@ class Retriever:
     async def _frame(
         self, instance: StoredInstance, pixels: PixelLayout, number: int, span: tuple[int, int]
     ) -> bytes:
-        data = await self.read_span(instance, *span)
+        data = await self.read_span(instance, *span, crc=pixels.crc(number))
         return cut_frame(pixels, number, data)
 
     async def pixel_layout(self, instance: StoredInstance) -> PixelLayout | None:
@@ -677,7 +678,9 @@ class Retriever:
         value = layout.bulk_value(path)
         stop = value.length if end is None else min(end, value.length)
         start = min(start, stop)
-        return await self.read_span(instance, value.offset + start, stop - start)
+        # The whole value is checked against its recorded CRC-32; a part of it cannot be.
+        crc = value.crc if (start, stop) == (0, value.length) else None
+        return await self.read_span(instance, value.offset + start, stop - start, crc)
 
     async def metadata_entries(
         self,
@@ -709,18 +712,22 @@ class Retriever:
             for r in rows
         ]
 
-    async def read_span(self, instance: StoredInstance, start: int, length: int) -> bytes:
+    async def read_span(
+        self, instance: StoredInstance, start: int, length: int, crc: int | None = None
+    ) -> bytes:
         """Bytes [start, start + length) of the instance as received, reading only the part
         of the object that holds them.
 
         What protects them: a range of a seekable compressed object is checked frame by frame
-        by the zstandard checksums and the seek table's sizes.  A range of an uncompressed
-        object cannot be checked against the whole object's digest: a range of at least half
-        the object (the pixels of a single-frame image) is served from the whole object read
-        and checked, for about the same cost; a smaller one (a frame of a multi-frame image, a
-        bulk value) is as the store keeps it (S3 checks ChecksumSHA256 on write, the
-        filesystem store fsyncs, fixity runs check whole objects, and the lifecycle compresses
-        objects at rest into the checked seekable form), a missing or short object showing.
+        by the zstandard checksums and the seek table's sizes, a pixel pack's by each frame's
+        CRC.  A range of an uncompressed object cannot be checked against the whole object's
+        digest: a range of at least half the object (the pixels of a single-frame image) is
+        served from the whole object read and checked, for about the same cost; a smaller one
+        (a frame of a multi-frame image, a bulk value) against ``crc``, the CRC-32 its layout
+        recorded (vna.dicom.frames).  Without one (the header reads of rendering and
+        transcoding, a part of a bulk value) it is as the store keeps it (S3 checks
+        ChecksumSHA256 on write, the filesystem store fsyncs, fixity runs check whole
+        objects), a missing or short object showing.
         A single-frame compressed object (written before the seekable form) is decompressed
         whole and checked as ``open`` checks it, and its conversion to the seekable form is
         queued.  A damaged, truncated or missing copy is read from a replica instead
@@ -743,7 +750,7 @@ class Retriever:
                     data = await self._read_whole(instance)
                     return data[start : start + length]
                 data, _ = await self._from_any(
-                    instance, lambda store: _plain_range(store, instance, start, length)
+                    instance, lambda store: _plain_range(store, instance, start, length, crc)
                 )
                 return data
             if instance.compression in pixelpack.IMAGE_CODECS:
@@ -1094,13 +1101,18 @@ async def _checked(
 
 
 async def _plain_range(
-    store: ObjectStore, instance: StoredInstance, start: int, length: int
+    store: ObjectStore, instance: StoredInstance, start: int, length: int, crc: int | None = None
 ) -> bytes:
     data = await store.read_range(instance.object_key, start, length)
     if len(data) != length:
         raise DamagedObject(
             f"the copy of instance {instance.sop_uid} on store {store.name} is shorter than"
             " catalogued"
+        )
+    if crc is not None and zlib.crc32(data) != crc:
+        raise DamagedObject(
+            f"the copy of instance {instance.sop_uid} on store {store.name} is not the"
+            f" catalogued content: bytes {start}+{length} fail their recorded CRC-32"
         )
     return data
 

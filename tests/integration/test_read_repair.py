@@ -122,16 +122,7 @@ async def damage(store: ObjectStore, key: str, how: str) -> None:
         bad = data[:at] + bytes([data[at] ^ 0x5A]) + data[at + 1 :]
     else:
         bad = data[: len(data) - 100]
-    if isinstance(store, FilesystemStore):
-        path = store.root / key
-        path.unlink()
-        path.write_bytes(bad)
-    else:
-        await store._client.put_object(  # type: ignore[attr-defined]
-            Bucket=store.bucket,  # type: ignore[attr-defined]
-            Key=store._key(key),  # type: ignore[attr-defined]
-            Body=bad,
-        )
+    await _overwrite(store, key, bad)
 
 
 async def forget_damage(archive: Archive) -> None:
@@ -454,4 +445,78 @@ async def test_a_store_failing_for_a_moment_is_served_from_the_replica_then_foun
         assert (
             'vna_object_repairs_total{resolution="intact",store="primary"} 1.0'
             in archive.metrics.render().decode()
+        )
+
+
+def multi_frame(frames: int = 4, size: int = 64) -> Dataset:
+    """An uncompressed multi-frame CT image: each frame a ranged read of its object."""
+    slices = smooth_ct_study(series=1, slices=frames, size=size)
+    ds = slices[0]
+    ds.NumberOfFrames = frames
+    ds.PixelData = b"".join(bytes(s.PixelData) for s in slices)
+    return ds
+
+
+@pytest.mark.parametrize("store_kind", STORE_KINDS)
+@pytest.mark.parametrize("with_replica", [True, False])
+async def test_a_damaged_frame_of_an_uncompressed_multi_frame_object_is_never_served(
+    archive_settings: Settings, tmp_path: Path, with_replica: bool
+) -> None:
+    """A frame is one ranged read, which the object's SHA-256 cannot check: the CRC-32 its
+    layout recorded at ingest does.  A byte flipped inside frame 3: with a replica the frame
+    comes from it bit-exact and the copy is repaired; without, frame 3 is a clear error while
+    the undamaged frames are still served."""
+    replicas = (ReplicaSettings("dr", (tmp_path / "replica").as_uri()),) if with_replica else ()
+    settings = dataclasses.replace(archive_settings, replicas=replicas)
+    async with running(with_lifecycle(settings, compression={"level": 0})) as node:
+        archive = node.archive
+        ds = multi_frame()
+        sent = await ingest(archive, [ds])
+        await run_once(archive)  # replicate (when there is a replica)
+        uid = str(ds.SOPInstanceUID)
+        (row,) = await fetch(archive, "SELECT object_key, sha256 FROM instances")
+        original = sent[uid]
+        frame_length = len(ds.PixelData) // 4
+        frame_3_at = len(original) - len(ds.PixelData) + 2 * frame_length
+        at = frame_3_at + frame_length // 2
+        bad = original[:at] + bytes([original[at] ^ 0x5A]) + original[at + 1 :]
+        store = archive.store
+        await _overwrite(store, row["object_key"], bad)
+        await forget_damage(archive)
+
+        url = f"{node.base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        url += f"/instances/{uid}/frames"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/3", headers={"Accept": FRAME_ACCEPT}) as resp:
+                body = await resp.read()
+                if with_replica:
+                    assert resp.status == 200
+                    (part,) = split_multipart(body, resp.headers["Content-Type"])
+                    assert part == original[frame_3_at : frame_3_at + frame_length]
+                else:
+                    assert resp.status == 500 and b"CRC-32" in body
+            async with http.get(f"{url}/1", headers={"Accept": FRAME_ACCEPT}) as resp:
+                assert resp.status == 200
+                (part,) = split_multipart(await resp.read(), resp.headers["Content-Type"])
+                first = len(original) - len(ds.PixelData)
+                assert part == original[first : first + frame_length]
+        (found,) = await fetch(archive, "SELECT * FROM read_repairs")
+        assert found["outcome"] == "corrupt"
+        assert found["served_from"] == ("dr" if with_replica else None)
+        if with_replica:
+            await run_once(archive)  # the repair job puts the good copy back
+            stored = b"".join([c async for c in store.iter_chunks(row["object_key"])])
+            assert sha(stored) == row["sha256"]
+
+
+async def _overwrite(store: ObjectStore, key: str, data: bytes) -> None:
+    if isinstance(store, FilesystemStore):
+        path = store.root / key
+        path.unlink()
+        path.write_bytes(data)
+    else:
+        await store._client.put_object(  # type: ignore[attr-defined]
+            Bucket=store.bucket,  # type: ignore[attr-defined]
+            Key=store._key(key),  # type: ignore[attr-defined]
+            Body=data,
         )

@@ -24,7 +24,8 @@ import io
 import mmap
 import os
 import struct
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -33,8 +34,9 @@ from pydicom.datadict import dictionary_VR
 
 from vna.errors import InvalidInstance, InvalidRequest, NotFound
 
-#: Version of the recorded layout; a reader that finds another rebuilds it.
-LAYOUT_VERSION: Final = 1
+#: Version of the recorded layout; a reader that finds another rebuilds it.  2: with the CRC-32
+#: of each frame and bulk value, so that a ranged read of an uncompressed object is checked.
+LAYOUT_VERSION: Final = 2
 #: Values longer than this are bulk data (the catalogue's DICOM JSON leaves them out).
 BULK_THRESHOLD: Final = 64 * 1024
 #: Binary VRs whose values are bulk data whatever their length above this many bytes.
@@ -76,6 +78,8 @@ class BulkValue:
     vr: str
     offset: int
     length: int
+    #: CRC-32 of the value's bytes (None: not known).
+    crc: int | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,13 @@ class PixelLayout:
     #: its last fragment.
     starts: tuple[int, ...] = ()
     ends: tuple[int, ...] = ()
+    #: CRC-32 of the bytes ``span`` gives for each frame (empty: not known).  A frame is one
+    #: ranged read of the object, which the object's SHA-256 cannot check; this can.
+    crcs: tuple[int, ...] = ()
+
+    def crc(self, number: int) -> int | None:
+        """The CRC-32 of frame ``number``'s span, when recorded."""
+        return self.crcs[number - 1] if self.crcs else None
 
     def span(self, number: int) -> tuple[int, int]:
         """(offset, length) of the bytes to read for frame ``number`` (1-based)."""
@@ -131,8 +142,9 @@ class ObjectLayout:
                 "frame_bits": p.frame_bits,
                 "starts": list(p.starts),
                 "ends": list(p.ends),
+                "crcs": list(p.crcs),
             },
-            "bulk": [[list(b.path), b.vr, b.offset, b.length] for b in self.bulk],
+            "bulk": [[list(b.path), b.vr, b.offset, b.length, b.crc] for b in self.bulk],
         }
 
     @classmethod
@@ -153,9 +165,10 @@ class ObjectLayout:
                 frame_bits=p["frame_bits"],
                 starts=tuple(p["starts"]),
                 ends=tuple(p["ends"]),
+                crcs=tuple(p["crcs"]),
             )
         )
-        bulk = tuple(BulkValue(tuple(b[0]), b[1], b[2], b[3]) for b in doc["bulk"])
+        bulk = tuple(BulkValue(tuple(b[0]), b[1], b[2], b[3], b[4]) for b in doc["bulk"])
         return cls(pixels, bulk)
 
 
@@ -255,7 +268,16 @@ def object_layout(data: bytes | mmap.mmap, transfer_syntax: str) -> ObjectLayout
         walker.walk(walker.pos, len(data), (), depth=0)
     except (struct.error, IndexError, ValueError):
         return None
-    return ObjectLayout(walker.pixel_layout(transfer_syntax), tuple(walker.bulk))
+    pixels = walker.pixel_layout(transfer_syntax)
+    if pixels is not None:
+        spans = [pixels.span(n) for n in range(1, pixels.number_of_frames + 1)]
+        pixels = replace(pixels, crcs=tuple(_crc(data, o, n) for o, n in spans))
+    bulk = tuple(replace(b, crc=_crc(data, b.offset, b.length)) for b in walker.bulk)
+    return ObjectLayout(pixels, bulk)
+
+
+def _crc(data: bytes | mmap.mmap, offset: int, length: int) -> int:
+    return zlib.crc32(memoryview(data)[offset : offset + length])
 
 
 class _Walker:
