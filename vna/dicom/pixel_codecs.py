@@ -26,7 +26,7 @@ The codec packages (all permissively licensed, none GPL):
   and HTJ2K Lossless RPCL (1.2.840.10008.1.2.4.202).  :func:`htj2k_codestream` is the one
   call of the HTJ2K encoder in the archive (transcoding uses it too).  Signed samples are
   coded as their Bits Stored pattern, unsigned, as for JPEG-LS, and sign-extended on decode.
-  Decoding uses OpenJPEG.
+  Decoding uses OpenJPH too (twice as fast as OpenJPEG's HTJ2K decoder), OpenJPEG without it.
 * RLE Lossless: pydicom's own encoder and decoder (MIT).
 """
 
@@ -133,8 +133,11 @@ def _check_j2k_size(info: PixelInfo) -> None:
         )
 
 
+_HAS_IMAGECODECS: Final = importlib.util.find_spec("imagecodecs") is not None
+
+
 def htj2k_encoder_available() -> bool:
-    return importlib.util.find_spec("imagecodecs") is not None
+    return _HAS_IMAGECODECS
 
 
 def encode_frame(frame: bytes, info: PixelInfo, syntax_uid: str) -> bytes:
@@ -166,6 +169,15 @@ def decode_frame(data: bytes | memoryview, info: PixelInfo, syntax_uid: str) -> 
             dtype = np.uint8 if info.bits_stored <= 8 else np.dtype("<u2")
             pixels = np.frombuffer(decoded, dtype=dtype)
             pixels = pixels.reshape(_interleaved_shape(info))
+        elif syntax_uid in (HTJ2K_LOSSLESS, HTJ2K_LOSSLESS_RPCL) and _HAS_IMAGECODECS:
+            # OpenJPH through imagecodecs: about twice OpenJPEG's HTJ2K decoding speed
+            # (measured on a 512 x 512 CT frame: 375 against 197 MB/s per CPU second).
+            import imagecodecs
+
+            pixels = imagecodecs.htj2k_decode(bytes(data))
+            if pixels.ndim == 3 and pixels.shape[0] == info.samples_per_pixel > 1:
+                # Components without the colour transform come back component by component.
+                pixels = pixels.transpose(1, 2, 0)
         elif syntax_uid in (JPEG_2000_LOSSLESS, HTJ2K_LOSSLESS, HTJ2K_LOSSLESS_RPCL):
             import openjpeg
 
