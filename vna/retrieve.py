@@ -720,14 +720,13 @@ class Retriever:
 
         What protects them: a range of a seekable compressed object is checked frame by frame
         by the zstandard checksums and the seek table's sizes, a pixel pack's by each frame's
-        CRC.  A range of an uncompressed object cannot be checked against the whole object's
-        digest: a range of at least half the object (the pixels of a single-frame image) is
-        served from the whole object read and checked, for about the same cost; a smaller one
-        (a frame of a multi-frame image, a bulk value) against ``crc``, the CRC-32 its layout
-        recorded (vna.dicom.frames).  Without one (the header reads of rendering and
-        transcoding, a part of a bulk value) it is as the store keeps it (S3 checks
-        ChecksumSHA256 on write, the filesystem store fsyncs, fixity runs check whole
-        objects), a missing or short object showing.
+        CRC.  A range of an uncompressed object, which the whole object's SHA-256 cannot check,
+        is checked against ``crc`` when its layout recorded one (vna.dicom.frames: every frame
+        and every whole bulk value); without one, a range of at least half the object is
+        served from the whole object read and checked, for about the same cost, and a smaller
+        one (the header reads of rendering and transcoding, a part of a bulk value) is as the
+        store keeps it (S3 checks ChecksumSHA256 on write, the filesystem store fsyncs, fixity
+        runs check whole objects), a missing or short object showing.
         A single-frame compressed object (written before the seekable form) is decompressed
         whole and checked as ``open`` checks it, and its conversion to the seekable form is
         queued.  A damaged, truncated or missing copy is read from a replica instead
@@ -745,7 +744,7 @@ class Retriever:
             return recent[1][start : start + length]
         try:
             if instance.compression == "none":
-                if 2 * length >= instance.size:
+                if crc is None and 2 * length >= instance.size:
                     # Checked whole (one ranged read for a small object), healed if damaged.
                     data = await self._read_whole(instance)
                     return data[start : start + length]
