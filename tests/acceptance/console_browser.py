@@ -95,6 +95,16 @@ class ConsolePage:
         await self.page.wait_for_load_state()
         assert "/ui/signin" not in self.page.url, await self.page.content()
 
+    async def audit_actions(self, **fields: str) -> set[str]:
+        """The actions the console's audit page lists for these criteria (by field label)."""
+        await self.goto("/ui/audit")
+        for label, value in fields.items():
+            await self.page.get_by_label(label, exact=True).fill(value)
+        await self.page.get_by_role("button", name="Search").click()
+        await self.page.wait_for_load_state()
+        cells = self.page.locator("table tbody tr td:nth-child(4)")
+        return {text.strip() for text in await cells.all_inner_texts()}
+
     async def shot(self, name: str) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{name}.png"

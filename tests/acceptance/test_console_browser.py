@@ -130,6 +130,9 @@ async def test_admin_resolves_a_conflict(console: ConsoleBrowser) -> None:  # no
         )
     assert described == "CT CHEST WITH CONTRAST"
     assert audited == 1
+    # The console's own audit page finds it, by user and action.
+    found = await admin.audit_actions(User="admin-token", Action="conflict-accept")
+    assert found == {"conflict-accept"}
 
 
 async def test_admin_merges_two_patients_and_undoes_it(
@@ -171,6 +174,9 @@ async def test_admin_merges_two_patients_and_undoes_it(
             )
         ]
     assert "patient-merge" in actions and "patient-merge-undo" in actions
+    # The console's own audit page finds both, by user and action.
+    for action in ("patient-merge", "patient-merge-undo"):
+        assert await admin.audit_actions(User="admin-token", Action=action) == {action}
 
 
 async def _patient_of(site, study_uid: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]

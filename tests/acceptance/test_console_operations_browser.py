@@ -46,16 +46,6 @@ async def main_text(p: ConsolePage) -> str:
     return str(await p.page.locator("main").inner_text())
 
 
-async def audit_actions(p: ConsolePage, **fields: str) -> set[str]:
-    """The actions the audit page lists for these criteria (the Action column)."""
-    await p.goto("/ui/audit")
-    for label, value in fields.items():
-        await p.page.get_by_label(label, exact=True).fill(value)
-    await click(p, "Search")
-    cells = p.page.locator("table tbody tr td:nth-child(4)")
-    return {text.strip() for text in await cells.all_inner_texts()}
-
-
 async def test_retention_holds_drill_tokens_and_audit(
     console: ConsoleBrowser,  # noqa: F811
 ) -> None:
@@ -153,14 +143,14 @@ async def test_retention_holds_drill_tokens_and_audit(
     await admin.shot("17-operations")
 
     # The audit trail: each action, found by patient and by user.
-    assert {"legal-hold-set", "legal-hold-release"} <= await audit_actions(
-        admin, **{"Patient ID": "P2", "Issuer of patient ID": "HOSP2"}
+    assert {"legal-hold-set", "legal-hold-release"} <= await admin.audit_actions(
+        **{"Patient ID": "P2", "Issuer of patient ID": "HOSP2"}
     )
-    assert "retention-delete" in await audit_actions(admin, **{"Patient ID": "P1"})
+    assert "retention-delete" in await admin.audit_actions(**{"Patient ID": "P1"})
     for action in ("retention-review", "retention-approve", "dr-drill", "token-create"):
-        found = await audit_actions(admin, User="admin-token", Action=action)
+        found = await admin.audit_actions(User="admin-token", Action=action)
         assert found == {action}, action
-    assert "token-revoke" in await audit_actions(admin, User="admin-token", Action="token-revoke")
+    assert "token-revoke" in await admin.audit_actions(User="admin-token", Action="token-revoke")
     await admin.shot("18-audit")
     # Exported as CSV: a download with the patient's rows.
     await admin.goto("/ui/audit")
