@@ -223,7 +223,7 @@ async def test_metadata_bulk_data_uris_resolve_to_the_values(archive: Archive) -
     wave.WaveformData = b"\x01\x02" * 1500
     ds.WaveformSequence = [wave]
     await ingest(archive, [ds])
-    (single,) = ct_study(series=1, slices=1, size=16)  # no layout recorded at ingest
+    (single,) = ct_study(series=1, slices=1, size=16)  # a single-frame instance
     await ingest(archive, [single])
     async with serving(archive) as root:
         for level in ("", f"/series/{ds.SeriesInstanceUID}", instance_url(root, ds)):
@@ -263,7 +263,7 @@ async def test_metadata_bulk_data_uris_resolve_to_the_values(archive: Archive) -
         assert split_multipart(body, headers["Content-Type"]) == [
             ds.PixelData[i * 512 : (i + 1) * 512] for i in range(3)
         ]
-        # A single-frame instance with no layout recorded: its URI still resolves.
+        # A single-frame instance: its Pixel Data URI resolves too.
         status, body, _ = await get(
             f"{root}/dicom-web/studies/{single.StudyInstanceUID}/metadata",
             accept="application/dicom+json",
@@ -278,10 +278,14 @@ async def test_metadata_bulk_data_uris_resolve_to_the_values(archive: Archive) -
 async def test_a_single_frame_objects_first_frame_reads_it_once_and_records_its_layout(
     archive: Archive,
 ) -> None:
-    # A CT slice has no layout recorded at ingest: its first frame reads the object whole
-    # once (for the layout and the frame alike), and the layout is written in a batch.
+    # A CT slice stored before layouts were recorded at ingest (its row removed here): its
+    # first frame reads the object whole once (for the layout and the frame alike), and the
+    # layout is written in a batch.
     (ds,) = ct_study(series=1, slices=1, size=32)
     await ingest(archive, [ds])
+    assert len(await fetch(archive, "SELECT layout FROM object_layouts")) == 1
+    async with archive.db.acquire() as conn:
+        await conn.execute("DELETE FROM object_layouts")
     store = archive.store
     reads: list[str] = []
     ranged, streamed = store.read_range, store.iter_chunks
