@@ -6,9 +6,7 @@ received (on a new association to its DICOM port) from ``GET /storage-commitment
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,82 +17,19 @@ import pytest
 import requests
 
 from tests.acceptance.conftest import ArchiveProcess
-from tests.conftest import free_port
 from tests.factory import ct_study, part10
+from tests.orthanc import MISSING, ORTHANC, Orthanc
 
-ORTHANC = Path("/usr/sbin/Orthanc")
 ORTHANC_AE = "ORTHANC"
 
-pytestmark = pytest.mark.skipif(
-    not ORTHANC.exists(), reason="Orthanc is not installed (apt-get install orthanc)"
-)
-
-
-class Orthanc:
-    """Orthanc on free loopback ports, SQLite index and storage in a temporary directory, no
-    plugins (the approach of bench/servers.py, without its benchmark parts)."""
-
-    def __init__(self, root: Path) -> None:
-        self.http_port = free_port()
-        self.dicom_port = free_port()
-        self.root = root
-        self.log = root / "orthanc.log"
-        config = {
-            "Name": "test-pacs",
-            "StorageDirectory": str(root / "storage"),
-            "IndexDirectory": str(root / "index"),
-            "HttpPort": self.http_port,
-            "DicomPort": self.dicom_port,
-            "DicomAet": ORTHANC_AE,
-            "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-            "DicomModalities": {},
-            # Modalities are added over REST below (the archive's port is chosen per test).
-            "DicomModalitiesInDatabase": False,
-            "SaveJobs": False,
-            "Plugins": [],
-        }
-        path = root / "orthanc.json"
-        path.write_text(json.dumps(config))
-        self.proc = subprocess.Popen(
-            [str(ORTHANC), str(path)],
-            cwd=root,
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"Orthanc exited: {self.log.read_text()[-2000:]}"
-            try:
-                if requests.get(f"{self.url}/system", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"Orthanc did not start: {self.log.read_text()[-2000:]}")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def call(self, method: str, path: str, body: Any = None, timeout: float = 120) -> Any:
-        r = requests.request(method, f"{self.url}{path}", json=body, timeout=timeout)
-        assert r.status_code == 200, f"{method} {path}: {r.status_code} {r.text[:500]}"
-        return r.json() if r.content else None
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+pytestmark = pytest.mark.skipif(not ORTHANC.exists(), reason=MISSING)
 
 
 @pytest.fixture(scope="module")
 def orthanc() -> Iterator[Orthanc]:
     root = Path(tempfile.mkdtemp(prefix="vna-accept-orthanc-"))
-    pacs = Orthanc(root)
+    # Modalities are added over REST below (the archive's port is chosen per test).
+    pacs = Orthanc(root, ae_title=ORTHANC_AE, DicomModalitiesInDatabase=False)
     try:
         yield pacs
     finally:

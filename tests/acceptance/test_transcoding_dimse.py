@@ -8,7 +8,6 @@ syntax even when it would accept the stored one."""
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import subprocess
 import tempfile
@@ -26,6 +25,7 @@ from pydicom.dataset import Dataset
 from tests.acceptance.conftest import ArchiveProcess
 from tests.conftest import free_port
 from tests.factory import ct_study, part10, stow_body
+from tests.orthanc import ORTHANC, Orthanc
 
 pytestmark = [
     pytest.mark.dcmtk,
@@ -35,7 +35,6 @@ pytestmark = [
     ),
 ]
 
-ORTHANC = Path("/usr/sbin/Orthanc")
 EXPLICIT = "1.2.840.10008.1.2.1"
 IMPLICIT = "1.2.840.10008.1.2"
 JPEG_LS = "1.2.840.10008.1.2.4.80"
@@ -78,64 +77,6 @@ class StoreSCP:
         self.log.close()
 
 
-class Orthanc:
-    """Orthanc accepting uncompressed transfer syntaxes only (AcceptedTransferSyntaxes)."""
-
-    def __init__(self, root: Path) -> None:
-        self.http_port = free_port()
-        self.dicom_port = free_port()
-        self.log = root / "orthanc.log"
-        config = {
-            "Name": "uncompressed-only",
-            "StorageDirectory": str(root / "orthanc-storage"),
-            "IndexDirectory": str(root / "orthanc-index"),
-            "HttpPort": self.http_port,
-            "DicomPort": self.dicom_port,
-            "DicomAet": "ORTHANC",
-            "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-            "DicomModalities": {},
-            "SaveJobs": False,
-            "Plugins": [],
-            "AcceptedTransferSyntaxes": [IMPLICIT, EXPLICIT],
-        }
-        path = root / "orthanc.json"
-        path.write_text(json.dumps(config))
-        self.proc = subprocess.Popen(
-            [str(ORTHANC), str(path)],
-            cwd=root,
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"Orthanc exited: {self.log.read_text()[-2000:]}"
-            try:
-                if requests.get(f"{self.url}/system", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"Orthanc did not start: {self.log.read_text()[-2000:]}")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def get(self, path: str) -> Any:
-        r = requests.get(f"{self.url}{path}", timeout=60)
-        r.raise_for_status()
-        return r.json() if "json" in r.headers.get("Content-Type", "") else r.content
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
 class Setup:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -143,7 +84,12 @@ class Setup:
         # Accepts every syntax dcmtk knows, JPEG-LS included, yet is declared to receive
         # Explicit VR Little Endian.
         self.forced = StoreSCP(root, "ALWAYSELE", "+xa")
-        self.orthanc = Orthanc(root) if ORTHANC.exists() else None
+        # Orthanc accepting uncompressed transfer syntaxes only.
+        self.orthanc = (
+            Orthanc(root, name="uncompressed-only", AcceptedTransferSyntaxes=[IMPLICIT, EXPLICIT])
+            if ORTHANC.exists()
+            else None
+        )
         config = root / "vna.toml"
         lines = []
         for name, ae, port, extra in [

@@ -12,7 +12,6 @@ import dataclasses
 import io
 import json
 import os
-import subprocess
 import threading
 import time
 import urllib.request
@@ -34,6 +33,7 @@ from tests.conftest import free_port, with_database
 from tests.factory import ct_study, part10
 from tests.integration.lifecycle_support import fetch, ingest, opened
 from tests.integration.test_federation_admin import ADMIN_TOKEN, SOURCES, _sha, stow
+from tests.orthanc import MISSING, ORTHANC, Orthanc
 from vna.archive import Archive
 from vna.cli.forward import render
 from vna.config import (
@@ -209,46 +209,21 @@ async def test_a_destination_down_then_up_catches_up(archive, dicomweb):
     assert data["destinations"]["pacs2"]["queued"] == 0
 
 
-ORTHANC = Path("/usr/sbin/Orthanc")
-
-
 @contextlib.contextmanager
 def orthanc(tmp_path: Path, dicom_port: int) -> Iterator[str]:
-    """Orthanc without plugins, as a second PACS on ``dicom_port``; yields its REST URL."""
-    http_port = free_port()
-    config = {
-        "Name": "PACS2",
-        "StorageDirectory": str(tmp_path / "orthanc-storage"),
-        "IndexDirectory": str(tmp_path / "orthanc-index"),
-        "HttpPort": http_port,
-        "DicomPort": dicom_port,
-        "DicomAet": "PACS2",
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "DicomCheckCalledAet": False,
-        "DicomAlwaysAllowStore": True,
-        "Plugins": [],
-    }
-    path = tmp_path / "orthanc.json"
-    path.write_text(json.dumps(config))
-    log = (tmp_path / "orthanc.log").open("wb")
-    proc = subprocess.Popen([str(ORTHANC), str(path)], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{http_port}"
+    """Orthanc as a second PACS on ``dicom_port``; yields its REST URL."""
+    pacs = Orthanc(
+        tmp_path,
+        name="PACS2",
+        ae_title="PACS2",
+        dicom_port=dicom_port,
+        DicomCheckCalledAet=False,
+        DicomAlwaysAllowStore=True,
+    )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/system", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("Orthanc did not start") from None
-                time.sleep(0.2)
-        yield url
+        yield pacs.url
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+        pacs.stop()
 
 
 def orthanc_files(url: str) -> dict[str, bytes]:
@@ -263,7 +238,7 @@ def orthanc_files(url: str) -> dict[str, bytes]:
     return out
 
 
-@pytest.mark.skipif(not ORTHANC.exists(), reason="Orthanc is not installed")
+@pytest.mark.skipif(not ORTHANC.exists(), reason=MISSING)
 async def test_orthanc_as_the_destination_receives_the_matching_instances_bit_exact(
     archive, dicomweb, tmp_path
 ):
