@@ -1,5 +1,5 @@
 """Forwarding rules (``[[forward]]``): every stored, replaced or corrected instance that a rule
-matches is sent to the rule's destination by C-STORE, with retries, its outcome recorded per
+matches is sent to the rule's destination by C-STORE or STOW-RS, with retries, its outcome recorded per
 destination (``vna forward status``, ``vna_forward_instances`` in /metrics) and audited as a
 disclosure.
 
@@ -15,7 +15,12 @@ the stored Part 10 file, digest verified as it is read, its data set in the stor
 syntax where the destination accepts it.  A destination that does not answer is tried again
 with back-off for as long as it takes (a destination down for a day catches up; the job is
 rescheduled, not failed); one that answers with a failure status has refused the instance,
-which is recorded as failed with that status and not sent again.
+which is recorded as failed with that status and not sent again.  A STOW-RS destination gets
+the same in DICOMweb terms: the stored Part 10 file, the Store Instances Response read as
+C-STORE statuses (:func:`stow_outcomes`).
+
+A rule with ``delay_seconds`` holds a study until it is quiet and sends it together
+(:func:`forward_study_job`): on one association, or in one STOW-RS request.
 """
 
 from __future__ import annotations
@@ -47,8 +52,8 @@ log = logging.getLogger(__name__)
 FORWARD = "forward"
 #: A study's instances held by a rule with ``delay_seconds``, sent together.
 FORWARD_STUDY = "forward-study"
-#: Bytes of instances read into memory and sent on one association by a study's batch; a
-#: larger study goes on more than one, one after the other.
+#: Bytes of instances read into memory and sent on one association (or in one STOW-RS
+#: request) by a study's batch; a larger study goes in more than one, one after the other.
 BATCH_BYTES = 256 * 1024**2
 #: lifecycle_state key: the last change feed sequence the rules were applied to.
 CURSOR = "forward_cursor"
@@ -142,7 +147,7 @@ async def forward_job(engine: Engine, job: Job) -> None:
 async def forward_study_job(engine: Engine, job: Job) -> None:
     """A study's waiting instances for one destination (rules with ``delay_seconds``): once
     no change of the study has entered the feed for the delay, all of them on one association
-    (one per :data:`BATCH_BYTES`), in feed order.  Until then it waits, without using up an
+    or in one STOW-RS request (one per :data:`BATCH_BYTES`), in feed order.  Until then it waits, without using up an
     attempt; an instance arriving meanwhile joins the batch and restarts the wait."""
     try:
         destination = str(job.payload["destination"])
@@ -187,7 +192,11 @@ async def _deliver(engine: Engine, rows: list[Any]) -> None:
     chunks: list[list[tuple[Any, ForwardRuleSettings, StoredInstance]]] = []
     size = BATCH_BYTES
     for item in ready:
-        if size + item[2].size > BATCH_BYTES and (not chunks or chunks[-1]):
+        # A new chunk past the batch's bytes, or where the way of sending changes (rules
+        # naming one STOW-RS URL with different tokens or CA files).
+        if (size + item[2].size > BATCH_BYTES and (not chunks or chunks[-1])) or (
+            chunks and chunks[-1] and _sent_by(chunks[-1][0][1]) != _sent_by(item[1])
+        ):
             chunks.append([])
             size = 0
         chunks[-1].append(item)
@@ -215,12 +224,15 @@ async def _deliver(engine: Engine, rows: list[Any]) -> None:
                 transfer_syntax=dest.transfer_syntax,
             )
         else:
-            results = []
-            for (_, r, i), d in zip(chunk, data, strict=True):
-                sent = await _post_stow(r.stow_url, r.stow_token, i.sop_uid, d, r.stow_ca_file)
-                results.append(sent)
-                if sent.status == sending.NO_RESPONSE:
-                    break  # the endpoint is away: the rest wait with this one
+            # A study's batch in one STOW-RS request, as a PACS sends one (PS3.18 10.5): the
+            # answer names each instance's outcome.
+            uids = [i.sop_uid for _, _, i in chunk]
+            results = await _post_stow(
+                rule.stow_url,
+                rule.stow_token,
+                list(zip(uids, data, strict=True)),
+                rule.stow_ca_file,
+            )
         unreachable: sending.Sent | None = None
         for (f, _, _), sent in itertools.zip_longest(chunk, results):
             if sent is None or sent.status == sending.NO_RESPONSE:
@@ -254,55 +266,121 @@ _FAILED_SOP_SEQUENCE = "00081198"
 _FAILURE_REASON = "00081197"
 
 
+def _sent_by(rule: ForwardRuleSettings) -> tuple[str, str, str, Path | None]:
+    return (rule.destination, rule.stow_url, rule.stow_token, rule.stow_ca_file)
+
+
 async def _post_stow(
-    url: str, token: str, sop_uid: str, data: bytes, ca_file: Path | None = None
-) -> sending.Sent:
-    """STOW-RS (PS3.18 10.5) of one Part 10 file, as archived.  200: stored; a 4xx answer or
-    a FailedSOPSequence: refused, with the FailureReason when given (the C-STORE status
-    codes, PS3.18 Table 10.5.3-1); no answer or a 5xx: the caller retries."""
+    url: str, token: str, instances: list[tuple[str, bytes]], ca_file: Path | None = None
+) -> list[sending.Sent]:
+    """STOW-RS (PS3.18 10.5) of Part 10 files, as archived, in one request; an outcome per
+    instance, in order (see :func:`stow_outcomes`).  A request the endpoint finds too large
+    (413) is sent again in halves, down to one instance per request."""
     boundary = f"vna-forward-{uuid.uuid4().hex}"
-    body = (
-        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
+    # The writer refers to the instances' bytes rather than copying them into one body, and
+    # knows its length: a Content-Length, not chunked transfer, which some servers refuse.
+    body = aiohttp.MultipartWriter("related", boundary=boundary)
+    for _, data in instances:
+        body.append(data, {"Content-Type": "application/dicom"})
     headers = {
         "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
         "Accept": "application/dicom+json",
     }
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    uids = [uid for uid, _ in instances]
     connector = aiohttp.TCPConnector(ssl=client_context("forward.stow_ca_file", ca_file))
     try:
         async with (
             aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=300), connector=connector
+                timeout=aiohttp.ClientTimeout(total=300 + 60 * len(instances)),
+                connector=connector,
             ) as http,
             http.post(url, data=body, headers=headers) as resp,
         ):
             text = await resp.text()
             code = resp.status
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return sending.Sent(sop_uid, sending.NO_RESPONSE, f"{url}: {exc}")
+        return [sending.Sent(uid, sending.NO_RESPONSE, f"{url}: {exc}") for uid in uids]
+    if code == 413 and len(instances) > 1:
+        half = len(instances) // 2
+        first = await _post_stow(url, token, instances[:half], ca_file)
+        if any(s.status == sending.NO_RESPONSE for s in first):
+            rest = [sending.Sent(u, sending.NO_RESPONSE, first[0].error) for u in uids[half:]]
+            return first + rest
+        return first + await _post_stow(url, token, instances[half:], ca_file)
     if code >= 500:
-        return sending.Sent(sop_uid, sending.NO_RESPONSE, f"{url}: HTTP {code}")
-    reason = _failure_reason(text)
-    if code == 200 and reason is None:
-        return sending.Sent(sop_uid, 0)
-    if code in (200, 202) and reason is None:
-        return sending.Sent(sop_uid, 0xB000, f"HTTP {code}")  # stored with warnings
-    return sending.Sent(sop_uid, reason if reason is not None else code, f"HTTP {code}")
+        return [sending.Sent(uid, sending.NO_RESPONSE, f"{url}: HTTP {code}") for uid in uids]
+    return stow_outcomes(code, text, uids)
 
 
-def _failure_reason(text: str) -> int | None:
+#: PS3.18 10.5.3: FailedSOPSequence (0008,1198), ReferencedSOPSequence (0008,1199), and in
+#: their items Referenced SOP Instance UID (0008,1155), FailureReason (0008,1197) and
+#: WarningReason (0008,1196).
+_FAILED_SOP_SEQUENCE = "00081198"
+_REFERENCED_SOP_SEQUENCE = "00081199"
+_REFERENCED_SOP_INSTANCE = "00081155"
+_FAILURE_REASON = "00081197"
+_WARNING_REASON = "00081196"
+
+
+def stow_outcomes(code: int, text: str, uids: list[str]) -> list[sending.Sent]:
+    """Each sent instance's outcome from a Store Instances Response (PS3.18 10.5.3), in the
+    terms of a C-STORE status: in the ReferencedSOPSequence, stored (with its WarningReason,
+    if any); in the FailedSOPSequence, refused with its FailureReason (the C-STORE failure
+    codes, PS3.18 Table 10.5.3-1).  An instance the answer does not name was stored if the
+    answer is 200 (all stored, 10.5.3), refused with the HTTP status otherwise."""
+    referenced: dict[str, int] = {}
+    failed: dict[str, int | None] = {}
+    anonymous: list[int | None] = []  # failures naming no instance (a part it could not read)
     try:
         answer = json.loads(text) if text.strip() else {}
-        failed = answer.get(_FAILED_SOP_SEQUENCE, {}).get("Value") or []
-        if not failed:
-            return None
-        return int(failed[0][_FAILURE_REASON]["Value"][0])
-    except (ValueError, AttributeError, KeyError, IndexError, TypeError):
-        return None
+    except ValueError:
+        answer = {}
+    if isinstance(answer, dict):
+        for item in _items(answer, _REFERENCED_SOP_SEQUENCE):
+            uid = _value(item, _REFERENCED_SOP_INSTANCE)
+            if isinstance(uid, str):
+                warning = _value(item, _WARNING_REASON)
+                referenced[uid] = warning if isinstance(warning, int) else 0
+        for item in _items(answer, _FAILED_SOP_SEQUENCE):
+            reason = _value(item, _FAILURE_REASON)
+            code_of = reason if isinstance(reason, int) else None
+            uid = _value(item, _REFERENCED_SOP_INSTANCE)
+            if isinstance(uid, str):
+                failed[uid] = code_of
+            else:
+                anonymous.append(code_of)
+    out = []
+    for uid in uids:
+        if uid in failed:
+            reason = failed[uid]
+            out.append(sending.Sent(uid, reason if reason is not None else code, f"HTTP {code}"))
+        elif uid in referenced:
+            warning = referenced[uid]  # 0: stored as sent (a 202 may be about the others)
+            out.append(sending.Sent(uid, warning, f"HTTP {code}" if warning else ""))
+        elif code == 200:
+            out.append(sending.Sent(uid, 0))
+        else:
+            reason = anonymous.pop(0) if anonymous else None
+            if reason is None and code == 202:
+                # A 202 that names neither this instance nor a failure: stored with warnings.
+                out.append(sending.Sent(uid, 0xB000, f"HTTP {code}"))
+                continue
+            out.append(sending.Sent(uid, reason if reason is not None else code, f"HTTP {code}"))
+    return out
+
+
+def _items(answer: dict[str, Any], tag: str) -> list[dict[str, Any]]:
+    element = answer.get(tag)
+    values = element.get("Value") if isinstance(element, dict) else None
+    return [v for v in values if isinstance(v, dict)] if isinstance(values, list) else []
+
+
+def _value(item: dict[str, Any], tag: str) -> Any:
+    element = item.get(tag)
+    values = element.get("Value") if isinstance(element, dict) else None
+    return values[0] if isinstance(values, list) and values else None
 
 
 async def _finish(

@@ -49,6 +49,8 @@ from vna.gateway.web import create_app
 pytestmark = pytest.mark.asyncio
 
 PORT = free_port()
+#: A Store Instances Response's ReferencedSOPSequence and FailedSOPSequence.
+_STOW_SEQS = ("00081199", "00081198")
 #: Instances with this Instance Number are refused by the destination (out of resources).
 REFUSED_NUMBER = 2
 
@@ -258,9 +260,22 @@ async def test_orthanc_as_the_destination_receives_the_matching_instances_bit_ex
 
 
 @contextlib.asynccontextmanager
-async def serving(archive: Archive) -> AsyncIterator[str]:
-    """The DICOMweb gateway of ``archive`` on a free loopback port; yields its base URL."""
-    runner = web.AppRunner(create_app(archive))
+async def serving(archive: Archive, posts: list[int] | None = None) -> AsyncIterator[str]:
+    """The DICOMweb gateway of ``archive`` on a free loopback port; yields its base URL.
+    ``posts``: given, gets the number of parts of each STOW-RS request the gateway answers."""
+    app = create_app(archive)
+    if posts is not None:
+
+        @web.middleware
+        async def count(request: web.Request, handler: Any) -> web.StreamResponse:
+            response = await handler(request)
+            if request.method == "POST" and request.path.endswith("/studies"):
+                answer = json.loads(response.body)  # type: ignore[attr-defined]
+                posts.append(sum(len(answer.get(t, {}).get("Value", [])) for t in _STOW_SEQS))
+            return response
+
+        app.middlewares.append(count)
+    runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -323,6 +338,70 @@ async def test_a_second_archive_as_a_stow_rs_destination(
                     assert await archived(second, uid) == await archived(first, uid)
                 for ds in (mr[0], other[0]):
                     assert await second.retriever.find_by_uids([str(ds.SOPInstanceUID)]) == []
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_a_delayed_stow_rs_rule_sends_a_quiet_study_in_one_request(
+    archive_settings, pg_admin_url, pg_template, tmp_path
+):
+    """With delay_seconds and a STOW-RS destination, a quiet study goes in one request, as a
+    PACS sends a study; the second archive's answer gives each instance its outcome: the one
+    it refuses is failed with its FailureReason, the others stored byte for byte."""
+    name = f"vna_test_second_batch_{os.getpid()}"
+    admin = await asyncpg.connect(pg_admin_url)
+    await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    second_settings = Settings(
+        data_dir=tmp_path / "second",
+        database_url=with_database(pg_admin_url, name),
+        sources=(SourceSettings(name="VNA1", token_sha256=_sha("t-second")),),
+    )
+    ct = ct_study(patient_id="P1", series=2, slices=2)
+    posts: list[int] = []
+    try:
+        async with opened(second_settings) as second, serving(second, posts) as second_url:
+            target = f"{second_url}/studies"
+            settings = dataclasses.replace(
+                archive_settings,
+                destinations=(),
+                forward=(
+                    ForwardRuleSettings(
+                        name="h1-ct-stow",
+                        stow_url=target,
+                        stow_token="t-second",
+                        sources=("H1",),
+                        modalities=("CT",),
+                        delay_seconds=1,
+                    ),
+                ),
+            )
+            clash = copy.deepcopy(ct[1])
+            clash.SeriesDescription = "SOMETHING ELSE"
+            clash.IssuerOfPatientID = "HOSP1"
+            await ingest(second, [clash], source=second_settings.sources[0])
+            async with opened(settings) as first, serving(first) as first_url:
+                for ds in ct:  # one request each: the study arrives over a while
+                    assert await stow(first_url, [part10(ds)], "H1") == 202
+                await run_once(first)
+                assert posts == []  # held until the study is quiet
+                deadline = time.monotonic() + 30
+                data = await forwarding.status(Engine(first))
+                done = data["destinations"][target]
+                while done["sent"] + done["failed"] < len(ct) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.5)
+                    await run_once(first)
+                    data = await forwarding.status(Engine(first))
+                    done = data["destinations"][target]
+                assert posts == [len(ct)]
+                assert data["destinations"][target]["sent"] == len(ct) - 1
+                assert data["destinations"][target]["failed"] == 1
+                (failure,) = data["failures"]
+                assert failure["sop_uid"] == str(ct[1].SOPInstanceUID)
+                assert failure["status"] is not None and failure["error"] == "HTTP 202"
+                for ds in ct[:1] + ct[2:]:
+                    uid = str(ds.SOPInstanceUID)
+                    assert await archived(second, uid) == await archived(first, uid)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
