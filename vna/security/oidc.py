@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote_plus, urlencode, urlsplit
 
 import aiohttp
 from joserfc import jwt
@@ -53,7 +53,7 @@ DISCOVERY_SECONDS = 3600
 #: An ID token naming a key the cached JWKS lacks makes the keys be fetched again (the
 #: provider rotated them), but not more often than this: made-up key IDs must not make the
 #: archive hammer the provider.
-JWKS_REFETCH_SECONDS = 30.0
+JWKS_REFETCH_SECONDS = 10.0
 #: Seconds for each request to the provider.
 TIMEOUT_SECONDS = 10.0
 
@@ -102,7 +102,8 @@ class OidcClient:
         self._provider: Provider | None = None
         self._provider_at = float("-inf")
         self._keys: KeySet | None = None
-        self._keys_at = float("-inf")
+        #: When an unknown key ID last made the keys be fetched again.
+        self._refetched_at = float("-inf")
         self._lock = asyncio.Lock()
         self._http: aiohttp.ClientSession | None = None
 
@@ -152,10 +153,10 @@ class OidcClient:
         if self.settings.client_secret:
             # client_secret_basic, the default method (Core 9); the parts are form-encoded
             # first (RFC 6749 2.3.1).
-            auth = aiohttp.BasicAuth(
-                urlencode({"": self.settings.client_id})[1:],
-                urlencode({"": self.settings.client_secret})[1:],
+            pair = (
+                f"{quote_plus(self.settings.client_id)}:{quote_plus(self.settings.client_secret)}"
             )
+            auth = "Basic " + base64.b64encode(pair.encode()).decode()
         else:
             form["client_id"] = self.settings.client_id  # a public client: PKCE alone
         answer = await self._post_form(provider.token_endpoint, form, auth)
@@ -257,7 +258,9 @@ class OidcClient:
     async def _jwks(self, provider: Provider, *, refresh: bool) -> KeySet:
         async with self._lock:
             now = time.monotonic()
-            stale = refresh and now - self._keys_at >= JWKS_REFETCH_SECONDS
+            stale = refresh and now - self._refetched_at >= JWKS_REFETCH_SECONDS
+            if stale:
+                self._refetched_at = now
             if self._keys is None or stale:
                 doc = await self._get_json(provider.jwks_uri)
                 try:
@@ -274,7 +277,6 @@ class OidcClient:
                     raise IdentityProviderUnavailable(
                         f"the provider's keys at {provider.jwks_uri} cannot be read: {exc}"
                     ) from exc
-                self._keys_at = now
             return self._keys
 
     # --- HTTP -------------------------------------------------------------------------------
@@ -307,12 +309,13 @@ class OidcClient:
         return doc
 
     async def _post_form(
-        self, url: str, form: dict[str, str], auth: aiohttp.BasicAuth | None
+        self, url: str, form: dict[str, str], authorization: str | None
     ) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if authorization:
+            headers["Authorization"] = authorization
         try:
-            async with self._session().post(
-                url, data=form, auth=auth, headers={"Accept": "application/json"}
-            ) as resp:
+            async with self._session().post(url, data=form, headers=headers) as resp:
                 status = resp.status
                 doc = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
