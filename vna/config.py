@@ -810,7 +810,7 @@ def _build(document: dict[str, Any], env: Mapping[str, str]) -> Settings:
 def _oidc_secret(oidc: OidcSettings) -> OidcSettings:
     """The client secret from ``client_secret_file`` (a mounted secret), read here, once, so
     that nothing else reads files of the configuration."""
-    if oidc.client_secret_file is None:
+    if oidc.client_secret_file is None or not oidc.enabled:
         return oidc
     if oidc.client_secret:
         raise ConfigError("'oidc.client_secret' and 'oidc.client_secret_file': set one, not both")
