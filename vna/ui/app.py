@@ -6,7 +6,9 @@ cookie: signing out ends the session everywhere at once, every server process of
 deployment sees it without sharing a key, and the cookie is a random value whose SHA-256 is
 all the catalogue keeps.  Each request resolves the session's token again through the API's
 :class:`~vna.security.authn.Authenticator`, so a revoked or expired token ends the session, and
-what the visitor may see is what that token may see through the API.
+what the visitor may see is what that token may see through the API.  A session opened
+through single sign-on (:mod:`vna.ui.oidc`) has no token: it keeps the principal the user's
+groups mapped to, and ends when OIDC is no longer configured.
 """
 
 from __future__ import annotations
