@@ -1148,6 +1148,10 @@ def _validate_oidc(s: Settings) -> None:
         if group.read_sources is not None:
             if group.role == "admin":
                 raise ConfigError(f"'{where}.read_sources': an admin reads every source")
+            if not group.read_sources:
+                raise ConfigError(
+                    f"'{where}.read_sources' is empty: name sources, or omit it for every source"
+                )
             for name in group.read_sources:
                 if name not in known:
                     raise ConfigError(f"'{where}.read_sources': {name!r} is not a declared source")

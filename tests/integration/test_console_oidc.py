@@ -11,6 +11,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import aiohttp
 import pytest
@@ -268,3 +269,22 @@ async def test_a_rotated_key_is_fetched_and_token_sessions_still_work(
             assert resp.status == 200 and csrf_of(await resp.text())
     rows = await sessions(site)
     assert sorted(r["role"] or "token" for r in rows) == ["admin", "admin", "token"]
+
+
+async def test_a_sign_in_the_provider_declines_is_refused_with_its_reason(
+    site: ConsoleSite, idp: OidcProvider
+) -> None:
+    async with browser() as http:
+        async with http.get(f"{site.ui}/oidc/start", allow_redirects=False) as resp:
+            authorize = resp.headers["Location"]
+        state = parse_qs(urlsplit(authorize).query)["state"][0]
+        # The user pressed "Cancel" at the provider (RFC 6749 4.1.2.1).
+        declined = f"{site.ui}/oidc/callback?" + urlencode(
+            {"state": state, "error": "access_denied", "error_description": "User cancelled"}
+        )
+        async with http.get(declined, allow_redirects=False) as resp:
+            assert resp.status == 401
+            html = await resp.text()
+        assert "did not sign you in (access_denied: User cancelled)" in html
+        assert not has_session(http)
+    assert idp.token_requests == []

@@ -105,6 +105,7 @@ def test_a_hospital_oidc_configuration(tmp_path: Path) -> None:
         (('client_id = "vna-console"', ""), "oidc.client_id"),
         (('role = "reader"', 'role = "source"'), r"oidc.groups\[1\].role"),
         (('read_sources = ["HOSP1"]', 'read_sources = ["HOSP9"]'), "HOSP9"),
+        (('read_sources = ["HOSP1"]', "read_sources = []"), "read_sources' is empty"),
         (('role = "admin"', 'role = "admin"\nread_sources = ["HOSP1"]'), "admin reads every"),
         (("[oidc]", "[oidc]\nleeway_seconds = 3600"), "leeway_seconds"),
         (("[oidc]", '[oidc]\nca_file = "/nonexistent/ca.pem"'), "oidc.ca_file"),

@@ -127,7 +127,9 @@ def page(*, admin: bool = False) -> Callable[[View], Callable[[web.Request], Any
             allowed = visitor.is_admin if admin else visitor.principal.may_read
             if not allowed:
                 need = "administer" if admin else "read"
-                reason = f"token {visitor.name!r} (role {visitor.principal.role}) may not {need}"
+                # An OIDC user is named by subject (oidc:...), a token by its name.
+                kind = "user" if visitor.shown_name else "token"
+                reason = f"{kind} {visitor.name!r} (role {visitor.principal.role}) may not {need}"
                 await request.app[AUDIT].security_event(
                     visitor.name,
                     request.remote or "",

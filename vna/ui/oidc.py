@@ -19,7 +19,7 @@ import secrets
 from aiohttp import web
 
 from vna.catalog import console_sessions
-from vna.errors import SignInRefused
+from vna.errors import IdentityProviderUnavailable, SignInRefused
 from vna.security.audit import ACCESS_DENIED, AUTHENTICATION_FAILED
 from vna.security.oidc import Identity, OidcClient
 from vna.security.oidc_roles import claim_values, display_name, grant_for
@@ -104,6 +104,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
     try:
         identity = await _identity(request)
     except SignInRefused as exc:
+        # No subject: nothing the provider signed could be trusted.
         await request.app[AUDIT].security_event(
             "unknown",
             request.remote or "",
@@ -111,6 +112,14 @@ async def callback(request: web.Request) -> web.StreamResponse:
             {"reason": f"console OIDC sign-in refused: {exc}", "method": "oidc"},
         )
         return _refused(request, 401, f"Sign-in refused: {exc}.")
+    except IdentityProviderUnavailable as exc:
+        await request.app[AUDIT].security_event(
+            "unknown",
+            request.remote or "",
+            AUTHENTICATION_FAILED,
+            {"reason": f"console OIDC sign-in failed: {exc}", "method": "oidc"},
+        )
+        raise  # the console's error page: 503, try again later
     settings = request.app[ARCHIVE].settings.oidc
     actor = f"oidc:{identity.subject}"
     name = display_name(identity.claims, settings.name_claim)
