@@ -32,6 +32,7 @@
 --   0211_viewer_upkeep
 --   0215_forward_study_batches
 --   0216_notification_studies
+--   0217_console_oidc
 
 CREATE TABLE api_tokens (
     id bigint NOT NULL DEFAULT nextval('api_tokens_id_seq'::regclass),
@@ -157,15 +158,31 @@ CREATE TABLE conflicts (
     CONSTRAINT conflicts_version UNIQUE (sop_uid, received_sha256)
 );
 
+CREATE TABLE console_oidc_states (
+    state_sha256 text NOT NULL,
+    browser_sha256 text NOT NULL,
+    nonce text NOT NULL,
+    code_verifier text NOT NULL,
+    redirect_url text NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    CONSTRAINT console_oidc_states_pkey PRIMARY KEY (state_sha256)
+);
+
 CREATE TABLE console_sessions (
     session_sha256 text NOT NULL,
-    token_sha256 text NOT NULL,
+    token_sha256 text,
     actor text NOT NULL,
     csrf text NOT NULL,
     origin text NOT NULL DEFAULT ''::text,
     created_at timestamp with time zone NOT NULL DEFAULT now(),
     last_seen timestamp with time zone NOT NULL DEFAULT now(),
     expires_at timestamp with time zone NOT NULL,
+    oidc_issuer text,
+    oidc_subject text,
+    display_name text,
+    role text,
+    read_sources text[],
+    CONSTRAINT console_sessions_credential CHECK ((((token_sha256 IS NOT NULL) AND (oidc_subject IS NULL) AND (role IS NULL)) OR ((token_sha256 IS NULL) AND (oidc_subject IS NOT NULL) AND (oidc_issuer IS NOT NULL) AND (role = ANY (ARRAY['reader'::text, 'admin'::text]))))),
     CONSTRAINT console_sessions_pkey PRIMARY KEY (session_sha256)
 );
 
@@ -637,6 +654,8 @@ CREATE INDEX commitments_requested ON public.commitments USING btree (requested_
 CREATE INDEX conflicts_object_key ON public.conflicts USING btree (object_key);
 
 CREATE INDEX conflicts_open ON public.conflicts USING btree (received_at) WHERE (state = 'open'::text);
+
+CREATE INDEX console_oidc_states_expires ON public.console_oidc_states USING btree (expires_at);
 
 CREATE INDEX console_sessions_expires ON public.console_sessions USING btree (expires_at);
 

@@ -184,6 +184,62 @@ class UiSettings:
     page_size: int = 50
 
 
+#: Console roles an OIDC group may grant (a ``source`` stores; no person signs in as one).
+OIDC_ROLES = ("reader", "admin")
+
+
+@dataclass(frozen=True)
+class OidcGroupSettings:
+    """``[[oidc.groups]]``: what members of one group (a value of the roles claim) may do in
+    the console, in the terms of an API token (vna.security.tokens)."""
+
+    #: A value of the ID token's ``roles_claim`` (a group name, an app role).
+    value: str
+    #: ``reader`` or ``admin``.
+    role: str
+    #: A reader's sources (their studies only); omitted: every source.
+    read_sources: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class OidcSettings:
+    """Console sign-in through an OpenID Connect provider (vna.security.oidc); off while
+    ``issuer`` is empty."""
+
+    #: The provider's issuer URL (https://, or http:// to a loopback address); its discovery
+    #: document is ``{issuer}/.well-known/openid-configuration``.  Empty: no OIDC sign-in.
+    issuer: str = ""
+    #: The client ID the archive is registered under at the provider.
+    client_id: str = ""
+    #: The client secret (better from VNA_OIDC_CLIENT_SECRET or ``client_secret_file`` than
+    #: in the file); empty with no file: a public client (PKCE only).
+    client_secret: str = ""
+    #: A file holding the client secret (a mounted secret), read at start-up.
+    client_secret_file: Path | None = None
+    #: The callback URL registered at the provider (https://vna.example/ui/oidc/callback);
+    #: empty: made from the request's scheme and Host.
+    redirect_url: str = ""
+    #: Scopes asked for; ``openid`` is always sent.
+    scopes: tuple[str, ...] = ("openid", "profile", "email")
+    #: The ID token claim listing the user's groups or roles.
+    roles_claim: str = "groups"
+    #: The ID token claim shown as the user's name (the subject when absent).
+    name_claim: str = "preferred_username"
+    #: The button's wording: "Sign in with <provider_name>".
+    provider_name: str = "single sign-on"
+    #: PEM CA certificates to verify the provider's HTTPS certificate with, in place of the
+    #: system's trust store (a provider with a certificate from the hospital's own CA).
+    ca_file: Path | None = None
+    #: Seconds of clock difference tolerated on the ID token's ``exp`` and ``iat``.
+    leeway_seconds: int = 60
+    #: ``[[oidc.groups]]``: group values and the role and sources each grants (file only).
+    groups: tuple[OidcGroupSettings, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuer)
+
+
 @dataclass(frozen=True)
 class LifecycleSettings:
     """The lifecycle engine's workers and schedule (``vna lifecycle run``)."""
@@ -512,6 +568,7 @@ class Settings:
     replicas: tuple[ReplicaSettings, ...] = ()
     hl7: Hl7Settings = field(default_factory=Hl7Settings)
     ui: UiSettings = field(default_factory=UiSettings)
+    oidc: OidcSettings = field(default_factory=OidcSettings)
     forward: tuple[ForwardRuleSettings, ...] = ()
     notifications: tuple[NotificationSettings, ...] = ()
 
@@ -744,9 +801,26 @@ def _build(document: dict[str, Any], env: Mapping[str, str]) -> Settings:
             values[f.name] = _build_tables(f.name, _TABLE_ARRAYS[f.name], document.get(f.name, []))
         else:
             _take(values, f.name, hints[f.name], document, env, "")
+    values["oidc"] = _oidc_secret(values["oidc"])
     settings = Settings(**values)
     _validate(settings)
     return settings
+
+
+def _oidc_secret(oidc: OidcSettings) -> OidcSettings:
+    """The client secret from ``client_secret_file`` (a mounted secret), read here, once, so
+    that nothing else reads files of the configuration."""
+    if oidc.client_secret_file is None or not oidc.enabled:
+        return oidc
+    if oidc.client_secret:
+        raise ConfigError("'oidc.client_secret' and 'oidc.client_secret_file': set one, not both")
+    try:
+        secret = oidc.client_secret_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"'oidc.client_secret_file': cannot read: {exc}") from exc
+    if not secret:
+        raise ConfigError(f"'oidc.client_secret_file': {oidc.client_secret_file} is empty")
+    return dataclasses.replace(oidc, client_secret=secret)
 
 
 def _build_section(name: str, cls: type, table: dict[str, Any], env: Mapping[str, str]) -> Any:
@@ -928,6 +1002,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError("'database_statement_cache_size' must be 0 or more")
 
     _validate_ui(s)
+    _validate_oidc(s)
     if s.node_name and not _NAME.match(s.node_name):
         raise ConfigError("'node_name' must be 1-64 letters, digits, '_', '.' or '-'")
     for key, n in (
@@ -1028,6 +1103,58 @@ def _validate_ui(s: Settings) -> None:
             raise ConfigError(f"'{key}' must be between 1 and 10080 minutes, got {value}")
     if not 5 <= ui.page_size <= 1000:
         raise ConfigError(f"'ui.page_size' must be between 5 and 1000, got {ui.page_size}")
+
+
+def _validate_oidc(s: Settings) -> None:
+    o = s.oidc
+    if not o.enabled:
+        return
+    issuer = urllib.parse.urlsplit(o.issuer)
+    loopback = issuer.hostname in ("localhost", "127.0.0.1", "::1")
+    # The ID token's keys come from the issuer: only over TLS, unless it is this machine.
+    if not issuer.netloc or not (
+        issuer.scheme == "https" or (issuer.scheme == "http" and loopback)
+    ):
+        raise ConfigError(
+            f"'oidc.issuer' must be an https:// URL (http:// to a loopback address), got"
+            f" {o.issuer!r}"
+        )
+    if not o.client_id:
+        raise ConfigError("'oidc.client_id' is required with 'oidc.issuer'")
+    if o.redirect_url:
+        redirect = urllib.parse.urlsplit(o.redirect_url)
+        if redirect.scheme not in ("http", "https") or not redirect.netloc:
+            raise ConfigError(f"'oidc.redirect_url' must be an http(s) URL, got {o.redirect_url!r}")
+    if not o.roles_claim or not o.name_claim:
+        raise ConfigError("'oidc.roles_claim' and 'oidc.name_claim' must not be empty")
+    if not 0 <= o.leeway_seconds <= 600:
+        raise ConfigError(
+            f"'oidc.leeway_seconds' must be between 0 and 600, got {o.leeway_seconds}"
+        )
+    if o.ca_file is not None and not o.ca_file.is_file():
+        raise ConfigError(f"'oidc.ca_file': no such file: {o.ca_file}")
+    if not o.groups:
+        raise ConfigError(
+            "'oidc.groups' is empty: declare [[oidc.groups]] (value, role) so that someone"
+            " may sign in"
+        )
+    known = {src.name for src in s.sources}
+    for i, group in enumerate(o.groups):
+        where = f"oidc.groups[{i}]"
+        if group.role not in OIDC_ROLES:
+            raise ConfigError(
+                f"'{where}.role' must be one of {', '.join(OIDC_ROLES)}, got {group.role!r}"
+            )
+        if group.read_sources is not None:
+            if group.role == "admin":
+                raise ConfigError(f"'{where}.read_sources': an admin reads every source")
+            if not group.read_sources:
+                raise ConfigError(
+                    f"'{where}.read_sources' is empty: name sources, or omit it for every source"
+                )
+            for name in group.read_sources:
+                if name not in known:
+                    raise ConfigError(f"'{where}.read_sources': {name!r} is not a declared source")
 
 
 def _validate_hl7(s: Settings) -> None:

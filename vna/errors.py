@@ -98,6 +98,11 @@ class Unauthorized(VnaError):
     """No valid credential was presented."""
 
 
+class SignInRefused(Unauthorized):
+    """An OpenID Connect sign-in did not prove who the user is (bad or expired ID token,
+    unknown state, provider error); the message says why, for the page and the audit row."""
+
+
 class Forbidden(VnaError):
     """The credential is valid but does not allow this action."""
 
@@ -123,6 +128,11 @@ class DamagedObject(StorageError):
     def __init__(self, message: str, outcome: str = "corrupt") -> None:
         super().__init__(message)
         self.outcome = outcome
+
+
+class IdentityProviderUnavailable(UnavailableError):
+    """The OpenID Connect provider could not be reached or answered nonsense (discovery, keys,
+    token endpoint)."""
 
 
 class CatalogError(UnavailableError):

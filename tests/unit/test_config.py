@@ -210,6 +210,7 @@ def _valid_value_for(variable: str) -> str:
         "VNA_HTTP_CORS_ORIGINS": "https://viewer.example.org",
         "VNA_COMPRESSION_CODEC": "jpeg-ls",
         "VNA_UI_VIEWER_URL": "https://ohif.example/viewer?StudyInstanceUIDs={study}",
+        "VNA_OIDC_ISSUER": "https://login.example/realms/hospital",
     }
     if variable in special:
         return special[variable]
@@ -245,6 +246,12 @@ def test_every_listed_variable_is_actually_read(variable: str) -> None:
         # Commitment can only wait for replicas that are declared (from the document only).
         environ["VNA_CONFIG_TOML"] = (
             '[[replicas]]\nname = "dr"\nstorage_url = "file:///srv/dr-objects"\n'
+        )
+        default = load_settings(None, environ={"VNA_CONFIG_TOML": environ["VNA_CONFIG_TOML"]})
+    if variable == "VNA_OIDC_ISSUER":
+        # OIDC sign-in needs a client ID and at least one group mapping (from the document).
+        environ["VNA_CONFIG_TOML"] = (
+            '[oidc]\nclient_id = "vna"\n[[oidc.groups]]\nvalue = "g"\nrole = "admin"\n'
         )
         default = load_settings(None, environ={"VNA_CONFIG_TOML": environ["VNA_CONFIG_TOML"]})
     changed = load_settings(None, environ=environ)

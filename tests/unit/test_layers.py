@@ -48,7 +48,12 @@ INDEPENDENT: list[frozenset[str]] = [frozenset({"vna.gateway", "lifecycle"})]
 
 # Pure rule modules: facts in, decisions out.  They may read settings types but never reach
 # the network, the catalogue or the object store, so table tests cover them completely.
-PURE_MODULES = ("lifecycle.policy", "vna.ingest.decision", "vna.dicom.normalise")
+PURE_MODULES = (
+    "lifecycle.policy",
+    "vna.ingest.decision",
+    "vna.dicom.normalise",
+    "vna.security.oidc_roles",
+)
 IO_IMPORTS = (
     "asyncio",
     "asyncpg",

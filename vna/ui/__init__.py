@@ -3,10 +3,12 @@ and the command line use.  An adapter beside :mod:`vna.gateway`: it may call the
 (``vna.admin``, ``vna.security``), the services and the lifecycle engine, and reuses the
 gateway's authenticator and error table; nothing imports it but the server.
 
-Security, once for every page (:mod:`vna.ui.app`): sign-in with an API token, a server-side
+Security, once for every page (:mod:`vna.ui.app`): sign-in with an API token (or through the
+OpenID Connect provider of ``[oidc]``, :mod:`vna.ui.oidc`), a server-side
 session (``console_sessions``) in an HttpOnly, SameSite=Strict cookie (Secure over HTTPS) that
 expires (``[ui] session_minutes``, ``idle_minutes``); the token is resolved again on every
-request, so the visitor sees exactly what the token sees through the API; every POST must
+request, so the visitor sees exactly what the token sees through the API (an OIDC user, what
+a token of the role and sources their groups map to would see); every POST must
 carry the session's CSRF token (403 otherwise); every response has a strict
 Content-Security-Policy (no inline script or style), ``X-Frame-Options: DENY`` and
 ``Cache-Control: no-store``.

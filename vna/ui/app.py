@@ -6,7 +6,9 @@ cookie: signing out ends the session everywhere at once, every server process of
 deployment sees it without sharing a key, and the cookie is a random value whose SHA-256 is
 all the catalogue keeps.  Each request resolves the session's token again through the API's
 :class:`~vna.security.authn.Authenticator`, so a revoked or expired token ends the session, and
-what the visitor may see is what that token may see through the API.
+what the visitor may see is what that token may see through the API.  A session opened
+through single sign-on (:mod:`vna.ui.oidc`) has no token: it keeps the principal the user's
+groups mapped to, and ends when OIDC is no longer configured.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from vna.gateway.auth import AUTH
 from vna.gateway.status import http_status
 from vna.security.audit import ACCESS_DENIED, AUTHENTICATION_FAILED, AuditTrail
 from vna.security.authn import Authenticator
-from vna.security.tokens import digest
-from vna.ui import core
+from vna.security.tokens import Principal, digest
+from vna.ui import core, oidc
 from vna.ui.core import (
     ARCHIVE,
     AUDIT,
@@ -72,6 +74,7 @@ def register(app: web.Application, archive: Archive) -> None:
     r.add_post("/signout", signout, name="signout")
     r.add_static("/static", STATIC, name="static")
     pages.add_routes(r)
+    oidc.add_routes(console)
     app.add_subapp(ROOT + "/", console)
     app.router.add_get("/", _to_console)
     app.router.add_get(ROOT, _to_console)
@@ -154,6 +157,15 @@ async def _visitor(request: web.Request) -> Visitor | None:
         )
     if session is None:
         return None
+    if session.token_sha256 is None:
+        # An OIDC user: the principal their groups mapped to at sign-in (migration 0217),
+        # while OIDC is still configured.
+        if session.role is not None and archive.settings.oidc.enabled:
+            mapped = Principal(session.actor, session.role, read_sources=session.read_sources)
+            return Visitor(mapped, session_sha256, session.csrf, session.display_name or "")
+        async with archive.db.transaction() as conn:
+            await console_sessions.close_session(conn, session_sha256, origin=request.remote or "")
+        return None
     principal = await request.app[AUTHN].principal_for_digest(session.token_sha256)
     if principal is None:  # the token was revoked or expired since sign-in
         async with archive.db.transaction() as conn:
@@ -222,6 +234,7 @@ async def signin_form(request: web.Request) -> web.StreamResponse:
 
 async def _signin_page(request: web.Request, *, status: int, error: str) -> web.Response:
     value = request.cookies.get(SIGNIN_COOKIE) or secrets.token_urlsafe(32)
+    oidc_settings = request.app[ARCHIVE].settings.oidc
     response = render(
         request,
         "signin.html",
@@ -232,6 +245,8 @@ async def _signin_page(request: web.Request, *, status: int, error: str) -> web.
         ended=request.query.get("ended") == "1",
         # A new archive has no token yet: say how to make the first one.
         no_tokens=not await request.app[AUTHN].enforced(),
+        # The single sign-on button, when [oidc] is configured.
+        oidc_name=oidc_settings.provider_name if oidc_settings.enabled else "",
     )
     _cookie(response, request, SIGNIN_COOKIE, value, max_age=3600)
     return response

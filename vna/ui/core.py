@@ -47,15 +47,23 @@ CSRF_FIELD = "csrf"
 
 @dataclass(frozen=True)
 class Visitor:
-    """A signed-in console user: the principal their token stands for, as the API sees it."""
+    """A signed-in console user: the principal their token stands for, as the API sees it,
+    or the one their OIDC groups map to (vna.ui.oidc), with the same rules."""
 
     principal: Principal
     session_sha256: str
     csrf: str
+    #: The name shown on pages (an OIDC user's name claim); empty: the principal's name.
+    shown_name: str = ""
 
     @property
     def name(self) -> str:
+        """The name the audit trail records (the token's name, ``oidc:<subject>``)."""
         return self.principal.name
+
+    @property
+    def display_name(self) -> str:
+        return self.shown_name or self.principal.name
 
     @property
     def is_admin(self) -> bool:
@@ -119,7 +127,9 @@ def page(*, admin: bool = False) -> Callable[[View], Callable[[web.Request], Any
             allowed = visitor.is_admin if admin else visitor.principal.may_read
             if not allowed:
                 need = "administer" if admin else "read"
-                reason = f"token {visitor.name!r} (role {visitor.principal.role}) may not {need}"
+                # An OIDC user is named by subject (oidc:...), a token by its name.
+                kind = "user" if visitor.shown_name else "token"
+                reason = f"{kind} {visitor.name!r} (role {visitor.principal.role}) may not {need}"
                 await request.app[AUDIT].security_event(
                     visitor.name,
                     request.remote or "",

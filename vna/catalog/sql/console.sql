@@ -4,13 +4,20 @@
 INSERT INTO console_sessions (session_sha256, token_sha256, actor, csrf, origin, expires_at)
 VALUES ($1, $2, $3, $4, $5, now() + make_interval(mins => $6));
 
+-- name: console_session_insert_oidc
+-- An OIDC user's session (migration 0217): no token; the principal the ID token mapped to.
+INSERT INTO console_sessions (session_sha256, actor, csrf, origin, expires_at, oidc_issuer,
+                              oidc_subject, display_name, role, read_sources)
+VALUES ($1, $2, $3, $4, now() + make_interval(mins => $5), $6, $7, $8, $9, $10);
+
 -- name: console_session_use
 -- A live session (not past its expiry, used within the idle limit), marked as used now.
 UPDATE console_sessions SET last_seen = now()
 WHERE session_sha256 = $1
   AND expires_at > now()
   AND last_seen > now() - make_interval(mins => $2)
-RETURNING token_sha256, actor, csrf, expires_at;
+RETURNING token_sha256, actor, csrf, expires_at, oidc_subject, display_name, role,
+          read_sources;
 
 -- name: console_session_delete
 DELETE FROM console_sessions WHERE session_sha256 = $1 RETURNING actor;
@@ -19,6 +26,19 @@ DELETE FROM console_sessions WHERE session_sha256 = $1 RETURNING actor;
 -- Sessions past their expiry or idle limit: nothing can use them any more.
 DELETE FROM console_sessions
 WHERE expires_at <= now() OR last_seen <= now() - make_interval(mins => $1);
+
+-- name: console_oidc_state_insert
+-- A sign-in sent to the provider; older unfinished ones are forgotten on the way.
+WITH purged AS (DELETE FROM console_oidc_states WHERE expires_at <= now())
+INSERT INTO console_oidc_states (state_sha256, browser_sha256, nonce, code_verifier,
+                                 redirect_url, expires_at)
+VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6));
+
+-- name: console_oidc_state_take
+-- The sign-in this state began, if it is still live; taken once (deleted), so a replayed
+-- callback finds nothing.
+DELETE FROM console_oidc_states WHERE state_sha256 = $1
+RETURNING browser_sha256, nonce, code_verifier, redirect_url, expires_at > now() AS live;
 
 -- name: console_study_storage
 -- Per series of study $1: the served instances, their bytes as received and as stored, their
