@@ -1,7 +1,7 @@
 """Forwarding rules (``[[forward]]``): every stored, replaced or corrected instance that a rule
-matches is sent to the rule's destination by C-STORE or STOW-RS, with retries, its outcome recorded per
-destination (``vna forward status``, ``vna_forward_instances`` in /metrics) and audited as a
-disclosure.
+matches is sent to the rule's destination by C-STORE or STOW-RS, with retries, its outcome
+recorded per destination (``vna forward status``, ``vna_forward_instances`` in /metrics) and
+audited as a disclosure.
 
 Fed by the change feed, not by ingest: the scheduler's step (:func:`queue_from_feed`) reads
 the feed after its cursor, matches each instance against the rules
@@ -147,8 +147,9 @@ async def forward_job(engine: Engine, job: Job) -> None:
 async def forward_study_job(engine: Engine, job: Job) -> None:
     """A study's waiting instances for one destination (rules with ``delay_seconds``): once
     no change of the study has entered the feed for the delay, all of them on one association
-    or in one STOW-RS request (one per :data:`BATCH_BYTES`), in feed order.  Until then it waits, without using up an
-    attempt; an instance arriving meanwhile joins the batch and restarts the wait."""
+    or in one STOW-RS request (one per :data:`BATCH_BYTES`), in feed order.  Until then it
+    waits, without using up an attempt; an instance arriving meanwhile joins the batch and
+    restarts the wait."""
     try:
         destination = str(job.payload["destination"])
         study_uid = str(job.payload["study_uid"])

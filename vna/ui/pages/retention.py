@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 from markupsafe import Markup
@@ -241,7 +242,7 @@ async def approve_form(request: web.Request, visitor: Visitor) -> web.StreamResp
 
 def _plan_context(
     review: retention.Review, plan: list[retention.PlannedDeletion]
-) -> dict[str, object]:
+) -> dict[str, Any]:
     deleting = [p for p in plan if p.verdict is Verdict.DELETE]
     rejected = [r for r in review.rejected if r["state"] == "due"]
     return {
