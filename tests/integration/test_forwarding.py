@@ -285,62 +285,75 @@ async def serving(archive: Archive, posts: list[int] | None = None) -> AsyncIter
         await runner.cleanup()
 
 
+@contextlib.asynccontextmanager
+async def second_archive(
+    pg_admin_url: str, pg_template: str, tmp_path: Path, clash_of: Any, posts: list[int] | None
+) -> AsyncIterator[tuple[Archive, str]]:
+    """A second archive on its own database, serving STOW-RS (token ``t-second``); yields it
+    and its ``/studies`` URL.  It already holds other content under ``clash_of``'s SOP
+    Instance UID, so it refuses that instance when it is forwarded."""
+    name = f"vna_test_second_{os.getpid()}"
+    admin = await asyncpg.connect(pg_admin_url)
+    await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    settings = Settings(
+        data_dir=tmp_path / "second",
+        database_url=with_database(pg_admin_url, name),
+        sources=(SourceSettings(name="VNA1", token_sha256=_sha("t-second")),),
+    )
+    try:
+        async with opened(settings) as second, serving(second, posts) as url:
+            clash = copy.deepcopy(clash_of)
+            clash.SeriesDescription = "SOMETHING ELSE"
+            clash.IssuerOfPatientID = "HOSP1"  # the patient the forwarded ones name
+            await ingest(second, [clash], source=settings.sources[0])
+            yield second, f"{url}/studies"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def stow_rule(archive_settings: Settings, target: str, delay_seconds: int = 0) -> Settings:
+    """``archive_settings`` forwarding H1's CT to the STOW-RS endpoint ``target``."""
+    rule = ForwardRuleSettings(
+        name="h1-ct-stow",
+        stow_url=target,
+        stow_token="t-second",
+        sources=("H1",),
+        modalities=("CT",),
+        delay_seconds=delay_seconds,
+    )
+    return dataclasses.replace(archive_settings, destinations=(), forward=(rule,))
+
+
 async def test_a_second_archive_as_a_stow_rs_destination(
     archive_settings, pg_admin_url, pg_template, tmp_path
 ):
     """Exactly the matching instances reach the second archive over STOW-RS, byte for byte;
     one it refuses (it holds other content under that SOP Instance UID) is failed with the
     FailureReason it answered."""
-    name = f"vna_test_second_{os.getpid()}"
-    admin = await asyncpg.connect(pg_admin_url)
-    await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-    second_settings = Settings(
-        data_dir=tmp_path / "second",
-        database_url=with_database(pg_admin_url, name),
-        sources=(SourceSettings(name="VNA1", token_sha256=_sha("t-second")),),
-    )
     ct = ct_study(patient_id="P1", series=1, slices=3)
     mr = ct_study(patient_id="P1", series=1, slices=1, modality="MR")
-    try:
-        async with opened(second_settings) as second, serving(second) as second_url:
-            settings = dataclasses.replace(
-                archive_settings,
-                destinations=(),
-                forward=(
-                    ForwardRuleSettings(
-                        name="h1-ct-stow",
-                        stow_url=f"{second_url}/studies",
-                        stow_token="t-second",
-                        sources=("H1",),
-                        modalities=("CT",),
-                    ),
-                ),
-            )
-            # The second archive already holds other content under one of the UIDs.
-            clash = copy.deepcopy(ct[1])
-            clash.SeriesDescription = "SOMETHING ELSE"
-            clash.IssuerOfPatientID = "HOSP1"  # the patient the forwarded ones name
-            await ingest(second, [clash], source=second_settings.sources[0])
-            async with opened(settings) as first, serving(first) as first_url:
-                assert await stow(first_url, [part10(ds) for ds in ct + mr], "H1") == 202
-                other = ct_study(patient_id="P9", series=1, slices=1)  # another hospital's CT
-                assert await stow(first_url, [part10(ds) for ds in other], "H2") == 202
-                await run_once(first)
-                data = await forwarding.status(Engine(first))
-                target = f"{second_url}/studies"
-                assert data["destinations"][target]["sent"] == 2
-                assert data["destinations"][target]["failed"] == 1
-                (failure,) = data["failures"]
-                assert failure["sop_uid"] == str(ct[1].SOPInstanceUID)
-                assert failure["status"] is not None and "409" in failure["error"]
-                for ds in (ct[0], ct[2]):
-                    uid = str(ds.SOPInstanceUID)
-                    assert await archived(second, uid) == await archived(first, uid)
-                for ds in (mr[0], other[0]):
-                    assert await second.retriever.find_by_uids([str(ds.SOPInstanceUID)]) == []
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with second_archive(pg_admin_url, pg_template, tmp_path, ct[1], None) as (
+        second,
+        target,
+    ):
+        settings = stow_rule(archive_settings, target)
+        async with opened(settings) as first, serving(first) as first_url:
+            assert await stow(first_url, [part10(ds) for ds in ct + mr], "H1") == 202
+            other = ct_study(patient_id="P9", series=1, slices=1)  # another hospital's CT
+            assert await stow(first_url, [part10(ds) for ds in other], "H2") == 202
+            await run_once(first)
+            data = await forwarding.status(Engine(first))
+            assert data["destinations"][target]["sent"] == 2
+            assert data["destinations"][target]["failed"] == 1
+            (failure,) = data["failures"]
+            assert failure["sop_uid"] == str(ct[1].SOPInstanceUID)
+            assert failure["status"] is not None and "409" in failure["error"]
+            for ds in (ct[0], ct[2]):
+                uid = str(ds.SOPInstanceUID)
+                assert await archived(second, uid) == await archived(first, uid)
+            for ds in (mr[0], other[0]):
+                assert await second.retriever.find_by_uids([str(ds.SOPInstanceUID)]) == []
 
 
 async def test_a_delayed_stow_rs_rule_sends_a_quiet_study_in_one_request(
@@ -349,62 +362,35 @@ async def test_a_delayed_stow_rs_rule_sends_a_quiet_study_in_one_request(
     """With delay_seconds and a STOW-RS destination, a quiet study goes in one request, as a
     PACS sends a study; the second archive's answer gives each instance its outcome: the one
     it refuses is failed with its FailureReason, the others stored byte for byte."""
-    name = f"vna_test_second_batch_{os.getpid()}"
-    admin = await asyncpg.connect(pg_admin_url)
-    await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-    second_settings = Settings(
-        data_dir=tmp_path / "second",
-        database_url=with_database(pg_admin_url, name),
-        sources=(SourceSettings(name="VNA1", token_sha256=_sha("t-second")),),
-    )
     ct = ct_study(patient_id="P1", series=2, slices=2)
     posts: list[int] = []
-    try:
-        async with opened(second_settings) as second, serving(second, posts) as second_url:
-            target = f"{second_url}/studies"
-            settings = dataclasses.replace(
-                archive_settings,
-                destinations=(),
-                forward=(
-                    ForwardRuleSettings(
-                        name="h1-ct-stow",
-                        stow_url=target,
-                        stow_token="t-second",
-                        sources=("H1",),
-                        modalities=("CT",),
-                        delay_seconds=1,
-                    ),
-                ),
-            )
-            clash = copy.deepcopy(ct[1])
-            clash.SeriesDescription = "SOMETHING ELSE"
-            clash.IssuerOfPatientID = "HOSP1"
-            await ingest(second, [clash], source=second_settings.sources[0])
-            async with opened(settings) as first, serving(first) as first_url:
-                for ds in ct:  # one request each: the study arrives over a while
-                    assert await stow(first_url, [part10(ds)], "H1") == 202
+    async with second_archive(pg_admin_url, pg_template, tmp_path, ct[1], posts) as (
+        second,
+        target,
+    ):
+        settings = stow_rule(archive_settings, target, delay_seconds=1)
+        async with opened(settings) as first, serving(first) as first_url:
+            for ds in ct:  # one request each: the study arrives over a while
+                assert await stow(first_url, [part10(ds)], "H1") == 202
+            await run_once(first)
+            assert posts == []  # held until the study is quiet
+            deadline = time.monotonic() + 30
+            data = await forwarding.status(Engine(first))
+            done = data["destinations"][target]
+            while done["sent"] + done["failed"] < len(ct) and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
                 await run_once(first)
-                assert posts == []  # held until the study is quiet
-                deadline = time.monotonic() + 30
                 data = await forwarding.status(Engine(first))
                 done = data["destinations"][target]
-                while done["sent"] + done["failed"] < len(ct) and time.monotonic() < deadline:
-                    await asyncio.sleep(0.5)
-                    await run_once(first)
-                    data = await forwarding.status(Engine(first))
-                    done = data["destinations"][target]
-                assert posts == [len(ct)]
-                assert data["destinations"][target]["sent"] == len(ct) - 1
-                assert data["destinations"][target]["failed"] == 1
-                (failure,) = data["failures"]
-                assert failure["sop_uid"] == str(ct[1].SOPInstanceUID)
-                assert failure["status"] is not None and failure["error"] == "HTTP 202"
-                for ds in ct[:1] + ct[2:]:
-                    uid = str(ds.SOPInstanceUID)
-                    assert await archived(second, uid) == await archived(first, uid)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+            assert posts == [len(ct)]
+            assert done["sent"] == len(ct) - 1
+            assert done["failed"] == 1
+            (failure,) = data["failures"]
+            assert failure["sop_uid"] == str(ct[1].SOPInstanceUID)
+            assert failure["status"] is not None and failure["error"] == "HTTP 202"
+            for ds in ct[:1] + ct[2:]:
+                uid = str(ds.SOPInstanceUID)
+                assert await archived(second, uid) == await archived(first, uid)
 
 
 async def test_a_delayed_rule_sends_a_quiet_study_on_one_association(archive_settings):
