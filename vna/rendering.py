@@ -160,11 +160,7 @@ class Renderer:
         if past:
             # PS3.18 10.4.1.1.2 (frame list): a frame the instance does not have is not found.
             raise NotFound(f"frame {past[0]} is not in the instance, which has {count} frame(s)")
-        # Everything before the Pixel Data value: the header, up to the element's own tag,
-        # which is where pydicom stops reading (stop_before_pixels).
-        header_end = pixels.starts[0] if pixels.encapsulated else pixels.value_offset
-        header = await self.retriever.read_span(instance, 0, header_end)
-        values = await self.retriever.frames(instance, wanted)
+        header, values = await self.retriever.header_and_frames(instance, pixels, wanted)
         return await loop.run_in_executor(
             self._pool, _render_frame_values, header, pixels.encapsulated, wanted, values, options
         )

@@ -643,6 +643,26 @@ class Retriever:
             )
         )
 
+    async def header_and_frames(
+        self, instance: StoredInstance, pixels: PixelLayout, numbers: Sequence[int]
+    ) -> tuple[bytes, list[bytes]]:
+        """What a decoder needs to render or transcode frames ``numbers`` of an instance whose
+        pixel layout is known: everything before the Pixel Data value (where pydicom stops
+        reading with stop_before_pixels; for encapsulated data, up to the first fragment), and
+        the frames.  Frame 1 alone, which is what is asked of every single-frame slice, sits
+        right after the header: the two come in one ranged read, the frame's part checked by
+        its CRC-32 as a frame read alone is."""
+        header_end = pixels.starts[0] if pixels.encapsulated else pixels.value_offset
+        if list(numbers) == [1]:
+            start, length = pixels.span(1)
+            if start == header_end:
+                data = await self.read_span(
+                    instance, 0, start + length, crc=pixels.crc(1), crc_from=start
+                )
+                return data[:start], [cut_frame(pixels, 1, data[start:])]
+        header = await self.read_span(instance, 0, header_end)
+        return header, await self.frames(instance, numbers)
+
     async def _frame(
         self, instance: StoredInstance, pixels: PixelLayout, number: int, span: tuple[int, int]
     ) -> bytes:
@@ -713,7 +733,12 @@ class Retriever:
         ]
 
     async def read_span(
-        self, instance: StoredInstance, start: int, length: int, crc: int | None = None
+        self,
+        instance: StoredInstance,
+        start: int,
+        length: int,
+        crc: int | None = None,
+        crc_from: int = 0,
     ) -> bytes:
         """Bytes [start, start + length) of the instance as received, reading only the part
         of the object that holds them.
@@ -722,8 +747,10 @@ class Retriever:
         by the zstandard checksums and the seek table's sizes, a pixel pack's by each frame's
         CRC.  A range of an uncompressed object, which the whole object's SHA-256 cannot check,
         is checked against ``crc`` when its layout recorded one (vna.dicom.frames: every frame
-        and every whole bulk value); without one, a range of at least half the object is
-        served from the whole object read and checked, for about the same cost, and a smaller
+        and every whole bulk value; ``crc_from``: the CRC-32 is of the range's bytes from
+        there on, a frame read together with the header before it); without one, a range of
+        at least half the object is served from the whole object read and checked, for about
+        the same cost, and a smaller
         one (the header reads of rendering and transcoding, a part of a bulk value) is as the
         store keeps it (S3 checks ChecksumSHA256 on write, the filesystem store fsyncs, fixity
         runs check whole objects), a missing or short object showing.
@@ -749,7 +776,8 @@ class Retriever:
                     data = await self._read_whole(instance)
                     return data[start : start + length]
                 data, _ = await self._from_any(
-                    instance, lambda store: _plain_range(store, instance, start, length, crc)
+                    instance,
+                    lambda store: _plain_range(store, instance, start, length, crc, crc_from),
                 )
                 return data
             if instance.compression in pixelpack.IMAGE_CODECS:
@@ -1100,7 +1128,12 @@ async def _checked(
 
 
 async def _plain_range(
-    store: ObjectStore, instance: StoredInstance, start: int, length: int, crc: int | None = None
+    store: ObjectStore,
+    instance: StoredInstance,
+    start: int,
+    length: int,
+    crc: int | None = None,
+    crc_from: int = 0,
 ) -> bytes:
     data = await store.read_range(instance.object_key, start, length)
     if len(data) != length:
@@ -1108,10 +1141,11 @@ async def _plain_range(
             f"the copy of instance {instance.sop_uid} on store {store.name} is shorter than"
             " catalogued"
         )
-    if crc is not None and zlib.crc32(data) != crc:
+    if crc is not None and zlib.crc32(memoryview(data)[crc_from:]) != crc:
         raise DamagedObject(
             f"the copy of instance {instance.sop_uid} on store {store.name} is not the"
-            f" catalogued content: bytes {start}+{length} fail their recorded CRC-32"
+            f" catalogued content: bytes {start + crc_from}+{length - crc_from} fail their"
+            " recorded CRC-32"
         )
     return data
 

@@ -134,9 +134,7 @@ class Transcoder:
             data = await self._whole_native(instance, target)
             made = await loop.run_in_executor(self._pool, _frames_of, data, numbers, target)
         else:
-            header_end = pixels.starts[0] if pixels.encapsulated else pixels.value_offset
-            header = await self.retriever.read_span(instance, 0, header_end)
-            values = await self.retriever.frames(instance, numbers)
+            header, values = await self.retriever.header_and_frames(instance, pixels, numbers)
             made = await loop.run_in_executor(
                 self._pool,
                 _transcode_frames,

@@ -48,6 +48,7 @@ from tests.integration.test_dimse import (
 from tests.phantom import smooth_ct_study
 from vna.archive import Archive
 from vna.config import DestinationSettings, DimseSettings, ReplicaSettings, Settings
+from vna.dicom.render import render
 from vna.errors import StorageError
 from vna.gateway.dimse import DimseListener
 from vna.gateway.web import create_app
@@ -507,6 +508,60 @@ async def test_a_damaged_frame_of_an_uncompressed_multi_frame_object_is_never_se
             await run_once(archive)  # the repair job puts the good copy back
             stored = b"".join([c async for c in store.iter_chunks(row["object_key"])])
             assert sha(stored) == row["sha256"]
+
+
+@pytest.mark.parametrize("store_kind", STORE_KINDS)
+@pytest.mark.parametrize("with_replica", [True, False])
+async def test_a_damaged_slice_is_never_rendered(
+    archive_settings: Settings, tmp_path: Path, with_replica: bool
+) -> None:
+    """/rendered of a single-frame slice reads its header and its frame in one ranged read,
+    the frame's part checked by its CRC-32.  A byte flipped in the pixels: with a replica the
+    image is rendered from the replica's bytes (the same image as from the bytes sent);
+    without, a clear error, never an image of damaged pixels."""
+    replicas = (ReplicaSettings("dr", (tmp_path / "replica").as_uri()),) if with_replica else ()
+    settings = dataclasses.replace(archive_settings, replicas=replicas)
+    async with running(with_lifecycle(settings, compression={"level": 0})) as node:
+        archive = node.archive
+        ds, good = smooth_ct_study(series=1, slices=2, size=64)
+        sent = await ingest(archive, [ds, good])
+        await run_once(archive)  # replicate (when there is a replica)
+        url = f"{node.base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        keys = {
+            r["sop_uid"]: r["object_key"]
+            for r in await fetch(archive, "SELECT sop_uid, object_key FROM instances")
+        }
+        uid = str(ds.SOPInstanceUID)
+        original = sent[uid]
+        at = len(original) - len(ds.PixelData) // 2
+        bad = original[:at] + bytes([original[at] ^ 0x5A]) + original[at + 1 :]
+        await _overwrite(archive.store, keys[uid], bad)
+        await forget_damage(archive)
+
+        async with aiohttp.ClientSession() as http:
+            async with http.get(
+                f"{url}/instances/{uid}/rendered", headers={"Accept": "image/jpeg"}
+            ) as resp:
+                body = await resp.read()
+                if with_replica:
+                    assert resp.status == 200
+                    assert body == _rendered(original, archive)
+                else:
+                    assert resp.status == 500 and b"CRC-32" in body
+            good_uid = str(good.SOPInstanceUID)
+            async with http.get(
+                f"{url}/instances/{good_uid}/rendered", headers={"Accept": "image/jpeg"}
+            ) as resp:
+                assert resp.status == 200
+                assert await resp.read() == _rendered(sent[good_uid], archive)
+        (found,) = await fetch(archive, "SELECT * FROM read_repairs")
+        assert found["outcome"] == "corrupt"
+        assert found["served_from"] == ("dr" if with_replica else None)
+
+
+def _rendered(part10: bytes, archive: Archive) -> bytes:
+    """The JPEG the archive's renderer makes of an instance's bytes (the default options)."""
+    return render(pydicom.dcmread(io.BytesIO(part10)), 0, archive.renderer.options("image/jpeg"))
 
 
 async def _overwrite(store: ObjectStore, key: str, data: bytes) -> None:
