@@ -277,7 +277,9 @@ def _native_grayscale(
     bits = np.frombuffer(value, dtype=dtype, count=rows * columns, offset=frame * size)
     if stored < allocated:
         bits = bits & np.array((1 << stored) - 1, dtype=bits.dtype)  # unused high bits dropped
-    shown: np.ndarray[Any, Any] = table[bits].reshape(rows, columns)
+    # np.take rather than table[bits]: the same values, in about half the time (no general
+    # fancy-indexing machinery for a flat index array).
+    shown: np.ndarray[Any, Any] = np.take(table, bits).reshape(rows, columns)
     return shown
 
 
