@@ -197,6 +197,20 @@ def test_jpeg_quality_viewport_and_region():
     assert np.array_equal(crop, _expected_gray(ds)[0:32, 64:128])
 
 
+def test_jpeg_is_the_baseline_jpeg_pillow_writes_of_the_same_picture():
+    """JPEG goes through imagecodecs (it releases the GIL while encoding) but is the image
+    Pillow's libjpeg-turbo writes with its defaults: same quality scale, same 4:2:0 colour
+    subsampling, the same bytes, for grayscale and colour."""
+    for name, quality in (("CT_small.dcm", 90), ("CT_small.dcm", 7), ("SC_rgb_rle.dcm", 75)):
+        ds = _file(name)
+        shown = _png(ds)
+        pillow = io.BytesIO()
+        Image.fromarray(shown).save(pillow, format="JPEG", quality=quality)
+        got = render(ds, 0, RenderOptions(media_type=JPEG, quality=quality))
+        assert got == pillow.getvalue(), (name, quality)
+        assert Image.open(io.BytesIO(got)).mode == ("RGB" if shown.ndim == 3 else "L")
+
+
 def test_what_cannot_be_decoded_or_rendered_is_refused_with_a_reason():
     ds = _file("CT_small.dcm")
     unknown = copy.deepcopy(ds)
