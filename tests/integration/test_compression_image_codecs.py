@@ -43,6 +43,7 @@ from vna.config import (
     TieringRuleSettings,
 )
 from vna.dicom import pixel_codecs
+from vna.dicom.render import render
 from vna.gateway.dimse import DimseListener
 from vna.ingest.pipeline import Sender
 
@@ -238,6 +239,22 @@ async def test_image_codec_at_rest_returns_the_bytes_received(
                 assert resp.status == 200
                 parts = split_multipart(await resp.read(), resp.headers["Content-Type"])
             assert parts == [multi.PixelData[2 * frame :], multi.PixelData[:frame]]
+            # Rendered from the stored form (a slice's header and frame rebuilt in one span, a
+            # later frame of the multi-frame alone): the picture of the bytes received.
+            options = archive.renderer.options("image/jpeg")
+            async with aiohttp.ClientSession() as http:
+                for uid, data in files.items():
+                    ds = pydicom.dcmread(io.BytesIO(data))
+                    base = (
+                        f"{root}/dicom-web/studies/{ds.StudyInstanceUID}/series/"
+                        f"{ds.SeriesInstanceUID}/instances/{uid}"
+                    )
+                    for number in (1, 3) if uid == str(multi.SOPInstanceUID) else (1,):
+                        async with http.get(
+                            f"{base}/frames/{number}/rendered", headers={"Accept": "image/jpeg"}
+                        ) as resp:
+                            assert resp.status == 200, (uid, number)
+                            assert await resp.read() == render(ds, number - 1, options)
 
         # The codec's own codestream, without decoding, for transcoding on retrieve.
         (found,) = await archive.retriever.find(
