@@ -750,14 +750,13 @@ class Retriever:
         and every whole bulk value; ``crc_from``: the CRC-32 is of the range's bytes from
         there on, a frame read together with the header before it); without one, a range of
         at least half the object is served from the whole object read and checked, for about
-        the same cost, and a smaller
-        one (the header reads of rendering and transcoding, a part of a bulk value) is as the
-        store keeps it (S3 checks ChecksumSHA256 on write, the filesystem store fsyncs, fixity
-        runs check whole objects), a missing or short object showing.
-        A single-frame compressed object (written before the seekable form) is decompressed
-        whole and checked as ``open`` checks it, and its conversion to the seekable form is
-        queued.  A damaged, truncated or missing copy is read from a replica instead
-        (``_from_any``) and its repair queued.
+        the same cost, and a smaller one (the header reads of rendering and transcoding, a
+        part of a bulk value) is as the store keeps it (S3 checks ChecksumSHA256 on write,
+        the filesystem store fsyncs, fixity runs check whole objects), a missing or short
+        object showing.  A single-frame compressed object (written before the seekable form)
+        is decompressed whole and checked as ``open`` checks it, and its conversion to the
+        seekable form is queued.  A damaged, truncated or missing copy is read from a replica
+        instead (``_from_any``) and its repair queued.
         """
         if start < 0 or length < 0 or start + length > instance.size:
             raise StorageError(

@@ -215,11 +215,8 @@ def _jpeg(image: Image.Image, quality: int) -> bytes:
     Pillow's encoder is the same library with the same defaults (the bytes are identical),
     but it holds the GIL while it encodes: the render threads and the server's event loop
     took turns, and two threads encoded no faster than one.  imagecodecs releases it (two
-    threads, twice the images)."""
-    if image.mode not in ("L", "RGB"):
-        out = io.BytesIO()
-        image.save(out, format="JPEG", quality=quality)
-        return out.getvalue()
+    threads, twice the images).  The picture is what ``display_pixels`` makes: 8-bit
+    grayscale or RGB, the two modes both encoders take alike."""
     return bytes(imagecodecs.jpeg8_encode(np.asarray(image), level=quality))
 
 
